@@ -1,0 +1,229 @@
+//! The migrations Lambda: `setup` builds the indexes, `up` runs pending migrations under a
+//! lease, `status` reports. An EventBridge scheduled event means `up`.
+
+pub mod indexes;
+pub mod registry;
+
+use mongodb::bson::DateTime;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use shared::db::{Db, DbError, MigrationRecord, SystemContext};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// What an invocation asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Setup,
+    Up,
+    Status,
+}
+
+/// The lease that keeps `up` runs apart.
+pub const LOCK_NAME: &str = "migrations";
+/// How long a lease lasts: past the Lambda timeout (300 s), so that a live run never loses it.
+pub const LOCK_TTL: Duration = Duration::from_secs(360);
+/// How long a second `up` waits for the first before giving up (it can retry later).
+pub const LOCK_WAIT: Duration = Duration::from_secs(20);
+
+/// Why an invocation failed, and whether a retry can help.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("unrecognised event: {0}")]
+    BadEvent(String),
+    #[error("another run holds the migrations lease")]
+    LockBusy,
+    #[error("migration {name} failed")]
+    Failed { name: &'static str, source: DbError },
+    #[error("database error")]
+    Db(#[from] DbError),
+}
+
+impl MigrationError {
+    /// Whether invoking again later may succeed: a busy lease or a transient database error.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            MigrationError::BadEvent(_) => false,
+            MigrationError::LockBusy => true,
+            MigrationError::Failed { source, .. } | MigrationError::Db(source) => source.is_retryable(),
+        }
+    }
+}
+
+impl From<MigrationError> for lambda_runtime::Diagnostic {
+    fn from(e: MigrationError) -> Self {
+        let retry = if e.is_retryable() { "Retryable" } else { "Permanent" };
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        lambda_runtime::Diagnostic { error_type: format!("MigrationError.{retry}"), error_message: message }
+    }
+}
+
+/// Reads the action: `{"action": "setup" | "up" | "status"}`, or a scheduled event, which means `up`.
+pub fn parse_event(event: &Value) -> Result<Action, MigrationError> {
+    if let Some(action) = event.get("action") {
+        return serde_json::from_value(action.clone())
+            .map_err(|_| MigrationError::BadEvent("action must be one of setup, up, status".into()));
+    }
+    let scheduled = event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
+        && event.get("source").and_then(Value::as_str) == Some("aws.events");
+    if scheduled {
+        Ok(Action::Up)
+    } else {
+        Err(MigrationError::BadEvent("expected {\"action\": …} or an EventBridge scheduled event".into()))
+    }
+}
+
+/// One applied migration in a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Applied {
+    pub name: String,
+    pub duration_ms: i64,
+    pub documents_changed: u64,
+}
+
+/// What an invocation did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum Report {
+    Setup { created: usize, existing: usize, indexes: Vec<indexes::IndexOutcome> },
+    #[serde(rename_all = "camelCase")]
+    Up { applied: Vec<Applied>, already_applied: Vec<String> },
+    #[serde(rename_all = "camelCase")]
+    Status { applied: Vec<StatusEntry>, pending: Vec<String> },
+}
+
+/// An applied migration as `status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusEntry {
+    pub name: String,
+    pub applied_at: String,
+    pub duration_ms: i64,
+}
+
+/// Runs one action.
+#[tracing::instrument(skip(db))]
+pub async fn run(db: &Db, action: Action) -> Result<Report, MigrationError> {
+    let system = SystemContext::new("migrations");
+    match action {
+        Action::Setup => setup(db, &system).await,
+        Action::Up => up(db, &system).await,
+        Action::Status => status(db, &system).await,
+    }
+}
+
+async fn setup(db: &Db, system: &SystemContext) -> Result<Report, MigrationError> {
+    let outcomes = indexes::ensure(&db.indexes(system)).await?;
+    let created = outcomes.iter().filter(|o| o.status == "created").count();
+    Ok(Report::Setup { created, existing: outcomes.len() - created, indexes: outcomes })
+}
+
+async fn up(db: &Db, system: &SystemContext) -> Result<Report, MigrationError> {
+    let owner = mongodb::bson::oid::ObjectId::new().to_hex();
+    let locks = db.locks(system);
+    let waited = Instant::now();
+    let lease = loop {
+        if let Some(lease) = locks.try_acquire(LOCK_NAME, &owner, LOCK_TTL).await? {
+            break lease;
+        }
+        if waited.elapsed() >= LOCK_WAIT {
+            return Err(MigrationError::LockBusy);
+        }
+        // Waiting for another run's lease: poll, bounded by LOCK_WAIT.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let result = apply_pending(db, system).await;
+    // Release even after a failure; if this fails too, the lease expires by itself.
+    if let Err(e) = lease.release().await {
+        tracing::warn!(error = %e, "could not release the migrations lease");
+    }
+    result
+}
+
+async fn apply_pending(db: &Db, system: &SystemContext) -> Result<Report, MigrationError> {
+    let ledger = db.migration_ledger(system);
+    let done: HashSet<String> = ledger.applied().await?.into_iter().map(|r| r.name).collect();
+    let (mut applied, mut already_applied) = (Vec::new(), Vec::new());
+    for migration in registry::MIGRATIONS {
+        if done.contains(migration.name) {
+            already_applied.push(migration.name.to_owned());
+            continue;
+        }
+        let started = Instant::now();
+        let applied_at = DateTime::now();
+        let changed = (migration.run)(db, system)
+            .await
+            .map_err(|source| MigrationError::Failed { name: migration.name, source })?;
+        let duration_ms = started.elapsed().as_millis() as i64;
+        let record = MigrationRecord { name: migration.name.to_owned(), applied_at, duration_ms };
+        if ledger.record(&record).await? {
+            tracing::info!(migration = migration.name, duration_ms, changed, "migration applied");
+            applied.push(Applied { name: migration.name.to_owned(), duration_ms, documents_changed: changed });
+        } else {
+            already_applied.push(migration.name.to_owned());
+        }
+    }
+    Ok(Report::Up { applied, already_applied })
+}
+
+async fn status(db: &Db, system: &SystemContext) -> Result<Report, MigrationError> {
+    let records = db.migration_ledger(system).applied().await?;
+    let done: HashSet<&str> = records.iter().map(|r| r.name.as_str()).collect();
+    let pending = registry::MIGRATIONS.iter().filter(|m| !done.contains(m.name)).map(|m| m.name.to_owned()).collect();
+    let applied = records
+        .iter()
+        .map(|r| StatusEntry {
+            name: r.name.clone(),
+            applied_at: r.applied_at.try_to_rfc3339_string().unwrap_or_default(),
+            duration_ms: r.duration_ms,
+        })
+        .collect();
+    Ok(Report::Status { applied, pending })
+}
+
+/// The Lambda entry point: parse the event, run, return the report as JSON.
+pub async fn handle_event(db: &Db, event: Value) -> Result<Value, MigrationError> {
+    let action = parse_event(&event)?;
+    let report = run(db, action).await?;
+    Ok(serde_json::to_value(report).expect("reports always serialise"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn manual_actions_are_parsed() {
+        assert_eq!(parse_event(&json!({"action": "setup"})).unwrap(), Action::Setup);
+        assert_eq!(parse_event(&json!({"action": "status"})).unwrap(), Action::Status);
+    }
+
+    #[test]
+    fn a_scheduled_event_means_up() {
+        let e = json!({"version": "0", "detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
+        assert_eq!(parse_event(&e).unwrap(), Action::Up);
+    }
+
+    #[test]
+    fn anything_else_is_a_permanent_error() {
+        for e in [json!({}), json!({"action": "drop"}), json!({"detail-type": "Other", "source": "aws.events"})] {
+            let err = parse_event(&e).unwrap_err();
+            assert!(!err.is_retryable());
+            let d = lambda_runtime::Diagnostic::from(err);
+            assert_eq!(d.error_type, "MigrationError.Permanent");
+        }
+    }
+
+    #[test]
+    fn a_busy_lease_is_retryable() {
+        assert!(MigrationError::LockBusy.is_retryable());
+    }
+}

@@ -1,0 +1,42 @@
+# shellcheck shell=bash
+# Shared settings for the local stack scripts. Sourced, never run.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${ROOT}/.cache"
+RUN_DIR="${CACHE}/run"
+mkdir -p "${RUN_DIR}"
+
+FERRETDB_VERSION="1.24.2"
+FERRETDB_PORT="${FERRETDB_PORT:-27017}"
+FERRETDB_DEBUG_PORT="${FERRETDB_DEBUG_PORT:-$((FERRETDB_PORT + 1))}"
+MOTO_PORT="${MOTO_PORT:-5000}"
+LOCAL_API_PORT="${LOCAL_API_PORT:-3000}"
+AWS_REGION="${AWS_REGION:-us-east-1}"
+
+log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
+
+# Waits for a command to succeed, at most $1 tries of 0.2 s. A bounded poll on a real condition,
+# not a sleep used as synchronisation.
+wait_for() {
+  local tries=$1; shift
+  for _ in $(seq "$tries"); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  return 1
+}
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# Stops the process recorded in a pid file: TERM, then KILL if it does not go within 5 s.
+stop_pidfile() {
+  local pidfile=$1
+  if pid_alive "$pidfile"; then
+    local pid; pid=$(cat "$pidfile")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+}

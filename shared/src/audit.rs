@@ -1,0 +1,94 @@
+//! The audit writer every context uses: one entry per mutating call, with secrets redacted.
+
+use crate::db::{Db, DbError, SystemContext, TenantCollection};
+use crate::http::RequestMeta;
+use crate::ids::TenantId;
+use crate::models::AuditLog;
+use mongodb::bson::{oid::ObjectId, Bson, DateTime, Document};
+use std::time::Duration;
+
+/// How long entries are kept before the retention job (or a TTL index) removes them.
+pub const RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// What happened, to what.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub action: &'static str,
+    pub resource: &'static str,
+    pub resource_id: Option<String>,
+    pub details: Document,
+}
+
+/// Keys whose values never reach an audit entry, at any depth (matched case-insensitively,
+/// as substrings: `adminPassword`, `apiKeySecret`, `Authorization`…).
+const SECRET_KEYS: [&str; 7] = ["password", "secret", "token", "authorization", "apikey", "keyhash", "credential"];
+
+/// Replaces the values of secret-looking keys with `"[REDACTED]"`.
+pub fn redact(details: Document) -> Document {
+    details
+        .into_iter()
+        .map(|(k, v)| {
+            let lower = k.to_ascii_lowercase();
+            if SECRET_KEYS.iter().any(|s| lower.contains(s)) {
+                (k, Bson::String("[REDACTED]".into()))
+            } else {
+                (k, redact_value(v))
+            }
+        })
+        .collect()
+}
+
+fn redact_value(value: Bson) -> Bson {
+    match value {
+        Bson::Document(d) => Bson::Document(redact(d)),
+        Bson::Array(items) => Bson::Array(items.into_iter().map(redact_value).collect()),
+        other => other,
+    }
+}
+
+/// Writes one audit entry into `tenant`'s log. `actor` is the caller's id (a Cognito `sub` or
+/// `apikey:<id>`).
+pub async fn record(db: &Db, tenant: &TenantId, meta: &RequestMeta, actor: Option<String>, event: AuditEvent) -> Result<(), DbError> {
+    let now = DateTime::now();
+    let entry = AuditLog {
+        id: ObjectId::new(),
+        tenant_id: None,
+        user_id: actor,
+        action: event.action.to_owned(),
+        resource: event.resource.to_owned(),
+        resource_id: event.resource_id,
+        details: redact(event.details),
+        ip: meta.ip.clone(),
+        user_agent: meta.user_agent.clone(),
+        request_id: meta.request_id.clone(),
+        timestamp: now,
+        expire_at: DateTime::from_millis(now.timestamp_millis() + RETENTION.as_millis() as i64),
+        created_at: None,
+        updated_at: None,
+    };
+    let scope = SystemContext::new("audit").for_tenant(tenant.clone());
+    db.scoped::<AuditLog>(&scope, TenantCollection::AuditLogs).insert_one(&entry).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::doc;
+
+    #[test]
+    fn secrets_are_redacted_at_any_depth() {
+        let d = redact(doc! {
+            "name": "Acme",
+            "adminPassword": "hunter2",
+            "nested": {"apiKey": "sk_live", "list": [{"refreshToken": "t"}]},
+        });
+        assert_eq!(d.get_str("name").unwrap(), "Acme");
+        assert_eq!(d.get_str("adminPassword").unwrap(), "[REDACTED]");
+        let nested = d.get_document("nested").unwrap();
+        assert_eq!(nested.get_str("apiKey").unwrap(), "[REDACTED]");
+        let first = nested.get_array("list").unwrap()[0].as_document().unwrap();
+        assert_eq!(first.get_str("refreshToken").unwrap(), "[REDACTED]");
+        assert!(!d.to_string().contains("hunter2"));
+    }
+}

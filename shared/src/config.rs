@@ -1,0 +1,137 @@
+//! Typed configuration from the environment, read once at cold start. A missing variable fails
+//! fast and is named; values are never logged.
+
+use std::time::Duration;
+
+/// A configuration problem, naming the variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("missing environment variable {0}")]
+    Missing(&'static str),
+    #[error("environment variable {0} is invalid: {1}")]
+    Invalid(&'static str, String),
+}
+
+/// Where the database is and how the client is sized.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DbConfig {
+    pub uri: String,
+    pub database: String,
+    pub app_name: String,
+    pub max_pool_size: u32,
+    pub server_selection_timeout: Duration,
+}
+
+impl std::fmt::Debug for DbConfig {
+    // The URI may carry a password: keep it out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConfig").field("database", &self.database).field("app_name", &self.app_name).finish()
+    }
+}
+
+/// The Cognito user pool, and where its tokens are checked. The issuer and the JWKS URL are
+/// separate settings: locally the issuer names AWS while the keys come from moto (DESIGN.md §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CognitoConfig {
+    pub region: String,
+    pub user_pool_id: String,
+    pub client_id: String,
+    pub issuer: String,
+    pub jwks_url: String,
+}
+
+/// Reads variables through a lookup function, so that tests need not touch the process env.
+pub struct Env<F: Fn(&str) -> Option<String>>(pub F);
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        (self.0)(name).filter(|v| !v.trim().is_empty()).ok_or(ConfigError::Missing(name))
+    }
+    fn optional(&self, name: &str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.trim().is_empty())
+    }
+}
+
+/// The process environment.
+pub fn process_env() -> Env<impl Fn(&str) -> Option<String>> {
+    Env(|name: &str| std::env::var(name).ok())
+}
+
+impl DbConfig {
+    /// `MONGODB_URI`, `MONGODB_DATABASE`; `MONGODB_MAX_POOL_SIZE` (default 4) and
+    /// `MONGODB_SERVER_SELECTION_TIMEOUT_MS` (default 3000) are optional.
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>, app_name: &str) -> Result<Self, ConfigError> {
+        let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+            env.optional(name)
+                .map(|v| v.parse::<u64>().map_err(|e| ConfigError::Invalid(name, e.to_string())))
+                .unwrap_or(Ok(default))
+        };
+        Ok(Self {
+            uri: env.required("MONGODB_URI")?,
+            database: env.required("MONGODB_DATABASE")?,
+            app_name: app_name.to_owned(),
+            max_pool_size: number("MONGODB_MAX_POOL_SIZE", 4)? as u32,
+            server_selection_timeout: Duration::from_millis(number("MONGODB_SERVER_SELECTION_TIMEOUT_MS", 3000)?),
+        })
+    }
+}
+
+impl CognitoConfig {
+    /// `COGNITO_REGION`, `COGNITO_USER_POOL_ID`, `COGNITO_CLIENT_ID`, `COGNITO_ISSUER` and
+    /// `COGNITO_JWKS_URL`. The issuer defaults to AWS's form for the region and pool, the JWKS
+    /// URL to the issuer's well-known path.
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let region = env.required("COGNITO_REGION")?;
+        let user_pool_id = env.required("COGNITO_USER_POOL_ID")?;
+        let issuer = env
+            .optional("COGNITO_ISSUER")
+            .unwrap_or_else(|| format!("https://cognito-idp.{region}.amazonaws.com/{user_pool_id}"));
+        let jwks_url = env.optional("COGNITO_JWKS_URL").unwrap_or_else(|| format!("{issuer}/.well-known/jwks.json"));
+        Ok(Self { client_id: env.required("COGNITO_CLIENT_ID")?, region, user_pool_id, issuer, jwks_url })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Env(move |name: &str| map.get(name).cloned())
+    }
+
+    #[test]
+    fn a_missing_variable_is_named() {
+        let err = DbConfig::from_env(&env(&[("MONGODB_URI", "mongodb://127.0.0.1")]), "t").unwrap_err();
+        assert_eq!(err, ConfigError::Missing("MONGODB_DATABASE"));
+        assert_eq!(err.to_string(), "missing environment variable MONGODB_DATABASE");
+    }
+
+    #[test]
+    fn a_blank_variable_counts_as_missing() {
+        let err = DbConfig::from_env(&env(&[("MONGODB_URI", " "), ("MONGODB_DATABASE", "x")]), "t").unwrap_err();
+        assert_eq!(err, ConfigError::Missing("MONGODB_URI"));
+    }
+
+    #[test]
+    fn db_config_has_lambda_sized_defaults_and_hides_the_uri() {
+        let cfg = DbConfig::from_env(&env(&[("MONGODB_URI", "mongodb://u:secret@h"), ("MONGODB_DATABASE", "d")]), "fn").unwrap();
+        assert_eq!(cfg.max_pool_size, 4);
+        assert_eq!(cfg.server_selection_timeout, Duration::from_secs(3));
+        assert!(!format!("{cfg:?}").contains("secret"));
+    }
+
+    #[test]
+    fn issuer_and_jwks_url_are_configured_separately() {
+        let cfg = CognitoConfig::from_env(&env(&[
+            ("COGNITO_REGION", "us-east-1"),
+            ("COGNITO_USER_POOL_ID", "us-east-1_abc"),
+            ("COGNITO_CLIENT_ID", "client"),
+            ("COGNITO_JWKS_URL", "http://127.0.0.1:5000/us-east-1_abc/.well-known/jwks.json"),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.issuer, "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_abc");
+        assert!(cfg.jwks_url.starts_with("http://127.0.0.1:5000/"));
+    }
+}

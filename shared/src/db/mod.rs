@@ -1,0 +1,265 @@
+//! The data layer: the cached client, tenant-scoped collections and the narrow APIs of the
+//! global collections. Nothing here hands out a raw `Collection` of a tenant collection.
+
+pub mod guard;
+mod ledger;
+mod registry;
+mod scoped;
+
+pub use guard::Refusal;
+pub use ledger::{LockGuard, Locks, MigrationLedger, MigrationRecord};
+pub use registry::{TenantPage, TenantQuery, TenantRegistry};
+pub use scoped::{FindOptions, Scoped, UpdateOutcome};
+
+use crate::config::DbConfig;
+use crate::ids::TenantId;
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Database};
+use tokio::sync::OnceCell;
+
+/// One client per execution environment: Lambda reuses it across invocations.
+static CLIENT: OnceCell<Client> = OnceCell::const_new();
+
+/// The tenant-scoped collections of the brief. Each document carries `tenantId`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantCollection {
+    Users,
+    Roles,
+    ApiKeys,
+    AuditLogs,
+}
+
+impl TenantCollection {
+    /// Every tenant collection.
+    pub const ALL: [TenantCollection; 4] =
+        [TenantCollection::Users, TenantCollection::Roles, TenantCollection::ApiKeys, TenantCollection::AuditLogs];
+
+    /// The collection's name in the database.
+    pub fn name(self) -> &'static str {
+        match self {
+            TenantCollection::Users => "users",
+            TenantCollection::Roles => "roles",
+            TenantCollection::ApiKeys => "apiKeys",
+            TenantCollection::AuditLogs => "auditLogs",
+        }
+    }
+}
+
+/// Names of the global collections, which have no tenant scope and their own narrow APIs.
+pub mod global {
+    /// The tenant registry.
+    pub const TENANTS: &str = "tenants";
+    /// Claimed tenant domains, keyed by the domain itself: uniqueness without a sparse index.
+    pub const TENANT_DOMAINS: &str = "tenantDomains";
+    /// Applied migrations.
+    pub const MIGRATIONS: &str = "migrations";
+    /// Leases that keep concurrent runs apart.
+    pub const LOCKS: &str = "locks";
+}
+
+pub(crate) mod sealed {
+    pub trait Sealed {}
+}
+
+/// Who may open a tenant-scoped collection: a resolved `TenantContext`, or a `SystemContext`
+/// that names the tenant it acts for. Sealed: no other type can claim a tenant.
+pub trait TenantScope: sealed::Sealed {
+    /// The tenant every operation is confined to.
+    fn scope_tenant(&self) -> &TenantId;
+}
+
+/// Who may open a global collection: a superadmin or the system. Sealed.
+pub trait GlobalAccess: sealed::Sealed {}
+
+/// The platform itself (migrations, onboarding, identity resolution), named explicitly in code.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemContext {
+    purpose: &'static str,
+}
+
+impl SystemContext {
+    /// A system context; `purpose` appears in logs.
+    pub fn new(purpose: &'static str) -> Self {
+        Self { purpose }
+    }
+    /// What this context is for.
+    pub fn purpose(&self) -> &'static str {
+        self.purpose
+    }
+    /// The system acting for one tenant, e.g. onboarding seeding its roles.
+    pub fn for_tenant(&self, tenant: TenantId) -> SystemTenantScope {
+        SystemTenantScope { tenant, purpose: self.purpose }
+    }
+}
+
+impl sealed::Sealed for SystemContext {}
+impl GlobalAccess for SystemContext {}
+
+/// The system acting for exactly one tenant.
+#[derive(Debug, Clone)]
+pub struct SystemTenantScope {
+    tenant: TenantId,
+    purpose: &'static str,
+}
+
+impl SystemTenantScope {
+    /// What this context is for.
+    pub fn purpose(&self) -> &'static str {
+        self.purpose
+    }
+}
+
+impl sealed::Sealed for SystemTenantScope {}
+impl TenantScope for SystemTenantScope {
+    fn scope_tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+}
+
+/// Errors of the data layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("refused by the tenant scope: {0}")]
+    Refused(#[from] Refusal),
+    #[error("duplicate key")]
+    Duplicate,
+    #[error("the database is unavailable")]
+    Unavailable(#[source] mongodb::error::Error),
+    #[error("stored document does not match its model")]
+    Decode(#[from] mongodb::bson::de::Error),
+    #[error("document could not be encoded")]
+    Encode(#[from] mongodb::bson::ser::Error),
+    #[error("database error")]
+    Other(#[source] mongodb::error::Error),
+}
+
+impl DbError {
+    /// Whether trying again later may succeed (decided from the driver's kinds and labels).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            DbError::Unavailable(_) => true,
+            DbError::Other(e) => {
+                e.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR)
+                    || e.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl From<mongodb::error::Error> for DbError {
+    fn from(e: mongodb::error::Error) -> Self {
+        use mongodb::error::{ErrorKind, WriteFailure};
+        match e.kind.as_ref() {
+            ErrorKind::ServerSelection { .. } | ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } => {
+                DbError::Unavailable(e)
+            }
+            ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == 11000 => DbError::Duplicate,
+            ErrorKind::Command(c) if c.code == 11000 => DbError::Duplicate,
+            ErrorKind::InsertMany(m)
+                if m.write_errors.as_ref().is_some_and(|errs| errs.iter().any(|w| w.code == 11000)) =>
+            {
+                DbError::Duplicate
+            }
+            _ => DbError::Other(e),
+        }
+    }
+}
+
+/// A handle on the application database.
+#[derive(Debug, Clone)]
+pub struct Db {
+    database: Database,
+}
+
+impl Db {
+    /// The database through the per-process cached client (Lambda, the local API). The first
+    /// caller's URI wins; the client connects lazily, on the first operation.
+    pub async fn cached(cfg: &DbConfig) -> Result<Db, DbError> {
+        let client = CLIENT
+            .get_or_try_init(|| async { Ok::<_, DbError>(Client::with_options(client_options(cfg).await?)?) })
+            .await?;
+        Ok(Db { database: client.database(&cfg.database) })
+    }
+
+    /// The database through a new client of its own: for tests, whose runtimes come and go.
+    pub async fn connect(cfg: &DbConfig) -> Result<Db, DbError> {
+        let client = Client::with_options(client_options(cfg).await?)?;
+        Ok(Db { database: client.database(&cfg.database) })
+    }
+
+    /// The database name.
+    pub fn name(&self) -> &str {
+        self.database.name()
+    }
+
+    /// A tenant-scoped collection, confined to the scope's tenant.
+    pub fn scoped<T: serde::Serialize + serde::de::DeserializeOwned>(&self, scope: &impl TenantScope, collection: TenantCollection) -> Scoped<T> {
+        Scoped::new(self.database.collection(collection.name()), scope.scope_tenant().clone())
+    }
+
+    /// The tenant registry.
+    pub fn tenants(&self, _access: &impl GlobalAccess) -> TenantRegistry {
+        TenantRegistry::new(&self.database)
+    }
+
+    /// The record of applied migrations.
+    pub fn migration_ledger(&self, _system: &SystemContext) -> MigrationLedger {
+        MigrationLedger::new(self.database.collection(global::MIGRATIONS))
+    }
+
+    /// Leases for work that must not run twice at once.
+    pub fn locks(&self, _system: &SystemContext) -> Locks {
+        Locks::new(self.database.collection(global::LOCKS))
+    }
+
+    /// Index management, for the migrations `setup`: indexes only, no access to documents.
+    pub fn indexes(&self, _system: &SystemContext) -> Indexes {
+        Indexes { database: self.database.clone() }
+    }
+
+    /// A round trip to the server: `ping`.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        self.database.run_command(mongodb::bson::doc! {"ping": 1}).await?;
+        Ok(())
+    }
+}
+
+/// Creates and lists indexes; it cannot read or write documents.
+#[derive(Debug, Clone)]
+pub struct Indexes {
+    database: Database,
+}
+
+impl Indexes {
+    /// The indexes on a collection (none if the collection does not exist yet).
+    pub async fn list(&self, collection: &str) -> Result<Vec<mongodb::IndexModel>, DbError> {
+        use futures_util::TryStreamExt;
+        let coll = self.database.collection::<mongodb::bson::Document>(collection);
+        match coll.list_indexes().await {
+            Ok(cursor) => Ok(cursor.try_collect().await?),
+            // NamespaceNotFound: the collection does not exist yet, so it has no index.
+            Err(e) if matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 26) => Ok(vec![]),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates one index.
+    pub async fn create(&self, collection: &str, index: mongodb::IndexModel) -> Result<(), DbError> {
+        self.database.collection::<mongodb::bson::Document>(collection).create_index(index).await?;
+        Ok(())
+    }
+}
+
+async fn client_options(cfg: &DbConfig) -> Result<ClientOptions, DbError> {
+    let mut options = ClientOptions::parse(&cfg.uri).await?;
+    // A Lambda environment serves one request at a time: a few connections are plenty, and a
+    // short selection timeout turns a dead database into a quick 503 rather than a timeout.
+    options.app_name = Some(cfg.app_name.clone());
+    options.max_pool_size = Some(cfg.max_pool_size);
+    options.min_pool_size = Some(0);
+    options.server_selection_timeout = Some(cfg.server_selection_timeout);
+    options.connect_timeout = Some(cfg.server_selection_timeout);
+    options.max_idle_time = Some(std::time::Duration::from_secs(60));
+    Ok(options)
+}

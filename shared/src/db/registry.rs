@@ -1,0 +1,192 @@
+//! The tenant registry: the global `tenants` collection and its domain claims. Reached only
+//! through `Db::tenants`, which takes a superadmin or system context.
+
+use super::guard;
+use super::{global, DbError};
+use crate::ids::{Domain, TenantId};
+use crate::models::{Tenant, TenantStatus};
+use futures_util::TryStreamExt;
+use mongodb::bson::{self, doc, Bson, DateTime, Document};
+use mongodb::options::ReturnDocument;
+use mongodb::{Collection, Database};
+
+/// Filters and paging for listing tenants. `search` is matched literally (regex-escaped).
+#[derive(Debug, Clone, Default)]
+pub struct TenantQuery {
+    pub status: Option<TenantStatus>,
+    pub search: Option<String>,
+    pub page: u64,
+    pub limit: u64,
+}
+
+/// One page of tenants and how many match in all.
+#[derive(Debug, Clone)]
+pub struct TenantPage {
+    pub tenants: Vec<Tenant>,
+    pub total: u64,
+}
+
+/// The narrow API of the global tenant registry.
+#[derive(Debug, Clone)]
+pub struct TenantRegistry {
+    tenants: Collection<Document>,
+    domains: Collection<Document>,
+}
+
+/// Longest search text accepted; longer input is a client error before it gets here.
+pub const MAX_SEARCH_LEN: usize = 100;
+
+impl TenantRegistry {
+    pub(super) fn new(database: &Database) -> Self {
+        Self { tenants: database.collection(global::TENANTS), domains: database.collection(global::TENANT_DOMAINS) }
+    }
+
+    /// One tenant by its public id.
+    pub async fn get(&self, tenant_id: &TenantId) -> Result<Option<Tenant>, DbError> {
+        let found = self.tenants.find_one(doc! {"tenantId": tenant_id.as_str()}).await?;
+        found.map(bson::from_document).transpose().map_err(Into::into)
+    }
+
+    /// Inserts a new tenant; a taken tenantId is `DbError::Duplicate`.
+    pub async fn insert(&self, tenant: &Tenant) -> Result<(), DbError> {
+        self.tenants.insert_one(bson::to_document(tenant)?).await?;
+        Ok(())
+    }
+
+    /// Removes a tenant record (compensation of a failed creation). Whether one was removed.
+    pub async fn delete(&self, tenant_id: &TenantId) -> Result<bool, DbError> {
+        Ok(self.tenants.delete_one(doc! {"tenantId": tenant_id.as_str()}).await?.deleted_count == 1)
+    }
+
+    /// A page of tenants, newest first, with the total count.
+    pub async fn list(&self, query: &TenantQuery) -> Result<TenantPage, DbError> {
+        let mut filter = Document::new();
+        if let Some(status) = query.status {
+            filter.insert("status", status.as_str());
+        }
+        if let Some(search) = query.search.as_deref().filter(|s| !s.is_empty()) {
+            let pattern = escape_regex(&search.chars().take(MAX_SEARCH_LEN).collect::<String>());
+            filter.insert(
+                "$or",
+                vec![
+                    doc! {"name": {"$regex": &pattern, "$options": "i"}},
+                    doc! {"domain": {"$regex": &pattern, "$options": "i"}},
+                ],
+            );
+        }
+        let limit = query.limit.clamp(1, 100);
+        let skip = query.page.saturating_sub(1).saturating_mul(limit);
+        let find = async {
+            let cursor = self
+                .tenants
+                .find(filter.clone())
+                .sort(doc! {"createdAt": -1, "_id": -1})
+                .skip(skip)
+                .limit(limit as i64)
+                .await?;
+            cursor.try_collect::<Vec<_>>().await
+        };
+        let (documents, total) = tokio::try_join!(find, async { self.tenants.count_documents(filter.clone()).await })?;
+        let tenants = documents.into_iter().map(bson::from_document).collect::<Result<_, _>>()?;
+        Ok(TenantPage { tenants, total })
+    }
+
+    /// Applies `$set` / `$unset` to one tenant and returns it afterwards (one round trip).
+    /// The same guard as the tenant scope refuses any change to tenantId or the timestamps.
+    pub async fn update(&self, tenant_id: &TenantId, set: Document, unset: &[&str]) -> Result<Option<Tenant>, DbError> {
+        let mut update = Document::new();
+        if !set.is_empty() {
+            update.insert("$set", set);
+        }
+        if !unset.is_empty() {
+            update.insert("$unset", unset.iter().map(|f| (f.to_string(), Bson::String(String::new()))).collect::<Document>());
+        }
+        guard::check_update(&update)?;
+        stamp_updated(&mut update);
+        let found = self
+            .tenants
+            .find_one_and_update(doc! {"tenantId": tenant_id.as_str()}, update)
+            .return_document(ReturnDocument::After)
+            .await?;
+        found.map(bson::from_document).transpose().map_err(Into::into)
+    }
+
+    /// Counts one API call for an active tenant in `month` (`YYYY-MM`) and returns the tenant
+    /// with the new count: one atomic round trip. `None` if the tenant is missing or not active.
+    pub async fn record_api_call(&self, tenant_id: &TenantId, month: &str) -> Result<Option<Tenant>, DbError> {
+        let found = self
+            .tenants
+            .find_one_and_update(
+                doc! {"tenantId": tenant_id.as_str(), "status": TenantStatus::Active.as_str()},
+                doc! {"$inc": { format!("apiUsage.{month}"): 1_i64 }},
+            )
+            .return_document(ReturnDocument::After)
+            .await?;
+        found.map(bson::from_document).transpose().map_err(Into::into)
+    }
+
+    /// Updates every tenant matching `filter` (for migrations); guarded like `update`.
+    pub async fn update_many(&self, filter: Document, update: Document) -> Result<u64, DbError> {
+        guard::check_update(&update)?;
+        let mut update = update;
+        stamp_updated(&mut update);
+        Ok(self.tenants.update_many(filter, update).await?.modified_count)
+    }
+
+    /// Claims a domain for a tenant. `false` if another tenant holds it. The claim's `_id` is the
+    /// domain itself, so uniqueness needs no sparse index.
+    pub async fn claim_domain(&self, domain: &Domain, tenant_id: &TenantId) -> Result<bool, DbError> {
+        let claim = doc! {"_id": domain.as_str(), "tenantId": tenant_id.as_str(), "createdAt": DateTime::now()};
+        match self.domains.insert_one(claim).await.map_err(DbError::from) {
+            Ok(_) => Ok(true),
+            Err(DbError::Duplicate) => {
+                // Claiming a domain the tenant already holds is not a conflict.
+                let holder = self.domains.find_one(doc! {"_id": domain.as_str()}).await?;
+                Ok(holder.and_then(|h| h.get_str("tenantId").ok().map(str::to_owned)).as_deref() == Some(tenant_id.as_str()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Releases a tenant's claim on a domain (only its own).
+    pub async fn release_domain(&self, domain: &str, tenant_id: &TenantId) -> Result<(), DbError> {
+        self.domains.delete_one(doc! {"_id": domain, "tenantId": tenant_id.as_str()}).await?;
+        Ok(())
+    }
+}
+
+fn stamp_updated(update: &mut Document) {
+    let now = DateTime::now();
+    match update.get_mut("$set") {
+        Some(Bson::Document(set)) => {
+            set.insert("updatedAt", now);
+        }
+        _ => {
+            update.insert("$set", doc! {"updatedAt": now});
+        }
+    }
+}
+
+/// Escapes every regex metacharacter, so that user text matches literally.
+pub fn escape_regex(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if "\\^$.|?*+()[]{}".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_regex;
+
+    #[test]
+    fn regex_metacharacters_are_escaped() {
+        assert_eq!(escape_regex("a.b*c"), "a\\.b\\*c");
+        assert_eq!(escape_regex("(x)|[y]^$"), "\\(x\\)\\|\\[y\\]\\^\\$");
+        assert_eq!(escape_regex("plain"), "plain");
+    }
+}

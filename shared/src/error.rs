@@ -1,0 +1,195 @@
+//! The one HTTP error type, its JSON envelope and its single status mapping (DESIGN.md §7).
+//! Context errors convert into it; a client never sees a driver message or a stack trace.
+
+use crate::db::DbError;
+use crate::ids::InvalidValue;
+use http::StatusCode;
+use lambda_http::{Body, Response};
+use serde::Serialize;
+
+/// One invalid input field, as listed in a 400.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    /// A field and what is wrong with it.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// Every error an HTTP handler can return.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest { message: String, details: Vec<FieldError> },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after_secs: u64 },
+    #[error("the database is unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: &'a str,
+    message: &'a str,
+    #[serde(rename = "requestId")]
+    request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a [FieldError]>,
+}
+
+impl ApiError {
+    /// A 400 about one field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let detail = FieldError::new(field, message);
+        ApiError::BadRequest { message: format!("Invalid {}: {}", detail.field, detail.message), details: vec![detail] }
+    }
+
+    /// A 400 about several fields.
+    pub fn invalid_fields(details: Vec<FieldError>) -> Self {
+        ApiError::BadRequest { message: "The request is invalid".into(), details }
+    }
+
+    /// An opaque 500 around any cause (logged, never shown).
+    pub fn internal(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ApiError::Internal(Box::new(cause))
+    }
+
+    /// The status: the only place errors become numbers.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// What the client may read.
+    fn public_message(&self) -> String {
+        match self {
+            ApiError::Unavailable(_) => "The service is temporarily unavailable; try again shortly".into(),
+            ApiError::Internal(_) => "An unexpected error occurred".into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The JSON response; server-side failures are logged here with their cause chain.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(status = status.as_u16(), error = %self, cause = %cause_chain(&self), "request failed");
+        } else {
+            tracing::info!(status = status.as_u16(), error = %self, "request refused");
+        }
+        let message = self.public_message();
+        let details = match &self {
+            ApiError::BadRequest { details, .. } if !details.is_empty() => Some(details.as_slice()),
+            _ => None,
+        };
+        let body = serde_json::to_string(&Envelope {
+            error: status.canonical_reason().unwrap_or("Error"),
+            message: &message,
+            request_id,
+            details,
+        })
+        .expect("the error envelope always serialises");
+        let mut builder = Response::builder().status(status).header("content-type", "application/json");
+        if let ApiError::TooManyRequests { retry_after_secs, .. } = &self {
+            builder = builder.header("retry-after", retry_after_secs.to_string());
+        }
+        builder.body(Body::Text(body)).expect("a valid response")
+    }
+}
+
+fn cause_chain(error: &dyn std::error::Error) -> String {
+    let mut chain = Vec::new();
+    let mut current = error.source();
+    while let Some(cause) = current {
+        chain.push(cause.to_string());
+        current = cause.source();
+    }
+    chain.join(": ")
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unavailable(_) => ApiError::Unavailable(Box::new(e)),
+            DbError::Duplicate => ApiError::Conflict("The resource already exists".into()),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<InvalidValue> for ApiError {
+    fn from(e: InvalidValue) -> Self {
+        ApiError::BadRequest { message: e.0, details: vec![] }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(r: &Response<Body>) -> serde_json::Value {
+        match r.body() {
+            Body::Text(t) => serde_json::from_str(t).unwrap(),
+            _ => panic!("text body expected"),
+        }
+    }
+
+    #[test]
+    fn a_bad_request_carries_field_details_and_the_request_id() {
+        let r = ApiError::invalid("name", "must not be empty").into_response("req-1");
+        assert_eq!(r.status(), 400);
+        let b = body(&r);
+        assert_eq!(b["error"], "Bad Request");
+        assert_eq!(b["requestId"], "req-1");
+        assert_eq!(b["details"][0]["field"], "name");
+    }
+
+    #[test]
+    fn an_internal_error_hides_its_cause() {
+        let cause = std::io::Error::other("driver said: secret-host:27017 refused");
+        let r = ApiError::internal(cause).into_response("req-2");
+        assert_eq!(r.status(), 500);
+        let text = body(&r).to_string();
+        assert!(!text.contains("secret-host"), "{text}");
+        assert!(body(&r).get("details").is_none());
+    }
+
+    #[test]
+    fn too_many_requests_sets_retry_after() {
+        let r = ApiError::TooManyRequests { message: "quota".into(), retry_after_secs: 42 }.into_response("r");
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], "42");
+    }
+
+    #[test]
+    fn an_unavailable_database_is_a_503() {
+        let e = ApiError::from(DbError::Unavailable(mongodb::error::Error::custom("down")));
+        assert_eq!(e.status(), 503);
+    }
+}

@@ -1,0 +1,19 @@
+//! What every context shares: config, the cached client and tenant scope, identity, models,
+//! errors, HTTP plumbing, the audit writer and telemetry.
+
+pub mod audit;
+pub mod config;
+pub mod context;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod identity;
+pub mod ids;
+pub mod models;
+pub mod plans;
+pub mod telemetry;
+
+pub use context::{SuperadminContext, TenantContext};
+pub use db::{Db, DbError, SystemContext};
+pub use error::ApiError;
+pub use identity::Identity;

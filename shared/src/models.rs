@@ -1,0 +1,295 @@
+//! Documents of the brief's five collections (§4.1.2), plus the usage counter. Field names are
+//! the brief's camelCase; timestamps are BSON dates.
+
+use crate::ids::{Email, Permission, TenantId};
+use crate::plans::Plan;
+use mongodb::bson::{oid::ObjectId, DateTime};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Where a tenant is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantStatus {
+    Active,
+    Suspended,
+    Inactive,
+}
+
+impl TenantStatus {
+    /// The status as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantStatus::Active => "active",
+            TenantStatus::Suspended => "suspended",
+            TenantStatus::Inactive => "inactive",
+        }
+    }
+}
+
+/// Branding a tenant admin may change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Customization {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_color: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub theme: Option<String>,
+}
+
+/// The tenant's plan and billing contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Billing {
+    pub plan: Plan,
+    pub max_api_calls: i64,
+    pub billing_email: String,
+}
+
+/// Limits, features and branding of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSettings {
+    pub max_users: i64,
+    pub features: Vec<String>,
+    #[serde(default)]
+    pub customization: Customization,
+    pub billing: Billing,
+}
+
+impl TenantSettings {
+    /// Settings for a new tenant on `plan`, straight from the catalogue.
+    pub fn for_plan(plan: Plan, billing_email: &Email) -> Self {
+        let limits = plan.limits();
+        Self {
+            max_users: limits.max_users,
+            features: plan.features(),
+            customization: Customization { theme: Some("default".into()), ..Customization::default() },
+            billing: Billing { plan, max_api_calls: limits.max_api_calls, billing_email: billing_email.to_string() },
+        }
+    }
+}
+
+/// A tenant in the global registry (`tenants`, no tenant scope).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tenant {
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    pub settings: TenantSettings,
+    pub status: TenantStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended_at: Option<DateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspension_reason: Option<String>,
+    /// API calls per calendar month (UTC), keyed `YYYY-MM`: the atomic usage counter.
+    #[serde(default)]
+    pub api_usage: BTreeMap<String, i64>,
+    pub created_at: DateTime,
+    pub updated_at: DateTime,
+}
+
+/// How a user record is tied to Cognito. A pending user has no Cognito id yet; it stores a
+/// placeholder unique to the record, so that the unique `{tenantId, cognitoUserId}` index holds
+/// without a sparse or partial index (FerretDB has neither, and the brief's `''` collides).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CognitoLink {
+    Linked(String),
+    Pending(ObjectId),
+}
+
+const PENDING_PREFIX: &str = "pending:";
+
+impl CognitoLink {
+    /// The Cognito `sub`, once linked.
+    pub fn sub(&self) -> Option<&str> {
+        match self {
+            CognitoLink::Linked(sub) => Some(sub),
+            CognitoLink::Pending(_) => None,
+        }
+    }
+    /// The stored form.
+    pub fn stored(&self) -> String {
+        match self {
+            CognitoLink::Linked(sub) => sub.clone(),
+            CognitoLink::Pending(id) => format!("{PENDING_PREFIX}{id}"),
+        }
+    }
+}
+
+impl Serialize for CognitoLink {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.stored())
+    }
+}
+
+impl<'de> Deserialize<'de> for CognitoLink {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        match raw.strip_prefix(PENDING_PREFIX) {
+            Some(id) => ObjectId::parse_str(id).map(CognitoLink::Pending).map_err(serde::de::Error::custom),
+            None if raw.is_empty() => Err(serde::de::Error::custom("empty cognitoUserId")),
+            None => Ok(CognitoLink::Linked(raw)),
+        }
+    }
+}
+
+/// A user's name and job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Profile {
+    pub first_name: String,
+    pub last_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+/// Where a user is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserStatus {
+    Active,
+    Inactive,
+    Pending,
+}
+
+/// A user of a tenant (`users`, tenant-scoped). `tenantId` and the timestamps are stamped by
+/// the scope, so they are optional here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<TenantId>,
+    pub cognito_user_id: CognitoLink,
+    pub email: Email,
+    pub profile: Profile,
+    /// Role ids (hex ObjectIds), as in the brief.
+    pub roles: Vec<String>,
+    pub status: UserStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_login_at: Option<DateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime>,
+}
+
+/// The well-known principal that system-made records name as their creator (DESIGN.md §9).
+pub const SYSTEM_PRINCIPAL: ObjectId = ObjectId::from_bytes([0; 12]);
+
+/// A role of a tenant (`roles`, tenant-scoped).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Role {
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<TenantId>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub permissions: Vec<Permission>,
+    pub is_system: bool,
+    pub created_by: ObjectId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime>,
+}
+
+/// Per-key request budgets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    pub requests_per_minute: i64,
+    pub requests_per_hour: i64,
+    pub requests_per_day: i64,
+}
+
+/// An API key of a tenant (`apiKeys`, tenant-scoped). `keyId` is globally unique, because
+/// authentication has no tenant yet (DESIGN.md §9); only the hash of the secret is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKey {
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<TenantId>,
+    pub key_id: String,
+    pub name: String,
+    pub key_hash: String,
+    pub permissions: Vec<Permission>,
+    pub rate_limit: RateLimit,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<DateTime>,
+    pub is_active: bool,
+    pub created_by: ObjectId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime>,
+}
+
+/// One audit entry (`auditLogs`, tenant-scoped). `expireAt` drives retention: a TTL index where
+/// the server has one, and the scheduled retention job everywhere.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditLog {
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<TenantId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    pub action: String,
+    pub resource: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<String>,
+    pub details: mongodb::bson::Document,
+    pub ip: String,
+    pub user_agent: String,
+    pub request_id: String,
+    pub timestamp: DateTime,
+    pub expire_at: DateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson;
+
+    #[test]
+    fn a_pending_cognito_link_round_trips_and_is_unique_per_record() {
+        let a = CognitoLink::Pending(ObjectId::new());
+        let b = CognitoLink::Pending(ObjectId::new());
+        assert_ne!(a.stored(), b.stored());
+        let back: CognitoLink = bson::from_bson(bson::to_bson(&a).unwrap()).unwrap();
+        assert_eq!(back, a);
+        assert_eq!(back.sub(), None);
+    }
+
+    #[test]
+    fn a_linked_cognito_link_exposes_its_sub() {
+        let back: CognitoLink = bson::from_bson(bson::Bson::String("abc-123".into())).unwrap();
+        assert_eq!(back.sub(), Some("abc-123"));
+        assert!(bson::from_bson::<CognitoLink>(bson::Bson::String(String::new())).is_err());
+    }
+}

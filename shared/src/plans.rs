@@ -1,0 +1,99 @@
+//! The plan catalogue: one place for each plan's limits and features. `-1` means unlimited.
+
+use serde::{Deserialize, Serialize};
+
+/// A billing plan. An unknown name is an error, never a silent `free` (DESIGN.md §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Plan {
+    Free,
+    Basic,
+    Premium,
+    Enterprise,
+}
+
+/// Marks a limit with no bound.
+pub const UNLIMITED: i64 = -1;
+
+/// What a plan grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanLimits {
+    pub max_users: i64,
+    pub max_api_calls: i64,
+    pub features: &'static [&'static str],
+}
+
+const FREE_FEATURES: &[&str] = &["basic_auth", "basic_rbac"];
+const BASIC_FEATURES: &[&str] = &["basic_auth", "basic_rbac", "api_keys", "audit_logs"];
+const PREMIUM_FEATURES: &[&str] = &["basic_auth", "basic_rbac", "api_keys", "audit_logs", "sso", "advanced_analytics"];
+const ENTERPRISE_FEATURES: &[&str] = &[
+    "basic_auth",
+    "basic_rbac",
+    "api_keys",
+    "audit_logs",
+    "sso",
+    "advanced_analytics",
+    "custom_domains",
+    "priority_support",
+];
+
+impl Plan {
+    /// Every plan, cheapest first.
+    pub const ALL: [Plan; 4] = [Plan::Free, Plan::Basic, Plan::Premium, Plan::Enterprise];
+
+    /// The plan's name as stored and as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Plan::Free => "free",
+            Plan::Basic => "basic",
+            Plan::Premium => "premium",
+            Plan::Enterprise => "enterprise",
+        }
+    }
+
+    /// The plan's limits and features.
+    pub fn limits(self) -> PlanLimits {
+        match self {
+            Plan::Free => PlanLimits { max_users: 5, max_api_calls: 1_000, features: FREE_FEATURES },
+            Plan::Basic => PlanLimits { max_users: 25, max_api_calls: 10_000, features: BASIC_FEATURES },
+            Plan::Premium => PlanLimits { max_users: 100, max_api_calls: 100_000, features: PREMIUM_FEATURES },
+            Plan::Enterprise => PlanLimits { max_users: UNLIMITED, max_api_calls: UNLIMITED, features: ENTERPRISE_FEATURES },
+        }
+    }
+
+    /// The plan's features as owned strings, as stored on a tenant.
+    pub fn features(self) -> Vec<String> {
+        self.limits().features.iter().map(|f| (*f).to_owned()).collect()
+    }
+}
+
+impl std::str::FromStr for Plan {
+    type Err = crate::ids::InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Plan::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| crate::ids::InvalidValue("plan must be one of free, basic, premium, enterprise".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_catalogue_matches_the_brief() {
+        assert_eq!(Plan::Free.limits().max_users, 5);
+        assert_eq!(Plan::Basic.limits().max_api_calls, 10_000);
+        assert_eq!(Plan::Premium.limits().max_users, 100);
+        assert_eq!(Plan::Enterprise.limits().max_api_calls, UNLIMITED);
+        assert!(Plan::Enterprise.features().contains(&"priority_support".to_owned()));
+        assert_eq!(Plan::Free.features(), vec!["basic_auth", "basic_rbac"]);
+    }
+
+    #[test]
+    fn an_unknown_plan_is_an_error_not_free() {
+        assert!("platinum".parse::<Plan>().is_err());
+        assert_eq!("premium".parse::<Plan>().unwrap(), Plan::Premium);
+    }
+}

@@ -1,0 +1,47 @@
+//! The shared test harness: a fresh database per test on the FerretDB that the test command
+//! started.
+
+
+use shared::config::DbConfig;
+use shared::db::Db;
+use std::time::Duration;
+
+/// The FerretDB (or MongoDB) the tests use; the test command exports it.
+pub fn mongodb_uri() -> String {
+    std::env::var("TEST_MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017/".into())
+}
+
+/// A database name no other test uses: tests run in parallel.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}_{}", mongodb::bson::oid::ObjectId::new().to_hex())
+}
+
+/// Config for a fresh, uniquely named database.
+pub fn fresh_db_config() -> DbConfig {
+    DbConfig {
+        uri: mongodb_uri(),
+        database: unique_name("t"),
+        app_name: "tenancy-tests".into(),
+        max_pool_size: 8,
+        server_selection_timeout: Duration::from_secs(10),
+    }
+}
+
+/// A fresh database with its own client (each test has its own runtime).
+pub async fn fresh_db() -> Db {
+    Db::connect(&fresh_db_config()).await.expect("connect to the test database")
+}
+
+/// A fresh database with the migrations `setup` applied (indexes in place).
+pub async fn fresh_db_with_indexes() -> Db {
+    let db = fresh_db().await;
+    migrations::run(&db, migrations::Action::Setup).await.expect("setup");
+    db
+}
+
+/// A raw collection of a test database, through a client of the test's own: for seeding
+/// legacy shapes and checking stored bytes, never used by the code under test.
+pub async fn raw_collection(db: &Db, collection: &str) -> mongodb::Collection<mongodb::bson::Document> {
+    let client = mongodb::Client::with_uri_str(mongodb_uri()).await.expect("client");
+    client.database(db.name()).collection(collection)
+}

@@ -1,0 +1,45 @@
+//! Every file in `events/` goes through its handler, as `sam local invoke -e` would send it.
+
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn events_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")
+}
+
+fn event_files(prefix: &str) -> Vec<(String, String)> {
+    let mut files: Vec<_> = std::fs::read_dir(events_dir())
+        .expect("events/ exists")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+        .filter(|(name, _)| name.starts_with(prefix))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_event_file_belongs_to_a_handler_this_suite_runs() {
+    for (name, _) in event_files("") {
+        assert!(
+            ["migrations-"].iter().any(|p| name.starts_with(p)),
+            "{name}: no test runs this event through a handler"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_migrations_event_runs_through_the_handler() {
+    let db = tenancy_tests::fresh_db().await;
+    // setup first, so that the order of the other files does not matter.
+    let files = event_files("migrations-");
+    assert!(files.len() >= 2, "a scheduled and a manual event at least");
+    let (setup, rest): (Vec<_>, Vec<_>) = files.into_iter().partition(|(n, _)| n.contains("setup"));
+    for (name, body) in setup.into_iter().chain(rest) {
+        let event: Value = serde_json::from_str(&body).unwrap();
+        let expected = migrations::parse_event(&event).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let report = migrations::handle_event(&db, event).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(report["action"], serde_json::to_value(expected).unwrap(), "{name}");
+    }
+}

@@ -1,0 +1,7 @@
+//! One integration-test binary (one link, parallel tests), against real FerretDB and moto.
+
+mod events;
+mod identity;
+mod isolation_props;
+mod migrations_run;
+mod scope;
