@@ -65,6 +65,7 @@ impl TenantContext {
             let tenant_id = target.or(identity.tenant()).ok_or_else(|| {
                 ApiError::Forbidden("A superadmin must name the tenant it acts for".into())
             })?;
+            crate::http::record_tenant(tenant_id.as_str());
             let tenant = registry
                 .get(tenant_id)
                 .await?
@@ -74,6 +75,7 @@ impl TenantContext {
         }
 
         let own = identity.tenant().ok_or_else(|| ApiError::Forbidden("The caller belongs to no tenant".into()))?;
+        crate::http::record_tenant(own.as_str());
         if target.is_some_and(|t| t != own) {
             return Err(ApiError::Forbidden("The caller may not act for another tenant".into()));
         }

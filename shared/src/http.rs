@@ -69,6 +69,15 @@ where
     .await
 }
 
+/// The route API Gateway matched: method and resource template (`GET /tenants/{tenantId}`).
+pub fn route_key(req: &Request) -> Option<String> {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(c)) => c.resource_path.as_ref().map(|r| format!("{} {r}", req.method())),
+        Some(RequestContext::ApiGatewayV2(c)) => c.route_key.clone(),
+        _ => None,
+    }
+}
+
 /// Records the tenant on the current request span.
 pub fn record_tenant(tenant: &str) {
     tracing::Span::current().record("tenantId", tenant);

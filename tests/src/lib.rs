@@ -1,6 +1,8 @@
 //! The shared test harness: a fresh database per test on the FerretDB that the test command
-//! started.
+//! started, and (see `app`) a running local API with its own Cognito pool in moto.
 
+
+pub mod app;
 
 use shared::config::DbConfig;
 use shared::db::Db;

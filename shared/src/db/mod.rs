@@ -8,13 +8,15 @@ mod scoped;
 
 pub use guard::Refusal;
 pub use ledger::{LockGuard, Locks, MigrationLedger, MigrationRecord};
-pub use registry::{TenantPage, TenantQuery, TenantRegistry};
+pub use registry::{TenantPage, TenantQuery, TenantRegistry, MAX_SEARCH_LEN};
 pub use scoped::{FindOptions, Scoped, UpdateOutcome};
+
 
 use crate::config::DbConfig;
 use crate::ids::TenantId;
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
+use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 /// One client per execution environment: Lambda reuses it across invocations.
@@ -120,7 +122,7 @@ impl TenantScope for SystemTenantScope {
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("refused by the tenant scope: {0}")]
-    Refused(#[from] Refusal),
+    Refused(Refusal),
     #[error("duplicate key")]
     Duplicate,
     #[error("the database is unavailable")]
@@ -131,6 +133,14 @@ pub enum DbError {
     Encode(#[from] mongodb::bson::ser::Error),
     #[error("database error")]
     Other(#[source] mongodb::error::Error),
+}
+
+// By hand rather than `#[from]`, which would also make the refusal the error's source and
+// print it twice in a cause chain.
+impl From<Refusal> for DbError {
+    fn from(r: Refusal) -> Self {
+        DbError::Refused(r)
+    }
 }
 
 impl DbError {
@@ -166,10 +176,20 @@ impl From<mongodb::error::Error> for DbError {
     }
 }
 
+/// Which server is behind the URI: it decides one workaround (see `TenantRegistry`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerFlavor {
+    MongoDb,
+    /// FerretDB runs `findAndModify` and `update` as a read, then an unconditional write by
+    /// `_id` (its SQLite backend's `UpdateAll`), so concurrent `$inc`s can lose updates.
+    FerretDb,
+}
+
 /// A handle on the application database.
 #[derive(Debug, Clone)]
 pub struct Db {
     database: Database,
+    flavor: Arc<OnceCell<ServerFlavor>>,
 }
 
 impl Db {
@@ -179,13 +199,29 @@ impl Db {
         let client = CLIENT
             .get_or_try_init(|| async { Ok::<_, DbError>(Client::with_options(client_options(cfg).await?)?) })
             .await?;
-        Ok(Db { database: client.database(&cfg.database) })
+        Ok(Db::new(client.database(&cfg.database)))
+    }
+
+    fn new(database: Database) -> Db {
+        Db { database, flavor: Arc::new(OnceCell::new()) }
+    }
+
+    /// The server's flavor, asked once (`buildInfo`) and remembered.
+    pub async fn flavor(&self) -> Result<ServerFlavor, DbError> {
+        let flavor = self
+            .flavor
+            .get_or_try_init(|| async {
+                let info = self.database.run_command(mongodb::bson::doc! {"buildInfo": 1}).await?;
+                Ok::<_, DbError>(if info.contains_key("ferretdbVersion") { ServerFlavor::FerretDb } else { ServerFlavor::MongoDb })
+            })
+            .await?;
+        Ok(*flavor)
     }
 
     /// The database through a new client of its own: for tests, whose runtimes come and go.
     pub async fn connect(cfg: &DbConfig) -> Result<Db, DbError> {
         let client = Client::with_options(client_options(cfg).await?)?;
-        Ok(Db { database: client.database(&cfg.database) })
+        Ok(Db::new(client.database(&cfg.database)))
     }
 
     /// The database name.
@@ -200,7 +236,7 @@ impl Db {
 
     /// The tenant registry.
     pub fn tenants(&self, _access: &impl GlobalAccess) -> TenantRegistry {
-        TenantRegistry::new(&self.database)
+        TenantRegistry::new(self)
     }
 
     /// The record of applied migrations.

@@ -2,13 +2,13 @@
 //! through `Db::tenants`, which takes a superadmin or system context.
 
 use super::guard;
-use super::{global, DbError};
+use super::{global, Db, DbError, ServerFlavor};
 use crate::ids::{Domain, TenantId};
 use crate::models::{Tenant, TenantStatus};
 use futures_util::TryStreamExt;
 use mongodb::bson::{self, doc, Bson, DateTime, Document};
 use mongodb::options::ReturnDocument;
-use mongodb::{Collection, Database};
+use mongodb::Collection;
 
 /// Filters and paging for listing tenants. `search` is matched literally (regex-escaped).
 #[derive(Debug, Clone, Default)]
@@ -29,16 +29,25 @@ pub struct TenantPage {
 /// The narrow API of the global tenant registry.
 #[derive(Debug, Clone)]
 pub struct TenantRegistry {
+    db: Db,
     tenants: Collection<Document>,
     domains: Collection<Document>,
 }
+
+/// Serialises usage increments within this process when the server cannot do them atomically
+/// (FerretDB, local and tests only). MongoDB's `$inc` is atomic and never waits here.
+static COUNTER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Longest search text accepted; longer input is a client error before it gets here.
 pub const MAX_SEARCH_LEN: usize = 100;
 
 impl TenantRegistry {
-    pub(super) fn new(database: &Database) -> Self {
-        Self { tenants: database.collection(global::TENANTS), domains: database.collection(global::TENANT_DOMAINS) }
+    pub(super) fn new(db: &Db) -> Self {
+        Self {
+            db: db.clone(),
+            tenants: db.database.collection(global::TENANTS),
+            domains: db.database.collection(global::TENANT_DOMAINS),
+        }
     }
 
     /// One tenant by its public id.
@@ -94,6 +103,10 @@ impl TenantRegistry {
     /// Applies `$set` / `$unset` to one tenant and returns it afterwards (one round trip).
     /// The same guard as the tenant scope refuses any change to tenantId or the timestamps.
     pub async fn update(&self, tenant_id: &TenantId, set: Document, unset: &[&str]) -> Result<Option<Tenant>, DbError> {
+        if set.is_empty() && unset.is_empty() {
+            // Nothing to change (e.g. a PATCH to the values already held): no write, no new updatedAt.
+            return self.get(tenant_id).await;
+        }
         let mut update = Document::new();
         if !set.is_empty() {
             update.insert("$set", set);
@@ -114,6 +127,10 @@ impl TenantRegistry {
     /// Counts one API call for an active tenant in `month` (`YYYY-MM`) and returns the tenant
     /// with the new count: one atomic round trip. `None` if the tenant is missing or not active.
     pub async fn record_api_call(&self, tenant_id: &TenantId, month: &str) -> Result<Option<Tenant>, DbError> {
+        let _serial = match self.db.flavor().await? {
+            ServerFlavor::FerretDb => Some(COUNTER_LOCK.lock().await),
+            ServerFlavor::MongoDb => None,
+        };
         let found = self
             .tenants
             .find_one_and_update(

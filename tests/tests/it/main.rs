@@ -5,3 +5,4 @@ mod identity;
 mod isolation_props;
 mod migrations_run;
 mod scope;
+mod tenants_api;

@@ -1,0 +1,30 @@
+//! The tenants context's errors and their one mapping onto HTTP.
+
+use shared::db::DbError;
+use shared::error::ApiError;
+use shared::ids::TenantId;
+
+/// What can go wrong in the tenants context.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantsError {
+    #[error("Domain {0} already exists")]
+    DomainTaken(String),
+    #[error("Tenant {0} not found")]
+    NotFound(TenantId),
+    #[error("tenant creation failed at step {step}")]
+    CreationFailed { step: &'static str, source: DbError },
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<TenantsError> for ApiError {
+    fn from(e: TenantsError) -> Self {
+        match e {
+            TenantsError::DomainTaken(_) => ApiError::Conflict(e.to_string()),
+            TenantsError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            TenantsError::CreationFailed { source: DbError::Unavailable(_), .. } => ApiError::Unavailable(Box::new(e)),
+            TenantsError::CreationFailed { .. } => ApiError::internal(e),
+            TenantsError::Db(db) => db.into(),
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! Request bodies: typed, unknown fields refused, then validated into domain types. No string
+//! from a client can become a query operator: every field is a string, checked here.
+
+use serde::Deserialize;
+use shared::error::{ApiError, FieldError};
+use shared::ids::{Domain, Email};
+use shared::plans::Plan;
+
+/// The longest tenant name.
+pub const MAX_NAME: usize = 100;
+/// The longest suspension reason.
+pub const MAX_REASON: usize = 500;
+/// The longest logo URL.
+pub const MAX_LOGO: usize = 2048;
+/// Themes a tenant may pick.
+pub const THEMES: [&str; 3] = ["default", "light", "dark"];
+
+/// Collects field errors, so that one 400 lists all of them.
+#[derive(Default)]
+struct Check(Vec<FieldError>);
+
+impl Check {
+    fn field<T, E: std::fmt::Display>(&mut self, name: &str, r: Result<T, E>) -> Option<T> {
+        r.map_err(|e| self.0.push(FieldError::new(name, e.to_string()))).ok()
+    }
+    fn done<T>(self, value: impl FnOnce() -> T) -> Result<T, ApiError> {
+        if self.0.is_empty() {
+            Ok(value())
+        } else {
+            Err(ApiError::invalid_fields(self.0))
+        }
+    }
+}
+
+fn name(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > MAX_NAME {
+        return Err(format!("must be 1 to {MAX_NAME} characters"));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// `POST /tenants`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateTenantBody {
+    name: String,
+    domain: Option<String>,
+    admin_email: String,
+    plan: Option<String>,
+}
+
+/// A validated tenant creation.
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    pub name: String,
+    pub domain: Option<Domain>,
+    pub admin_email: Email,
+    pub plan: Plan,
+}
+
+impl CreateTenantBody {
+    /// Checks every field; an unknown plan is a 400, never a silent `free`.
+    pub fn validate(self) -> Result<NewTenant, ApiError> {
+        let mut c = Check::default();
+        let name = c.field("name", name(&self.name));
+        let domain = self.domain.map(|d| c.field("domain", Domain::parse(d)));
+        let admin_email = c.field("adminEmail", Email::parse(self.admin_email));
+        let plan = self.plan.map(|p| c.field("plan", p.parse::<Plan>()));
+        c.done(|| NewTenant {
+            name: name.expect("checked"),
+            domain: domain.map(|d| d.expect("checked")),
+            admin_email: admin_email.expect("checked"),
+            plan: plan.map(|p| p.expect("checked")).unwrap_or(Plan::Free),
+        })
+    }
+}
+
+/// `PATCH /tenants/{tenantId}`: the allow-list of updatable fields.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenantBody {
+    name: Option<String>,
+    domain: Option<String>,
+}
+
+/// A validated update of a tenant's own fields.
+#[derive(Debug, Clone, Default)]
+pub struct TenantChanges {
+    pub name: Option<String>,
+    pub domain: Option<Domain>,
+}
+
+impl UpdateTenantBody {
+    /// Checks the fields; at least one must be given.
+    pub fn validate(self) -> Result<TenantChanges, ApiError> {
+        if self.name.is_none() && self.domain.is_none() {
+            return Err(ApiError::invalid("body", "give at least one of name, domain"));
+        }
+        let mut c = Check::default();
+        let name = self.name.map(|n| c.field("name", name(&n)));
+        let domain = self.domain.map(|d| c.field("domain", Domain::parse(d)));
+        c.done(|| TenantChanges { name: name.flatten(), domain: domain.flatten() })
+    }
+}
+
+/// `POST /tenants/{tenantId}/suspend` (the body is optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuspendBody {
+    reason: Option<String>,
+}
+
+impl SuspendBody {
+    /// The trimmed reason, if any.
+    pub fn validate(self) -> Result<Option<String>, ApiError> {
+        match self.reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()) {
+            Some(r) if r.chars().count() > MAX_REASON => {
+                Err(ApiError::invalid("reason", format!("must be at most {MAX_REASON} characters")))
+            }
+            Some(r) if r.chars().any(|c| c.is_control() && c != '\n') => {
+                Err(ApiError::invalid("reason", "must not contain control characters"))
+            }
+            other => Ok(other),
+        }
+    }
+}
+
+/// `PATCH /tenants/{tenantId}/settings/customization`: merged field by field.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CustomizationBody {
+    logo: Option<String>,
+    primary_color: Option<String>,
+    theme: Option<String>,
+}
+
+/// Validated customization fields; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomizationChanges {
+    pub logo: Option<String>,
+    pub primary_color: Option<String>,
+    pub theme: Option<String>,
+}
+
+fn logo(raw: String) -> Result<String, String> {
+    let ok = raw.len() <= MAX_LOGO
+        && raw.strip_prefix("https://").is_some_and(|rest| {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            !host.is_empty() && !rest.chars().any(|c| c.is_whitespace() || c.is_control())
+        });
+    if ok {
+        Ok(raw)
+    } else {
+        Err(format!("must be an https:// URL of at most {MAX_LOGO} characters"))
+    }
+}
+
+fn color(raw: String) -> Result<String, String> {
+    let ok = raw.len() == 7 && raw.starts_with('#') && raw[1..].bytes().all(|b| b.is_ascii_hexdigit());
+    if ok {
+        Ok(raw.to_ascii_lowercase())
+    } else {
+        Err("must be a colour such as #336699".into())
+    }
+}
+
+fn theme(raw: String) -> Result<String, String> {
+    if THEMES.contains(&raw.as_str()) {
+        Ok(raw)
+    } else {
+        Err(format!("must be one of {}", THEMES.join(", ")))
+    }
+}
+
+impl CustomizationBody {
+    /// Checks each given field; at least one must be given.
+    pub fn validate(self) -> Result<CustomizationChanges, ApiError> {
+        if self.logo.is_none() && self.primary_color.is_none() && self.theme.is_none() {
+            return Err(ApiError::invalid("body", "give at least one of logo, primaryColor, theme"));
+        }
+        let mut c = Check::default();
+        let logo = self.logo.map(|v| c.field("logo", logo(v)));
+        let primary_color = self.primary_color.map(|v| c.field("primaryColor", color(v)));
+        let theme = self.theme.map(|v| c.field("theme", theme(v)));
+        c.done(|| CustomizationChanges { logo: logo.flatten(), primary_color: primary_color.flatten(), theme: theme.flatten() })
+    }
+}
+
+/// `PATCH /tenants/{tenantId}/settings/billing`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BillingBody {
+    plan: Option<String>,
+    billing_email: Option<String>,
+}
+
+/// A validated billing change.
+#[derive(Debug, Clone, Default)]
+pub struct BillingChanges {
+    pub plan: Option<Plan>,
+    pub billing_email: Option<Email>,
+}
+
+impl BillingBody {
+    /// Checks the fields; at least one must be given.
+    pub fn validate(self) -> Result<BillingChanges, ApiError> {
+        if self.plan.is_none() && self.billing_email.is_none() {
+            return Err(ApiError::invalid("body", "give at least one of plan, billingEmail"));
+        }
+        let mut c = Check::default();
+        let plan = self.plan.map(|p| c.field("plan", p.parse::<Plan>()));
+        let billing_email = self.billing_email.map(|e| c.field("billingEmail", Email::parse(e)));
+        c.done(|| BillingChanges { plan: plan.flatten(), billing_email: billing_email.flatten() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(json: &str) -> Result<NewTenant, ApiError> {
+        serde_json::from_str::<CreateTenantBody>(json).map_err(|e| ApiError::invalid("body", e.to_string()))?.validate()
+    }
+
+    #[test]
+    fn a_valid_creation_defaults_to_the_free_plan() {
+        let t = create(r#"{"name":" Acme ","adminEmail":"A@Acme.example"}"#).unwrap();
+        assert_eq!((t.name.as_str(), t.plan, t.admin_email.as_str()), ("Acme", Plan::Free, "a@acme.example"));
+    }
+
+    #[test]
+    fn every_bad_field_is_listed() {
+        let Err(ApiError::BadRequest { details, .. }) =
+            create(r#"{"name":"","adminEmail":"nope","plan":"platinum","domain":"bad domain"}"#)
+        else {
+            panic!()
+        };
+        let fields: Vec<_> = details.iter().map(|d| d.field.as_str()).collect();
+        assert_eq!(fields, ["name", "domain", "adminEmail", "plan"]);
+    }
+
+    #[test]
+    fn operator_injection_and_unknown_fields_do_not_parse() {
+        assert!(serde_json::from_str::<CreateTenantBody>(r#"{"name":{"$ne":""},"adminEmail":"a@b.example"}"#).is_err());
+        assert!(serde_json::from_str::<CreateTenantBody>(r#"{"name":"a","adminEmail":"a@b.example","status":"x"}"#).is_err());
+        assert!(serde_json::from_str::<UpdateTenantBody>(r#"{"settings":{}}"#).is_err());
+    }
+
+    #[test]
+    fn customization_is_validated_field_by_field() {
+        let ok: CustomizationBody = serde_json::from_str(r##"{"primaryColor":"#AABBCC"}"##).unwrap();
+        assert_eq!(ok.validate().unwrap().primary_color.as_deref(), Some("#aabbcc"));
+        for bad in [r#"{"logo":"javascript:alert(1)"}"#, r#"{"theme":"neon"}"#, r#"{"primaryColor":"red"}"#, "{}"] {
+            let body: CustomizationBody = serde_json::from_str(bad).unwrap();
+            assert!(body.validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_empty_patch_is_refused() {
+        let body: UpdateTenantBody = serde_json::from_str("{}").unwrap();
+        assert!(body.validate().is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! The tenants Lambda binary: wiring only.
+
+use lambda_http::{run, service_fn, Error, Request};
+use shared::config::{process_env, DbConfig};
+use shared::db::Db;
+use tenants::AppState;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init();
+    let config = DbConfig::from_env(&process_env(), "tenancy-tenants")?;
+    let state = AppState { db: Db::cached(&config).await? };
+    run(service_fn(|req: Request| {
+        let state = state.clone();
+        async move { Ok::<_, Error>(tenants::handle(&state, req).await) }
+    }))
+    .await
+}

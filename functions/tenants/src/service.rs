@@ -1,0 +1,266 @@
+//! The tenants context's business rules. It works only through the shared data layer: the
+//! registry for tenants, scoped collections for each tenant's roles and users.
+
+use crate::error::TenantsError;
+use crate::input::{BillingChanges, CustomizationChanges, NewTenant, TenantChanges};
+use crate::view::TenantLimits;
+use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
+use shared::context::month_window;
+use shared::db::{Db, DbError, SystemContext, TenantCollection, TenantPage, TenantQuery, TenantRegistry};
+use shared::ids::{Permission, TenantId};
+use shared::TenantContext;
+use shared::models::{
+    CognitoLink, Profile, Role, Tenant, TenantSettings, TenantStatus, User, UserStatus, SYSTEM_PRINCIPAL,
+};
+
+/// The three roles every tenant starts with. They are system roles: never deletable.
+pub const SYSTEM_ROLES: [(&str, &str, &[&str]); 3] = [
+    ("admin", "Full access to all resources", &["*"]),
+    ("user", "Basic user access", &["read:profile", "update:profile"]),
+    ("viewer", "Read-only access", &["read:*"]),
+];
+
+fn system() -> SystemContext {
+    SystemContext::new("tenants")
+}
+
+fn registry(db: &Db) -> TenantRegistry {
+    db.tenants(&system())
+}
+
+fn system_roles() -> Vec<Role> {
+    SYSTEM_ROLES
+        .iter()
+        .map(|(name, description, permissions)| Role {
+            id: ObjectId::new(),
+            tenant_id: None,
+            name: (*name).to_owned(),
+            description: Some((*description).to_owned()),
+            permissions: permissions.iter().map(|p| Permission::parse(*p).expect("catalogue permissions are valid")).collect(),
+            is_system: true,
+            created_by: SYSTEM_PRINCIPAL,
+            created_at: None,
+            updated_at: None,
+        })
+        .collect()
+}
+
+/// Creates a tenant with its three system roles and its admin user, as one unit. MongoDB
+/// transactions are not available everywhere (nor can they span Cognito), so this is a saga:
+/// the domain is claimed first (the 409), the roles and admin user are written under the new,
+/// not yet registered id (invisible: no one can be admitted to it), and the registry insert
+/// last is the commit point: once it succeeds nothing else can fail. A failure before it
+/// undoes exactly what was written.
+pub async fn create(db: &Db, new: &NewTenant) -> Result<Tenant, TenantsError> {
+    create_with_id(db, TenantId::generate(), new).await
+}
+
+/// `create` under a given id (an onboarding retry or a fixture); a taken id is a conflict.
+pub async fn create_with_id(db: &Db, tenant_id: TenantId, new: &NewTenant) -> Result<Tenant, TenantsError> {
+    let registry = registry(db);
+    if registry.get(&tenant_id).await?.is_some() {
+        return Err(TenantsError::Db(DbError::Duplicate));
+    }
+    if let Some(domain) = &new.domain {
+        if !registry.claim_domain(domain, &tenant_id).await? {
+            return Err(TenantsError::DomainTaken(domain.to_string()));
+        }
+    }
+    let records = Records::new(new);
+    let result = create_records(db, &registry, &tenant_id, new, &records).await;
+    if let Err(error) = &result {
+        tracing::warn!(tenantId = %tenant_id, %error, "tenant creation failed; compensating");
+        compensate(db, &registry, &tenant_id, new, &records).await;
+    }
+    result
+}
+
+/// What a creation writes besides the tenant record, with its ids fixed up front so that a
+/// compensation removes exactly these documents and nothing else.
+struct Records {
+    roles: Vec<Role>,
+    admin: User,
+}
+
+impl Records {
+    fn new(new: &NewTenant) -> Self {
+        let roles = system_roles();
+        let admin_role = roles.iter().find(|r| r.name == "admin").expect("the catalogue has admin");
+        let user_id = ObjectId::new();
+        let admin = User {
+            id: user_id,
+            tenant_id: None,
+            // Linked to Cognito when the admin first confirms (the post-confirmation trigger).
+            cognito_user_id: CognitoLink::Pending(user_id),
+            email: new.admin_email.clone(),
+            profile: Profile { first_name: "Admin".into(), last_name: "User".into(), ..Profile::default() },
+            roles: vec![admin_role.id.to_hex()],
+            status: UserStatus::Active,
+            last_login_at: None,
+            created_at: None,
+            updated_at: None,
+        };
+        Self { roles, admin }
+    }
+}
+
+async fn create_records(
+    db: &Db,
+    registry: &TenantRegistry,
+    tenant_id: &TenantId,
+    new: &NewTenant,
+    records: &Records,
+) -> Result<Tenant, TenantsError> {
+    let scope = system().for_tenant(tenant_id.clone());
+    db.scoped::<Role>(&scope, TenantCollection::Roles)
+        .insert_many(&records.roles)
+        .await
+        .map_err(|source| TenantsError::CreationFailed { step: "roles", source })?;
+    db.scoped::<User>(&scope, TenantCollection::Users)
+        .insert_one(&records.admin)
+        .await
+        .map_err(|source| TenantsError::CreationFailed { step: "admin user", source })?;
+    let now = DateTime::now();
+    let tenant = Tenant {
+        id: ObjectId::new(),
+        tenant_id: tenant_id.clone(),
+        name: new.name.clone(),
+        domain: new.domain.as_ref().map(|d| d.to_string()),
+        settings: TenantSettings::for_plan(new.plan, &new.admin_email),
+        status: TenantStatus::Active,
+        suspended_at: None,
+        suspension_reason: None,
+        api_usage: Default::default(),
+        created_at: now,
+        updated_at: now,
+    };
+    registry
+        .insert(&tenant)
+        .await
+        .map_err(|source| TenantsError::CreationFailed { step: "tenant record", source })?;
+    Ok(tenant)
+}
+
+/// Best effort: each undo runs even if an earlier one failed, and a failure is logged.
+async fn compensate(db: &Db, registry: &TenantRegistry, tenant_id: &TenantId, new: &NewTenant, records: &Records) {
+    let scope = system().for_tenant(tenant_id.clone());
+    let role_ids: Vec<ObjectId> = records.roles.iter().map(|r| r.id).collect();
+    let undo: [(&str, Result<(), DbError>); 3] = [
+        ("admin user", db.scoped::<User>(&scope, TenantCollection::Users).delete_one(doc! {"_id": records.admin.id}).await.map(drop)),
+        ("roles", db.scoped::<Role>(&scope, TenantCollection::Roles).delete_many(doc! {"_id": {"$in": role_ids}}).await.map(drop)),
+        (
+            "domain claim",
+            match &new.domain {
+                Some(d) => registry.release_domain(d.as_str(), tenant_id).await,
+                None => Ok(()),
+            },
+        ),
+    ];
+    for (what, outcome) in undo {
+        if let Err(error) = outcome {
+            tracing::error!(tenantId = %tenant_id, what, %error, "compensation failed; manual clean-up needed");
+        }
+    }
+}
+
+/// A page of tenants.
+pub async fn list(db: &Db, query: &TenantQuery) -> Result<TenantPage, TenantsError> {
+    Ok(registry(db).list(query).await?)
+}
+
+fn found(tenant_id: &TenantId, tenant: Option<Tenant>) -> Result<Tenant, TenantsError> {
+    tenant.ok_or_else(|| TenantsError::NotFound(tenant_id.clone()))
+}
+
+/// Renames a tenant and/or moves it to another domain (the new one claimed first, the old one
+/// released after the move).
+pub async fn update(db: &Db, tenant_id: &TenantId, changes: &TenantChanges) -> Result<Tenant, TenantsError> {
+    let registry = registry(db);
+    let current = found(tenant_id, registry.get(tenant_id).await?)?;
+    let mut set = Document::new();
+    if let Some(name) = &changes.name {
+        set.insert("name", name);
+    }
+    let new_domain = changes.domain.as_ref().filter(|d| current.domain.as_deref() != Some(d.as_str()));
+    if let Some(domain) = new_domain {
+        if !registry.claim_domain(domain, tenant_id).await? {
+            return Err(TenantsError::DomainTaken(domain.to_string()));
+        }
+        set.insert("domain", domain.as_str());
+    }
+    let updated = match registry.update(tenant_id, set, &[]).await {
+        Ok(t) => found(tenant_id, t)?,
+        Err(e) => {
+            if let Some(domain) = new_domain {
+                let _ = registry.release_domain(domain.as_str(), tenant_id).await;
+            }
+            return Err(e.into());
+        }
+    };
+    if let (Some(_), Some(old)) = (new_domain, current.domain.as_deref()) {
+        registry.release_domain(old, tenant_id).await?;
+    }
+    Ok(updated)
+}
+
+/// Suspends a tenant: its members' calls get a 403 until it is reactivated.
+pub async fn suspend(db: &Db, tenant_id: &TenantId, reason: Option<&str>) -> Result<Tenant, TenantsError> {
+    let mut set = doc! {"status": TenantStatus::Suspended.as_str(), "suspendedAt": DateTime::now()};
+    let unset: &[&str] = match reason {
+        Some(r) => {
+            set.insert("suspensionReason", r);
+            &[]
+        }
+        None => &["suspensionReason"],
+    };
+    found(tenant_id, registry(db).update(tenant_id, set, unset).await?)
+}
+
+/// Reactivates a tenant.
+pub async fn reactivate(db: &Db, tenant_id: &TenantId) -> Result<Tenant, TenantsError> {
+    let set = doc! {"status": TenantStatus::Active.as_str()};
+    found(tenant_id, registry(db).update(tenant_id, set, &["suspendedAt", "suspensionReason"]).await?)
+}
+
+/// Merges the given customization fields into the tenant's, leaving the others as they are.
+pub async fn customize(db: &Db, tenant_id: &TenantId, changes: &CustomizationChanges) -> Result<Tenant, TenantsError> {
+    let mut set = Document::new();
+    for (field, value) in [("logo", &changes.logo), ("primaryColor", &changes.primary_color), ("theme", &changes.theme)] {
+        if let Some(value) = value {
+            set.insert(format!("settings.customization.{field}"), value);
+        }
+    }
+    found(tenant_id, registry(db).update(tenant_id, set, &[]).await?)
+}
+
+/// Changes the billing contact and/or the plan; a plan change resets the tenant's features and
+/// limits from the catalogue.
+pub async fn change_billing(db: &Db, tenant_id: &TenantId, changes: &BillingChanges) -> Result<Tenant, TenantsError> {
+    let mut set = Document::new();
+    if let Some(plan) = changes.plan {
+        let limits = plan.limits();
+        set.insert("settings.billing.plan", plan.as_str());
+        set.insert("settings.billing.maxApiCalls", limits.max_api_calls);
+        set.insert("settings.maxUsers", limits.max_users);
+        set.insert("settings.features", plan.features());
+    }
+    if let Some(email) = &changes.billing_email {
+        set.insert("settings.billing.billingEmail", email.as_str());
+    }
+    found(tenant_id, registry(db).update(tenant_id, set, &[]).await?)
+}
+
+/// The admitted tenant's limits and this month's usage (the tenant as admission loaded it, so
+/// the count includes this call).
+pub async fn limits(db: &Db, ctx: &TenantContext) -> Result<TenantLimits, TenantsError> {
+    let tenant = ctx.tenant();
+    let current_users = db.scoped::<Document>(ctx, TenantCollection::Users).count_documents(doc! {"status": "active"}).await?;
+    let (month, _) = month_window(DateTime::now().timestamp_millis());
+    Ok(TenantLimits {
+        max_users: tenant.settings.max_users,
+        current_users,
+        max_api_calls: tenant.settings.billing.max_api_calls,
+        current_api_calls: tenant.api_usage.get(&month).copied().unwrap_or(0),
+        features: tenant.settings.features.clone(),
+    })
+}

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Cold-start and memory benchmark of a Lambda binary under a local Runtime API.
+
+Plays the Lambda Runtime API on 127.0.0.1 (the subset a custom runtime uses), starts the
+binary as Lambda would (AWS_LAMBDA_RUNTIME_API and the usual variables), hands it one event
+per invocation, and records:
+  init_ms   process start -> first GET /invocation/next (the runtime's init phase)
+  first_ms  process start -> first response (init plus a cold invocation: the Mongo
+            connection is made on that first call)
+  warm_ms   median of the following invocations' round trips
+  peak_rss  the process's VmHWM after all invocations
+Repeats for --runs cold starts and prints one JSON summary. Loopback only, bounded in count.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PREFIX = "/2018-06-01/runtime"
+
+
+class Runtime:
+    def __init__(self, event, invocations):
+        self.event = json.dumps(event).encode()
+        self.remaining = invocations
+        self.lock = threading.Lock()
+        self.next_at = []          # time of each GET /next
+        self.responses = []        # (time, status code of the handler's HTTP response, body)
+        self.errors = []
+        self.done = threading.Event()
+
+    def handler(runtime):
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if self.path != f"{PREFIX}/invocation/next":
+                    self.send_error(404)
+                    return
+                runtime.next_at.append(time.monotonic())
+                with runtime.lock:
+                    if runtime.remaining == 0:
+                        runtime.done.set()
+                        # Park the runtime: the benchmark kills the process now.
+                        time.sleep(30)
+                        return
+                    runtime.remaining -= 1
+                    n = runtime.remaining
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Lambda-Runtime-Aws-Request-Id", f"bench-{n}")
+                self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 30000))
+                self.send_header("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:000000000000:function:bench")
+                self.send_header("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000")
+                self.send_header("Content-Length", str(len(runtime.event)))
+                self.end_headers()
+                self.wfile.write(runtime.event)
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(length)
+                if "/response" in self.path:
+                    runtime.responses.append((time.monotonic(), body))
+                else:
+                    runtime.errors.append(body)
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        return Handler
+
+
+def peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def one_run(binary, event, invocations, env):
+    runtime = Runtime(event, invocations)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), runtime.handler())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    lambda_env = dict(env)
+    lambda_env.update({
+        "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}",
+        "AWS_LAMBDA_FUNCTION_NAME": "bench",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+        "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/bench",
+        "AWS_LAMBDA_LOG_STREAM_NAME": "bench",
+        "AWS_REGION": "us-east-1",
+        "RUST_LOG": "warn",
+    })
+    started = time.monotonic()
+    proc = subprocess.Popen([binary], env=lambda_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        if not runtime.done.wait(timeout=60):
+            raise SystemExit(f"{binary} did not finish {invocations} invocations: {proc.stderr.read1(4096)!r}")
+        rss = peak_rss_kib(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+        server.shutdown()
+    if runtime.errors:
+        raise SystemExit(f"handler errors: {runtime.errors[:2]}")
+    statuses = {json.loads(body).get("statusCode") for _, body in runtime.responses}
+    first = runtime.responses[0][0]
+    warm = [runtime.responses[i][0] - runtime.next_at[i] for i in range(1, len(runtime.responses))]
+    return {
+        "init_ms": (runtime.next_at[0] - started) * 1000,
+        "first_ms": (first - started) * 1000,
+        "warm_ms": statistics.median(warm) * 1000 if warm else 0.0,
+        "peak_rss_mib": rss / 1024,
+        "statuses": sorted(s for s in statuses if s is not None),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("binary")
+    parser.add_argument("event")
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--invocations", type=int, default=20)
+    args = parser.parse_args()
+    with open(args.event) as f:
+        event = json.load(f)
+    results = [one_run(args.binary, event, args.invocations, os.environ) for _ in range(args.runs)]
+
+    def summary(key):
+        values = sorted(r[key] for r in results)
+        return {"median": round(statistics.median(values), 1), "max": round(values[-1], 1)}
+
+    print(json.dumps({
+        "binary": args.binary,
+        "binary_mib": round(os.path.getsize(args.binary) / 2**20, 1),
+        "runs": args.runs,
+        "invocations_per_run": args.invocations,
+        "init_ms": summary("init_ms"),
+        "first_invocation_ms": summary("first_ms"),
+        "warm_invocation_ms": summary("warm_ms"),
+        "peak_rss_mib": summary("peak_rss_mib"),
+        "handler_statuses": sorted({s for r in results for s in r["statuses"]}),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+//! Plays API Gateway: routes by the OpenAPI document, runs the Cognito authorizer, builds the
+//! REST API proxy event Lambda would receive, and calls the context's handler in-process.
+
+use crate::jwt::Verifier;
+use crate::routes::{Function, RouteTable};
+use axum::body::{to_bytes, Body as AxumBody};
+use axum::extract::{ConnectInfo, State};
+use axum::response::Response as AxumResponse;
+use http::StatusCode;
+use lambda_http::Body;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// API Gateway's own payload limit is 10 MB; the local one refuses past 1 MB (the handlers'
+/// limit is far lower, and they answer 413 themselves).
+const MAX_PAYLOAD: usize = 1024 * 1024;
+
+/// Everything the local gateway serves with.
+pub struct Gateway {
+    pub routes: RouteTable,
+    pub verifier: Verifier,
+    pub tenants: tenants::AppState,
+}
+
+fn gateway_error(status: StatusCode, message: &str, request_id: &str) -> AxumResponse {
+    let body = json!({
+        "error": status.canonical_reason().unwrap_or("Error"),
+        "message": message,
+        "requestId": request_id,
+    });
+    AxumResponse::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(AxumBody::from(body.to_string()))
+        .expect("a valid response")
+}
+
+/// Flattens claims as the REST API Cognito authorizer does: every value a string, lists joined
+/// by commas, `exp`/`iat` as API Gateway's date strings.
+pub fn flatten_claims(claims: &Map<String, Value>) -> Map<String, Value> {
+    claims
+        .iter()
+        .map(|(k, v)| {
+            let s = match (k.as_str(), v) {
+                ("exp" | "iat", Value::Number(n)) => n.as_i64().map(gateway_date).unwrap_or_else(|| n.to_string()),
+                (_, Value::String(s)) => s.clone(),
+                (_, Value::Array(items)) => {
+                    items.iter().map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string())).collect::<Vec<_>>().join(",")
+                }
+                (_, other) => other.to_string(),
+            };
+            (k.clone(), Value::String(s))
+        })
+        .collect()
+}
+
+/// `Fri Nov 28 19:22:00 UTC 2026`, the form API Gateway gives `exp` and `iat` in.
+fn gateway_date(secs: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let rfc = mongodb::bson::DateTime::from_millis(secs * 1000).try_to_rfc3339_string().unwrap_or_default();
+    // rfc: YYYY-MM-DDTHH:MM:SSZ
+    let (date, time) = rfc.split_once('T').unwrap_or(("1970-01-01", "00:00:00Z"));
+    let mut parts = date.split('-');
+    let (y, m, d) = (parts.next().unwrap_or("1970"), parts.next().unwrap_or("01"), parts.next().unwrap_or("01"));
+    let month = MONTHS[m.parse::<usize>().unwrap_or(1).clamp(1, 12) - 1];
+    let weekday = DAYS[secs.div_euclid(86_400).rem_euclid(7) as usize];
+    format!("{weekday} {month} {d} {} UTC {y}", &time[..8.min(time.len())])
+}
+
+fn query_maps(query: Option<&str>) -> (Value, Value) {
+    let mut multi: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        multi.entry(k.into_owned()).or_default().push(v.into_owned());
+    }
+    if multi.is_empty() {
+        return (Value::Null, Value::Null);
+    }
+    let single: Map<String, Value> =
+        multi.iter().map(|(k, v)| (k.clone(), Value::String(v.last().cloned().unwrap_or_default()))).collect();
+    (Value::Object(single), json!(multi))
+}
+
+/// The REST API (payload 1.0) proxy event for a request.
+#[allow(clippy::too_many_arguments)]
+pub fn rest_event(
+    method: &str,
+    path: &str,
+    resource: &str,
+    query: Option<&str>,
+    headers: &http::HeaderMap,
+    params: &[(String, String)],
+    body: &[u8],
+    source_ip: &str,
+    request_id: &str,
+    claims: Option<Map<String, Value>>,
+) -> Value {
+    let mut single = Map::new();
+    let mut multi: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in headers {
+        let value = value.to_str().unwrap_or_default().to_owned();
+        single.insert(name.as_str().to_owned(), Value::String(value.clone()));
+        multi.entry(name.as_str().to_owned()).or_default().push(value);
+    }
+    let (query_single, query_multi) = query_maps(query);
+    let path_params = if params.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+    };
+    let (body, base64) = match std::str::from_utf8(body) {
+        _ if body.is_empty() => (Value::Null, false),
+        Ok(text) => (Value::String(text.to_owned()), false),
+        Err(_) => (Value::String(base64_encode(body)), true),
+    };
+    let authorizer = claims.map(|c| json!({"claims": flatten_claims(&c)})).unwrap_or_else(|| json!({}));
+    json!({
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": single,
+        "multiValueHeaders": multi,
+        "queryStringParameters": query_single,
+        "multiValueQueryStringParameters": query_multi,
+        "pathParameters": path_params,
+        "stageVariables": null,
+        "requestContext": {
+            "accountId": "000000000000",
+            "apiId": "local",
+            "resourceId": "local",
+            "stage": "local",
+            "requestId": request_id,
+            "resourcePath": resource,
+            "httpMethod": method,
+            "path": format!("/local{path}"),
+            "protocol": "HTTP/1.1",
+            "requestTimeEpoch": mongodb::bson::DateTime::now().timestamp_millis(),
+            "identity": {"sourceIp": source_ip, "userAgent": headers.get("user-agent").and_then(|v| v.to_str().ok())},
+            "authorizer": authorizer,
+        },
+        "body": body,
+        "isBase64Encoded": base64,
+    })
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Serves one request: route, authorize, invoke, answer.
+pub async fn handle(
+    State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: axum::extract::Request,
+) -> AxumResponse {
+    let request_id = mongodb::bson::oid::ObjectId::new().to_hex();
+    let (parts, body) = req.into_parts();
+    let method = parts.method.as_str().to_owned();
+    let path = parts.uri.path().to_owned();
+    let Some(matched) = gateway.routes.find(&method, &path) else {
+        return gateway_error(StatusCode::NOT_FOUND, &format!("No route for {method} {path}"), &request_id);
+    };
+    let claims = if matched.route.secured {
+        let header = parts.headers.get("authorization").and_then(|v| v.to_str().ok());
+        match gateway.verifier.verify(header).await {
+            Ok(claims) => Some(claims),
+            Err(error) => {
+                tracing::info!(%error, "authorizer refused the token");
+                return gateway_error(StatusCode::UNAUTHORIZED, "Unauthorized", &request_id);
+            }
+        }
+    } else {
+        None
+    };
+    let Ok(body) = to_bytes(body, MAX_PAYLOAD).await else {
+        return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large", &request_id);
+    };
+    let event = rest_event(
+        &method,
+        &path,
+        &matched.route.resource,
+        parts.uri.query(),
+        &parts.headers,
+        &matched.params,
+        &body,
+        &peer.ip().to_string(),
+        &request_id,
+        claims,
+    );
+    let request = match lambda_http::request::from_str(&event.to_string()) {
+        Ok(request) => request,
+        Err(error) => {
+            tracing::error!(%error, "could not build the Lambda event");
+            return gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error", &request_id);
+        }
+    };
+    let response = match matched.route.function {
+        Function::Tenants => tenants::handle(&gateway.tenants, request).await,
+    };
+    let (parts, body) = response.into_parts();
+    let bytes = match body {
+        Body::Empty => Vec::new(),
+        Body::Text(t) => t.into_bytes(),
+        Body::Binary(b) => b,
+        _ => Vec::new(),
+    };
+    AxumResponse::from_parts(parts, AxumBody::from(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_are_flattened_as_the_rest_authorizer_does() {
+        let claims: Map<String, Value> = serde_json::from_value(json!({
+            "sub": "u", "cognito:groups": ["admin", "superadmin"], "exp": 1_795_889_000, "auth_time": 1_795_888_000
+        }))
+        .unwrap();
+        let flat = flatten_claims(&claims);
+        assert_eq!(flat["cognito:groups"], "admin,superadmin");
+        assert_eq!(flat["auth_time"], "1795888000");
+        assert_eq!(flat["exp"], "Sat Nov 28 18:03:20 UTC 2026");
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert_eq!(base64_encode(&[0xff]), "/w==");
+    }
+
+    #[test]
+    fn an_event_parses_as_a_rest_request_with_its_route() {
+        let event = rest_event(
+            "GET", "/tenants/tn_a", "/tenants/{tenantId}", Some("a=1&a=2"), &http::HeaderMap::new(),
+            &[("tenantId".into(), "tn_a".into())], b"", "127.0.0.1", "req", None,
+        );
+        let req = lambda_http::request::from_str(&event.to_string()).unwrap();
+        assert_eq!(shared::http::route_key(&req).as_deref(), Some("GET /tenants/{tenantId}"));
+    }
+}

@@ -1,0 +1,146 @@
+//! The route table, read from the OpenAPI document that `template.yaml` imports: the same
+//! paths, methods, security and target function as API Gateway.
+
+use serde_json::Value;
+
+/// A Lambda function the local API hosts in-process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    Tenants,
+}
+
+impl Function {
+    fn from_logical_id(id: &str) -> Option<Self> {
+        match id {
+            "TenantsFunction" => Some(Function::Tenants),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+}
+
+/// One operation of the document.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub method: String,
+    pub resource: String,
+    pub function: Function,
+    pub secured: bool,
+    segments: Vec<Segment>,
+}
+
+/// A matched route and its path parameters.
+#[derive(Debug, Clone)]
+pub struct Matched<'a> {
+    pub route: &'a Route,
+    pub params: Vec<(String, String)>,
+}
+
+/// Every route of the document.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+const METHODS: [&str; 7] = ["get", "put", "post", "delete", "options", "head", "patch"];
+
+/// The function a `x-amazon-apigateway-integration` URI points at: the logical id inside
+/// `${…Function.Arn}` of its `Fn::Sub`.
+fn logical_id(integration: &Value) -> Option<&str> {
+    let uri = integration.get("uri")?;
+    let sub = uri.get("Fn::Sub").and_then(Value::as_str).or_else(|| uri.as_str())?;
+    let start = sub.find("functions/${")? + "functions/${".len();
+    let rest = &sub[start..];
+    rest.split(".Arn}").next()
+}
+
+impl RouteTable {
+    /// Reads the routes. Every operation must name a function this local API hosts.
+    pub fn from_openapi(doc: &Value) -> Result<Self, String> {
+        let global_security = doc.get("security").and_then(Value::as_array).is_some_and(|s| !s.is_empty());
+        let paths = doc.get("paths").and_then(Value::as_object).ok_or("the document has no paths")?;
+        let mut routes = Vec::new();
+        for (path, item) in paths {
+            for method in METHODS {
+                let Some(op) = item.get(method) else { continue };
+                let integration = op.get("x-amazon-apigateway-integration").ok_or(format!("{method} {path}: no integration"))?;
+                let id = logical_id(integration).ok_or(format!("{method} {path}: no Lambda function in its integration"))?;
+                let function = Function::from_logical_id(id).ok_or(format!("{method} {path}: {id} is not hosted locally"))?;
+                let secured = match op.get("security").and_then(Value::as_array) {
+                    Some(list) => !list.is_empty(),
+                    None => global_security,
+                };
+                let segments = path
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                        Some(name) => Segment::Param(name.to_owned()),
+                        None => Segment::Literal(s.to_owned()),
+                    })
+                    .collect();
+                routes.push(Route { method: method.to_ascii_uppercase(), resource: path.clone(), function, secured, segments });
+            }
+        }
+        Ok(Self { routes })
+    }
+
+    /// The route for a method and a concrete path, preferring literal segments over parameters.
+    pub fn find(&self, method: &str, path: &str) -> Option<Matched<'_>> {
+        let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        self.routes
+            .iter()
+            .filter(|r| r.method == method && r.segments.len() == parts.len())
+            .filter_map(|route| {
+                let mut params = Vec::new();
+                for (segment, part) in route.segments.iter().zip(&parts) {
+                    match segment {
+                        Segment::Literal(l) if l == part => {}
+                        Segment::Literal(_) => return None,
+                        Segment::Param(name) => params.push((name.clone(), (*part).to_owned())),
+                    }
+                }
+                Some(Matched { route, params })
+            })
+            .min_by_key(|m| m.params.len())
+    }
+
+    /// How many operations the table has.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RouteTable {
+        RouteTable::from_openapi(&serde_json::from_str(crate::OPENAPI).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn every_operation_of_the_document_is_routed() {
+        assert_eq!(table().len(), 9);
+    }
+
+    #[test]
+    fn paths_match_with_parameters() {
+        let t = table();
+        let m = t.find("GET", "/tenants/tn_abc/limits").unwrap();
+        assert_eq!(m.route.resource, "/tenants/{tenantId}/limits");
+        assert_eq!(m.params, vec![("tenantId".to_string(), "tn_abc".to_string())]);
+        assert!(m.route.secured);
+        assert!(t.find("DELETE", "/tenants/tn_abc").is_none());
+        assert!(t.find("GET", "/nope").is_none());
+    }
+}
