@@ -41,20 +41,14 @@ start() {
   build
   if pid_alive "$PIDFILE"; then log "already running on 127.0.0.1:${FERRETDB_PORT}"; return; fi
   mkdir -p "$DATA"
-  "$BIN" \
+  start_daemon FerretDB "$PIDFILE" "$LOGFILE" ping "$BIN" \
     --listen-addr="127.0.0.1:${FERRETDB_PORT}" \
     --debug-addr="127.0.0.1:${FERRETDB_DEBUG_PORT}" \
     --handler=sqlite \
     --sqlite-url="file:${DATA}/" \
     --telemetry=disable \
     --state-dir="${DATA}" \
-    --log-level=warn \
-    >"$LOGFILE" 2>&1 &
-  echo $! >"$PIDFILE"
-  if ! wait_for 150 ping; then
-    log "FerretDB did not become ready; its log:"; cat "$LOGFILE" >&2
-    stop_pidfile "$PIDFILE"; exit 1
-  fi
+    --log-level=warn
   log "FerretDB ready at ${URI} (data in ${DATA})"
 }
 

@@ -40,3 +40,23 @@ stop_pidfile() {
   fi
   rm -f "$pidfile"
 }
+
+# Starts a command in the background, records its pid, and waits (bounded) until the function
+# named by $4 succeeds. On failure it prints the log, stops the process and exits.
+start_daemon() {
+  local name=$1 pidfile=$2 logfile=$3 ready=$4; shift 4
+  "$@" >"$logfile" 2>&1 &
+  echo $! >"$pidfile"
+  if ! wait_for 150 "$ready"; then
+    log "$name did not become ready; its log:"; cat "$logfile" >&2
+    stop_pidfile "$pidfile"; exit 1
+  fi
+}
+
+# Stops what scripts/run.sh and scripts/test.sh start: the local API (if $api_pid is set),
+# moto and FerretDB on the current ports. Never fails, so that it is safe in an EXIT trap.
+stop_stack() {
+  if [ -n "${api_pid:-}" ]; then kill "$api_pid" 2>/dev/null || true; wait "$api_pid" 2>/dev/null || true; fi
+  bash "${ROOT}/scripts/moto.sh" stop >/dev/null 2>&1 || true
+  bash "${ROOT}/scripts/ferretdb.sh" stop >/dev/null 2>&1 || true
+}

@@ -16,14 +16,10 @@ ready() { curl -fsS "${URL}/moto-api/" >/dev/null; }
 start() {
   if pid_alive "$PIDFILE" && ready; then log "already running at ${URL}"; return; fi
   local venv; venv=$("${ROOT}/scripts/venv.sh")
-  MOTO_COGNITO_IDP_USER_POOL_ID_STRATEGY=HASH \
-  MOTO_COGNITO_IDP_USER_POOL_CLIENT_ID_STRATEGY=HASH \
-    "${venv}/bin/moto_server" -H 127.0.0.1 -p "${MOTO_PORT}" >"$LOGFILE" 2>&1 &
-  echo $! >"$PIDFILE"
-  if ! wait_for 150 ready; then
-    log "moto did not become ready; its log:"; cat "$LOGFILE" >&2
-    stop_pidfile "$PIDFILE"; exit 1
-  fi
+  start_daemon moto "$PIDFILE" "$LOGFILE" ready env \
+    MOTO_COGNITO_IDP_USER_POOL_ID_STRATEGY=HASH \
+    MOTO_COGNITO_IDP_USER_POOL_CLIENT_ID_STRATEGY=HASH \
+    "${venv}/bin/moto_server" -H 127.0.0.1 -p "${MOTO_PORT}"
   log "moto ready at ${URL}"
 }
 

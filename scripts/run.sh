@@ -13,9 +13,7 @@ export MONGODB_DATABASE="${MONGODB_DATABASE:-tenancy}"
 api_pid=""
 cleanup() {
   local status=$?
-  if [ -n "$api_pid" ]; then kill "$api_pid" 2>/dev/null || true; wait "$api_pid" 2>/dev/null || true; fi
-  bash scripts/moto.sh stop >/dev/null 2>&1 || true
-  bash scripts/ferretdb.sh stop >/dev/null 2>&1 || true
+  stop_stack
   exit "$status"
 }
 trap cleanup EXIT

@@ -17,9 +17,7 @@ API_PORT="${TEST_API_PORT:-3117}"
 api_pid=""
 cleanup() {
   local status=$?
-  if [ -n "$api_pid" ]; then kill "$api_pid" 2>/dev/null || true; wait "$api_pid" 2>/dev/null || true; fi
-  bash scripts/ferretdb.sh stop >/dev/null 2>&1 || true
-  bash scripts/moto.sh stop >/dev/null 2>&1 || true
+  stop_stack
   rm -rf "${CACHE}/ferretdb-data/${FERRETDB_PORT}"
   exit "$status"
 }

@@ -52,6 +52,24 @@ impl SuperadminContext {
     pub fn identity(&self) -> &Identity {
         &self.identity
     }
+
+    /// The superadmin acting explicitly for one tenant (e.g. creating its roles).
+    pub fn acting_for(&self, tenant: TenantId) -> SuperadminTenantScope {
+        SuperadminTenantScope { tenant }
+    }
+}
+
+/// A superadmin's explicit scope on one tenant.
+#[derive(Debug, Clone)]
+pub struct SuperadminTenantScope {
+    tenant: TenantId,
+}
+
+impl crate::db::sealed::Sealed for SuperadminTenantScope {}
+impl TenantScope for SuperadminTenantScope {
+    fn scope_tenant(&self) -> &TenantId {
+        &self.tenant
+    }
 }
 
 impl TenantContext {

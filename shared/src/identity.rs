@@ -13,7 +13,8 @@ pub const SUPERADMIN_GROUP: &str = "superadmin";
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    /// A Cognito user, by `sub`.
+    /// A Cognito user, by `sub`, with its e-mail only if Cognito marks it verified: an
+    /// unverified address proves nothing and must never link the caller to a user record.
     User { sub: String, email: Option<String> },
     /// An API key, by its id.
     ApiKey { key_id: String },
@@ -129,8 +130,10 @@ fn tenant_claim(value: Option<Value>) -> Result<Option<TenantId>, IdentityError>
 
 fn from_claims(claim: &dyn Fn(&str) -> Option<Value>) -> Result<Identity, IdentityError> {
     let sub = text(claim("sub")).ok_or(IdentityError::MissingSubject)?;
+    let verified = matches!(claim("email_verified"), Some(Value::Bool(true)))
+        || text(claim("email_verified")).is_some_and(|v| v.eq_ignore_ascii_case("true"));
     Ok(Identity {
-        principal: Principal::User { sub, email: text(claim("email")) },
+        principal: Principal::User { sub, email: text(claim("email")).filter(|_| verified) },
         tenant: tenant_claim(claim("custom:tenantId"))?,
         groups: claim("cognito:groups").map(|v| parse_list(&v)).unwrap_or_default(),
         key_permissions: None,
@@ -197,6 +200,16 @@ mod tests {
         assert_eq!(parse_list(&json!("superadmin")), vec!["superadmin"]);
         assert!(parse_list(&json!("")).is_empty());
         assert!(parse_list(&json!("[]")).is_empty());
+    }
+
+    #[test]
+    fn an_unverified_email_is_not_taken() {
+        let claims = json!({"sub": "u1", "email": "boss@acme.example", "email_verified": "false"});
+        let id = from_claims(&|k| claims.get(k).cloned()).unwrap();
+        assert_eq!(id.principal, Principal::User { sub: "u1".into(), email: None });
+        let claims = json!({"sub": "u1", "email": "boss@acme.example", "email_verified": true});
+        let id = from_claims(&|k| claims.get(k).cloned()).unwrap();
+        assert_eq!(id.principal, Principal::User { sub: "u1".into(), email: Some("boss@acme.example".into()) });
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub mod registry;
 use mongodb::bson::DateTime;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use shared::db::{Db, DbError, MigrationRecord, SystemContext};
+use shared::db::{Db, DbError, LockGuard, MigrationRecord, SystemContext};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,8 @@ pub enum MigrationError {
     BadEvent(String),
     #[error("another run holds the migrations lease")]
     LockBusy,
+    #[error("the migrations lease was lost (it expired and another run took it); stopped before {0}")]
+    LockLost(&'static str),
     #[error("migration {name} failed")]
     Failed { name: &'static str, source: DbError },
     #[error("database error")]
@@ -45,7 +47,7 @@ impl MigrationError {
     pub fn is_retryable(&self) -> bool {
         match self {
             MigrationError::BadEvent(_) => false,
-            MigrationError::LockBusy => true,
+            MigrationError::LockBusy | MigrationError::LockLost(_) => true,
             MigrationError::Failed { source, .. } | MigrationError::Db(source) => source.is_retryable(),
         }
     }
@@ -139,7 +141,7 @@ async fn up(db: &Db, system: &SystemContext) -> Result<Report, MigrationError> {
         // Waiting for another run's lease: poll, bounded by LOCK_WAIT.
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let result = apply_pending(db, system).await;
+    let result = apply_pending(db, system, &lease).await;
     // Release even after a failure; if this fails too, the lease expires by itself.
     if let Err(e) = lease.release().await {
         tracing::warn!(error = %e, "could not release the migrations lease");
@@ -147,7 +149,7 @@ async fn up(db: &Db, system: &SystemContext) -> Result<Report, MigrationError> {
     result
 }
 
-async fn apply_pending(db: &Db, system: &SystemContext) -> Result<Report, MigrationError> {
+async fn apply_pending(db: &Db, system: &SystemContext, lease: &LockGuard) -> Result<Report, MigrationError> {
     let ledger = db.migration_ledger(system);
     let done: HashSet<String> = ledger.applied().await?.into_iter().map(|r| r.name).collect();
     let (mut applied, mut already_applied) = (Vec::new(), Vec::new());
@@ -155,6 +157,10 @@ async fn apply_pending(db: &Db, system: &SystemContext) -> Result<Report, Migrat
         if done.contains(migration.name) {
             already_applied.push(migration.name.to_owned());
             continue;
+        }
+        // Each migration starts with a full lease, and only while the lease is still ours.
+        if !lease.renew(LOCK_TTL).await? {
+            return Err(MigrationError::LockLost(migration.name));
         }
         let started = Instant::now();
         let applied_at = DateTime::now();

@@ -11,6 +11,10 @@ pub enum TenantsError {
     DomainTaken(String),
     #[error("Tenant {0} not found")]
     NotFound(TenantId),
+    #[error("Tenant {0} already exists")]
+    Exists(TenantId),
+    #[error("Tenant {0} was changed concurrently; read it again and retry")]
+    Concurrent(TenantId),
     #[error("tenant creation failed at step {step}")]
     CreationFailed { step: &'static str, source: DbError },
     #[error(transparent)]
@@ -22,6 +26,11 @@ impl From<TenantsError> for ApiError {
         match e {
             TenantsError::DomainTaken(_) => ApiError::Conflict(e.to_string()),
             TenantsError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            TenantsError::Exists(_) | TenantsError::Concurrent(_) => ApiError::Conflict(e.to_string()),
+            // The id was registered concurrently (an onboarding retry): the other attempt won.
+            TenantsError::CreationFailed { step: "tenant record", source: DbError::Duplicate } => {
+                ApiError::Conflict("The tenant is being created by another request".into())
+            }
             TenantsError::CreationFailed { source: DbError::Unavailable(_), .. } => ApiError::Unavailable(Box::new(e)),
             TenantsError::CreationFailed { .. } => ApiError::internal(e),
             TenantsError::Db(db) => db.into(),

@@ -24,13 +24,13 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
         match route.as_str() {
             "POST /tenants" => routes::create(state, &req, &meta).await,
             "GET /tenants" => routes::list(state, &req).await,
-            "GET /tenants/{tenantId}" => routes::get(state, &req).await,
+            "GET /tenants/{tenantId}" => routes::get(state, &req, &meta).await,
             "PATCH /tenants/{tenantId}" => routes::update(state, &req, &meta).await,
             "POST /tenants/{tenantId}/suspend" => routes::suspend(state, &req, &meta).await,
             "POST /tenants/{tenantId}/reactivate" => routes::reactivate(state, &req, &meta).await,
             "PATCH /tenants/{tenantId}/settings/customization" => routes::customize(state, &req, &meta).await,
             "PATCH /tenants/{tenantId}/settings/billing" => routes::billing(state, &req, &meta).await,
-            "GET /tenants/{tenantId}/limits" => routes::limits(state, &req).await,
+            "GET /tenants/{tenantId}/limits" => routes::limits(state, &req, &meta).await,
             _ => Err(ApiError::NotFound(format!("No route for {route}"))),
         }
     })

@@ -6,9 +6,10 @@ use crate::input::{BillingChanges, CustomizationChanges, NewTenant, TenantChange
 use crate::view::TenantLimits;
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use shared::context::month_window;
-use shared::db::{Db, DbError, SystemContext, TenantCollection, TenantPage, TenantQuery, TenantRegistry};
-use shared::ids::{Permission, TenantId};
-use shared::TenantContext;
+use shared::context::SuperadminTenantScope;
+use shared::db::{Db, DbError, DomainClaim, TenantCollection, TenantPage, TenantQuery, TenantRegistry, TenantScope};
+use shared::ids::{Domain, Permission, TenantId};
+use shared::{SuperadminContext, TenantContext};
 use shared::models::{
     CognitoLink, Profile, Role, Tenant, TenantSettings, TenantStatus, User, UserStatus, SYSTEM_PRINCIPAL,
 };
@@ -20,13 +21,6 @@ pub const SYSTEM_ROLES: [(&str, &str, &[&str]); 3] = [
     ("viewer", "Read-only access", &["read:*"]),
 ];
 
-fn system() -> SystemContext {
-    SystemContext::new("tenants")
-}
-
-fn registry(db: &Db) -> TenantRegistry {
-    db.tenants(&system())
-}
 
 fn system_roles() -> Vec<Role> {
     SYSTEM_ROLES
@@ -51,26 +45,36 @@ fn system_roles() -> Vec<Role> {
 /// not yet registered id (invisible: no one can be admitted to it), and the registry insert
 /// last is the commit point: once it succeeds nothing else can fail. A failure before it
 /// undoes exactly what was written.
-pub async fn create(db: &Db, new: &NewTenant) -> Result<Tenant, TenantsError> {
-    create_with_id(db, TenantId::generate(), new).await
+pub async fn create(db: &Db, admin: &SuperadminContext, new: &NewTenant) -> Result<Tenant, TenantsError> {
+    create_with_id(db, admin, TenantId::generate(), new).await
 }
 
 /// `create` under a given id (an onboarding retry or a fixture); a taken id is a conflict.
-pub async fn create_with_id(db: &Db, tenant_id: TenantId, new: &NewTenant) -> Result<Tenant, TenantsError> {
-    let registry = registry(db);
+pub async fn create_with_id(db: &Db, admin: &SuperadminContext, tenant_id: TenantId, new: &NewTenant) -> Result<Tenant, TenantsError> {
+    let registry = db.tenants(admin);
     if registry.get(&tenant_id).await?.is_some() {
-        return Err(TenantsError::Db(DbError::Duplicate));
+        return Err(TenantsError::Exists(tenant_id));
     }
-    if let Some(domain) = &new.domain {
-        if !registry.claim_domain(domain, &tenant_id).await? {
-            return Err(TenantsError::DomainTaken(domain.to_string()));
-        }
-    }
+    let claimed_now = match &new.domain {
+        None => false,
+        Some(domain) => match registry.claim_domain(domain, &tenant_id).await? {
+            DomainClaim::Taken => return Err(TenantsError::DomainTaken(domain.to_string())),
+            DomainClaim::Claimed => true,
+            DomainClaim::AlreadyHeld => false,
+        },
+    };
+    let scope = admin.acting_for(tenant_id.clone());
     let records = Records::new(new);
-    let result = create_records(db, &registry, &tenant_id, new, &records).await;
+    let result = create_records(db, &registry, &scope, new, &records).await;
     if let Err(error) = &result {
+        // The registry insert may have failed only in its answer (a lost reply after the write):
+        // if the tenant is registered, it is made, and undoing its parts would half-unmake it.
+        if let Ok(Some(tenant)) = registry.get(&tenant_id).await {
+            tracing::warn!(tenantId = %tenant_id, %error, "creation reported a failure but the tenant is registered");
+            return Ok(tenant);
+        }
         tracing::warn!(tenantId = %tenant_id, %error, "tenant creation failed; compensating");
-        compensate(db, &registry, &tenant_id, new, &records).await;
+        compensate(db, &registry, &scope, new.domain.as_ref().filter(|_| claimed_now), &records).await;
     }
     result
 }
@@ -107,16 +111,16 @@ impl Records {
 async fn create_records(
     db: &Db,
     registry: &TenantRegistry,
-    tenant_id: &TenantId,
+    scope: &SuperadminTenantScope,
     new: &NewTenant,
     records: &Records,
 ) -> Result<Tenant, TenantsError> {
-    let scope = system().for_tenant(tenant_id.clone());
-    db.scoped::<Role>(&scope, TenantCollection::Roles)
+    let tenant_id = scope.scope_tenant();
+    db.scoped::<Role>(scope, TenantCollection::Roles)
         .insert_many(&records.roles)
         .await
         .map_err(|source| TenantsError::CreationFailed { step: "roles", source })?;
-    db.scoped::<User>(&scope, TenantCollection::Users)
+    db.scoped::<User>(scope, TenantCollection::Users)
         .insert_one(&records.admin)
         .await
         .map_err(|source| TenantsError::CreationFailed { step: "admin user", source })?;
@@ -141,16 +145,24 @@ async fn create_records(
     Ok(tenant)
 }
 
-/// Best effort: each undo runs even if an earlier one failed, and a failure is logged.
-async fn compensate(db: &Db, registry: &TenantRegistry, tenant_id: &TenantId, new: &NewTenant, records: &Records) {
-    let scope = system().for_tenant(tenant_id.clone());
+/// Best effort: each undo runs even if an earlier one failed, and a failure is logged. Only
+/// what this attempt wrote is removed: its own records by id, and the domain claim if this
+/// attempt made it.
+async fn compensate(
+    db: &Db,
+    registry: &TenantRegistry,
+    scope: &SuperadminTenantScope,
+    claimed_domain: Option<&Domain>,
+    records: &Records,
+) {
+    let tenant_id = scope.scope_tenant();
     let role_ids: Vec<ObjectId> = records.roles.iter().map(|r| r.id).collect();
     let undo: [(&str, Result<(), DbError>); 3] = [
-        ("admin user", db.scoped::<User>(&scope, TenantCollection::Users).delete_one(doc! {"_id": records.admin.id}).await.map(drop)),
-        ("roles", db.scoped::<Role>(&scope, TenantCollection::Roles).delete_many(doc! {"_id": {"$in": role_ids}}).await.map(drop)),
+        ("admin user", db.scoped::<User>(scope, TenantCollection::Users).delete_one(doc! {"_id": records.admin.id}).await.map(drop)),
+        ("roles", db.scoped::<Role>(scope, TenantCollection::Roles).delete_many(doc! {"_id": {"$in": role_ids}}).await.map(drop)),
         (
             "domain claim",
-            match &new.domain {
+            match claimed_domain {
                 Some(d) => registry.release_domain(d.as_str(), tenant_id).await,
                 None => Ok(()),
             },
@@ -164,47 +176,71 @@ async fn compensate(db: &Db, registry: &TenantRegistry, tenant_id: &TenantId, ne
 }
 
 /// A page of tenants.
-pub async fn list(db: &Db, query: &TenantQuery) -> Result<TenantPage, TenantsError> {
-    Ok(registry(db).list(query).await?)
+pub async fn list(db: &Db, admin: &SuperadminContext, query: &TenantQuery) -> Result<TenantPage, TenantsError> {
+    Ok(db.tenants(admin).list(query).await?)
 }
 
 fn found(tenant_id: &TenantId, tenant: Option<Tenant>) -> Result<Tenant, TenantsError> {
     tenant.ok_or_else(|| TenantsError::NotFound(tenant_id.clone()))
 }
 
-/// Renames a tenant and/or moves it to another domain (the new one claimed first, the old one
-/// released after the move).
-pub async fn update(db: &Db, tenant_id: &TenantId, changes: &TenantChanges) -> Result<Tenant, TenantsError> {
-    let registry = registry(db);
+/// Renames a tenant and/or moves it to another domain. The new domain is claimed first; the
+/// update applies only if the tenant still holds the domain it had when read (a concurrent
+/// move loses and gives its claim back); the old domain is released after the move.
+pub async fn update(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId, changes: &TenantChanges) -> Result<Tenant, TenantsError> {
+    let registry = db.tenants(admin);
     let current = found(tenant_id, registry.get(tenant_id).await?)?;
     let mut set = Document::new();
     if let Some(name) = &changes.name {
         set.insert("name", name);
     }
     let new_domain = changes.domain.as_ref().filter(|d| current.domain.as_deref() != Some(d.as_str()));
+    let mut claimed_now = false;
     if let Some(domain) = new_domain {
-        if !registry.claim_domain(domain, tenant_id).await? {
-            return Err(TenantsError::DomainTaken(domain.to_string()));
+        match registry.claim_domain(domain, tenant_id).await? {
+            DomainClaim::Taken => return Err(TenantsError::DomainTaken(domain.to_string())),
+            DomainClaim::Claimed => claimed_now = true,
+            DomainClaim::AlreadyHeld => {}
         }
         set.insert("domain", domain.as_str());
     }
-    let updated = match registry.update(tenant_id, set, &[]).await {
-        Ok(t) => found(tenant_id, t)?,
-        Err(e) => {
-            if let Some(domain) = new_domain {
-                let _ = registry.release_domain(domain.as_str(), tenant_id).await;
+    let held = match &current.domain {
+        Some(d) => doc! {"domain": d},
+        None => doc! {"domain": {"$exists": false}},
+    };
+    let outcome = registry.update_where(tenant_id, held, set, &[]).await;
+    let give_back = || async {
+        if let (Some(domain), true) = (new_domain, claimed_now) {
+            if let Err(error) = registry.release_domain(domain.as_str(), tenant_id).await {
+                tracing::error!(%error, domain = domain.as_str(), "could not release a domain claim");
             }
+        }
+    };
+    let updated = match outcome {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            give_back().await;
+            return Err(match registry.get(tenant_id).await? {
+                None => TenantsError::NotFound(tenant_id.clone()),
+                Some(_) => TenantsError::Concurrent(tenant_id.clone()),
+            });
+        }
+        Err(e) => {
+            give_back().await;
             return Err(e.into());
         }
     };
     if let (Some(_), Some(old)) = (new_domain, current.domain.as_deref()) {
-        registry.release_domain(old, tenant_id).await?;
+        // The move is done; a claim left behind only blocks that domain until cleaned up.
+        if let Err(error) = registry.release_domain(old, tenant_id).await {
+            tracing::error!(%error, domain = old, "could not release the old domain claim");
+        }
     }
     Ok(updated)
 }
 
 /// Suspends a tenant: its members' calls get a 403 until it is reactivated.
-pub async fn suspend(db: &Db, tenant_id: &TenantId, reason: Option<&str>) -> Result<Tenant, TenantsError> {
+pub async fn suspend(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId, reason: Option<&str>) -> Result<Tenant, TenantsError> {
     let mut set = doc! {"status": TenantStatus::Suspended.as_str(), "suspendedAt": DateTime::now()};
     let unset: &[&str] = match reason {
         Some(r) => {
@@ -213,29 +249,29 @@ pub async fn suspend(db: &Db, tenant_id: &TenantId, reason: Option<&str>) -> Res
         }
         None => &["suspensionReason"],
     };
-    found(tenant_id, registry(db).update(tenant_id, set, unset).await?)
+    found(tenant_id, db.tenants(admin).update(tenant_id, set, unset).await?)
 }
 
 /// Reactivates a tenant.
-pub async fn reactivate(db: &Db, tenant_id: &TenantId) -> Result<Tenant, TenantsError> {
+pub async fn reactivate(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId) -> Result<Tenant, TenantsError> {
     let set = doc! {"status": TenantStatus::Active.as_str()};
-    found(tenant_id, registry(db).update(tenant_id, set, &["suspendedAt", "suspensionReason"]).await?)
+    found(tenant_id, db.tenants(admin).update(tenant_id, set, &["suspendedAt", "suspensionReason"]).await?)
 }
 
 /// Merges the given customization fields into the tenant's, leaving the others as they are.
-pub async fn customize(db: &Db, tenant_id: &TenantId, changes: &CustomizationChanges) -> Result<Tenant, TenantsError> {
+pub async fn customize(db: &Db, ctx: &TenantContext, changes: &CustomizationChanges) -> Result<Tenant, TenantsError> {
     let mut set = Document::new();
     for (field, value) in [("logo", &changes.logo), ("primaryColor", &changes.primary_color), ("theme", &changes.theme)] {
         if let Some(value) = value {
             set.insert(format!("settings.customization.{field}"), value);
         }
     }
-    found(tenant_id, registry(db).update(tenant_id, set, &[]).await?)
+    found(ctx.tenant_id(), db.own_tenant(ctx).customize(set).await?)
 }
 
 /// Changes the billing contact and/or the plan; a plan change resets the tenant's features and
 /// limits from the catalogue.
-pub async fn change_billing(db: &Db, tenant_id: &TenantId, changes: &BillingChanges) -> Result<Tenant, TenantsError> {
+pub async fn change_billing(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId, changes: &BillingChanges) -> Result<Tenant, TenantsError> {
     let mut set = Document::new();
     if let Some(plan) = changes.plan {
         let limits = plan.limits();
@@ -247,7 +283,7 @@ pub async fn change_billing(db: &Db, tenant_id: &TenantId, changes: &BillingChan
     if let Some(email) = &changes.billing_email {
         set.insert("settings.billing.billingEmail", email.as_str());
     }
-    found(tenant_id, registry(db).update(tenant_id, set, &[]).await?)
+    found(tenant_id, db.tenants(admin).update(tenant_id, set, &[]).await?)
 }
 
 /// The admitted tenant's limits and this month's usage (the tenant as admission loaded it, so

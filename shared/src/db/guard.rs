@@ -140,6 +140,10 @@ fn walk_filter(doc: &Document, tenant: &str, site: Site, at: &str) -> Result<(),
         if SERVER_SIDE_JS.contains(&key.as_str()) {
             return Err(Refusal::ServerSideJavaScript { operator: key.clone(), path });
         }
+        // An expression comparing "$tenantId" is a condition on the tenant by another route.
+        if key == "$expr" && mentions_tenant_path(value) {
+            return Err(Refusal::TenantCondition { site });
+        }
         if is_path_of(key, TENANT_FIELD) {
             match value {
                 Bson::String(found) if found == tenant => {}
@@ -156,6 +160,15 @@ fn walk_filter(doc: &Document, tenant: &str, site: Site, at: &str) -> Result<(),
         walk_value(value, tenant, site, &path)?;
     }
     Ok(())
+}
+
+fn mentions_tenant_path(value: &Bson) -> bool {
+    match value {
+        Bson::String(s) => s.strip_prefix('$').is_some_and(|p| is_path_of(p, TENANT_FIELD)),
+        Bson::Document(d) => d.values().any(mentions_tenant_path),
+        Bson::Array(items) => items.iter().any(mentions_tenant_path),
+        _ => false,
+    }
 }
 
 fn walk_value(value: &Bson, tenant: &str, site: Site, at: &str) -> Result<(), Refusal> {
@@ -347,6 +360,15 @@ mod tests {
     #[test]
     fn a_filter_on_the_scope_s_own_tenant_is_accepted() {
         assert_eq!(check_filter(&doc! {"tenantId": T, "name": {"$in": ["a"]}}, T, Site::Filter), Ok(()));
+    }
+
+    #[test]
+    fn an_expression_on_tenant_id_is_refused() {
+        let f = doc! {"$or": [{"$expr": {"$eq": ["$tenantId", "tn_b"]}}]};
+        assert_eq!(check_filter(&f, T, Site::Filter), Err(Refusal::TenantCondition { site: Site::Filter }));
+        let p = vec![doc! {"$match": {"$expr": {"$ne": ["$tenantId.x", 1]}}}];
+        assert!(matches!(check_pipeline(&p, T), Err(Refusal::TenantCondition { .. })));
+        assert_eq!(check_filter(&doc! {"$expr": {"$gt": ["$n", 1]}}, T, Site::Filter), Ok(()));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The global `migrations` ledger and `locks` leases, for the system context only.
 
-use super::DbError;
+use super::{Db, DbError, ServerFlavor};
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, DateTime, Document};
 use mongodb::options::ReturnDocument;
@@ -49,8 +49,14 @@ impl MigrationLedger {
 /// Expiring leases: a crashed holder blocks others only until its lease runs out.
 #[derive(Debug, Clone)]
 pub struct Locks {
+    db: Db,
     collection: Collection<Document>,
 }
+
+/// On FerretDB, taking an expired lease is a read and a blind write, so two takers in one
+/// process could both win; they queue here instead. (Across processes FerretDB gives no such
+/// guarantee; it is a local stand-in. On MongoDB the upsert is atomic.)
+static ACQUIRE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A held lease. Release it when done; if the holder dies, it expires by itself.
 #[derive(Debug)]
@@ -61,14 +67,18 @@ pub struct LockGuard {
 }
 
 impl Locks {
-    pub(super) fn new(collection: Collection<Document>) -> Self {
-        Self { collection }
+    pub(super) fn new(db: &Db, collection: Collection<Document>) -> Self {
+        Self { db: db.clone(), collection }
     }
 
     /// Takes the lease `name` for `ttl` if it is free or expired. `None` if someone holds it.
     /// Atomic: the upsert either takes an expired lease, or inserts a new one, and a held
     /// lease makes the insert fail on its unique `_id`.
     pub async fn try_acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<Option<LockGuard>, DbError> {
+        let _serial = match self.db.flavor().await? {
+            ServerFlavor::FerretDb => Some(ACQUIRE_LOCK.lock().await),
+            ServerFlavor::MongoDb => None,
+        };
         let now = DateTime::now();
         let expires = DateTime::from_millis(now.timestamp_millis() + ttl.as_millis() as i64);
         let taken = self
@@ -94,6 +104,18 @@ impl Locks {
 }
 
 impl LockGuard {
+    /// Extends the lease by `ttl` from now if it is still ours. `false` if it was lost (it
+    /// expired and another run took it): the holder must stop.
+    pub async fn renew(&self, ttl: Duration) -> Result<bool, DbError> {
+        let expires = DateTime::from_millis(DateTime::now().timestamp_millis() + ttl.as_millis() as i64);
+        let renewed = self
+            .collection
+            .find_one_and_update(doc! {"_id": &self.name, "owner": &self.owner}, doc! {"$set": {"expiresAt": expires}})
+            .return_document(ReturnDocument::After)
+            .await?;
+        Ok(renewed.is_some())
+    }
+
     /// Gives the lease back (only if still ours).
     pub async fn release(self) -> Result<(), DbError> {
         self.collection.delete_one(doc! {"_id": &self.name, "owner": &self.owner}).await?;

@@ -8,7 +8,7 @@ mod scoped;
 
 pub use guard::Refusal;
 pub use ledger::{LockGuard, Locks, MigrationLedger, MigrationRecord};
-pub use registry::{TenantPage, TenantQuery, TenantRegistry, MAX_SEARCH_LEN};
+pub use registry::{DomainClaim, OwnTenant, TenantPage, TenantQuery, TenantRegistry, MAX_SEARCH_LEN};
 pub use scoped::{FindOptions, Scoped, UpdateOutcome};
 
 
@@ -239,6 +239,11 @@ impl Db {
         TenantRegistry::new(self)
     }
 
+    /// The admitted tenant's own registry record (the settings its members may change).
+    pub fn own_tenant(&self, ctx: &crate::context::TenantContext) -> OwnTenant {
+        OwnTenant::new(TenantRegistry::new(self), ctx.scope_tenant().clone())
+    }
+
     /// The record of applied migrations.
     pub fn migration_ledger(&self, _system: &SystemContext) -> MigrationLedger {
         MigrationLedger::new(self.database.collection(global::MIGRATIONS))
@@ -246,7 +251,7 @@ impl Db {
 
     /// Leases for work that must not run twice at once.
     pub fn locks(&self, _system: &SystemContext) -> Locks {
-        Locks::new(self.database.collection(global::LOCKS))
+        Locks::new(self, self.database.collection(global::LOCKS))
     }
 
     /// Index management, for the migrations `setup`: indexes only, no access to documents.

@@ -26,6 +26,17 @@ pub struct TenantPage {
     pub total: u64,
 }
 
+/// What a domain claim found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainClaim {
+    /// Claimed now, by this call: release it if what it was for fails.
+    Claimed,
+    /// The tenant already held it: not this call's to release.
+    AlreadyHeld,
+    /// Another tenant holds it.
+    Taken,
+}
+
 /// The narrow API of the global tenant registry.
 #[derive(Debug, Clone)]
 pub struct TenantRegistry {
@@ -37,6 +48,10 @@ pub struct TenantRegistry {
 /// Serialises usage increments within this process when the server cannot do them atomically
 /// (FerretDB, local and tests only). MongoDB's `$inc` is atomic and never waits here.
 static COUNTER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// How old a claim of an unregistered tenant must be before another tenant may take it over:
+/// far longer than any creation in flight.
+pub const STALE_CLAIM: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Longest search text accepted; longer input is a client error before it gets here.
 pub const MAX_SEARCH_LEN: usize = 100;
@@ -103,6 +118,19 @@ impl TenantRegistry {
     /// Applies `$set` / `$unset` to one tenant and returns it afterwards (one round trip).
     /// The same guard as the tenant scope refuses any change to tenantId or the timestamps.
     pub async fn update(&self, tenant_id: &TenantId, set: Document, unset: &[&str]) -> Result<Option<Tenant>, DbError> {
+        self.update_where(tenant_id, Document::new(), set, unset).await
+    }
+
+    /// `update`, applied only if the tenant also matches `condition` (e.g. still holds the
+    /// domain the caller read); `None` if it does not.
+    pub async fn update_where(
+        &self,
+        tenant_id: &TenantId,
+        condition: Document,
+        set: Document,
+        unset: &[&str],
+    ) -> Result<Option<Tenant>, DbError> {
+        guard::check_filter(&condition, tenant_id.as_str(), guard::Site::Filter)?;
         if set.is_empty() && unset.is_empty() {
             // Nothing to change (e.g. a PATCH to the values already held): no write, no new updatedAt.
             return self.get(tenant_id).await;
@@ -116,11 +144,9 @@ impl TenantRegistry {
         }
         guard::check_update(&update)?;
         stamp_updated(&mut update);
-        let found = self
-            .tenants
-            .find_one_and_update(doc! {"tenantId": tenant_id.as_str()}, update)
-            .return_document(ReturnDocument::After)
-            .await?;
+        let mut filter = doc! {"tenantId": tenant_id.as_str()};
+        filter.extend(condition);
+        let found = self.tenants.find_one_and_update(filter, update).return_document(ReturnDocument::After).await?;
         found.map(bson::from_document).transpose().map_err(Into::into)
     }
 
@@ -151,24 +177,61 @@ impl TenantRegistry {
     }
 
     /// Claims a domain for a tenant. `false` if another tenant holds it. The claim's `_id` is the
-    /// domain itself, so uniqueness needs no sparse index.
-    pub async fn claim_domain(&self, domain: &Domain, tenant_id: &TenantId) -> Result<bool, DbError> {
-        let claim = doc! {"_id": domain.as_str(), "tenantId": tenant_id.as_str(), "createdAt": DateTime::now()};
-        match self.domains.insert_one(claim).await.map_err(DbError::from) {
-            Ok(_) => Ok(true),
-            Err(DbError::Duplicate) => {
-                // Claiming a domain the tenant already holds is not a conflict.
-                let holder = self.domains.find_one(doc! {"_id": domain.as_str()}).await?;
-                Ok(holder.and_then(|h| h.get_str("tenantId").ok().map(str::to_owned)).as_deref() == Some(tenant_id.as_str()))
+    /// domain itself, so uniqueness needs no sparse index. A claim whose tenant was never
+    /// registered (a creation that died before it could compensate) is taken over once it is
+    /// older than [`STALE_CLAIM`], so that a crash cannot block a domain for ever.
+    pub async fn claim_domain(&self, domain: &Domain, tenant_id: &TenantId) -> Result<DomainClaim, DbError> {
+        for _ in 0..2 {
+            let claim = doc! {"_id": domain.as_str(), "tenantId": tenant_id.as_str(), "createdAt": DateTime::now()};
+            match self.domains.insert_one(claim).await.map_err(DbError::from) {
+                Ok(_) => return Ok(DomainClaim::Claimed),
+                Err(DbError::Duplicate) => {}
+                Err(e) => return Err(e),
             }
-            Err(e) => Err(e),
+            let Some(holder) = self.domains.find_one(doc! {"_id": domain.as_str()}).await? else {
+                continue; // released in between: try again
+            };
+            let holder_tenant = holder.get_str("tenantId").unwrap_or_default().to_owned();
+            if holder_tenant == tenant_id.as_str() {
+                return Ok(DomainClaim::AlreadyHeld);
+            }
+            let claimed_at = holder.get_datetime("createdAt").map(|d| d.timestamp_millis()).unwrap_or(0);
+            let stale = DateTime::now().timestamp_millis() - claimed_at > STALE_CLAIM.as_millis() as i64;
+            let registered = self.tenants.find_one(doc! {"tenantId": &holder_tenant}).await?.is_some();
+            if !stale || registered {
+                return Ok(DomainClaim::Taken);
+            }
+            tracing::warn!(domain = domain.as_str(), holder = %holder_tenant, "taking over a stale domain claim");
+            self.domains.delete_one(doc! {"_id": domain.as_str(), "tenantId": &holder_tenant}).await?;
         }
+        Ok(DomainClaim::Taken)
     }
 
     /// Releases a tenant's claim on a domain (only its own).
     pub async fn release_domain(&self, domain: &str, tenant_id: &TenantId) -> Result<(), DbError> {
         self.domains.delete_one(doc! {"_id": domain, "tenantId": tenant_id.as_str()}).await?;
         Ok(())
+    }
+}
+
+/// One tenant's own registry record, for its admitted members: only the settings they may change.
+#[derive(Debug, Clone)]
+pub struct OwnTenant {
+    registry: TenantRegistry,
+    tenant_id: TenantId,
+}
+
+impl OwnTenant {
+    pub(super) fn new(registry: TenantRegistry, tenant_id: TenantId) -> Self {
+        Self { registry, tenant_id }
+    }
+
+    /// `$set`s fields under `settings.customization` and returns the tenant afterwards.
+    pub async fn customize(&self, set: Document) -> Result<Option<Tenant>, DbError> {
+        if let Some(field) = set.keys().find(|k| !k.starts_with("settings.customization.")) {
+            return Err(DbError::Refused(super::Refusal::UnknownUpdateOperator(format!("$set {field}"))));
+        }
+        self.registry.update(&self.tenant_id, set, &[]).await
     }
 }
 

@@ -129,30 +129,22 @@ where
 
     /// `updateOne`, optionally an upsert.
     pub async fn update_one(&self, filter: Document, update: Document, upsert: bool) -> Result<UpdateOutcome, DbError> {
-        let result = self
-            .collection
-            .update_one(self.scope_filter(filter)?, self.scope_update(update, upsert)?)
-            .upsert(upsert)
-            .await?;
-        Ok(UpdateOutcome {
-            matched: result.matched_count,
-            modified: result.modified_count,
-            upserted_id: result.upserted_id,
-        })
+        self.update(filter, update, upsert, false).await
     }
 
     /// `updateMany`, optionally an upsert.
     pub async fn update_many(&self, filter: Document, update: Document, upsert: bool) -> Result<UpdateOutcome, DbError> {
-        let result = self
-            .collection
-            .update_many(self.scope_filter(filter)?, self.scope_update(update, upsert)?)
-            .upsert(upsert)
-            .await?;
-        Ok(UpdateOutcome {
-            matched: result.matched_count,
-            modified: result.modified_count,
-            upserted_id: result.upserted_id,
-        })
+        self.update(filter, update, upsert, true).await
+    }
+
+    async fn update(&self, filter: Document, update: Document, upsert: bool, many: bool) -> Result<UpdateOutcome, DbError> {
+        let (filter, update) = (self.scope_filter(filter)?, self.scope_update(update, upsert)?);
+        let result = if many {
+            self.collection.update_many(filter, update).upsert(upsert).await?
+        } else {
+            self.collection.update_one(filter, update).upsert(upsert).await?
+        };
+        Ok(UpdateOutcome { matched: result.matched_count, modified: result.modified_count, upserted_id: result.upserted_id })
     }
 
     /// `findOneAndUpdate`, returning the document after the update: one round trip.

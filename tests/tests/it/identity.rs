@@ -42,7 +42,7 @@ fn identity(event: String) -> Result<Identity, IdentityError> {
 #[test]
 fn claims_from_a_rest_api_cognito_authorizer_are_read() {
     let id = identity(rest_event(json!({"claims": {
-        "sub": "u-1", "email": "a@acme.example", "custom:tenantId": "tn_acme", "cognito:groups": "admin,superadmin"
+        "sub": "u-1", "email": "a@acme.example", "email_verified": "true", "custom:tenantId": "tn_acme", "cognito:groups": "admin,superadmin"
     }})))
     .unwrap();
     assert_eq!(id.principal, Principal::User { sub: "u-1".into(), email: Some("a@acme.example".into()) });

@@ -66,6 +66,7 @@ fn poison_leaf() -> impl Strategy<Value = Piece> {
         Just(doc! {"tenantId": {"$in": [A, B]}}),
         Just(doc! {"tenantId": {"$exists": true}}),
         Just(doc! {"tenantId.x": B}),
+        Just(doc! {"$expr": {"$eq": ["$tenantId", B]}}),
         Just(doc! {"$where": "return true"}),
         Just(doc! {"$expr": {"$function": {"body": "function() { return true }", "args": [], "lang": "js"}}}),
     ]

@@ -15,6 +15,26 @@ fn acme() -> Value {
     json!({"name": "Acme Corp", "domain": "acme.example", "adminEmail": "admin@acme.example", "plan": "basic"})
 }
 
+fn free_co() -> Value {
+    json!({"name": "Free Co", "adminEmail": "a@free.example"})
+}
+
+/// A running app, a superadmin's token, and one tenant made from `body` with its admin's token.
+struct WithTenant {
+    app: TestApp,
+    superadmin: String,
+    id: String,
+    admin: String,
+}
+
+async fn with_tenant(body: Value) -> WithTenant {
+    let app = spawn_app().await;
+    let superadmin = app.superadmin().await;
+    let id = app.create_tenant(&superadmin, body.clone()).await["tenantId"].as_str().unwrap().to_owned();
+    let admin = app.member(body["adminEmail"].as_str().unwrap(), &id).await;
+    WithTenant { app, superadmin, id, admin }
+}
+
 #[tokio::test]
 async fn creating_a_tenant_makes_its_three_system_roles_and_its_admin_user() {
     let app = spawn_app().await;
@@ -258,10 +278,7 @@ async fn patch_updates_only_the_allow_listed_fields() {
 
 #[tokio::test]
 async fn suspension_blocks_the_tenant_s_calls_and_reactivation_restores_them() {
-    let app = spawn_app().await;
-    let token = app.superadmin().await;
-    let id = app.create_tenant(&token, acme()).await["tenantId"].as_str().unwrap().to_owned();
-    let member = app.member("admin@acme.example", &id).await;
+    let WithTenant { app, superadmin: token, id, admin: member } = with_tenant(acme()).await;
     let path = format!("/tenants/{id}");
     let (status, _, _) = app.call(app.request(Method::GET, &path, Some(&member))).await;
     assert_eq!(status, 200);
@@ -291,7 +308,8 @@ async fn suspension_blocks_the_tenant_s_calls_and_reactivation_restores_them() {
         let all: Vec<mongodb::bson::Document> = cursor.try_collect().await.unwrap();
         all.iter().map(|d| d.get_str("action").unwrap().to_owned()).collect()
     };
-    assert_eq!(actions, ["tenant.created", "tenant.suspended", "tenant.reactivated"]);
+    // The superadmin's read of the suspended tenant is audited too.
+    assert_eq!(actions, ["tenant.created", "tenant.suspended", "tenant.accessed", "tenant.reactivated"]);
     // Suspend without a body, and the member routes of an unknown tenant.
     let (status, _, _) = app.call(app.request(Method::POST, &format!("{path}/suspend"), Some(&token))).await;
     assert_eq!(status, 200);
@@ -303,10 +321,7 @@ async fn suspension_blocks_the_tenant_s_calls_and_reactivation_restores_them() {
 
 #[tokio::test]
 async fn a_tenant_admin_merges_customization_field_by_field() {
-    let app = spawn_app().await;
-    let token = app.superadmin().await;
-    let id = app.create_tenant(&token, acme()).await["tenantId"].as_str().unwrap().to_owned();
-    let admin = app.member("admin@acme.example", &id).await;
+    let WithTenant { app, id, admin, .. } = with_tenant(acme()).await;
     let path = format!("/tenants/{id}/settings/customization");
     let (status, _, body) = app.call(app.request(Method::PATCH, &path, Some(&admin)).json(&json!({"primaryColor": "#112233"}))).await;
     assert_eq!(status, 200, "{body}");
@@ -329,12 +344,7 @@ async fn a_tenant_admin_merges_customization_field_by_field() {
 
 #[tokio::test]
 async fn a_plan_change_resets_features_and_limits_from_the_catalogue() {
-    let app = spawn_app().await;
-    let token = app.superadmin().await;
-    let id = app.create_tenant(&token, json!({"name": "Free Co", "adminEmail": "a@free.example"})).await["tenantId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let WithTenant { app, superadmin: token, id, admin: member } = with_tenant(free_co()).await;
     let path = format!("/tenants/{id}/settings/billing");
     let (status, _, body) = app.call(app.request(Method::PATCH, &path, Some(&token)).json(&json!({"plan": "premium"}))).await;
     assert_eq!(status, 200, "{body}");
@@ -347,7 +357,6 @@ async fn a_plan_change_resets_features_and_limits_from_the_catalogue() {
     assert_eq!(body["data"]["settings"]["maxUsers"], -1);
     let (status, _, _) = app.call(app.request(Method::PATCH, &path, Some(&token)).json(&json!({"plan": "platinum"}))).await;
     assert_eq!(status, 400);
-    let member = app.member("a@free.example", &id).await;
     let (status, _, _) = app.call(app.request(Method::PATCH, &path, Some(&member)).json(&json!({"plan": "free"}))).await;
     assert_eq!(status, 403);
     let (_, _, limits) = app.call(app.request(Method::GET, &format!("/tenants/{id}/limits"), Some(&member))).await;
@@ -357,10 +366,7 @@ async fn a_plan_change_resets_features_and_limits_from_the_catalogue() {
 
 #[tokio::test]
 async fn the_usage_counter_is_exact_after_50_concurrent_requests() {
-    let app = spawn_app().await;
-    let token = app.superadmin().await;
-    let id = app.create_tenant(&token, acme()).await["tenantId"].as_str().unwrap().to_owned();
-    let member = app.member("admin@acme.example", &id).await;
+    let WithTenant { app, superadmin: token, id, admin: member } = with_tenant(acme()).await;
     let path = format!("/tenants/{id}");
     let calls = (0..50).map(|_| app.request(Method::GET, &path, Some(&member)).send());
     for response in join_all(calls).await {
@@ -376,13 +382,7 @@ async fn the_usage_counter_is_exact_after_50_concurrent_requests() {
 
 #[tokio::test]
 async fn the_monthly_quota_turns_into_a_429_with_retry_after_at_its_limit() {
-    let app = spawn_app().await;
-    let token = app.superadmin().await;
-    let id = app.create_tenant(&token, json!({"name": "Free Co", "adminEmail": "a@free.example"})).await["tenantId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let member = app.member("a@free.example", &id).await;
+    let WithTenant { app, superadmin: token, id, admin: member } = with_tenant(free_co()).await;
     let path = format!("/tenants/{id}");
     // Bring the counter to just below the free plan's 1,000 calls.
     let (month, _) = shared::context::month_window(mongodb::bson::DateTime::now().timestamp_millis());
@@ -417,4 +417,21 @@ async fn an_unknown_route_is_a_json_404() {
         assert_eq!(headers["content-type"], "application/json");
         assert_eq!(body["error"], "Not Found");
     }
+}
+
+#[tokio::test]
+async fn a_stale_domain_claim_of_a_never_registered_tenant_is_taken_over() {
+    let app = spawn_app().await;
+    let token = app.superadmin().await;
+    let claims = raw_collection(&app.db, "tenantDomains").await;
+    let eleven_minutes_ago = mongodb::bson::DateTime::from_millis(mongodb::bson::DateTime::now().timestamp_millis() - 11 * 60_000);
+    // As a creation that crashed after claiming, before it could compensate, would leave them.
+    claims.insert_one(doc! {"_id": "stale.example", "tenantId": "tn_ghost", "createdAt": eleven_minutes_ago}).await.unwrap();
+    claims.insert_one(doc! {"_id": "inflight.example", "tenantId": "tn_inflight", "createdAt": mongodb::bson::DateTime::now()}).await.unwrap();
+    let body = |domain: &str| json!({"name": "Claimer", "domain": domain, "adminEmail": "c@c.example"});
+    let created = app.create_tenant(&token, body("stale.example")).await;
+    let holder = claims.find_one(doc! {"_id": "stale.example"}).await.unwrap().unwrap();
+    assert_eq!(holder.get_str("tenantId").unwrap(), created["tenantId"].as_str().unwrap());
+    let (status, _, _) = app.call(app.request(Method::POST, "/tenants", Some(&token)).json(&body("inflight.example"))).await;
+    assert_eq!(status, 409, "a recent claim may belong to a creation in flight");
 }

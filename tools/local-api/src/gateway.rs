@@ -179,6 +179,11 @@ pub async fn handle(
         let header = parts.headers.get("authorization").and_then(|v| v.to_str().ok());
         match gateway.verifier.verify(header).await {
             Ok(claims) => Some(claims),
+            // The keys could not be fetched: the authorizer is down, not the token bad.
+            Err(error @ crate::jwt::TokenError::Jwks(_)) => {
+                tracing::error!(%error, "authorizer unavailable");
+                return gateway_error(StatusCode::SERVICE_UNAVAILABLE, "Authorizer unavailable", &request_id);
+            }
             Err(error) => {
                 tracing::info!(%error, "authorizer refused the token");
                 return gateway_error(StatusCode::UNAUTHORIZED, "Unauthorized", &request_id);
