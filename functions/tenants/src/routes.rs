@@ -81,16 +81,16 @@ pub async fn list(state: &AppState, req: &Request) -> Reply {
 
 /// `GET /tenants/{tenantId}` (superadmin, or a member of that tenant).
 pub async fn get(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let ctx = admit(state, req, meta, "read:tenant").await?;
+    let ctx = admit(state, req, meta).await?;
     one(StatusCode::OK, ctx.tenant())
 }
 
-/// Admits the caller to the path's tenant with `permission`. A superadmin acting for a tenant
-/// is audited there, reads included (DESIGN.md §4).
-async fn admit(state: &AppState, req: &Request, meta: &RequestMeta, permission: &str) -> Result<TenantContext, ApiError> {
+/// Admits the caller to the path's tenant: any member may read its own tenant (the brief's
+/// rule; no role needed). A superadmin acting for a tenant is audited there, reads included
+/// (DESIGN.md §4).
+async fn admit(state: &AppState, req: &Request, meta: &RequestMeta) -> Result<TenantContext, ApiError> {
     let tenant_id = tenant_param(req)?;
     let ctx = TenantContext::resolve(&state.db, &Identity::from_request(req)?, Some(&tenant_id)).await?;
-    ctx.require(permission)?;
     if ctx.is_superadmin() {
         let details = doc! {"route": shared::http::route_key(req), "actingAs": "superadmin"};
         audit(state, ctx.tenant(), meta, ctx.identity(), "tenant.accessed", details).await;
@@ -160,6 +160,6 @@ pub async fn billing(state: &AppState, req: &Request, meta: &RequestMeta) -> Rep
 
 /// `GET /tenants/{tenantId}/limits` (superadmin, or a member of that tenant).
 pub async fn limits(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let ctx = admit(state, req, meta, "read:tenant").await?;
+    let ctx = admit(state, req, meta).await?;
     respond(StatusCode::OK, &service::limits(&state.db, &ctx).await?)
 }

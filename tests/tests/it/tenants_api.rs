@@ -236,6 +236,9 @@ async fn a_tenant_is_readable_by_a_superadmin_and_its_members_only() {
     let member_of_b = app.member("admin@beta.example", &b).await;
     let (status, _, body) = app.call(app.request(Method::GET, &format!("/tenants/{b}"), Some(&member_of_b))).await;
     assert_eq!((status, body["data"]["tenantId"].as_str()), (200, Some(b.as_str())));
+    let plain_member = app.member("someone@beta.example", &b).await;
+    let (status, _, body) = app.call(app.request(Method::GET, &format!("/tenants/{b}/limits"), Some(&plain_member))).await;
+    assert_eq!(status, 200, "any member reads its own tenant, roles or not: {body}");
     let (status, _, body) = app.call(app.request(Method::GET, &format!("/tenants/{a}"), Some(&member_of_b))).await;
     assert_eq!(status, 403, "a token of another tenant's user cannot read it: {body}");
     let (status, _, _) = app.call(app.request(Method::GET, &format!("/tenants/{a}"), Some(&token))).await;
