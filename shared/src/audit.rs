@@ -2,6 +2,7 @@
 
 use crate::db::{Db, DbError, SystemContext, TenantCollection};
 use crate::http::RequestMeta;
+use crate::identity::{Identity, Principal};
 use crate::ids::TenantId;
 use crate::models::AuditLog;
 use mongodb::bson::{oid::ObjectId, Bson, DateTime, Document};
@@ -49,7 +50,7 @@ fn redact_value(value: Bson) -> Bson {
 /// Writes one audit entry into `tenant`'s log. `actor` is the caller's id (a Cognito `sub` or
 /// `apikey:<id>`).
 pub async fn record(db: &Db, tenant: &TenantId, meta: &RequestMeta, actor: Option<String>, event: AuditEvent) -> Result<(), DbError> {
-    let now = DateTime::now();
+    let now = db.clock().now();
     let entry = AuditLog {
         id: ObjectId::new(),
         tenant_id: None,
@@ -69,6 +70,27 @@ pub async fn record(db: &Db, tenant: &TenantId, meta: &RequestMeta, actor: Optio
     let scope = SystemContext::new("audit").for_tenant(tenant.clone());
     db.scoped::<AuditLog>(&scope, TenantCollection::AuditLogs).insert_one(&entry).await?;
     Ok(())
+}
+
+/// How the caller acted: `superadmin` (a platform operator acting for the tenant), `apiKey` or
+/// `member`.
+pub fn acting_as(identity: &Identity) -> &'static str {
+    match identity.principal {
+        _ if identity.is_superadmin() => "superadmin",
+        Principal::ApiKey { .. } => "apiKey",
+        Principal::User { .. } => "member",
+    }
+}
+
+/// Writes the audit entry of a mutation that has already happened, with `actingAs` added to its
+/// details. A failure is logged, not returned: the caller's change stands, and a 500 would
+/// claim it did not.
+pub async fn record_best_effort(db: &Db, tenant: &TenantId, meta: &RequestMeta, identity: &Identity, mut event: AuditEvent) {
+    event.details.insert("actingAs", acting_as(identity));
+    let action = event.action;
+    if let Err(error) = record(db, tenant, meta, Some(identity.actor_id()), event).await {
+        tracing::error!(%error, action, "could not write the audit entry");
+    }
 }
 
 #[cfg(test)]

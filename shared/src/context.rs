@@ -1,26 +1,48 @@
-//! From a verified identity to a `TenantContext`: the tenant exists and is active, the call is
-//! counted against the monthly quota, and the caller's permissions come from the database.
+//! Admission (docs/ARCHITECTURE.md §12): from a verified identity to a `TenantContext`.
+//!
+//! Exactly one step admits a caller, and nothing is counted before it has succeeded:
+//! 1. **Membership.** A person is admitted to its own tenant only through an active user record
+//!    found by its Cognito `sub`. A pending record found by `sub` is activated by the same
+//!    conditional update (its first call). Until every record holds its `sub`, a record still
+//!    holding `pending:<id>`, found by the token's *verified* e-mail, in status pending or active
+//!    (never inactive), is linked in one conditional update on `pending:<id>`, so that two racing
+//!    first calls link it once. No record, or an inactive one, is a 403.
+//! 2. **Counting.** Then one `findOneAndUpdate` on the tenant record checks that the tenant is
+//!    active and under its monthly quota (the bound is a literal in the filter, never
+//!    increment-then-check) and counts the call. Past the quota it is a 429 and nothing is
+//!    counted.
+//!
+//! A member's status and permissions are cached in-process for at most [`PERMISSION_TTL`], so a
+//! warm call costs that one round trip. A superadmin names the tenant it acts for explicitly; it
+//! is not counted.
 
-use crate::db::{Db, SystemContext, TenantCollection, TenantScope};
+use crate::clock::month_window;
+use crate::db::{Db, DbError, SystemContext, TenantCollection, TenantScope};
 use crate::error::ApiError;
 use crate::identity::{Identity, Principal};
 use crate::ids::{parse_object_id, Permission, TenantId};
 use crate::models::{Role, Tenant, TenantStatus, User, UserStatus};
 use crate::plans::UNLIMITED;
-use mongodb::bson::{doc, Bson, DateTime};
-use std::collections::HashMap;
+use lru::LruCache;
+use mongodb::bson::{doc, oid::ObjectId, Bson};
+use std::num::NonZeroUsize;
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// How long resolved permissions may be reused in-process (DESIGN.md §4: at most 60 s).
+/// How long a member's status and permissions may be reused in-process (at most 60 s).
 pub const PERMISSION_TTL: Duration = Duration::from_secs(60);
+/// `lastLoginAt` is written at most this often per user.
+pub const LAST_LOGIN_EVERY: Duration = Duration::from_secs(3600);
+/// How many members and quota hints a process remembers; the least recently used go first.
+pub const CACHE_CAPACITY: usize = 10_000;
 
 /// A caller admitted to one tenant, with its permissions. Scoped collections are opened from it.
 #[derive(Debug, Clone)]
 pub struct TenantContext {
     tenant: Tenant,
     identity: Identity,
-    permissions: Arc<Vec<Permission>>,
+    permissions: Arc<[Permission]>,
+    user_id: Option<ObjectId>,
 }
 
 impl crate::db::sealed::Sealed for TenantContext {}
@@ -73,57 +95,27 @@ impl TenantScope for SuperadminTenantScope {
 }
 
 impl TenantContext {
-    /// Admits `identity` to a tenant: `target` if given (a superadmin must name one to act for
-    /// a tenant), else the caller's own. A member must be of that tenant, which must exist and
-    /// be active; the call is counted, and past the plan's quota it is a 429. A superadmin is
-    /// admitted to any existing tenant, suspended or not, and is not counted.
-    pub async fn resolve(db: &Db, identity: &Identity, target: Option<&TenantId>) -> Result<Self, ApiError> {
-        let registry = db.tenants(&SystemContext::new("tenant admission"));
+    /// Admits `identity` to a tenant (see the module docs). `target` is the tenant the request
+    /// names, if any: a member may only name its own; a superadmin must name one.
+    pub async fn admit(db: &Db, identity: &Identity, target: Option<&TenantId>) -> Result<Self, ApiError> {
         if identity.is_superadmin() {
-            let tenant_id = target.or(identity.tenant()).ok_or_else(|| {
-                ApiError::Forbidden("A superadmin must name the tenant it acts for".into())
-            })?;
-            crate::http::record_tenant(tenant_id.as_str());
-            let tenant = registry
+            let tenant_id =
+                target.ok_or_else(|| ApiError::Forbidden("A superadmin must name the tenant it acts for".into()))?;
+            let tenant = db
+                .tenants(&SystemContext::new("admission"))
                 .get(tenant_id)
                 .await?
                 .ok_or_else(|| ApiError::NotFound(format!("Tenant {tenant_id} not found")))?;
-            let permissions = Arc::new(vec![Permission::parse("*").expect("valid")]);
-            return Ok(Self { tenant, identity: identity.clone(), permissions });
+            let permissions: Arc<[Permission]> = Arc::from(vec![Permission::parse("*").expect("valid")]);
+            return Ok(Self { tenant, identity: identity.clone(), permissions, user_id: None });
         }
-
         let own = identity.tenant().ok_or_else(|| ApiError::Forbidden("The caller belongs to no tenant".into()))?;
-        crate::http::record_tenant(own.as_str());
         if target.is_some_and(|t| t != own) {
             return Err(ApiError::Forbidden("The caller may not act for another tenant".into()));
         }
-        let now = DateTime::now();
-        let (month, retry_after_secs) = month_window(now.timestamp_millis());
-        let tenant = match registry.record_api_call(own, &month).await? {
-            Some(tenant) => tenant,
-            None => {
-                return Err(match registry.get(own).await? {
-                    Some(t) if t.status == TenantStatus::Suspended => {
-                        ApiError::Forbidden(format!("Tenant {own} is suspended; contact the platform operator"))
-                    }
-                    Some(t) => ApiError::Forbidden(format!("Tenant {own} is {}", t.status.as_str())),
-                    None => ApiError::Forbidden(format!("Tenant {own} does not exist")),
-                })
-            }
-        };
-        let max = tenant.settings.billing.max_api_calls;
-        let used = tenant.api_usage.get(&month).copied().unwrap_or(0);
-        if max != UNLIMITED && used > max {
-            return Err(ApiError::TooManyRequests {
-                message: format!("Monthly API quota of {max} calls is exhausted; it resets at the start of next month (UTC)"),
-                retry_after_secs,
-            });
-        }
-        let permissions = match identity.key_permissions() {
-            Some(granted) => Arc::new(granted.to_vec()),
-            None => user_permissions(db, &tenant.tenant_id, identity).await?,
-        };
-        Ok(Self { tenant, identity: identity.clone(), permissions })
+        let member = membership(db, own, identity).await?;
+        let tenant = count_call(db, own).await?;
+        Ok(Self { tenant, identity: identity.clone(), permissions: member.permissions, user_id: Some(member.user_id) })
     }
 
     /// The tenant as admitted (for a member, with this call already counted).
@@ -139,6 +131,11 @@ impl TenantContext {
     /// The caller.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// The caller's user record, for a member (`None` for a superadmin).
+    pub fn user_id(&self) -> Option<ObjectId> {
+        self.user_id
     }
 
     /// Whether a superadmin is acting for this tenant.
@@ -161,112 +158,200 @@ impl TenantContext {
     }
 }
 
-type CacheKey = (String, String);
-static PERMISSION_CACHE: LazyLock<Mutex<HashMap<CacheKey, (Instant, Arc<Vec<Permission>>)>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-const PERMISSION_CACHE_MAX: usize = 10_000;
+/// An admitted member as the cache remembers it.
+#[derive(Debug, Clone)]
+struct Member {
+    user_id: ObjectId,
+    permissions: Arc<[Permission]>,
+    at_ms: i64,
+}
 
-/// A user's permissions: the union of its roles'. The user record is found by Cognito `sub`,
-/// or by e-mail while it is still pending a link. Cached for [`PERMISSION_TTL`].
-async fn user_permissions(db: &Db, tenant: &TenantId, identity: &Identity) -> Result<Arc<Vec<Permission>>, ApiError> {
-    let Principal::User { sub, email } = &identity.principal else {
-        return Ok(Arc::new(vec![]));
+/// Keyed by database, tenant and `sub`: several databases can share a process (tests).
+type MemberKey = (String, String, String);
+
+static MEMBERS: LazyLock<Mutex<LruCache<MemberKey, Member>>> =
+    LazyLock::new(|| Mutex::new(LruCache::new(NonZeroUsize::new(CACHE_CAPACITY).expect("non-zero"))));
+
+/// The last `maxApiCalls` seen per tenant: only a hint for the admission filter's literal bound.
+/// A stale hint makes the filter miss, and admission then reads the tenant and tries again.
+static QUOTA_HINTS: LazyLock<Mutex<LruCache<(String, String), i64>>> =
+    LazyLock::new(|| Mutex::new(LruCache::new(NonZeroUsize::new(CACHE_CAPACITY).expect("non-zero"))));
+
+/// Drops every cached member of a tenant in this process, so that a change of roles or status
+/// made here takes effect on the next call; other processes see it within [`PERMISSION_TTL`].
+pub fn forget_tenant_members(db: &Db, tenant: &TenantId) {
+    let mut cache = MEMBERS.lock().expect("poisoned");
+    let stale: Vec<MemberKey> =
+        cache.iter().filter(|((d, t, _), _)| d == db.name() && t == tenant.as_str()).map(|(k, _)| k.clone()).collect();
+    for key in stale {
+        cache.pop(&key);
+    }
+}
+
+fn not_member() -> ApiError {
+    ApiError::Forbidden("The caller is not an active user of this tenant".into())
+}
+
+/// The caller's membership of `tenant`: from the cache while fresh, else from its user record.
+async fn membership(db: &Db, tenant: &TenantId, identity: &Identity) -> Result<Member, ApiError> {
+    let (sub, email) = match &identity.principal {
+        Principal::User { sub, email } => (sub, email),
+        // No authorizer issues API-key contexts yet: refuse rather than trust one.
+        Principal::ApiKey { .. } => {
+            return Err(ApiError::Forbidden("API-key callers are not admitted by this deployment".into()))
+        }
     };
-    let key = (tenant.to_string(), sub.clone());
-    if let Some((at, cached)) = PERMISSION_CACHE.lock().expect("poisoned").get(&key) {
-        if at.elapsed() < PERMISSION_TTL {
-            return Ok(cached.clone());
+    let now = db.clock().now_ms();
+    let key = (db.name().to_owned(), tenant.to_string(), sub.clone());
+    if let Some(member) = MEMBERS.lock().expect("poisoned").get(&key) {
+        if now - member.at_ms < PERMISSION_TTL.as_millis() as i64 {
+            return Ok(member.clone());
         }
     }
-    let scope = SystemContext::new("permission resolution").for_tenant(tenant.clone());
-    let mut by = vec![Bson::Document(doc! {"cognitoUserId": sub})];
-    if let Some(email) = email {
-        by.push(Bson::Document(doc! {"email": email.to_ascii_lowercase(), "cognitoUserId": {"$regex": "^pending:"}}));
-    }
-    let user = db.scoped::<User>(&scope, TenantCollection::Users).find_one(doc! {"$or": by}).await?;
-    let permissions = match user.filter(|u| u.status == UserStatus::Active) {
-        None => vec![],
-        Some(user) => {
-            let ids: Vec<Bson> =
-                user.roles.iter().filter_map(|r| parse_object_id(r).ok()).map(Bson::ObjectId).collect();
-            let roles = db
-                .scoped::<Role>(&scope, TenantCollection::Roles)
-                .find(doc! {"_id": {"$in": ids}}, Default::default())
-                .await?;
-            let mut all: Vec<Permission> = roles.into_iter().flat_map(|r| r.permissions).collect();
-            all.sort();
-            all.dedup();
-            all
+    let users = db.scoped::<User>(&SystemContext::new("admission").for_tenant(tenant.clone()), TenantCollection::Users);
+    let found = match users.find_one(doc! {"cognitoUserId": sub}).await? {
+        Some(user) => Some(user),
+        None => match email {
+            Some(email) => link_by_email(db, tenant, sub, email).await?,
+            None => None,
+        },
+    };
+    let user = found.ok_or_else(not_member)?;
+    let user = match user.status {
+        UserStatus::Inactive => return Err(not_member()),
+        UserStatus::Pending => activate(db, tenant, &user, sub).await?,
+        UserStatus::Active => {
+            touch_last_login(db, tenant, &user).await?;
+            user
         }
     };
-    let permissions = Arc::new(permissions);
-    let mut cache = PERMISSION_CACHE.lock().expect("poisoned");
-    if cache.len() >= PERMISSION_CACHE_MAX {
-        cache.retain(|_, (at, _)| at.elapsed() < PERMISSION_TTL);
+    let member = Member { user_id: user.id, permissions: role_permissions(db, tenant, &user.roles).await?, at_ms: now };
+    MEMBERS.lock().expect("poisoned").put(key, member.clone());
+    Ok(member)
+}
+
+/// Links a record still holding `pending:<id>` to the caller's `sub`, found by its verified
+/// e-mail; pending or active only. One conditional update on the sentinel: if a racing first
+/// call linked it already, this finds it by `sub` instead.
+async fn link_by_email(db: &Db, tenant: &TenantId, sub: &str, email: &str) -> Result<Option<User>, DbError> {
+    let users = db.scoped::<User>(&SystemContext::new("admission").for_tenant(tenant.clone()), TenantCollection::Users);
+    let filter = doc! {
+        "email": email.to_ascii_lowercase(),
+        "cognitoUserId": {"$regex": "^pending:"},
+        "status": {"$in": [UserStatus::Pending.as_str(), UserStatus::Active.as_str()]},
+    };
+    let Some(pending) = users.find_one(filter).await? else {
+        // A racing first call may have linked it since this call looked it up by `sub`.
+        return users.find_one(doc! {"cognitoUserId": sub}).await;
+    };
+    let now = db.clock().now();
+    let linked = users
+        .find_one_and_update(
+            doc! {"_id": pending.id, "cognitoUserId": pending.cognito_user_id.stored()},
+            doc! {"$set": {"cognitoUserId": sub, "status": UserStatus::Active.as_str(), "lastLoginAt": now}},
+            false,
+        )
+        .await?;
+    match linked {
+        Some(user) => Ok(Some(user)),
+        None => users.find_one(doc! {"cognitoUserId": sub}).await,
     }
-    cache.insert(key, (Instant::now(), permissions.clone()));
-    Ok(permissions)
 }
 
-/// The usage month (`YYYY-MM`, UTC) of a Unix time in ms, and the seconds until the next one.
-pub fn month_window(now_ms: i64) -> (String, u64) {
-    let days = now_ms.div_euclid(86_400_000);
-    let (year, month, _) = civil_from_days(days);
-    let (next_year, next_month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
-    let next_ms = days_from_civil(next_year, next_month, 1) * 86_400_000;
-    let secs = ((next_ms - now_ms) as u64).div_ceil(1000).max(1);
-    (format!("{year:04}-{month:02}"), secs)
-}
-
-// Howard Hinnant's civil-calendar algorithms: exact for the proleptic Gregorian calendar.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_usage_month_and_retry_after_are_exact() {
-        // 2026-11-28T00:00:00Z
-        let now = days_from_civil(2026, 11, 28) * 86_400_000;
-        let (month, secs) = month_window(now);
-        assert_eq!(month, "2026-11");
-        assert_eq!(secs, 3 * 86_400);
+/// A pending record found by `sub` becomes active on its first call: pending → active only.
+async fn activate(db: &Db, tenant: &TenantId, user: &User, sub: &str) -> Result<User, ApiError> {
+    let users = db.scoped::<User>(&SystemContext::new("admission").for_tenant(tenant.clone()), TenantCollection::Users);
+    let activated = users
+        .find_one_and_update(
+            doc! {"_id": user.id, "cognitoUserId": sub, "status": UserStatus::Pending.as_str()},
+            doc! {"$set": {"status": UserStatus::Active.as_str(), "lastLoginAt": db.clock().now()}},
+            false,
+        )
+        .await?;
+    match activated {
+        Some(user) => Ok(user),
+        // Changed in between: a racing first call activated it, or an admin deactivated it.
+        None => match users.find_one(doc! {"_id": user.id, "cognitoUserId": sub}).await? {
+            Some(user) if user.status == UserStatus::Active => Ok(user),
+            _ => Err(not_member()),
+        },
     }
+}
 
-    #[test]
-    fn december_rolls_into_january() {
-        let now = days_from_civil(2026, 12, 31) * 86_400_000 + 86_399_000;
-        assert_eq!(month_window(now), ("2026-12".to_string(), 1));
+/// Records `lastLoginAt`, at most once per [`LAST_LOGIN_EVERY`]. It runs only when the member
+/// was not cached, so a warm call never pays for it; conditional on the value read, so racing
+/// calls write it once.
+async fn touch_last_login(db: &Db, tenant: &TenantId, user: &User) -> Result<(), DbError> {
+    let now = db.clock().now();
+    let due = user.last_login_at.is_none_or(|at| now.timestamp_millis() - at.timestamp_millis() >= LAST_LOGIN_EVERY.as_millis() as i64);
+    if !due {
+        return Ok(());
     }
+    let users = db.scoped::<User>(&SystemContext::new("admission").for_tenant(tenant.clone()), TenantCollection::Users);
+    let seen = match user.last_login_at {
+        Some(at) => Bson::DateTime(at),
+        None => Bson::Document(doc! {"$exists": false}),
+    };
+    users
+        .update_one(doc! {"_id": user.id, "status": UserStatus::Active.as_str(), "lastLoginAt": seen}, doc! {"$set": {"lastLoginAt": now}}, false)
+        .await?;
+    Ok(())
+}
 
-    #[test]
-    fn civil_conversions_round_trip() {
-        for days in [-1_000_000, -1, 0, 1, 19_000, 20_785, 2_000_000] {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
+/// The union of the permissions of the given roles (ids as stored on the user).
+async fn role_permissions(db: &Db, tenant: &TenantId, role_ids: &[String]) -> Result<Arc<[Permission]>, DbError> {
+    let ids: Vec<Bson> = role_ids.iter().filter_map(|r| parse_object_id(r).ok()).map(Bson::ObjectId).collect();
+    if ids.is_empty() {
+        return Ok(Arc::from(Vec::new()));
+    }
+    let scope = SystemContext::new("admission").for_tenant(tenant.clone());
+    let roles = db.scoped::<Role>(&scope, TenantCollection::Roles).find(doc! {"_id": {"$in": ids}}, Default::default()).await?;
+    let mut all: Vec<Permission> = roles.into_iter().flat_map(|r| r.permissions).collect();
+    all.sort();
+    all.dedup();
+    Ok(Arc::from(all))
+}
+
+/// Counts the call in the tenant record, bounded by the monthly quota in the filter. The first
+/// try uses the remembered bound; a miss reads the tenant to tell why (suspended, over quota, or
+/// a plan change that moved the bound) and tries again with the bound just read.
+async fn count_call(db: &Db, tenant_id: &TenantId) -> Result<Tenant, ApiError> {
+    let registry = db.tenants(&SystemContext::new("admission"));
+    let (month, retry_after_secs) = month_window(db.clock().now_ms());
+    let hint_key = (db.name().to_owned(), tenant_id.to_string());
+    let mut bound = QUOTA_HINTS.lock().expect("poisoned").get(&hint_key).copied();
+    for _ in 0..3 {
+        if let Some(max) = bound {
+            if let Some(tenant) = registry.count_call(tenant_id, &month, max).await? {
+                return Ok(tenant);
+            }
         }
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        let tenant = registry
+            .get(tenant_id)
+            .await?
+            .ok_or_else(|| ApiError::Forbidden(format!("Tenant {tenant_id} does not exist")))?;
+        match tenant.status {
+            TenantStatus::Active => {}
+            TenantStatus::Suspended => {
+                return Err(ApiError::Forbidden(format!("Tenant {tenant_id} is suspended; contact the platform operator")))
+            }
+            other => return Err(ApiError::Forbidden(format!("Tenant {tenant_id} is {}", other.as_str()))),
+        }
+        let max = tenant.settings.billing.max_api_calls;
+        QUOTA_HINTS.lock().expect("poisoned").put(hint_key.clone(), max);
+        let used = tenant.api_usage.get(&month).copied().unwrap_or(0);
+        if max != UNLIMITED && used >= max {
+            return Err(quota_exhausted(max, retry_after_secs));
+        }
+        bound = Some(max);
+    }
+    // The plan changed under every try: rare enough that the client may simply retry.
+    Err(ApiError::TooManyRequests { message: "The tenant's plan is changing; try again".into(), retry_after_secs: 1 })
+}
+
+fn quota_exhausted(max: i64, retry_after_secs: u64) -> ApiError {
+    ApiError::TooManyRequests {
+        message: format!("Monthly API quota of {max} calls is exhausted; it resets at the start of next month (UTC)"),
+        retry_after_secs,
     }
 }

@@ -1,7 +1,11 @@
 //! Request plumbing shared by every HTTP context: typed input, the success envelope, and the
 //! wrapper that gives each request its tracing span and turns errors into JSON.
 
+use crate::context::{SuperadminContext, TenantContext};
+use crate::db::Db;
 use crate::error::{ApiError, FieldError};
+use crate::identity::Identity;
+use crate::ids::{InvalidValue, TenantId};
 use http::StatusCode;
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -41,6 +45,16 @@ impl RequestMeta {
     }
 }
 
+/// An HTTP context's Lambda handler as a host sees it (the local API, the events test): the
+/// logical id that its integrations name in openapi.json, and the handler itself. Each context
+/// crate implements it once; hosts keep one list of them.
+pub trait HttpFunction: Send + Sync {
+    /// The function's logical id in template.yaml (`TenantsFunction`).
+    fn logical_id(&self) -> &'static str;
+    /// Handles one API Gateway request.
+    fn handle(&self, req: Request) -> futures_util::future::BoxFuture<'_, Response<Body>>;
+}
+
 /// Runs a handler inside a span carrying `requestId` (and, once admitted, `tenantId`), and
 /// turns its error into the JSON envelope. Every HTTP Lambda's entry point goes through here.
 pub async fn serve<F, Fut>(req: Request, handler: F) -> Response<Body>
@@ -78,9 +92,70 @@ pub fn route_key(req: &Request) -> Option<String> {
     }
 }
 
-/// Records the tenant on the current request span.
-pub fn record_tenant(tenant: &str) {
-    tracing::Span::current().record("tenantId", tenant);
+/// The admission step for tenant-scoped routes: every such handler starts here. It extracts
+/// the identity, admits the caller to `target` (the tenant the request names, if any) or to its
+/// own tenant (docs/ARCHITECTURE.md §12), and records the tenant on the request span.
+pub async fn admit(db: &Db, req: &Request, target: Option<&TenantId>) -> Result<TenantContext, ApiError> {
+    let identity = Identity::from_request(req)?;
+    record_tenant(target.or(identity.tenant()));
+    TenantContext::admit(db, &identity, target).await
+}
+
+/// The admission step for superadmin-only routes: the caller must be a superadmin. `target` is
+/// the tenant the route acts on, if it names one, recorded on the request span.
+pub fn admit_superadmin(req: &Request, target: Option<&TenantId>) -> Result<SuperadminContext, ApiError> {
+    let identity = Identity::from_request(req)?;
+    record_tenant(target);
+    SuperadminContext::require(&identity)
+}
+
+/// The one place a tenant is put on the request span (handlers never do it themselves).
+fn record_tenant(tenant: Option<&TenantId>) {
+    if let Some(tenant) = tenant {
+        tracing::Span::current().record("tenantId", tenant.as_str());
+    }
+}
+
+/// A path parameter parsed into its typed id: a malformed id is a 400 naming the parameter.
+pub fn path_id<T: TryFrom<String, Error = InvalidValue>>(req: &Request, name: &str) -> Result<T, ApiError> {
+    T::try_from(path_param(req, name)?).map_err(|e| ApiError::invalid(name, e.0))
+}
+
+/// A path parameter that must be an ObjectId: a malformed one is a 400, never a 500.
+pub fn path_object_id(req: &Request, name: &str) -> Result<mongodb::bson::oid::ObjectId, ApiError> {
+    crate::ids::parse_object_id(&path_param(req, name)?).map_err(|e| ApiError::invalid(name, e.0))
+}
+
+/// Paging facts of a list, as every list response carries them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pagination {
+    pub page: u64,
+    pub limit: u64,
+    pub total: u64,
+    pub pages: u64,
+}
+
+impl Pagination {
+    /// Paging facts for `total` items in pages of `limit`.
+    pub fn new(page: u64, limit: u64, total: u64) -> Self {
+        Self { page, limit, total, pages: total.div_ceil(limit.max(1)) }
+    }
+}
+
+/// The largest page a list returns.
+pub const MAX_PAGE_SIZE: u64 = 100;
+
+/// One item: `{"success": true, "data": item}`.
+pub fn respond_one<T: Serialize>(status: StatusCode, item: &T) -> Result<Response<Body>, ApiError> {
+    respond(status, item)
+}
+
+/// A page of a list: `{"success": true, "data": {"<key>": [...], "pagination": {...}}}`.
+pub fn respond_list<T: Serialize>(key: &str, items: &[T], pagination: &Pagination) -> Result<Response<Body>, ApiError> {
+    let mut data = serde_json::Map::new();
+    data.insert(key.to_owned(), serde_json::to_value(items).map_err(ApiError::internal)?);
+    data.insert("pagination".to_owned(), serde_json::to_value(pagination).map_err(ApiError::internal)?);
+    respond(StatusCode::OK, &data)
 }
 
 /// The success envelope `{"success": true, "data": …}`.
@@ -176,6 +251,11 @@ impl Query {
     /// A parameter's text, if given.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
+    }
+
+    /// `page` (from 1) and `limit` (1 to [`MAX_PAGE_SIZE`], default 10), as every list takes them.
+    pub fn paging(&self) -> Result<(u64, u64), ApiError> {
+        Ok((self.integer("page", 1, 100_000, 1)?, self.integer("limit", 1, MAX_PAGE_SIZE, 10)?))
     }
 
     /// An integer parameter within `min..=max`, or `default` if absent.

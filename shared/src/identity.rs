@@ -1,5 +1,15 @@
-//! The one identity extractor (DESIGN.md §4). It reads all three authorizer shapes API Gateway
-//! can hand a Lambda, and nothing else: the tenant comes from verified claims, never a header.
+//! The one identity extractor (docs/ARCHITECTURE.md §4). It reads all three authorizer shapes
+//! API Gateway can hand a Lambda, and nothing else: the tenant comes from verified claims, never
+//! a header.
+//!
+//! **Superadmin and group names.** API Gateway's Cognito authorizer hands `cognito:groups` on
+//! flattened (`a,b` for REST APIs, `[a b]` for HTTP APIs), and Cognito allows group names with
+//! commas, brackets, quotes and spaces, so a flattened list cannot be split back unambiguously:
+//! a group named `ops,superadmin` flattens exactly like the two groups `ops` and `superadmin`.
+//! So where only the flattened form is available, a caller is a superadmin only if the whole
+//! list is the one element `superadmin`; where the raw JSON array is available (a JWT verified
+//! here, or our authorizer's `groups` context key), only if the array holds `superadmin`
+//! exactly. Superadmin accounts are therefore dedicated accounts, in that group alone.
 
 use crate::ids::{Permission, TenantId};
 use lambda_http::request::RequestContext;
@@ -20,12 +30,48 @@ pub enum Principal {
     ApiKey { key_id: String },
 }
 
+/// The caller's Cognito groups, in the form they arrived in (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Groups {
+    /// No groups claim.
+    #[default]
+    None,
+    /// The raw JSON array, element by element.
+    Raw(Vec<String>),
+    /// A REST API Cognito authorizer's comma-joined string.
+    FlattenedRest(String),
+    /// An HTTP API JWT authorizer's `[a b]` string.
+    FlattenedHttp(String),
+}
+
+impl Groups {
+    /// Whether these groups make a superadmin, by the exact rule of the module docs.
+    pub fn include_superadmin(&self) -> bool {
+        match self {
+            Groups::None => false,
+            Groups::Raw(items) => items.iter().any(|g| g == SUPERADMIN_GROUP),
+            Groups::FlattenedRest(s) => s.trim() == SUPERADMIN_GROUP,
+            Groups::FlattenedHttp(s) => s.trim() == format!("[{SUPERADMIN_GROUP}]"),
+        }
+    }
+
+    /// A best-effort list for display and logs. Never use it for a decision: flattened names
+    /// that contain separators come apart here.
+    pub fn display_list(&self) -> Vec<String> {
+        match self {
+            Groups::None => vec![],
+            Groups::Raw(items) => items.clone(),
+            Groups::FlattenedRest(s) | Groups::FlattenedHttp(s) => parse_list(&Value::String(s.clone())),
+        }
+    }
+}
+
 /// The verified caller, before its tenant is checked against the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub principal: Principal,
     tenant: Option<TenantId>,
-    groups: Vec<String>,
+    groups: Groups,
     key_permissions: Option<Vec<Permission>>,
 }
 
@@ -61,13 +107,13 @@ impl Identity {
     /// JWT authorizer (`authorizer.jwt.claims`) or the API-key authorizer's context.
     pub fn from_request(req: &Request) -> Result<Identity, IdentityError> {
         match req.request_context_ref() {
-            Some(RequestContext::ApiGatewayV1(ctx)) => from_authorizer_fields(&ctx.authorizer.fields),
+            Some(RequestContext::ApiGatewayV1(ctx)) => from_authorizer_fields(&ctx.authorizer.fields, Flattening::Rest),
             Some(RequestContext::ApiGatewayV2(ctx)) => match ctx.authorizer.as_ref() {
                 Some(a) if a.jwt.as_ref().is_some_and(|j| !j.claims.is_empty()) => {
                     let claims = &a.jwt.as_ref().expect("checked above").claims;
-                    from_claims(&|k| claims.get(k).map(|v| Value::String(v.clone())))
+                    from_claims(&|k| claims.get(k).map(|v| Value::String(v.clone())), Flattening::Http)
                 }
-                Some(a) => from_authorizer_fields(&a.fields),
+                Some(a) => from_authorizer_fields(&a.fields, Flattening::Http),
                 None => Err(IdentityError::MissingClaims),
             },
             _ => Err(IdentityError::MissingClaims),
@@ -79,14 +125,15 @@ impl Identity {
         self.tenant.as_ref()
     }
 
-    /// The Cognito groups the caller is in.
-    pub fn groups(&self) -> &[String] {
+    /// The Cognito groups the caller is in, as they arrived.
+    pub fn groups(&self) -> &Groups {
         &self.groups
     }
 
-    /// Whether the caller is a platform operator (Cognito group `superadmin`). API keys never are.
+    /// Whether the caller is a platform operator (the exact rule is in the module docs). API
+    /// keys never are.
     pub fn is_superadmin(&self) -> bool {
-        matches!(self.principal, Principal::User { .. }) && self.groups.iter().any(|g| g == SUPERADMIN_GROUP)
+        matches!(self.principal, Principal::User { .. }) && self.groups.include_superadmin()
     }
 
     /// The permissions an API key was issued with; `None` for users, whose come from roles.
@@ -103,12 +150,19 @@ impl Identity {
     }
 }
 
-fn from_authorizer_fields(fields: &HashMap<String, Value>) -> Result<Identity, IdentityError> {
+/// Which API Gateway flattened the claims, when they arrive as strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flattening {
+    Rest,
+    Http,
+}
+
+fn from_authorizer_fields(fields: &HashMap<String, Value>, flattening: Flattening) -> Result<Identity, IdentityError> {
     match fields.get("claims") {
-        Some(Value::Object(claims)) => from_claims(&|k| claims.get(k).cloned()),
+        Some(Value::Object(claims)) => from_claims(&|k| claims.get(k).cloned(), flattening),
         // Some integrations pass the claims object as a JSON string.
         Some(Value::String(raw)) => match serde_json::from_str::<serde_json::Map<String, Value>>(raw) {
-            Ok(claims) => from_claims(&|k| claims.get(k).cloned()),
+            Ok(claims) => from_claims(&|k| claims.get(k).cloned(), flattening),
             Err(_) => Err(IdentityError::MissingClaims),
         },
         _ if fields.contains_key("apiKeyId") => from_api_key_context(fields),
@@ -128,14 +182,26 @@ fn tenant_claim(value: Option<Value>) -> Result<Option<TenantId>, IdentityError>
     text(value).map(|t| TenantId::parse(t).map_err(|_| IdentityError::MalformedTenant)).transpose()
 }
 
-fn from_claims(claim: &dyn Fn(&str) -> Option<Value>) -> Result<Identity, IdentityError> {
+/// The groups claim: a JSON array is the raw form; a string is the authorizer's flattening.
+fn groups_claim(value: Option<Value>, flattening: Flattening) -> Groups {
+    match value {
+        Some(Value::Array(items)) => Groups::Raw(items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect()),
+        Some(Value::String(s)) if !s.trim().is_empty() => match flattening {
+            Flattening::Rest => Groups::FlattenedRest(s),
+            Flattening::Http => Groups::FlattenedHttp(s),
+        },
+        _ => Groups::None,
+    }
+}
+
+fn from_claims(claim: &dyn Fn(&str) -> Option<Value>, flattening: Flattening) -> Result<Identity, IdentityError> {
     let sub = text(claim("sub")).ok_or(IdentityError::MissingSubject)?;
     let verified = matches!(claim("email_verified"), Some(Value::Bool(true)))
         || text(claim("email_verified")).is_some_and(|v| v.eq_ignore_ascii_case("true"));
     Ok(Identity {
         principal: Principal::User { sub, email: text(claim("email")).filter(|_| verified) },
         tenant: tenant_claim(claim("custom:tenantId"))?,
-        groups: claim("cognito:groups").map(|v| parse_list(&v)).unwrap_or_default(),
+        groups: groups_claim(claim("cognito:groups"), flattening),
         key_permissions: None,
     })
 }
@@ -154,13 +220,15 @@ fn from_api_key_context(fields: &HashMap<String, Value>) -> Result<Identity, Ide
     Ok(Identity {
         principal: Principal::ApiKey { key_id },
         tenant: Some(tenant),
-        groups: vec![],
+        groups: Groups::None,
         key_permissions: Some(permissions),
     })
 }
 
 /// Reads a list that API Gateway may have flattened: a JSON array, a JSON-encoded array in a
 /// string (`["a","b"]`), a bracketed space list (`[a b]`, HTTP APIs) or a comma list (`a,b`).
+/// Best effort, for lists whose elements cannot contain separators (permissions); never for
+/// group names (see [`Groups`]).
 pub fn parse_list(value: &Value) -> Vec<String> {
     let raw = match value {
         Value::Array(items) => return items.iter().filter_map(|i| text(Some(i.clone()))).collect(),
@@ -202,27 +270,64 @@ mod tests {
         assert!(parse_list(&json!("[]")).is_empty());
     }
 
+    fn rest(claims: &Value) -> Result<Identity, IdentityError> {
+        from_claims(&|k| claims.get(k).cloned(), Flattening::Rest)
+    }
+
+    fn http(claims: &Value) -> Result<Identity, IdentityError> {
+        from_claims(&|k| claims.get(k).cloned(), Flattening::Http)
+    }
+
+    #[test]
+    fn a_flattened_rest_list_is_superadmin_only_when_it_is_exactly_superadmin() {
+        let is = |groups: &str| rest(&json!({"sub": "u", "cognito:groups": groups})).unwrap().is_superadmin();
+        assert!(is("superadmin"));
+        // A group named "ops,superadmin", or the groups ops and superadmin: indistinguishable.
+        for smuggled in ["ops,superadmin", "a,b,superadmin,c", "[superadmin]", "\"superadmin\"", "superadmin,", "admin, superadmin"] {
+            assert!(!is(smuggled), "{smuggled}");
+        }
+    }
+
+    #[test]
+    fn a_flattened_http_list_is_superadmin_only_when_it_is_exactly_the_one_element() {
+        let is = |groups: &str| http(&json!({"sub": "u", "cognito:groups": groups})).unwrap().is_superadmin();
+        assert!(is("[superadmin]"));
+        for smuggled in ["[ops superadmin]", "[[superadmin]]", "superadmin", "[\"superadmin\"]", "[a,b,superadmin,c]"] {
+            assert!(!is(smuggled), "{smuggled}");
+        }
+    }
+
+    #[test]
+    fn a_raw_array_is_superadmin_when_it_holds_superadmin_exactly() {
+        let is = |groups: Value| rest(&json!({"sub": "u", "cognito:groups": groups})).unwrap().is_superadmin();
+        assert!(is(json!(["superadmin"])));
+        assert!(is(json!(["ops", "superadmin"])), "the raw array is unambiguous");
+        for smuggled in [json!(["ops,superadmin"]), json!(["[superadmin]"]), json!(["\"superadmin\""]), json!(["Superadmin"])] {
+            assert!(!is(smuggled.clone()), "{smuggled}");
+        }
+    }
+
     #[test]
     fn an_unverified_email_is_not_taken() {
         let claims = json!({"sub": "u1", "email": "boss@acme.example", "email_verified": "false"});
-        let id = from_claims(&|k| claims.get(k).cloned()).unwrap();
+        let id = rest(&claims).unwrap();
         assert_eq!(id.principal, Principal::User { sub: "u1".into(), email: None });
         let claims = json!({"sub": "u1", "email": "boss@acme.example", "email_verified": true});
-        let id = from_claims(&|k| claims.get(k).cloned()).unwrap();
+        let id = rest(&claims).unwrap();
         assert_eq!(id.principal, Principal::User { sub: "u1".into(), email: Some("boss@acme.example".into()) });
     }
 
     #[test]
     fn a_blank_tenant_claim_is_no_tenant() {
         let claims = json!({"sub": "u1", "custom:tenantId": "  "});
-        let id = from_claims(&|k| claims.get(k).cloned()).unwrap();
+        let id = rest(&claims).unwrap();
         assert_eq!(id.tenant(), None);
     }
 
     #[test]
     fn a_malformed_tenant_claim_is_refused() {
         let claims = json!({"sub": "u1", "custom:tenantId": "{\"$ne\":1}"});
-        assert_eq!(from_claims(&|k| claims.get(k).cloned()), Err(IdentityError::MalformedTenant));
+        assert_eq!(rest(&claims), Err(IdentityError::MalformedTenant));
     }
 
     #[test]
@@ -231,7 +336,7 @@ mod tests {
             "apiKeyId": "k1", "tenantId": "tn_abc", "permissions": "read:users,read:roles"
         }))
         .unwrap();
-        let id = from_authorizer_fields(&fields).unwrap();
+        let id = from_authorizer_fields(&fields, Flattening::Rest).unwrap();
         assert!(!id.is_superadmin());
         assert_eq!(id.key_permissions().unwrap().len(), 2);
     }
@@ -239,6 +344,6 @@ mod tests {
     #[test]
     fn an_api_key_context_without_tenant_is_refused() {
         let fields: HashMap<String, Value> = serde_json::from_value(json!({"apiKeyId": "k1"})).unwrap();
-        assert_eq!(from_authorizer_fields(&fields), Err(IdentityError::MissingTenant));
+        assert_eq!(from_authorizer_fields(&fields, Flattening::Rest), Err(IdentityError::MissingTenant));
     }
 }

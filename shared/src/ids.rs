@@ -72,25 +72,13 @@ impl TenantId {
 
 /// RFC 4648 base32, lower case, no padding: ids that are URL- and filename-safe.
 fn base32_lower(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let mut out = String::with_capacity(bytes.len() * 8 / 5 + 1);
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for &b in bytes {
-        buffer = (buffer << 8) | u32::from(b);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
-    }
-    out
+    data_encoding::BASE32_NOPAD.encode(bytes).to_ascii_lowercase()
 }
 
 string_newtype!(
     /// An e-mail address, trimmed and lower-cased; at most 254 characters, one `@`, a dotted domain.
+    /// Printable ASCII only, local part included: no internationalised addresses, and so no
+    /// control, invisible or bidi character can make an address read as another.
     Email,
     |s| {
         let s = s.trim().to_ascii_lowercase();
@@ -191,6 +179,21 @@ mod tests {
     fn emails_are_normalised_and_checked() {
         assert_eq!(Email::parse(" Admin@Example.COM ").unwrap().as_str(), "admin@example.com");
         for bad in ["", "a", "a@b", "@b.com", "a@@b.com", "a@b..com", "$ne@x.com", "a@.b.com"] {
+            assert!(Email::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn emails_with_non_ascii_or_control_characters_are_refused() {
+        let bad = [
+            "a\u{202E}b@x.example",
+            "a\u{200B}b@x.example",
+            "zoë@x.example",
+            "a\tb@x.example",
+            "a\u{7}b@x.example",
+            "a@x\u{202E}.example",
+        ];
+        for bad in bad {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
     }

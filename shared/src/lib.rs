@@ -2,6 +2,7 @@
 //! errors, HTTP plumbing, the audit writer and telemetry.
 
 pub mod audit;
+pub mod clock;
 pub mod config;
 pub mod context;
 pub mod db;
@@ -11,7 +12,9 @@ pub mod identity;
 pub mod ids;
 pub mod models;
 pub mod plans;
+pub mod seam;
 pub mod telemetry;
+pub mod text;
 
 pub use context::{SuperadminContext, TenantContext};
 pub use db::{Db, DbError, SystemContext};

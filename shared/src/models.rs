@@ -163,6 +163,17 @@ pub enum UserStatus {
     Pending,
 }
 
+impl UserStatus {
+    /// The status as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserStatus::Active => "active",
+            UserStatus::Inactive => "inactive",
+            UserStatus::Pending => "pending",
+        }
+    }
+}
+
 /// A user of a tenant (`users`, tenant-scoped). `tenantId` and the timestamps are stamped by
 /// the scope, so they are optional here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

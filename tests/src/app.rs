@@ -36,7 +36,20 @@ impl Drop for TestApp {
 
 /// Starts the local API for one test.
 pub async fn spawn_app() -> TestApp {
-    let db = crate::fresh_db_with_indexes().await;
+    spawn_app_with(|db| local_api::functions(db)).await
+}
+
+/// Starts the local API reading the time from `clock`, for tests of time bounds.
+pub async fn spawn_app_with_clock(clock: shared::clock::SharedClock) -> TestApp {
+    spawn_app_on(crate::fresh_db_with_indexes().await.with_clock(clock), |db| local_api::functions(db)).await
+}
+
+/// Starts the local API with functions of the test's making (e.g. one with a seam).
+pub async fn spawn_app_with(functions: impl FnOnce(&Db) -> Vec<std::sync::Arc<dyn shared::http::HttpFunction>>) -> TestApp {
+    spawn_app_on(crate::fresh_db_with_indexes().await, functions).await
+}
+
+async fn spawn_app_on(db: Db, functions: impl FnOnce(&Db) -> Vec<std::sync::Arc<dyn shared::http::HttpFunction>>) -> TestApp {
     let moto = moto_url();
     let cognito = cognito::client(&moto, REGION);
     let pool = cognito::bootstrap(&cognito, &moto, REGION, &crate::unique_name("pool")).await.expect("bootstrap the pool");
@@ -47,7 +60,7 @@ pub async fn spawn_app() -> TestApp {
         issuer: pool.issuer.clone(),
         jwks_url: pool.jwks_url.clone(),
     };
-    let gateway = local_api::gateway(db.clone(), config).expect("the gateway");
+    let gateway = local_api::gateway_with(functions(&db), config).expect("the gateway");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let address = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {
@@ -71,6 +84,39 @@ impl TestApp {
     /// A token for a member of `tenant`.
     pub async fn member(&self, email: &str, tenant: &str) -> String {
         self.token(email, Some(tenant), &[]).await
+    }
+
+    /// Writes a user record straight into the database, as an invitation would: pending its
+    /// Cognito link (`pending:<id>`), with the named system role. Returns its id.
+    pub async fn seed_user(&self, tenant: &str, email: &str, role: &str, status: &str) -> mongodb::bson::oid::ObjectId {
+        use mongodb::bson::doc;
+        let role_id = crate::raw_collection(&self.db, "roles")
+            .await
+            .find_one(doc! {"tenantId": tenant, "name": role})
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("role {role}"))
+            .get_object_id("_id")
+            .unwrap();
+        let id = mongodb::bson::oid::ObjectId::new();
+        let now = mongodb::bson::DateTime::now();
+        crate::raw_collection(&self.db, "users")
+            .await
+            .insert_one(doc! {
+                "_id": id, "tenantId": tenant, "cognitoUserId": format!("pending:{id}"), "email": email,
+                "profile": {"firstName": "Test", "lastName": "User"}, "roles": [role_id.to_hex()],
+                "status": status, "createdAt": now, "updatedAt": now,
+            })
+            .await
+            .unwrap();
+        id
+    }
+
+    /// This month's usage count of a tenant, read straight from its record.
+    pub async fn usage(&self, tenant: &str) -> i64 {
+        let (month, _) = shared::clock::month_window(self.db.clock().now_ms());
+        let record = crate::raw_collection(&self.db, "tenants").await.find_one(mongodb::bson::doc! {"tenantId": tenant}).await.unwrap().unwrap();
+        record.get_document("apiUsage").ok().and_then(|u| u.get_i64(&month).ok()).unwrap_or(0)
     }
 
     /// A request to the API, with a token if given.

@@ -41,6 +41,20 @@ pub async fn fresh_db_with_indexes() -> Db {
     db
 }
 
+/// A superadmin's context, as the admission step makes it from a REST authorizer's claims: for
+/// tests that call services directly.
+pub fn superadmin_context() -> shared::SuperadminContext {
+    let event = serde_json::json!({
+        "resource": "/tenants", "path": "/tenants", "httpMethod": "POST", "headers": {},
+        "requestContext": {"requestId": "test", "resourcePath": "/tenants", "httpMethod": "POST",
+            "authorizer": {"claims": {"sub": "ops-sub", "cognito:groups": "superadmin"}}},
+        "body": null, "isBase64Encoded": false
+    });
+    let request = lambda_http::request::from_str(&event.to_string()).expect("a REST event");
+    let identity = shared::Identity::from_request(&request).expect("claims");
+    shared::SuperadminContext::require(&identity).expect("a superadmin")
+}
+
 /// A raw collection of a test database, through a client of the test's own: for seeding
 /// legacy shapes and checking stored bytes, never used by the code under test.
 pub async fn raw_collection(db: &Db, collection: &str) -> mongodb::Collection<mongodb::bson::Document> {

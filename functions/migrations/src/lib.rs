@@ -8,6 +8,7 @@ use mongodb::bson::DateTime;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::db::{Db, DbError, LockGuard, MigrationRecord, SystemContext};
+use shared::seam::Seam;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -116,9 +117,18 @@ pub async fn run(db: &Db, action: Action) -> Result<Report, MigrationError> {
     let system = SystemContext::new("migrations");
     match action {
         Action::Setup => setup(db, &system).await,
-        Action::Up => up(db, &system).await,
+        Action::Up => up(db, registry::MIGRATIONS, Guard::Lease, &shared::seam::NoSeam).await,
         Action::Status => status(db, &system).await,
     }
+}
+
+/// How `up` keeps concurrent runs apart. Deployments always take the lease; `Unguarded` exists
+/// only so that a test can show its check catches a migration that runs twice without it.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    Lease,
+    Unguarded,
 }
 
 async fn setup(db: &Db, system: &SystemContext) -> Result<Report, MigrationError> {
@@ -127,21 +137,29 @@ async fn setup(db: &Db, system: &SystemContext) -> Result<Report, MigrationError
     Ok(Report::Setup { created, existing: outcomes.len() - created, indexes: outcomes })
 }
 
-async fn up(db: &Db, system: &SystemContext) -> Result<Report, MigrationError> {
+/// `up` over a given list of migrations. A run waits (bounded by [`LOCK_WAIT`]) for another's
+/// lease, telling `seam` each time it finds the lease held (`migrations.lease.busy`).
+#[doc(hidden)]
+pub async fn up(db: &Db, migrations: &[registry::Migration], guard: Guard, seam: &dyn Seam) -> Result<Report, MigrationError> {
+    let system = SystemContext::new("migrations");
+    if guard == Guard::Unguarded {
+        return apply_pending(db, &system, migrations, None).await;
+    }
     let owner = mongodb::bson::oid::ObjectId::new().to_hex();
-    let locks = db.locks(system);
+    let locks = db.locks(&system);
     let waited = Instant::now();
     let lease = loop {
         if let Some(lease) = locks.try_acquire(LOCK_NAME, &owner, LOCK_TTL).await? {
             break lease;
         }
+        seam.reached("migrations.lease.busy").await;
         if waited.elapsed() >= LOCK_WAIT {
             return Err(MigrationError::LockBusy);
         }
         // Waiting for another run's lease: poll, bounded by LOCK_WAIT.
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let result = apply_pending(db, system, &lease).await;
+    let result = apply_pending(db, &system, migrations, Some(&lease)).await;
     // Release even after a failure; if this fails too, the lease expires by itself.
     if let Err(e) = lease.release().await {
         tracing::warn!(error = %e, "could not release the migrations lease");
@@ -149,18 +167,25 @@ async fn up(db: &Db, system: &SystemContext) -> Result<Report, MigrationError> {
     result
 }
 
-async fn apply_pending(db: &Db, system: &SystemContext, lease: &LockGuard) -> Result<Report, MigrationError> {
+async fn apply_pending(
+    db: &Db,
+    system: &SystemContext,
+    migrations: &[registry::Migration],
+    lease: Option<&LockGuard>,
+) -> Result<Report, MigrationError> {
     let ledger = db.migration_ledger(system);
     let done: HashSet<String> = ledger.applied().await?.into_iter().map(|r| r.name).collect();
     let (mut applied, mut already_applied) = (Vec::new(), Vec::new());
-    for migration in registry::MIGRATIONS {
+    for migration in migrations {
         if done.contains(migration.name) {
             already_applied.push(migration.name.to_owned());
             continue;
         }
         // Each migration starts with a full lease, and only while the lease is still ours.
-        if !lease.renew(LOCK_TTL).await? {
-            return Err(MigrationError::LockLost(migration.name));
+        if let Some(lease) = lease {
+            if !lease.renew(LOCK_TTL).await? {
+                return Err(MigrationError::LockLost(migration.name));
+            }
         }
         let started = Instant::now();
         let applied_at = DateTime::now();

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use shared::error::{ApiError, FieldError};
 use shared::ids::{Domain, Email};
 use shared::plans::Plan;
+use shared::text::{free_text, https_url};
 
 /// The longest tenant name.
 pub const MAX_NAME: usize = 100;
@@ -32,15 +33,10 @@ impl Check {
     }
 }
 
+/// A tenant name is shown in consoles and e-mails, so it is free text without control,
+/// invisible or bidi characters that could make it read as another tenant's.
 fn name(raw: &str) -> Result<String, String> {
-    let trimmed = raw.trim();
-    if trimmed.is_empty() || trimmed.chars().count() > MAX_NAME {
-        return Err(format!("must be 1 to {MAX_NAME} characters"));
-    }
-    if trimmed.chars().any(char::is_control) {
-        return Err("must not contain control characters".into());
-    }
-    Ok(trimmed.to_owned())
+    free_text(raw, MAX_NAME)
 }
 
 /// `POST /tenants`.
@@ -115,16 +111,11 @@ pub struct SuspendBody {
 }
 
 impl SuspendBody {
-    /// The trimmed reason, if any.
+    /// The trimmed reason, if any: a blank one is no reason, not an error, since the body is optional.
     pub fn validate(self) -> Result<Option<String>, ApiError> {
-        match self.reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()) {
-            Some(r) if r.chars().count() > MAX_REASON => {
-                Err(ApiError::invalid("reason", format!("must be at most {MAX_REASON} characters")))
-            }
-            Some(r) if r.chars().any(|c| c.is_control() && c != '\n') => {
-                Err(ApiError::invalid("reason", "must not contain control characters"))
-            }
-            other => Ok(other),
+        match self.reason.filter(|r| !r.trim().is_empty()) {
+            Some(r) => free_text(&r, MAX_REASON).map(Some).map_err(|e| ApiError::invalid("reason", e)),
+            None => Ok(None),
         }
     }
 }
@@ -144,19 +135,6 @@ pub struct CustomizationChanges {
     pub logo: Option<String>,
     pub primary_color: Option<String>,
     pub theme: Option<String>,
-}
-
-fn logo(raw: String) -> Result<String, String> {
-    let ok = raw.len() <= MAX_LOGO
-        && raw.strip_prefix("https://").is_some_and(|rest| {
-            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-            !host.is_empty() && !rest.chars().any(|c| c.is_whitespace() || c.is_control())
-        });
-    if ok {
-        Ok(raw)
-    } else {
-        Err(format!("must be an https:// URL of at most {MAX_LOGO} characters"))
-    }
 }
 
 fn color(raw: String) -> Result<String, String> {
@@ -183,7 +161,7 @@ impl CustomizationBody {
             return Err(ApiError::invalid("body", "give at least one of logo, primaryColor, theme"));
         }
         let mut c = Check::default();
-        let logo = self.logo.map(|v| c.field("logo", logo(v)));
+        let logo = self.logo.map(|v| c.field("logo", https_url(&v, MAX_LOGO)));
         let primary_color = self.primary_color.map(|v| c.field("primaryColor", color(v)));
         let theme = self.theme.map(|v| c.field("theme", theme(v)));
         c.done(|| CustomizationChanges { logo: logo.flatten(), primary_color: primary_color.flatten(), theme: theme.flatten() })
@@ -257,6 +235,71 @@ mod tests {
         for bad in [r#"{"logo":"javascript:alert(1)"}"#, r#"{"theme":"neon"}"#, r#"{"primaryColor":"red"}"#, "{}"] {
             let body: CustomizationBody = serde_json::from_str(bad).unwrap();
             assert!(body.validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_logo_that_breaks_out_of_an_attribute_is_refused() {
+        let body = CustomizationBody {
+            logo: Some(r#"https://x"><svg/onload=alert(1)>@evil.example/a.png"#.into()),
+            primary_color: None,
+            theme: None,
+        };
+        let Err(ApiError::BadRequest { details, .. }) = body.validate() else { panic!() };
+        assert_eq!(details.iter().map(|d| d.field.as_str()).collect::<Vec<_>>(), ["logo"]);
+    }
+
+    #[test]
+    fn logos_with_credentials_or_without_https_are_refused() {
+        for bad in ["https://user:pw@cdn.example/a.png", "http://cdn.example/a.png"] {
+            let body = CustomizationBody { logo: Some(bad.into()), primary_color: None, theme: None };
+            assert!(body.validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_cdn_logo_is_stored_as_sent() {
+        let url = "https://cdn.acme.example/logo.png?v=2";
+        let body = CustomizationBody { logo: Some(url.into()), primary_color: None, theme: None };
+        assert_eq!(body.validate().unwrap().logo.as_deref(), Some(url));
+    }
+
+    #[test]
+    fn a_tenant_name_with_a_bidi_override_is_refused() {
+        // A JSON escape, as a client would most likely send it.
+        let Err(ApiError::BadRequest { details, .. }) = create(r#"{"name":"Acme\u202Eevil","adminEmail":"a@acme.example"}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(details.iter().map(|d| d.field.as_str()).collect::<Vec<_>>(), ["name"]);
+    }
+
+    #[test]
+    fn a_renamed_tenant_name_with_a_byte_order_mark_is_refused() {
+        let body = UpdateTenantBody { name: Some("Ac\u{FEFF}me".into()), domain: None };
+        assert!(body.validate().is_err());
+    }
+
+    #[test]
+    fn a_persian_tenant_name_keeps_its_zero_width_non_joiner() {
+        let body = UpdateTenantBody { name: Some("می\u{200C}خواهم".into()), domain: None };
+        assert_eq!(body.validate().unwrap().name.as_deref(), Some("می\u{200C}خواهم"));
+    }
+
+    #[test]
+    fn a_blank_suspension_reason_is_no_reason() {
+        for blank in [None, Some(""), Some("  \n ")] {
+            let body = SuspendBody { reason: blank.map(str::to_owned) };
+            assert_eq!(body.validate().unwrap(), None, "{blank:?}");
+        }
+    }
+
+    #[test]
+    fn a_suspension_reason_is_trimmed_and_checked() {
+        let ok = SuspendBody { reason: Some(" Unpaid invoices ".into()) };
+        assert_eq!(ok.validate().unwrap().as_deref(), Some("Unpaid invoices"));
+        for bad in ["x".repeat(MAX_REASON + 1), "Unpaid\u{202E}".into(), "Unpaid\u{7}".into()] {
+            assert!(SuspendBody { reason: Some(bad.clone()) }.validate().is_err(), "{bad:?}");
         }
     }
 

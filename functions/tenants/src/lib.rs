@@ -15,6 +15,27 @@ use shared::http::{route_key, serve};
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub db: Db,
+    /// Where tests step into multi-step operations; nothing in a deployment.
+    pub seam: shared::seam::SharedSeam,
+}
+
+impl AppState {
+    /// The state of a deployed function.
+    pub fn new(db: Db) -> Self {
+        Self { db, seam: shared::seam::none() }
+    }
+}
+
+/// This function's logical id in template.yaml, which openapi.json's integrations name.
+pub const LOGICAL_ID: &str = "TenantsFunction";
+
+impl shared::http::HttpFunction for AppState {
+    fn logical_id(&self) -> &'static str {
+        LOGICAL_ID
+    }
+    fn handle(&self, req: Request) -> futures_util::future::BoxFuture<'_, Response<Body>> {
+        Box::pin(handle(self, req))
+    }
 }
 
 /// The Lambda handler: routes by API Gateway's matched resource, never by raw path.

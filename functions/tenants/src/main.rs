@@ -9,7 +9,7 @@ use tenants::AppState;
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let config = DbConfig::from_env(&process_env(), "tenancy-tenants")?;
-    let state = AppState { db: Db::cached(&config).await? };
+    let state = AppState::new(Db::cached(&config).await?);
     run(service_fn(|req: Request| {
         let state = state.clone();
         async move { Ok::<_, Error>(tenants::handle(&state, req).await) }

@@ -2,7 +2,7 @@
 
 use crate::input::{BillingBody, CreateTenantBody, CustomizationBody, SuspendBody, UpdateTenantBody};
 use crate::service;
-use crate::view::{Pagination, TenantList, TenantView};
+use crate::view::TenantView;
 use crate::AppState;
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
@@ -10,7 +10,9 @@ use mongodb::bson::{doc, Document};
 use shared::audit::{self, AuditEvent};
 use shared::db::{TenantQuery, MAX_SEARCH_LEN};
 use shared::error::ApiError;
-use shared::http::{json_body, optional_json_body, path_param, record_tenant, respond, Query, RequestMeta};
+use shared::http::{
+    admit, admit_superadmin, json_body, optional_json_body, path_id, respond_list, respond_one, Pagination, Query, RequestMeta,
+};
 use shared::ids::TenantId;
 use shared::models::{Tenant, TenantStatus};
 use shared::{Identity, SuperadminContext, TenantContext};
@@ -18,39 +20,33 @@ use shared::{Identity, SuperadminContext, TenantContext};
 type Reply = Result<Response<Body>, ApiError>;
 
 fn tenant_param(req: &Request) -> Result<TenantId, ApiError> {
-    let raw = path_param(req, "tenantId")?;
-    let id = TenantId::parse(raw).map_err(|e| ApiError::invalid("tenantId", e.0))?;
-    record_tenant(id.as_str());
-    Ok(id)
+    path_id(req, "tenantId")
 }
 
-/// Writes the audit entry of a mutation that has already happened. A failure here is logged,
-/// not returned: the caller's change stands, and a 500 would claim it did not.
+/// The caller, a superadmin, acting on the tenant the path names.
+fn superadmin_on(req: &Request) -> Result<(SuperadminContext, TenantId), ApiError> {
+    let tenant_id = tenant_param(req)?;
+    Ok((admit_superadmin(req, Some(&tenant_id))?, tenant_id))
+}
+
 async fn audit(state: &AppState, tenant: &Tenant, meta: &RequestMeta, identity: &Identity, action: &'static str, details: Document) {
     let event = AuditEvent { action, resource: "tenant", resource_id: Some(tenant.tenant_id.to_string()), details };
-    if let Err(error) = audit::record(&state.db, &tenant.tenant_id, meta, Some(identity.actor_id()), event).await {
-        tracing::error!(%error, action, "could not write the audit entry");
-    }
-}
-
-/// The caller, who must be a superadmin.
-fn superadmin(req: &Request) -> Result<SuperadminContext, ApiError> {
-    SuperadminContext::require(&Identity::from_request(req)?)
+    audit::record_best_effort(&state.db, &tenant.tenant_id, meta, identity, event).await;
 }
 
 fn one(status: StatusCode, tenant: &Tenant) -> Reply {
-    respond(status, &TenantView::from(tenant))
+    respond_one(status, &TenantView::from(tenant))
 }
 
 /// `POST /tenants` (superadmin).
 pub async fn create(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let admin = superadmin(req)?;
+    let admin = admit_superadmin(req, None)?;
     let new = json_body::<CreateTenantBody>(req)?.validate()?;
     let tenant = service::create(&state.db, &admin, &new).await?;
-    record_tenant(tenant.tenant_id.as_str());
+    tracing::info!(tenantId = %tenant.tenant_id, "tenant created");
     let details = doc! {
         "name": &tenant.name, "domain": tenant.domain.as_deref(), "plan": new.plan.as_str(),
-        "adminEmail": new.admin_email.as_str(), "actingAs": "superadmin",
+        "adminEmail": new.admin_email.as_str(),
     };
     audit(state, &tenant, meta, admin.identity(), "tenant.created", details).await;
     one(StatusCode::CREATED, &tenant)
@@ -58,10 +54,9 @@ pub async fn create(state: &AppState, req: &Request, meta: &RequestMeta) -> Repl
 
 /// `GET /tenants` (superadmin).
 pub async fn list(state: &AppState, req: &Request) -> Reply {
-    let admin = superadmin(req)?;
+    let admin = admit_superadmin(req, None)?;
     let query = Query::from_request(req, &["page", "limit", "status", "search"])?;
-    let page = query.integer("page", 1, 100_000, 1)?;
-    let limit = query.integer("limit", 1, 100, 10)?;
+    let (page, limit) = query.paging()?;
     let status = query
         .get("status")
         .map(|s| serde_json::from_value::<TenantStatus>(serde_json::Value::String(s.to_owned())))
@@ -72,27 +67,24 @@ pub async fn list(state: &AppState, req: &Request) -> Reply {
         return Err(ApiError::invalid("search", format!("must be at most {MAX_SEARCH_LEN} characters, none of them control characters")));
     }
     let found = service::list(&state.db, &admin, &TenantQuery { status, search, page, limit }).await?;
-    let body = TenantList {
-        tenants: found.tenants.iter().map(TenantView::from).collect(),
-        pagination: Pagination { page, limit, total: found.total, pages: found.total.div_ceil(limit) },
-    };
-    respond(StatusCode::OK, &body)
+    let tenants: Vec<TenantView> = found.tenants.iter().map(TenantView::from).collect();
+    respond_list("tenants", &tenants, &Pagination::new(page, limit, found.total))
 }
 
 /// `GET /tenants/{tenantId}` (superadmin, or a member of that tenant).
 pub async fn get(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let ctx = admit(state, req, meta).await?;
+    let ctx = admit_reader(state, req, meta).await?;
     one(StatusCode::OK, ctx.tenant())
 }
 
-/// Admits the caller to the path's tenant: any member may read its own tenant (the brief's
-/// rule; no role needed). A superadmin acting for a tenant is audited there, reads included
-/// (DESIGN.md §4).
-async fn admit(state: &AppState, req: &Request, meta: &RequestMeta) -> Result<TenantContext, ApiError> {
+/// Admits the caller to the path's tenant: any member (an active user of that tenant) may read
+/// its own tenant, no role needed (the brief's rule). A superadmin acting for a tenant is
+/// audited there, reads included (docs/ARCHITECTURE.md §4).
+async fn admit_reader(state: &AppState, req: &Request, meta: &RequestMeta) -> Result<TenantContext, ApiError> {
     let tenant_id = tenant_param(req)?;
-    let ctx = TenantContext::resolve(&state.db, &Identity::from_request(req)?, Some(&tenant_id)).await?;
+    let ctx = admit(&state.db, req, Some(&tenant_id)).await?;
     if ctx.is_superadmin() {
-        let details = doc! {"route": shared::http::route_key(req), "actingAs": "superadmin"};
+        let details = doc! {"route": shared::http::route_key(req)};
         audit(state, ctx.tenant(), meta, ctx.identity(), "tenant.accessed", details).await;
     }
     Ok(ctx)
@@ -100,31 +92,28 @@ async fn admit(state: &AppState, req: &Request, meta: &RequestMeta) -> Result<Te
 
 /// `PATCH /tenants/{tenantId}` (superadmin): name and domain only.
 pub async fn update(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let admin = superadmin(req)?;
-    let tenant_id = tenant_param(req)?;
+    let (admin, tenant_id) = superadmin_on(req)?;
     let changes = json_body::<UpdateTenantBody>(req)?.validate()?;
-    let tenant = service::update(&state.db, &admin, &tenant_id, &changes).await?;
-    let details = doc! {"name": changes.name.as_deref(), "domain": changes.domain.as_ref().map(|d| d.as_str()), "actingAs": "superadmin"};
+    let tenant = service::update(&state.db, &admin, &tenant_id, &changes, state.seam.as_ref()).await?;
+    let details = doc! {"name": changes.name.as_deref(), "domain": changes.domain.as_ref().map(|d| d.as_str())};
     audit(state, &tenant, meta, admin.identity(), "tenant.updated", details).await;
     one(StatusCode::OK, &tenant)
 }
 
 /// `POST /tenants/{tenantId}/suspend` (superadmin).
 pub async fn suspend(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let admin = superadmin(req)?;
-    let tenant_id = tenant_param(req)?;
+    let (admin, tenant_id) = superadmin_on(req)?;
     let reason = optional_json_body::<SuspendBody>(req)?.validate()?;
     let tenant = service::suspend(&state.db, &admin, &tenant_id, reason.as_deref()).await?;
-    audit(state, &tenant, meta, admin.identity(), "tenant.suspended", doc! {"reason": reason, "actingAs": "superadmin"}).await;
+    audit(state, &tenant, meta, admin.identity(), "tenant.suspended", doc! {"reason": reason}).await;
     one(StatusCode::OK, &tenant)
 }
 
 /// `POST /tenants/{tenantId}/reactivate` (superadmin).
 pub async fn reactivate(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let admin = superadmin(req)?;
-    let tenant_id = tenant_param(req)?;
+    let (admin, tenant_id) = superadmin_on(req)?;
     let tenant = service::reactivate(&state.db, &admin, &tenant_id).await?;
-    audit(state, &tenant, meta, admin.identity(), "tenant.reactivated", doc! {"actingAs": "superadmin"}).await;
+    audit(state, &tenant, meta, admin.identity(), "tenant.reactivated", doc! {}).await;
     one(StatusCode::OK, &tenant)
 }
 
@@ -132,13 +121,13 @@ pub async fn reactivate(state: &AppState, req: &Request, meta: &RequestMeta) -> 
 /// superadmin).
 pub async fn customize(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
     let tenant_id = tenant_param(req)?;
-    let ctx = TenantContext::resolve(&state.db, &Identity::from_request(req)?, Some(&tenant_id)).await?;
+    let ctx = admit(&state.db, req, Some(&tenant_id)).await?;
     ctx.require("update:tenant")?;
     let changes = json_body::<CustomizationBody>(req)?.validate()?;
     let tenant = service::customize(&state.db, &ctx, &changes).await?;
     let details = doc! {
         "logo": changes.logo.as_deref(), "primaryColor": changes.primary_color.as_deref(),
-        "theme": changes.theme.as_deref(), "actingAs": if ctx.is_superadmin() { "superadmin" } else { "member" },
+        "theme": changes.theme.as_deref(),
     };
     audit(state, &tenant, meta, ctx.identity(), "tenant.customization.updated", details).await;
     one(StatusCode::OK, &tenant)
@@ -146,13 +135,11 @@ pub async fn customize(state: &AppState, req: &Request, meta: &RequestMeta) -> R
 
 /// `PATCH /tenants/{tenantId}/settings/billing` (superadmin).
 pub async fn billing(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let admin = superadmin(req)?;
-    let tenant_id = tenant_param(req)?;
+    let (admin, tenant_id) = superadmin_on(req)?;
     let changes = json_body::<BillingBody>(req)?.validate()?;
     let tenant = service::change_billing(&state.db, &admin, &tenant_id, &changes).await?;
     let details = doc! {
         "plan": changes.plan.map(|p| p.as_str()), "billingEmail": changes.billing_email.as_ref().map(|e| e.as_str()),
-        "actingAs": "superadmin",
     };
     audit(state, &tenant, meta, admin.identity(), "tenant.billing.updated", details).await;
     one(StatusCode::OK, &tenant)
@@ -160,6 +147,6 @@ pub async fn billing(state: &AppState, req: &Request, meta: &RequestMeta) -> Rep
 
 /// `GET /tenants/{tenantId}/limits` (superadmin, or a member of that tenant).
 pub async fn limits(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let ctx = admit(state, req, meta).await?;
-    respond(StatusCode::OK, &service::limits(&state.db, &ctx).await?)
+    let ctx = admit_reader(state, req, meta).await?;
+    respond_one(StatusCode::OK, &service::limits(&state.db, &ctx).await?)
 }

@@ -4,11 +4,12 @@
 use crate::error::TenantsError;
 use crate::input::{BillingChanges, CustomizationChanges, NewTenant, TenantChanges};
 use crate::view::TenantLimits;
-use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
-use shared::context::month_window;
+use mongodb::bson::{doc, oid::ObjectId, Document};
+use shared::clock::month_window;
 use shared::context::SuperadminTenantScope;
 use shared::db::{Db, DbError, DomainClaim, TenantCollection, TenantPage, TenantQuery, TenantRegistry, TenantScope};
 use shared::ids::{Domain, Permission, TenantId};
+use shared::seam::Seam;
 use shared::{SuperadminContext, TenantContext};
 use shared::models::{
     CognitoLink, Profile, Role, Tenant, TenantSettings, TenantStatus, User, UserStatus, SYSTEM_PRINCIPAL,
@@ -124,7 +125,7 @@ async fn create_records(
         .insert_one(&records.admin)
         .await
         .map_err(|source| TenantsError::CreationFailed { step: "admin user", source })?;
-    let now = DateTime::now();
+    let now = db.clock().now();
     let tenant = Tenant {
         id: ObjectId::new(),
         tenant_id: tenant_id.clone(),
@@ -163,7 +164,7 @@ async fn compensate(
         (
             "domain claim",
             match claimed_domain {
-                Some(d) => registry.release_domain(d.as_str(), tenant_id).await,
+                Some(d) => registry.release_domain(d.as_str(), tenant_id).await.map(drop),
                 None => Ok(()),
             },
         ),
@@ -186,8 +187,17 @@ fn found(tenant_id: &TenantId, tenant: Option<Tenant>) -> Result<Tenant, Tenants
 
 /// Renames a tenant and/or moves it to another domain. The new domain is claimed first; the
 /// update applies only if the tenant still holds the domain it had when read (a concurrent
-/// move loses and gives its claim back); the old domain is released after the move.
-pub async fn update(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId, changes: &TenantChanges) -> Result<Tenant, TenantsError> {
+/// move loses); the old domain is released after the move. A claim is only ever given back
+/// after a fresh read shows the tenant does not hold it (`TenantRegistry::release_domain`):
+/// of two identical moves, the loser may have made the claim that the winner relies on.
+/// `seam` lets a test run a competing move right after the claim.
+pub async fn update(
+    db: &Db,
+    admin: &SuperadminContext,
+    tenant_id: &TenantId,
+    changes: &TenantChanges,
+    seam: &dyn Seam,
+) -> Result<Tenant, TenantsError> {
     let registry = db.tenants(admin);
     let current = found(tenant_id, registry.get(tenant_id).await?)?;
     let mut set = Document::new();
@@ -195,22 +205,20 @@ pub async fn update(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId, ch
         set.insert("name", name);
     }
     let new_domain = changes.domain.as_ref().filter(|d| current.domain.as_deref() != Some(d.as_str()));
-    let mut claimed_now = false;
     if let Some(domain) = new_domain {
-        match registry.claim_domain(domain, tenant_id).await? {
-            DomainClaim::Taken => return Err(TenantsError::DomainTaken(domain.to_string())),
-            DomainClaim::Claimed => claimed_now = true,
-            DomainClaim::AlreadyHeld => {}
+        if registry.claim_domain(domain, tenant_id).await? == DomainClaim::Taken {
+            return Err(TenantsError::DomainTaken(domain.to_string()));
         }
         set.insert("domain", domain.as_str());
     }
+    seam.reached("tenant.update.claimed").await;
     let held = match &current.domain {
         Some(d) => doc! {"domain": d},
         None => doc! {"domain": {"$exists": false}},
     };
     let outcome = registry.update_where(tenant_id, held, set, &[]).await;
     let give_back = || async {
-        if let (Some(domain), true) = (new_domain, claimed_now) {
+        if let Some(domain) = new_domain {
             if let Err(error) = registry.release_domain(domain.as_str(), tenant_id).await {
                 tracing::error!(%error, domain = domain.as_str(), "could not release a domain claim");
             }
@@ -241,7 +249,7 @@ pub async fn update(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId, ch
 
 /// Suspends a tenant: its members' calls get a 403 until it is reactivated.
 pub async fn suspend(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId, reason: Option<&str>) -> Result<Tenant, TenantsError> {
-    let mut set = doc! {"status": TenantStatus::Suspended.as_str(), "suspendedAt": DateTime::now()};
+    let mut set = doc! {"status": TenantStatus::Suspended.as_str(), "suspendedAt": db.clock().now()};
     let unset: &[&str] = match reason {
         Some(r) => {
             set.insert("suspensionReason", r);
@@ -291,7 +299,7 @@ pub async fn change_billing(db: &Db, admin: &SuperadminContext, tenant_id: &Tena
 pub async fn limits(db: &Db, ctx: &TenantContext) -> Result<TenantLimits, TenantsError> {
     let tenant = ctx.tenant();
     let current_users = db.scoped::<Document>(ctx, TenantCollection::Users).count_documents(doc! {"status": "active"}).await?;
-    let (month, _) = month_window(DateTime::now().timestamp_millis());
+    let (month, _) = month_window(db.clock().now_ms());
     Ok(TenantLimits {
         max_users: tenant.settings.max_users,
         current_users,

@@ -1,13 +1,9 @@
 //! Response bodies, as the OpenAPI document describes them. Internal fields (`_id`, the usage
 //! counter) stay inside.
 
-use mongodb::bson::DateTime;
 use serde::Serialize;
+use shared::clock::rfc3339_millis as rfc3339;
 use shared::models::{Tenant, TenantSettings, TenantStatus};
-
-fn rfc3339(t: DateTime) -> String {
-    t.try_to_rfc3339_string().unwrap_or_default()
-}
 
 /// A tenant as the API shows it.
 #[derive(Debug, Serialize)]
@@ -41,22 +37,6 @@ impl From<&Tenant> for TenantView {
             updated_at: rfc3339(t.updated_at),
         }
     }
-}
-
-/// Paging facts of a list.
-#[derive(Debug, Serialize)]
-pub struct Pagination {
-    pub page: u64,
-    pub limit: u64,
-    pub total: u64,
-    pub pages: u64,
-}
-
-/// `GET /tenants`.
-#[derive(Debug, Serialize)]
-pub struct TenantList {
-    pub tenants: Vec<TenantView>,
-    pub pagination: Pagination,
 }
 
 /// `GET /tenants/{tenantId}/limits`.

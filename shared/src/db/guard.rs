@@ -3,6 +3,57 @@
 //! They run before anything reaches the server and refuse, never rewrite: a request that could
 //! read, write or name another tenant's data is a bug in the caller, and a loud error finds it
 //! sooner than a silently "fixed" query would.
+//!
+//! What each check refuses:
+//!
+//! - A filter ([`check_filter`], and the body of every `$match` stage of a pipeline):
+//!   - a key `tenantId` or `tenantId.<x>`, at any depth, whose value is anything but the scope's
+//!     own id as a plain string (another id, an operator such as `$ne` or `$in`, a document);
+//!   - `$where`, `$function`, `$accumulator` and JavaScript code values, at any depth;
+//!   - inside `$expr`, at any depth, every route to tenantId that can be seen without running the
+//!     expression: the field paths `$tenantId` and `$tenantId.<x>`; a variable path whose first
+//!     field is tenantId (`$$ROOT.tenantId`, `$$CURRENT.tenantId`, and `$$<var>.tenantId` for any
+//!     variable, since `$let`, `$map` and `$filter` can bind one to a document), with any deeper
+//!     path; a bare `$$ROOT` or `$$CURRENT`, which hands the whole document, tenantId included,
+//!     to the condition; `$getField` naming tenantId (`{$getField: "tenantId"}`,
+//!     `{field: "tenantId"}`, `{field: {$literal: "tenantId"}}`) or computing its field name (a
+//!     field path, an operator), since a computed name may turn out to be tenantId.
+//! - A document to insert ([`check_document`]): a top-level tenantId that is not the scope's own
+//!   id as a plain string; JavaScript code values at any depth.
+//! - An update ([`check_update`]): an empty update, a replacement document, an operator outside
+//!   the known field operators, any path whose first field is tenantId or a managed timestamp
+//!   (the target of `$rename` included), and JavaScript code values.
+//! - A pipeline ([`check_pipeline`]), stage by stage, and so inside `$facet` sub-pipelines at any
+//!   depth:
+//!   - a stage not on the allow-list; a forbidden stage name nested in another stage's body;
+//!     `$where`, `$function`, `$accumulator` and JavaScript code values;
+//!   - in `$match`, everything a filter refuses (above), the bare `$$ROOT` / `$$CURRENT` in its
+//!     `$expr` included;
+//!   - in every other stage, reading tenantId by the routes listed for `$expr`, except the bare
+//!     `$$ROOT` / `$$CURRENT`: a stage such as `{$group: {_id: null, docs: {$push: "$$ROOT"}}}`
+//!     only carries documents the scope has already confined, and sets no condition;
+//!   - writing tenantId into the documents a stage emits: a `$set` / `$addFields` key `tenantId`
+//!     or `tenantId.<x>`; a `$project` of tenantId to anything but an inclusion or exclusion flag
+//!     (0, 1, true, false); a `$group` or `$facet` output named tenantId, and likewise in the
+//!     `output` of `$bucket`, `$bucketAuto` and `$setWindowFields`; `$count`, `$unwind`'s
+//!     `includeArrayIndex` or `$densify`'s `field` naming tenantId; a `tenantId` key anywhere in
+//!     the new root of `$replaceRoot` / `$replaceWith` (a document literal, or one inside
+//!     `$mergeObjects`, `$literal`, `$cond`); `$setField` naming tenantId or computing its name.
+//!     `$unset` of tenantId and a `$project` excluding it only remove it, and are accepted.
+//! - Everywhere: a document or array nested more than [`MAX_DEPTH`] levels deep. Each walker
+//!   refuses it before descending further, so hostile nesting cannot exhaust the stack.
+//!
+//! The checks judge what a request names, not what values hold when it runs. Outside `$match` a
+//! bare `$$ROOT` may copy the whole document into a field, whose tenantId a later stage can then
+//! read under that field's name; and a new root taken from a field (`{$replaceWith: "$sub"}`) or
+//! built from keys held in data (`$arrayToObject`) carries whatever keys that data has. Neither
+//! reaches beyond the tenant: `Scoped::aggregate` puts a `$match` on the tenant before every
+//! pipeline, and stages that read other collections or write anywhere are refused.
+//!
+//! Services never take client-chosen `_id`s: an insert or upsert with an `_id` that exists in
+//! another tenant would answer "duplicate" and so reveal that the id exists. Ids are generated
+//! server-side (`ObjectId::new`) before a write. That is the services' rule: the guard does not
+//! look at `_id`, and the scope only fills one in when a document has none.
 
 use mongodb::bson::{Bson, Document};
 
@@ -10,6 +61,10 @@ use mongodb::bson::{Bson, Document};
 pub const TENANT_FIELD: &str = "tenantId";
 /// Timestamps the scope stamps itself; callers may not write them.
 pub const MANAGED_FIELDS: [&str; 2] = ["createdAt", "updatedAt"];
+/// How deeply documents and arrays may nest, as MongoDB's own limit: the outermost document is
+/// level 1 and each Document or Array inside adds one. Deeper input is refused, never walked, so
+/// that a hostile request cannot overflow the stack of the recursive checks and abort the process.
+pub const MAX_DEPTH: usize = 100;
 
 /// Why a scoped operation was refused. Each variant names what it refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +89,15 @@ pub enum Refusal {
     ServerSideJavaScript { operator: String, path: String },
     #[error("aggregation stage {index} must be a document with exactly one stage name")]
     MalformedStage { index: usize },
+    #[error(
+        "the pipeline refers to tenantId (at {path}); a stage may not read it by field path, \
+         variable path or $getField, nor compute a field name that could be it"
+    )]
+    TenantReference { path: String },
+    #[error("aggregation stage {stage} writes tenantId into its output (at {path})")]
+    TenantIdInPipeline { stage: String, path: String },
+    #[error("{site} nests documents or arrays more than {limit} levels deep")]
+    TooDeep { site: Site, limit: usize },
 }
 
 /// Where in an operation the refused part was found.
@@ -128,20 +192,37 @@ fn is_path_of(path: &str, field: &str) -> bool {
     path == field || path.strip_prefix(field).is_some_and(|rest| rest.starts_with('.'))
 }
 
-/// Checks a filter: tenantId may appear only as the scope's own id, as a plain string, at any
-/// depth; server-side JavaScript is refused at any depth.
-pub fn check_filter(filter: &Document, tenant: &str, site: Site) -> Result<(), Refusal> {
-    walk_filter(filter, tenant, site, "")
+/// Refuses a Document or Array at nesting level `depth` (the outermost document is level 1) that
+/// lies deeper than [`MAX_DEPTH`]. Every recursive walker below calls it before it looks inside a
+/// container and passes `depth + 1` to the children, so no input can make the recursion, and
+/// with it the stack, grow past [`MAX_DEPTH`] levels.
+fn within_limit(depth: usize, site: Site) -> Result<(), Refusal> {
+    if depth > MAX_DEPTH {
+        Err(Refusal::TooDeep { site, limit: MAX_DEPTH })
+    } else {
+        Ok(())
+    }
 }
 
-fn walk_filter(doc: &Document, tenant: &str, site: Site, at: &str) -> Result<(), Refusal> {
+/// Checks a filter: tenantId may appear only as the scope's own id, as a plain string, at any
+/// depth; `$expr` may not reach tenantId by any route the module documentation lists; server-side
+/// JavaScript is refused at any depth, and so is nesting deeper than [`MAX_DEPTH`].
+pub fn check_filter(filter: &Document, tenant: &str, site: Site) -> Result<(), Refusal> {
+    walk_filter(filter, tenant, site, "", 1)
+}
+
+fn walk_filter(doc: &Document, tenant: &str, site: Site, at: &str, depth: usize) -> Result<(), Refusal> {
+    within_limit(depth, site)?;
     for (key, value) in doc {
         let path = if at.is_empty() { key.clone() } else { format!("{at}.{key}") };
         if SERVER_SIDE_JS.contains(&key.as_str()) {
             return Err(Refusal::ServerSideJavaScript { operator: key.clone(), path });
         }
-        // An expression comparing "$tenantId" is a condition on the tenant by another route.
-        if key == "$expr" && mentions_tenant_path(value) {
+        // An expression that reads tenantId, or the whole document, is a condition on the
+        // tenant by another route.
+        if key == "$expr"
+            && expression_reference(value, WholeDocument::Refused, site, &path, depth + 1)?.is_some()
+        {
             return Err(Refusal::TenantCondition { site });
         }
         if is_path_of(key, TENANT_FIELD) {
@@ -157,27 +238,21 @@ fn walk_filter(doc: &Document, tenant: &str, site: Site, at: &str) -> Result<(),
                 _ => return Err(Refusal::TenantCondition { site }),
             }
         }
-        walk_value(value, tenant, site, &path)?;
+        walk_value(value, tenant, site, &path, depth + 1)?;
     }
     Ok(())
 }
 
-fn mentions_tenant_path(value: &Bson) -> bool {
+fn walk_value(value: &Bson, tenant: &str, site: Site, at: &str, depth: usize) -> Result<(), Refusal> {
     match value {
-        Bson::String(s) => s.strip_prefix('$').is_some_and(|p| is_path_of(p, TENANT_FIELD)),
-        Bson::Document(d) => d.values().any(mentions_tenant_path),
-        Bson::Array(items) => items.iter().any(mentions_tenant_path),
-        _ => false,
-    }
-}
-
-fn walk_value(value: &Bson, tenant: &str, site: Site, at: &str) -> Result<(), Refusal> {
-    match value {
-        Bson::Document(doc) => walk_filter(doc, tenant, site, at),
-        Bson::Array(items) => items
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, item)| walk_value(item, tenant, site, &format!("{at}.{i}"))),
+        Bson::Document(doc) => walk_filter(doc, tenant, site, at, depth),
+        Bson::Array(items) => {
+            within_limit(depth, site)?;
+            items
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, item)| walk_value(item, tenant, site, &format!("{at}.{i}"), depth + 1))
+        }
         Bson::JavaScriptCode(_) | Bson::JavaScriptCodeWithScope(_) => {
             Err(Refusal::ServerSideJavaScript { operator: "JavaScript code".into(), path: at.into() })
         }
@@ -185,8 +260,91 @@ fn walk_value(value: &Bson, tenant: &str, site: Site, at: &str) -> Result<(), Re
     }
 }
 
+/// Whether a bare `$$ROOT` / `$$CURRENT` counts as reaching tenantId.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WholeDocument {
+    /// In a condition (a filter's or a `$match` stage's `$expr`): the whole document includes
+    /// tenantId, so a condition on it is a condition on the tenant.
+    Refused,
+    /// In a reshaping stage: `{$push: "$$ROOT"}` only carries documents the scope has already
+    /// confined to the tenant.
+    Allowed,
+}
+
+/// Where an aggregation expression reaches tenantId, if it does, by a route that can be seen
+/// without running it: an expression string (see [`string_reaches_tenant`]) or a `$getField`
+/// whose field name is, or may be, tenantId. Returns the path of the first such route.
+fn expression_reference(
+    value: &Bson,
+    whole: WholeDocument,
+    site: Site,
+    at: &str,
+    depth: usize,
+) -> Result<Option<String>, Refusal> {
+    match value {
+        Bson::String(s) => Ok(string_reaches_tenant(s, whole).then(|| at.to_owned())),
+        Bson::Document(doc) => {
+            within_limit(depth, site)?;
+            for (key, v) in doc {
+                let path = format!("{at}.{key}");
+                if key == "$getField" && field_argument_may_name_tenant(v) {
+                    return Ok(Some(path));
+                }
+                if let Some(found) = expression_reference(v, whole, site, &path, depth + 1)? {
+                    return Ok(Some(found));
+                }
+            }
+            Ok(None)
+        }
+        Bson::Array(items) => {
+            within_limit(depth, site)?;
+            for (i, v) in items.iter().enumerate() {
+                if let Some(found) = expression_reference(v, whole, site, &format!("{at}.{i}"), depth + 1)? {
+                    return Ok(Some(found));
+                }
+            }
+            Ok(None)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Whether an expression string reaches tenantId: the field path `$tenantId[.x]`; a variable path
+/// `$$var.tenantId[.x]` for any variable, `$$ROOT` and `$$CURRENT` as much as one that `$let`,
+/// `$map` or `$filter` bound to a document; and, where the whole document is refused, a bare
+/// `$$ROOT` or `$$CURRENT`. A string without a leading `$` is a constant and reaches nothing.
+fn string_reaches_tenant(s: &str, whole: WholeDocument) -> bool {
+    if let Some(variable) = s.strip_prefix("$$") {
+        match variable.split_once('.') {
+            Some((_, field)) => is_path_of(field, TENANT_FIELD),
+            None => whole == WholeDocument::Refused && (variable == "ROOT" || variable == "CURRENT"),
+        }
+    } else {
+        s.strip_prefix('$').is_some_and(|field| is_path_of(field, TENANT_FIELD))
+    }
+}
+
+/// Whether the argument of `$getField` or `$setField` names tenantId, or computes its field name
+/// so that it might: the shorthand `{$getField: "tenantId"}`, `{field: "tenantId", …}`, a name
+/// given as `{$literal: "tenantId"}`, and any name that is not a constant string (a field path
+/// such as `"$name"`, an operator such as `$concat`), since the guard cannot know what it will be.
+fn field_argument_may_name_tenant(arg: &Bson) -> bool {
+    let name = match arg {
+        Bson::Document(spec) => spec.get("field").unwrap_or(arg),
+        _ => arg,
+    };
+    match name {
+        Bson::String(s) if !s.starts_with('$') => is_path_of(s, TENANT_FIELD),
+        Bson::Document(d) => match (d.len(), d.get("$literal")) {
+            (1, Some(Bson::String(s))) => is_path_of(s, TENANT_FIELD),
+            _ => true,
+        },
+        _ => true,
+    }
+}
+
 /// Checks a document to insert: a top-level tenantId must be the scope's own (it is then
-/// harmless); JavaScript values are refused.
+/// harmless); JavaScript values are refused, and so is nesting deeper than [`MAX_DEPTH`].
 pub fn check_document(doc: &Document, tenant: &str) -> Result<(), Refusal> {
     if let Some(value) = doc.get(TENANT_FIELD) {
         match value {
@@ -201,27 +359,32 @@ pub fn check_document(doc: &Document, tenant: &str) -> Result<(), Refusal> {
             _ => return Err(Refusal::TenantCondition { site: Site::Document }),
         }
     }
-    doc.iter().try_for_each(|(k, v)| match v {
-        Bson::Document(_) | Bson::Array(_) | Bson::JavaScriptCode(_) | Bson::JavaScriptCodeWithScope(_) => {
-            no_javascript(v, k)
-        }
-        _ => Ok(()),
-    })
+    // The document is level 1, so its values are level 2.
+    doc.iter().try_for_each(|(k, v)| no_javascript(v, k, Site::Document, 2))
 }
 
-fn no_javascript(value: &Bson, at: &str) -> Result<(), Refusal> {
+fn no_javascript(value: &Bson, at: &str, site: Site, depth: usize) -> Result<(), Refusal> {
     match value {
         Bson::JavaScriptCode(_) | Bson::JavaScriptCodeWithScope(_) => {
             Err(Refusal::ServerSideJavaScript { operator: "JavaScript code".into(), path: at.into() })
         }
-        Bson::Document(d) => d.iter().try_for_each(|(k, v)| no_javascript(v, &format!("{at}.{k}"))),
-        Bson::Array(a) => a.iter().enumerate().try_for_each(|(i, v)| no_javascript(v, &format!("{at}.{i}"))),
+        Bson::Document(d) => {
+            within_limit(depth, site)?;
+            d.iter().try_for_each(|(k, v)| no_javascript(v, &format!("{at}.{k}"), site, depth + 1))
+        }
+        Bson::Array(a) => {
+            within_limit(depth, site)?;
+            a.iter()
+                .enumerate()
+                .try_for_each(|(i, v)| no_javascript(v, &format!("{at}.{i}"), site, depth + 1))
+        }
         _ => Ok(()),
     }
 }
 
 /// Checks an update document: operators only, from a known list, none touching tenantId or the
-/// managed timestamps, by any path, including as the target of `$rename`.
+/// managed timestamps, by any path, including as the target of `$rename`; no JavaScript values,
+/// and no nesting deeper than [`MAX_DEPTH`].
 pub fn check_update(update: &Document) -> Result<(), Refusal> {
     if update.is_empty() {
         return Err(Refusal::EmptyUpdate);
@@ -255,19 +418,26 @@ pub fn check_update(update: &Document) -> Result<(), Refusal> {
                     });
                 }
             }
-            no_javascript(value, path)?;
+            // The update is level 1, an operator's fields level 2, their values level 3.
+            no_javascript(value, path, Site::Update, 3)?;
         }
     }
     Ok(())
 }
 
 /// Checks an aggregation pipeline: each stage from the allow-list, at any depth (inside `$facet`
-/// too); no server-side JavaScript; `$match` stages follow the filter rules.
+/// too); no server-side JavaScript; `$match` stages follow the filter rules; other stages may not
+/// read tenantId or write it into their output; no nesting deeper than [`MAX_DEPTH`]. Each stage
+/// document is level 1; a `$facet` adds its own document and each sub-pipeline array on top.
 pub fn check_pipeline(pipeline: &[Document], tenant: &str) -> Result<(), Refusal> {
-    check_stages(pipeline, tenant, "pipeline")
+    let stages: Vec<&Document> = pipeline.iter().collect();
+    check_stages(&stages, tenant, "pipeline", 1)
 }
 
-fn check_stages(stages: &[Document], tenant: &str, at: &str) -> Result<(), Refusal> {
+/// `depth` is the level of the stage documents themselves. Sub-pipelines are borrowed, never
+/// cloned: a clone would itself recurse through the whole, possibly hostile, nesting.
+fn check_stages(stages: &[&Document], tenant: &str, at: &str, depth: usize) -> Result<(), Refusal> {
+    within_limit(depth, Site::Pipeline)?;
     for (index, stage) in stages.iter().enumerate() {
         let mut names = stage.keys();
         let (Some(name), None) = (names.next(), names.next()) else {
@@ -278,40 +448,154 @@ fn check_stages(stages: &[Document], tenant: &str, at: &str) -> Result<(), Refus
             return Err(Refusal::ForbiddenStage { stage: name.clone(), path });
         }
         let body = stage.get(name).unwrap_or(&Bson::Null);
+        check_stage_writes(name, body, &path, depth + 1)?;
         match (name.as_str(), body) {
-            ("$match", Bson::Document(filter)) => walk_filter(filter, tenant, Site::Pipeline, &path)?,
+            ("$match", Bson::Document(filter)) => {
+                walk_filter(filter, tenant, Site::Pipeline, &path, depth + 1)?
+            }
             ("$facet", Bson::Document(facets)) => {
+                within_limit(depth + 1, Site::Pipeline)?;
                 for (facet, sub) in facets {
                     let Bson::Array(sub) = sub else { return Err(Refusal::MalformedStage { index }) };
-                    let sub: Vec<Document> = sub
+                    within_limit(depth + 2, Site::Pipeline)?;
+                    let sub: Vec<&Document> = sub
                         .iter()
-                        .map(|s| s.as_document().cloned().ok_or(Refusal::MalformedStage { index }))
+                        .map(|s| s.as_document().ok_or(Refusal::MalformedStage { index }))
                         .collect::<Result<_, _>>()?;
-                    check_stages(&sub, tenant, &format!("{path}.{facet}"))?;
+                    check_stages(&sub, tenant, &format!("{path}.{facet}"), depth + 3)?;
                 }
             }
-            _ => deep_stage_scan(body, &path)?,
+            _ => {
+                deep_stage_scan(body, name, &path, depth + 1)?;
+                if let Some(found) =
+                    expression_reference(body, WholeDocument::Allowed, Site::Pipeline, &path, depth + 1)?
+                {
+                    return Err(Refusal::TenantReference { path: found });
+                }
+            }
         }
     }
     Ok(())
 }
 
-/// Inside any other stage: refuse JavaScript operators and any nested stage name that is
-/// forbidden (defence in depth for expressions that embed pipelines).
-fn deep_stage_scan(value: &Bson, at: &str) -> Result<(), Refusal> {
+/// Refuses a stage that writes tenantId into the documents it emits, by the field names each
+/// stage writes: the callers of a pipeline read tenantId in its results as the tenant the
+/// documents belong to. Only removing it (`$unset`, a `$project` exclusion) or keeping the
+/// stored value (a `$project` inclusion) is harmless. `depth` is the level of `body`.
+fn check_stage_writes(name: &str, body: &Bson, at: &str, depth: usize) -> Result<(), Refusal> {
+    let found = match (name, body) {
+        ("$set" | "$addFields" | "$group" | "$facet", Bson::Document(fields)) => {
+            tenant_key(fields).map(|key| format!("{at}.{key}"))
+        }
+        ("$project", Bson::Document(fields)) => fields
+            .iter()
+            .find(|(key, value)| is_path_of(key.as_str(), TENANT_FIELD) && !is_projection_flag(value))
+            .map(|(key, _)| format!("{at}.{key}")),
+        ("$bucket" | "$bucketAuto" | "$setWindowFields", Bson::Document(spec)) => match spec.get("output") {
+            Some(Bson::Document(output)) => tenant_key(output).map(|key| format!("{at}.output.{key}")),
+            _ => None,
+        },
+        ("$count", Bson::String(field)) => is_path_of(field, TENANT_FIELD).then(|| at.to_owned()),
+        ("$unwind", Bson::Document(spec)) => match spec.get("includeArrayIndex") {
+            Some(Bson::String(field)) if is_path_of(field, TENANT_FIELD) => {
+                Some(format!("{at}.includeArrayIndex"))
+            }
+            _ => None,
+        },
+        ("$densify", Bson::Document(spec)) => match spec.get("field") {
+            Some(Bson::String(field)) if is_path_of(field, TENANT_FIELD) => Some(format!("{at}.field")),
+            _ => None,
+        },
+        ("$replaceRoot", Bson::Document(spec)) => match spec.get("newRoot") {
+            Some(root) => new_root_tenant_key(root, &format!("{at}.newRoot"), depth + 1)?,
+            None => None,
+        },
+        ("$replaceWith", root) => new_root_tenant_key(root, at, depth)?,
+        _ => None,
+    };
+    match found {
+        Some(path) => Err(Refusal::TenantIdInPipeline { stage: name.to_owned(), path }),
+        None => Ok(()),
+    }
+}
+
+/// The first key of `fields` that is tenantId or a path under it.
+fn tenant_key(fields: &Document) -> Option<&str> {
+    fields.keys().map(String::as_str).find(|key| is_path_of(key, TENANT_FIELD))
+}
+
+/// `$project`'s inclusion and exclusion flags: they keep or drop the stored tenantId, never set
+/// it. Any other value is an expression whose result would become tenantId.
+fn is_projection_flag(value: &Bson) -> bool {
     match value {
-        Bson::Document(doc) => doc.iter().try_for_each(|(k, v)| {
-            let path = format!("{at}.{k}");
-            if SERVER_SIDE_JS.contains(&k.as_str()) {
-                return Err(Refusal::ServerSideJavaScript { operator: k.clone(), path });
+        Bson::Boolean(_) => true,
+        Bson::Int32(n) => *n == 0 || *n == 1,
+        Bson::Int64(n) => *n == 0 || *n == 1,
+        Bson::Double(n) => *n == 0.0 || *n == 1.0,
+        _ => false,
+    }
+}
+
+/// The new root of `$replaceRoot` / `$replaceWith` becomes the whole output document, so a
+/// `tenantId` key anywhere in its expression is refused: at the top of a document literal, and
+/// inside `$mergeObjects`, `$literal` or a `$cond` branch, whose documents may become the root.
+/// Nested keys are refused too rather than reasoned about. Returns the path of the first one.
+fn new_root_tenant_key(value: &Bson, at: &str, depth: usize) -> Result<Option<String>, Refusal> {
+    match value {
+        Bson::Document(doc) => {
+            within_limit(depth, Site::Pipeline)?;
+            for (key, v) in doc {
+                let path = format!("{at}.{key}");
+                if is_path_of(key, TENANT_FIELD) {
+                    return Ok(Some(path));
+                }
+                if let Some(found) = new_root_tenant_key(v, &path, depth + 1)? {
+                    return Ok(Some(found));
+                }
             }
-            if FORBIDDEN_STAGES.contains(&k.as_str()) {
-                return Err(Refusal::ForbiddenStage { stage: k.clone(), path });
-            }
-            deep_stage_scan(v, &path)
-        }),
+            Ok(None)
+        }
         Bson::Array(items) => {
-            items.iter().enumerate().try_for_each(|(i, v)| deep_stage_scan(v, &format!("{at}.{i}")))
+            within_limit(depth, Site::Pipeline)?;
+            for (i, v) in items.iter().enumerate() {
+                if let Some(found) = new_root_tenant_key(v, &format!("{at}.{i}"), depth + 1)? {
+                    return Ok(Some(found));
+                }
+            }
+            Ok(None)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Inside any stage other than `$match` and `$facet`: refuse JavaScript operators and any nested
+/// stage name that is forbidden (defence in depth for expressions that embed pipelines), and a
+/// `$setField` that names tenantId or computes its name, since its result may become the output
+/// document. `depth` is the level of `value`.
+fn deep_stage_scan(value: &Bson, stage: &str, at: &str, depth: usize) -> Result<(), Refusal> {
+    match value {
+        Bson::Document(doc) => {
+            within_limit(depth, Site::Pipeline)?;
+            doc.iter().try_for_each(|(k, v)| {
+                let path = format!("{at}.{k}");
+                if SERVER_SIDE_JS.contains(&k.as_str()) {
+                    return Err(Refusal::ServerSideJavaScript { operator: k.clone(), path });
+                }
+                if FORBIDDEN_STAGES.contains(&k.as_str()) {
+                    return Err(Refusal::ForbiddenStage { stage: k.clone(), path });
+                }
+                if k == "$setField" && field_argument_may_name_tenant(v) {
+                    return Err(Refusal::TenantIdInPipeline { stage: stage.to_owned(), path });
+                }
+                deep_stage_scan(v, stage, &path, depth + 1)
+            })
+        }
+        Bson::Array(items) => {
+            within_limit(depth, Site::Pipeline)?;
+            items
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, v)| deep_stage_scan(v, stage, &format!("{at}.{i}"), depth + 1))
         }
         Bson::JavaScriptCode(_) | Bson::JavaScriptCodeWithScope(_) => {
             Err(Refusal::ServerSideJavaScript { operator: "JavaScript code".into(), path: at.into() })
@@ -490,5 +774,283 @@ mod tests {
             doc! {"$facet": {"top": [{"$limit": 1}]}},
         ];
         assert_eq!(check_pipeline(&p, T), Ok(()));
+    }
+
+    // --- $expr and stage expressions: every route to tenantId ---
+
+    /// Expressions that reach tenantId without naming `$tenantId` itself.
+    fn tenant_routes() -> Vec<Document> {
+        vec![
+            doc! {"$eq": ["$$ROOT.tenantId", "tn_b"]},
+            doc! {"$eq": ["$$CURRENT.tenantId", "tn_b"]},
+            doc! {"$eq": ["$$ROOT.tenantId.x", 1]},
+            doc! {"$eq": [{"$getField": "tenantId"}, "tn_b"]},
+            doc! {"$eq": [{"$getField": {"field": "tenantId", "input": "$$ROOT"}}, "tn_b"]},
+            doc! {"$eq": [{"$getField": {"field": {"$literal": "tenantId"}}}, "tn_b"]},
+            doc! {"$eq": [{"$getField": {"field": {"$concat": ["tenant", "Id"]}}}, "tn_b"]},
+            doc! {"$let": {"vars": {"d": "$$CURRENT"}, "in": {"$eq": ["$$d.tenantId", "tn_b"]}}},
+        ]
+    }
+
+    #[test]
+    fn every_route_to_tenant_id_in_a_filter_expression_is_refused() {
+        for e in tenant_routes() {
+            let f = doc! {"$or": [{"name": "x"}, {"$expr": e.clone()}]};
+            assert_eq!(
+                check_filter(&f, T, Site::Filter),
+                Err(Refusal::TenantCondition { site: Site::Filter }),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_route_to_tenant_id_in_a_match_stage_expression_is_refused() {
+        for e in tenant_routes() {
+            let p = vec![doc! {"$match": {"$expr": e.clone()}}];
+            assert_eq!(check_pipeline(&p, T), Err(Refusal::TenantCondition { site: Site::Pipeline }), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_whole_document_in_a_filter_expression_is_refused() {
+        for whole in ["$$ROOT", "$$CURRENT"] {
+            let e = doc! {"$gt": [{"$size": {"$objectToArray": whole}}, 3]};
+            let f = doc! {"$expr": e.clone()};
+            assert_eq!(
+                check_filter(&f, T, Site::Filter),
+                Err(Refusal::TenantCondition { site: Site::Filter })
+            );
+            let p = vec![doc! {"$match": {"$expr": e}}];
+            assert_eq!(check_pipeline(&p, T), Err(Refusal::TenantCondition { site: Site::Pipeline }));
+        }
+    }
+
+    #[test]
+    fn other_fields_reached_by_variable_or_get_field_are_accepted() {
+        let f = doc! {"$expr": {"$and": [
+            {"$eq": ["$$ROOT.name", "x"]},
+            {"$gt": [{"$getField": "n"}, 1]},
+            {"$gt": [{"$getField": {"field": {"$literal": "n"}}}, 1]},
+            {"$lt": ["$$NOW", "$$CURRENT.expiresAt"]}
+        ]}};
+        assert_eq!(check_filter(&f, T, Site::Filter), Ok(()));
+    }
+
+    #[test]
+    fn pushing_the_whole_document_in_a_group_stage_is_accepted() {
+        let p = vec![doc! {"$group": {"_id": null, "docs": {"$push": "$$ROOT"}}}];
+        assert_eq!(check_pipeline(&p, T), Ok(()));
+    }
+
+    #[test]
+    fn an_expression_stage_reading_tenant_id_is_refused() {
+        for stage in [
+            doc! {"$project": {"t": "$tenantId"}},
+            doc! {"$addFields": {"t": "$$ROOT.tenantId"}},
+            doc! {"$set": {"t": {"$getField": {"field": "tenantId", "input": "$$ROOT"}}}},
+            doc! {"$group": {"_id": "$$CURRENT.tenantId", "n": {"$sum": 1}}},
+            doc! {"$replaceWith": {"t": {"$getField": "tenantId"}}},
+            doc! {"$replaceRoot": {"newRoot": {"t": {"$getField": {"field": {"$literal": "tenantId"}}}}}},
+            doc! {"$redact": {"$cond": [{"$eq": ["$tenantId", "tn_b"]}, "$$KEEP", "$$PRUNE"]}},
+            doc! {"$bucket": {"groupBy": "$tenantId.x", "boundaries": [0, 1]}},
+            doc! {"$sortByCount": "$tenantId"},
+        ] {
+            let p = vec![stage.clone()];
+            assert!(matches!(check_pipeline(&p, T), Err(Refusal::TenantReference { .. })), "{stage}");
+        }
+        let p = vec![doc! {"$project": {"t": "$$ROOT.tenantId"}}];
+        assert_eq!(
+            check_pipeline(&p, T),
+            Err(Refusal::TenantReference { path: "pipeline[0].$project.t".into() })
+        );
+    }
+
+    // --- stages that write tenantId into their output ---
+
+    #[test]
+    fn a_stage_writing_tenant_id_is_refused() {
+        for stage in [
+            doc! {"$set": {"tenantId": "tn_b"}},
+            doc! {"$addFields": {"tenantId": "tn_b"}},
+            doc! {"$addFields": {"tenantId.x": 1}},
+            doc! {"$project": {"tenantId": {"$literal": "tn_b"}}},
+            doc! {"$project": {"name": 1, "tenantId": "$name"}},
+            doc! {"$replaceWith": {"tenantId": "tn_b"}},
+            doc! {"$replaceRoot": {"newRoot": {"name": "$name", "tenantId": "tn_b"}}},
+            doc! {"$replaceWith": {"$mergeObjects": ["$$ROOT", {"tenantId": "tn_b"}]}},
+            doc! {"$replaceWith": {"$setField": {"field": "tenantId", "input": "$$ROOT", "value": "tn_b"}}},
+            doc! {"$group": {"_id": null, "tenantId": {"$first": "$name"}}},
+            doc! {"$facet": {"tenantId": [{"$limit": 1}]}},
+            doc! {"$count": "tenantId"},
+            doc! {"$unwind": {"path": "$tags", "includeArrayIndex": "tenantId"}},
+            doc! {"$bucket": {"groupBy": "$n", "boundaries": [0, 10], "output": {"tenantId": {"$sum": 1}}}},
+            doc! {"$setWindowFields": {"sortBy": {"n": 1}, "output": {"tenantId": {"$sum": 1}}}},
+            doc! {"$densify": {"field": "tenantId", "range": {"step": 1, "bounds": "full"}}},
+        ] {
+            let p = vec![stage.clone()];
+            assert!(matches!(check_pipeline(&p, T), Err(Refusal::TenantIdInPipeline { .. })), "{stage}");
+        }
+        let p = vec![doc! {"$match": {}}, doc! {"$set": {"tenantId": "tn_b"}}];
+        assert_eq!(
+            check_pipeline(&p, T),
+            Err(Refusal::TenantIdInPipeline {
+                stage: "$set".into(),
+                path: "pipeline[1].$set.tenantId".into()
+            })
+        );
+    }
+
+    #[test]
+    fn keeping_or_dropping_tenant_id_is_accepted() {
+        for stage in [
+            doc! {"$project": {"tenantId": 0}},
+            doc! {"$project": {"tenantId": 1}},
+            doc! {"$project": {"name": 1, "n": 1, "tenantId": true}},
+            doc! {"$unset": "tenantId"},
+            doc! {"$unset": ["tenantId", "extra"]},
+            doc! {"$set": {"tenantIdentity": 1, "nested.tenantIdCopy": "x"}},
+        ] {
+            let p = vec![stage.clone()];
+            assert_eq!(check_pipeline(&p, T), Ok(()), "{stage}");
+        }
+    }
+
+    #[test]
+    fn the_same_forms_inside_a_nested_facet_are_refused() {
+        let nested =
+            |stage: Document| vec![doc! {"$facet": {"a": [{"$match": {}}, {"$facet": {"b": [stage]}}]}}];
+        assert!(matches!(
+            check_pipeline(&nested(doc! {"$set": {"tenantId": "tn_b"}}), T),
+            Err(Refusal::TenantIdInPipeline { ref path, .. }) if path.contains("$facet.a[1].$facet.b[0]")
+        ));
+        assert!(matches!(
+            check_pipeline(&nested(doc! {"$addFields": {"tenantId": "tn_b"}}), T),
+            Err(Refusal::TenantIdInPipeline { .. })
+        ));
+        assert!(matches!(
+            check_pipeline(&nested(doc! {"$project": {"tenantId": {"$concat": ["tn_", "b"]}}}), T),
+            Err(Refusal::TenantIdInPipeline { .. })
+        ));
+        assert!(matches!(
+            check_pipeline(&nested(doc! {"$replaceWith": {"tenantId": "tn_b"}}), T),
+            Err(Refusal::TenantIdInPipeline { .. })
+        ));
+        assert!(matches!(
+            check_pipeline(&nested(doc! {"$project": {"t": "$$ROOT.tenantId"}}), T),
+            Err(Refusal::TenantReference { .. })
+        ));
+        assert_eq!(
+            check_pipeline(
+                &nested(doc! {"$match": {"$expr": {"$eq": [{"$getField": "tenantId"}, "tn_b"]}}}),
+                T
+            ),
+            Err(Refusal::TenantCondition { site: Site::Pipeline })
+        );
+        assert_eq!(
+            check_pipeline(&nested(doc! {"$match": {"$expr": {"$ne": ["$$ROOT", null]}}}), T),
+            Err(Refusal::TenantCondition { site: Site::Pipeline })
+        );
+        assert_eq!(check_pipeline(&nested(doc! {"$project": {"tenantId": 0}}), T), Ok(()));
+        assert_eq!(check_pipeline(&nested(doc! {"$unset": "tenantId"}), T), Ok(()));
+    }
+
+    // --- depth ---
+
+    /// `{"a": {"a": … {"a": 1}}}`, `levels` documents deep, built without recursion.
+    fn nested_fields(levels: usize) -> Document {
+        let mut d = doc! {"a": 1};
+        for _ in 1..levels {
+            d = doc! {"a": d};
+        }
+        d
+    }
+
+    /// `[[ … [1] … ]]`, `levels` arrays deep, built without recursion (and never cloned, since a
+    /// clone would recurse).
+    fn nested_arrays(levels: usize) -> Bson {
+        let mut v = Bson::Int32(1);
+        for _ in 0..levels {
+            v = Bson::Array(vec![v]);
+        }
+        v
+    }
+
+    #[test]
+    fn a_filter_nested_a_thousand_levels_is_refused_without_overflowing_the_stack() {
+        let too_deep = Err(Refusal::TooDeep { site: Site::Filter, limit: MAX_DEPTH });
+        assert_eq!(check_filter(&nested_fields(1_000), T, Site::Filter), too_deep);
+
+        // {"$and": [{"$and": [ … {"n": 1} … ]}]}: each round is a document and an array.
+        let mut f = doc! {"n": 1};
+        for _ in 0..500 {
+            f = doc! {"$and": [f]};
+        }
+        assert_eq!(check_filter(&f, T, Site::Filter), too_deep);
+
+        let mut e = Bson::from("$n");
+        for _ in 0..1_000 {
+            e = Bson::Document(doc! {"$abs": e});
+        }
+        assert_eq!(check_filter(&doc! {"$expr": e}, T, Site::Filter), too_deep);
+    }
+
+    #[test]
+    fn a_filter_nested_fifty_levels_is_accepted() {
+        assert_eq!(check_filter(&nested_fields(50), T, Site::Filter), Ok(()));
+        let mut f = doc! {"n": 1};
+        for _ in 0..24 {
+            f = doc! {"$and": [f]};
+        }
+        assert_eq!(check_filter(&f, T, Site::Filter), Ok(()));
+    }
+
+    #[test]
+    fn nesting_is_accepted_up_to_max_depth_and_refused_one_level_beyond() {
+        assert_eq!(check_filter(&nested_fields(MAX_DEPTH), T, Site::Filter), Ok(()));
+        assert_eq!(
+            check_filter(&nested_fields(MAX_DEPTH + 1), T, Site::Filter),
+            Err(Refusal::TooDeep { site: Site::Filter, limit: MAX_DEPTH })
+        );
+        assert_eq!(check_document(&nested_fields(MAX_DEPTH), T), Ok(()));
+        assert_eq!(
+            check_document(&nested_fields(MAX_DEPTH + 1), T),
+            Err(Refusal::TooDeep { site: Site::Document, limit: MAX_DEPTH })
+        );
+    }
+
+    #[test]
+    fn a_pipeline_of_deeply_nested_facets_is_refused_without_overflowing_the_stack() {
+        // Each round adds three levels: the stage, the $facet document and the sub-pipeline.
+        let mut stage = doc! {"$limit": 1};
+        for _ in 0..334 {
+            stage = doc! {"$facet": {"f": [stage]}};
+        }
+        let too_deep = Err(Refusal::TooDeep { site: Site::Pipeline, limit: MAX_DEPTH });
+        assert_eq!(check_pipeline(&[stage], T), too_deep);
+
+        let p = vec![doc! {"$match": nested_fields(1_000)}];
+        assert_eq!(check_pipeline(&p, T), too_deep);
+
+        for stage in [
+            doc! {"$project": {"x": nested_arrays(1_000)}},
+            doc! {"$replaceWith": {"x": nested_arrays(1_000)}},
+        ] {
+            assert_eq!(check_pipeline(&[stage], T), too_deep);
+        }
+    }
+
+    #[test]
+    fn a_deeply_nested_document_to_insert_is_refused() {
+        let too_deep = Err(Refusal::TooDeep { site: Site::Document, limit: MAX_DEPTH });
+        assert_eq!(check_document(&nested_fields(1_000), T), too_deep);
+        assert_eq!(check_document(&doc! {"tenantId": T, "a": nested_arrays(1_000)}, T), too_deep);
+    }
+
+    #[test]
+    fn a_deeply_nested_update_value_is_refused() {
+        let u = doc! {"$set": {"profile": nested_fields(1_000)}};
+        assert_eq!(check_update(&u), Err(Refusal::TooDeep { site: Site::Update, limit: MAX_DEPTH }));
+        assert_eq!(check_update(&doc! {"$set": {"profile": nested_fields(50)}}), Ok(()));
     }
 }

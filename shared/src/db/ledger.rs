@@ -1,6 +1,6 @@
 //! The global `migrations` ledger and `locks` leases, for the system context only.
 
-use super::{Db, DbError, ServerFlavor};
+use super::{Db, DbError};
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, DateTime, Document};
 use mongodb::options::ReturnDocument;
@@ -53,14 +53,10 @@ pub struct Locks {
     collection: Collection<Document>,
 }
 
-/// On FerretDB, taking an expired lease is a read and a blind write, so two takers in one
-/// process could both win; they queue here instead. (Across processes FerretDB gives no such
-/// guarantee; it is a local stand-in. On MongoDB the upsert is atomic.)
-static ACQUIRE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// A held lease. Release it when done; if the holder dies, it expires by itself.
 #[derive(Debug)]
 pub struct LockGuard {
+    db: Db,
     collection: Collection<Document>,
     name: String,
     owner: String,
@@ -75,11 +71,10 @@ impl Locks {
     /// Atomic: the upsert either takes an expired lease, or inserts a new one, and a held
     /// lease makes the insert fail on its unique `_id`.
     pub async fn try_acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<Option<LockGuard>, DbError> {
-        let _serial = match self.db.flavor().await? {
-            ServerFlavor::FerretDb => Some(ACQUIRE_LOCK.lock().await),
-            ServerFlavor::MongoDb => None,
-        };
-        let now = DateTime::now();
+        // On FerretDB taking an expired lease is a read and a blind write: the serialisation
+        // keeps two takers in this process apart. On MongoDB the upsert is atomic.
+        let _serial = self.db.serial().await?;
+        let now = self.db.clock().now();
         let expires = DateTime::from_millis(now.timestamp_millis() + ttl.as_millis() as i64);
         let taken = self
             .collection
@@ -93,6 +88,7 @@ impl Locks {
             .map_err(DbError::from);
         match taken {
             Ok(Some(lease)) if lease.get_str("owner").ok() == Some(owner) => Ok(Some(LockGuard {
+                db: self.db.clone(),
                 collection: self.collection.clone(),
                 name: name.to_owned(),
                 owner: owner.to_owned(),
@@ -103,11 +99,20 @@ impl Locks {
     }
 }
 
+impl Locks {
+    /// Who holds the lease `name` now, if anyone does (an expired lease is nobody's).
+    pub async fn holder(&self, name: &str) -> Result<Option<String>, DbError> {
+        let live = self.collection.find_one(doc! {"_id": name, "expiresAt": {"$gte": self.db.clock().now()}}).await?;
+        Ok(live.and_then(|d| d.get_str("owner").ok().map(str::to_owned)))
+    }
+}
+
 impl LockGuard {
     /// Extends the lease by `ttl` from now if it is still ours. `false` if it was lost (it
     /// expired and another run took it): the holder must stop.
     pub async fn renew(&self, ttl: Duration) -> Result<bool, DbError> {
-        let expires = DateTime::from_millis(DateTime::now().timestamp_millis() + ttl.as_millis() as i64);
+        let expires = DateTime::from_millis(self.db.clock().now_ms() + ttl.as_millis() as i64);
+        let _serial = self.db.serial().await?;
         let renewed = self
             .collection
             .find_one_and_update(doc! {"_id": &self.name, "owner": &self.owner}, doc! {"$set": {"expiresAt": expires}})
@@ -118,6 +123,7 @@ impl LockGuard {
 
     /// Gives the lease back (only if still ours).
     pub async fn release(self) -> Result<(), DbError> {
+        let _serial = self.db.serial().await?;
         self.collection.delete_one(doc! {"_id": &self.name, "owner": &self.owner}).await?;
         Ok(())
     }

@@ -11,13 +11,14 @@ pub use ledger::{LockGuard, Locks, MigrationLedger, MigrationRecord};
 pub use registry::{DomainClaim, OwnTenant, TenantPage, TenantQuery, TenantRegistry, MAX_SEARCH_LEN};
 pub use scoped::{FindOptions, Scoped, UpdateOutcome};
 
-
+use crate::clock::{self, SharedClock};
 use crate::config::DbConfig;
 use crate::ids::TenantId;
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
-use std::sync::Arc;
-use tokio::sync::OnceCell;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use tokio::sync::{Mutex, OwnedMutexGuard, OnceCell};
 
 /// One client per execution environment: Lambda reuses it across invocations.
 static CLIENT: OnceCell<Client> = OnceCell::const_new();
@@ -176,20 +177,25 @@ impl From<mongodb::error::Error> for DbError {
     }
 }
 
-/// Which server is behind the URI: it decides one workaround (see `TenantRegistry`).
+/// Which server is behind the URI: it decides one workaround (see [`Db::serial`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerFlavor {
     MongoDb,
-    /// FerretDB runs `findAndModify` and `update` as a read, then an unconditional write by
-    /// `_id` (its SQLite backend's `UpdateAll`), so concurrent `$inc`s can lose updates.
+    /// FerretDB runs `findAndModify`, `update` and `delete` as a read, then an unconditional
+    /// write by `_id` (its SQLite backend's `UpdateAll`), so concurrent writes to one document
+    /// lose updates, conditional ones included: compare-and-set is not atomic there either.
     FerretDb,
 }
+
+/// One write at a time per database, in this process, on FerretDB only (see [`Db::serial`]).
+static SERIALS: LazyLock<std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>> = LazyLock::new(Default::default);
 
 /// A handle on the application database.
 #[derive(Debug, Clone)]
 pub struct Db {
     database: Database,
     flavor: Arc<OnceCell<ServerFlavor>>,
+    clock: SharedClock,
 }
 
 impl Db {
@@ -203,7 +209,31 @@ impl Db {
     }
 
     fn new(database: Database) -> Db {
-        Db { database, flavor: Arc::new(OnceCell::new()) }
+        Db { database, flavor: Arc::new(OnceCell::new()), clock: clock::system() }
+    }
+
+    /// The same database, reading the time from `clock` (tests move time instead of sleeping).
+    pub fn with_clock(mut self, clock: SharedClock) -> Db {
+        self.clock = clock;
+        self
+    }
+
+    /// Where this handle reads the time.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// The local server's write serialisation. On FerretDB every update, `findAndModify` and
+    /// delete through this crate takes it, so that no write can revert another one in this
+    /// process (docs/ARCHITECTURE.md §6). On MongoDB, whose writes are atomic per document,
+    /// nothing waits. Across processes FerretDB offers no such guarantee: the local stack runs
+    /// every writer in one process (`local-api migrate` goes through the running API).
+    pub(crate) async fn serial(&self) -> Result<Option<OwnedMutexGuard<()>>, DbError> {
+        if self.flavor().await? == ServerFlavor::MongoDb {
+            return Ok(None);
+        }
+        let lock = SERIALS.lock().expect("poisoned").entry(self.name().to_owned()).or_default().clone();
+        Ok(Some(lock.lock_owned().await))
     }
 
     /// The server's flavor, asked once (`buildInfo`) and remembered.
@@ -231,7 +261,7 @@ impl Db {
 
     /// A tenant-scoped collection, confined to the scope's tenant.
     pub fn scoped<T: serde::Serialize + serde::de::DeserializeOwned>(&self, scope: &impl TenantScope, collection: TenantCollection) -> Scoped<T> {
-        Scoped::new(self.database.collection(collection.name()), scope.scope_tenant().clone())
+        Scoped::new(self.clone(), self.database.collection(collection.name()), scope.scope_tenant().clone())
     }
 
     /// The tenant registry.
@@ -239,9 +269,9 @@ impl Db {
         TenantRegistry::new(self)
     }
 
-    /// The admitted tenant's own registry record (the settings its members may change).
-    pub fn own_tenant(&self, ctx: &crate::context::TenantContext) -> OwnTenant {
-        OwnTenant::new(TenantRegistry::new(self), ctx.scope_tenant().clone())
+    /// The scope's own registry record (the settings its members may change).
+    pub fn own_tenant(&self, scope: &impl TenantScope) -> OwnTenant {
+        OwnTenant::new(TenantRegistry::new(self), scope.scope_tenant().clone())
     }
 
     /// The record of applied migrations.

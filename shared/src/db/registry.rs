@@ -2,11 +2,11 @@
 //! through `Db::tenants`, which takes a superadmin or system context.
 
 use super::guard;
-use super::{global, Db, DbError, ServerFlavor};
+use super::{global, Db, DbError};
 use crate::ids::{Domain, TenantId};
 use crate::models::{Tenant, TenantStatus};
 use futures_util::TryStreamExt;
-use mongodb::bson::{self, doc, Bson, DateTime, Document};
+use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::options::ReturnDocument;
 use mongodb::Collection;
 
@@ -45,10 +45,6 @@ pub struct TenantRegistry {
     domains: Collection<Document>,
 }
 
-/// Serialises usage increments within this process when the server cannot do them atomically
-/// (FerretDB, local and tests only). MongoDB's `$inc` is atomic and never waits here.
-static COUNTER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// How old a claim of an unregistered tenant must be before another tenant may take it over:
 /// far longer than any creation in flight.
 pub const STALE_CLAIM: std::time::Duration = std::time::Duration::from_secs(600);
@@ -57,6 +53,18 @@ pub const STALE_CLAIM: std::time::Duration = std::time::Duration::from_secs(600)
 pub const MAX_SEARCH_LEN: usize = 100;
 
 impl TenantRegistry {
+    fn stamp_updated(&self, update: &mut Document) {
+        let now = self.db.clock().now();
+        match update.get_mut("$set") {
+            Some(Bson::Document(set)) => {
+                set.insert("updatedAt", now);
+            }
+            _ => {
+                update.insert("$set", doc! {"updatedAt": now});
+            }
+        }
+    }
+
     pub(super) fn new(db: &Db) -> Self {
         Self {
             db: db.clone(),
@@ -79,6 +87,7 @@ impl TenantRegistry {
 
     /// Removes a tenant record (compensation of a failed creation). Whether one was removed.
     pub async fn delete(&self, tenant_id: &TenantId) -> Result<bool, DbError> {
+        let _serial = self.db.serial().await?;
         Ok(self.tenants.delete_one(doc! {"tenantId": tenant_id.as_str()}).await?.deleted_count == 1)
     }
 
@@ -143,26 +152,34 @@ impl TenantRegistry {
             update.insert("$unset", unset.iter().map(|f| (f.to_string(), Bson::String(String::new()))).collect::<Document>());
         }
         guard::check_update(&update)?;
-        stamp_updated(&mut update);
+        self.stamp_updated(&mut update);
         let mut filter = doc! {"tenantId": tenant_id.as_str()};
         filter.extend(condition);
+        let _serial = self.db.serial().await?;
         let found = self.tenants.find_one_and_update(filter, update).return_document(ReturnDocument::After).await?;
         found.map(bson::from_document).transpose().map_err(Into::into)
     }
 
-    /// Counts one API call for an active tenant in `month` (`YYYY-MM`) and returns the tenant
-    /// with the new count: one atomic round trip. `None` if the tenant is missing or not active.
-    pub async fn record_api_call(&self, tenant_id: &TenantId, month: &str) -> Result<Option<Tenant>, DbError> {
-        let _serial = match self.db.flavor().await? {
-            ServerFlavor::FerretDb => Some(COUNTER_LOCK.lock().await),
-            ServerFlavor::MongoDb => None,
+    /// Counts one API call in `month` (`YYYY-MM`) for an active tenant whose quota is `max`
+    /// (`-1`: unlimited) and which has made fewer than `max` calls this month, and returns the
+    /// tenant with the new count: one round trip. The bound is a literal in the filter, guarded
+    /// by the plan's `maxApiCalls` it was read from, so a refused call is never counted. `None`
+    /// if the tenant is missing, not active, at its quota, or on another bound.
+    pub async fn count_call(&self, tenant_id: &TenantId, month: &str, max: i64) -> Result<Option<Tenant>, DbError> {
+        let usage = format!("apiUsage.{month}");
+        let mut filter = doc! {
+            "tenantId": tenant_id.as_str(),
+            "status": TenantStatus::Active.as_str(),
+            "settings.billing.maxApiCalls": max,
         };
+        if max != crate::plans::UNLIMITED {
+            // `$not: {$gte}` also matches a month with no field yet; FerretDB has no `$expr` `$lt`.
+            filter.insert(usage.clone(), doc! {"$not": {"$gte": max}});
+        }
+        let _serial = self.db.serial().await?;
         let found = self
             .tenants
-            .find_one_and_update(
-                doc! {"tenantId": tenant_id.as_str(), "status": TenantStatus::Active.as_str()},
-                doc! {"$inc": { format!("apiUsage.{month}"): 1_i64 }},
-            )
+            .find_one_and_update(filter, doc! {"$inc": { usage: 1_i64 }})
             .return_document(ReturnDocument::After)
             .await?;
         found.map(bson::from_document).transpose().map_err(Into::into)
@@ -172,7 +189,8 @@ impl TenantRegistry {
     pub async fn update_many(&self, filter: Document, update: Document) -> Result<u64, DbError> {
         guard::check_update(&update)?;
         let mut update = update;
-        stamp_updated(&mut update);
+        self.stamp_updated(&mut update);
+        let _serial = self.db.serial().await?;
         Ok(self.tenants.update_many(filter, update).await?.modified_count)
     }
 
@@ -182,7 +200,7 @@ impl TenantRegistry {
     /// older than [`STALE_CLAIM`], so that a crash cannot block a domain for ever.
     pub async fn claim_domain(&self, domain: &Domain, tenant_id: &TenantId) -> Result<DomainClaim, DbError> {
         for _ in 0..2 {
-            let claim = doc! {"_id": domain.as_str(), "tenantId": tenant_id.as_str(), "createdAt": DateTime::now()};
+            let claim = doc! {"_id": domain.as_str(), "tenantId": tenant_id.as_str(), "createdAt": self.db.clock().now()};
             match self.domains.insert_one(claim).await.map_err(DbError::from) {
                 Ok(_) => return Ok(DomainClaim::Claimed),
                 Err(DbError::Duplicate) => {}
@@ -196,21 +214,53 @@ impl TenantRegistry {
                 return Ok(DomainClaim::AlreadyHeld);
             }
             let claimed_at = holder.get_datetime("createdAt").map(|d| d.timestamp_millis()).unwrap_or(0);
-            let stale = DateTime::now().timestamp_millis() - claimed_at > STALE_CLAIM.as_millis() as i64;
+            let stale = self.db.clock().now_ms() - claimed_at > STALE_CLAIM.as_millis() as i64;
             let registered = self.tenants.find_one(doc! {"tenantId": &holder_tenant}).await?.is_some();
             if !stale || registered {
                 return Ok(DomainClaim::Taken);
             }
             tracing::warn!(domain = domain.as_str(), holder = %holder_tenant, "taking over a stale domain claim");
+            let _serial = self.db.serial().await?;
             self.domains.delete_one(doc! {"_id": domain.as_str(), "tenantId": &holder_tenant}).await?;
         }
         Ok(DomainClaim::Taken)
     }
 
-    /// Releases a tenant's claim on a domain (only its own).
-    pub async fn release_domain(&self, domain: &str, tenant_id: &TenantId) -> Result<(), DbError> {
-        self.domains.delete_one(doc! {"_id": domain, "tenantId": tenant_id.as_str()}).await?;
-        Ok(())
+    /// Releases a tenant's claim on a domain (only its own), and only after a fresh read shows
+    /// that the tenant does not hold the domain. The request that made a claim is not always
+    /// the one whose move committed: of two identical moves, the loser may have made the claim
+    /// the winner relies on. Whether the claim was released.
+    pub async fn release_domain(&self, domain: &str, tenant_id: &TenantId) -> Result<bool, DbError> {
+        if self.holds_domain(tenant_id, domain).await? {
+            return Ok(false);
+        }
+        {
+            let _serial = self.db.serial().await?;
+            self.domains.delete_one(doc! {"_id": domain, "tenantId": tenant_id.as_str()}).await?;
+        }
+        // A move that committed between the read and the delete: put its claim back.
+        if self.holds_domain(tenant_id, domain).await? {
+            let claim = doc! {"_id": domain, "tenantId": tenant_id.as_str(), "createdAt": self.db.clock().now()};
+            match self.domains.insert_one(claim).await.map_err(DbError::from) {
+                Ok(_) => {}
+                Err(DbError::Duplicate) => {
+                    tracing::error!(domain, tenantId = %tenant_id, "a domain was claimed by another tenant while its holder moved onto it")
+                }
+                Err(e) => return Err(e),
+            }
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    async fn holds_domain(&self, tenant_id: &TenantId, domain: &str) -> Result<bool, DbError> {
+        Ok(self.tenants.find_one(doc! {"tenantId": tenant_id.as_str(), "domain": domain}).await?.is_some())
+    }
+
+    /// The tenant that holds a domain's claim, if any.
+    pub async fn domain_holder(&self, domain: &str) -> Result<Option<TenantId>, DbError> {
+        let claim = self.domains.find_one(doc! {"_id": domain}).await?;
+        Ok(claim.and_then(|c| c.get_str("tenantId").ok().and_then(|t| TenantId::parse(t).ok())))
     }
 }
 
@@ -235,17 +285,6 @@ impl OwnTenant {
     }
 }
 
-fn stamp_updated(update: &mut Document) {
-    let now = DateTime::now();
-    match update.get_mut("$set") {
-        Some(Bson::Document(set)) => {
-            set.insert("updatedAt", now);
-        }
-        _ => {
-            update.insert("$set", doc! {"updatedAt": now});
-        }
-    }
-}
 
 /// Escapes every regex metacharacter, so that user text matches literally.
 pub fn escape_regex(text: &str) -> String {

@@ -2,7 +2,7 @@
 //! plus `find_one_and_update` and `distinct`, checked by `guard` before it leaves the process.
 
 use super::guard::{self, Site, TENANT_FIELD};
-use super::DbError;
+use super::{Db, DbError};
 use crate::ids::TenantId;
 use futures_util::TryStreamExt;
 use mongodb::bson::{self, doc, oid::ObjectId, Bson, DateTime, Document};
@@ -30,6 +30,7 @@ pub struct UpdateOutcome {
 /// A collection of documents `T`, every operation confined to one tenant.
 #[derive(Debug, Clone)]
 pub struct Scoped<T> {
+    db: Db,
     collection: Collection<Document>,
     tenant: TenantId,
     model: PhantomData<fn() -> T>,
@@ -39,8 +40,8 @@ impl<T> Scoped<T>
 where
     T: Serialize + DeserializeOwned,
 {
-    pub(super) fn new(collection: Collection<Document>, tenant: TenantId) -> Self {
-        Self { collection, tenant, model: PhantomData }
+    pub(super) fn new(db: Db, collection: Collection<Document>, tenant: TenantId) -> Self {
+        Self { db, collection, tenant, model: PhantomData }
     }
 
     /// The tenant this collection is confined to.
@@ -64,7 +65,7 @@ where
     /// cannot be checked) cannot even be expressed here.
     fn scope_update(&self, update: Document, upsert: bool) -> Result<Document, DbError> {
         guard::check_update(&update)?;
-        let now = DateTime::now();
+        let now = self.db.clock().now();
         let mut update = update;
         stamp(&mut update, "$set", "updatedAt", now);
         if upsert {
@@ -111,14 +112,14 @@ where
 
     /// `insertOne`: one round trip; returns the document as stored.
     pub async fn insert_one(&self, item: &T) -> Result<T, DbError> {
-        let document = self.scope_document(item, DateTime::now())?;
+        let document = self.scope_document(item, self.db.clock().now())?;
         self.collection.insert_one(&document).await?;
         Ok(bson::from_document(document)?)
     }
 
     /// `insertMany`: all documents or, on the first refusal, none (checked before sending).
     pub async fn insert_many(&self, items: &[T]) -> Result<Vec<T>, DbError> {
-        let now = DateTime::now();
+        let now = self.db.clock().now();
         let documents = items.iter().map(|i| self.scope_document(i, now)).collect::<Result<Vec<_>, _>>()?;
         if documents.is_empty() {
             return Ok(vec![]);
@@ -139,6 +140,7 @@ where
 
     async fn update(&self, filter: Document, update: Document, upsert: bool, many: bool) -> Result<UpdateOutcome, DbError> {
         let (filter, update) = (self.scope_filter(filter)?, self.scope_update(update, upsert)?);
+        let _serial = self.db.serial().await?;
         let result = if many {
             self.collection.update_many(filter, update).upsert(upsert).await?
         } else {
@@ -149,9 +151,11 @@ where
 
     /// `findOneAndUpdate`, returning the document after the update: one round trip.
     pub async fn find_one_and_update(&self, filter: Document, update: Document, upsert: bool) -> Result<Option<T>, DbError> {
+        let (filter, update) = (self.scope_filter(filter)?, self.scope_update(update, upsert)?);
+        let _serial = self.db.serial().await?;
         let found = self
             .collection
-            .find_one_and_update(self.scope_filter(filter)?, self.scope_update(update, upsert)?)
+            .find_one_and_update(filter, update)
             .upsert(upsert)
             .return_document(ReturnDocument::After)
             .await?;
@@ -160,12 +164,16 @@ where
 
     /// `deleteOne`: how many were deleted (0 or 1).
     pub async fn delete_one(&self, filter: Document) -> Result<u64, DbError> {
-        Ok(self.collection.delete_one(self.scope_filter(filter)?).await?.deleted_count)
+        let filter = self.scope_filter(filter)?;
+        let _serial = self.db.serial().await?;
+        Ok(self.collection.delete_one(filter).await?.deleted_count)
     }
 
     /// `deleteMany`: how many were deleted.
     pub async fn delete_many(&self, filter: Document) -> Result<u64, DbError> {
-        Ok(self.collection.delete_many(self.scope_filter(filter)?).await?.deleted_count)
+        let filter = self.scope_filter(filter)?;
+        let _serial = self.db.serial().await?;
+        Ok(self.collection.delete_many(filter).await?.deleted_count)
     }
 
     /// `countDocuments`.

@@ -1,51 +1,38 @@
-//! Every file in `events/` goes through its handler, as `sam local invoke -e` would send it.
+//! Every file in `events/` goes through its function, as `sam local invoke -e` would send it.
+//! API Gateway events are dispatched exactly as the local API does: through openapi.json's route
+//! table to the function its integration names, from the one list of hosted functions. Other
+//! events go to the non-HTTP function whose event shape they have.
 
 use serde_json::Value;
 use std::path::PathBuf;
 
-fn events_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")
-}
-
-fn event_files(prefix: &str) -> Vec<(String, String)> {
-    let mut files: Vec<_> = std::fs::read_dir(events_dir())
+fn event_files() -> Vec<(String, Value)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("events/ exists")
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
-        .filter(|(name, _)| name.starts_with(prefix))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&p).unwrap();
+            let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            (name, json)
+        })
         .collect();
-    files.sort();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
     files
 }
 
-#[test]
-fn every_event_file_belongs_to_a_handler_this_suite_runs() {
-    for (name, _) in event_files("") {
-        assert!(
-            ["migrations-", "tenants-"].iter().any(|p| name.starts_with(p)),
-            "{name}: no test runs this event through a handler"
-        );
-    }
+/// The lowest 2xx status openapi.json documents for an operation: what its event must get.
+fn documented_success(resource: &str, method: &str) -> u16 {
+    let doc: Value = serde_json::from_str(local_api::OPENAPI).unwrap();
+    let responses = doc["paths"][resource][method.to_ascii_lowercase()]["responses"].as_object().expect("documented operation");
+    responses.keys().filter_map(|k| k.parse::<u16>().ok()).filter(|s| (200..300).contains(s)).min().expect("a 2xx response")
 }
 
-#[tokio::test]
-async fn every_migrations_event_runs_through_the_handler() {
-    let db = tenancy_tests::fresh_db().await;
-    // setup first, so that the order of the other files does not matter.
-    let files = event_files("migrations-");
-    assert!(files.len() >= 2, "a scheduled and a manual event at least");
-    let (setup, rest): (Vec<_>, Vec<_>) = files.into_iter().partition(|(n, _)| n.contains("setup"));
-    for (name, body) in setup.into_iter().chain(rest) {
-        let event: Value = serde_json::from_str(&body).unwrap();
-        let expected = migrations::parse_event(&event).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let report = migrations::handle_event(&db, event).await.unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(report["action"], serde_json::to_value(expected).unwrap(), "{name}");
-    }
-}
-
-/// The tenant the tenants-* events act on, with the admin they name.
-async fn seed_events_tenant(db: &shared::db::Db) {
+/// The tenant the HTTP events act on, with the admin they name (pending its Cognito link, which
+/// the event's verified e-mail makes on its first call).
+async fn seed_events_tenant(db: &shared::db::Db, superadmin_event: &Value) {
     let new = tenants::input::NewTenant {
         name: "Demo Events".into(),
         domain: None,
@@ -53,30 +40,57 @@ async fn seed_events_tenant(db: &shared::db::Db) {
         plan: shared::plans::Plan::Basic,
     };
     let id = shared::ids::TenantId::parse("tn_demoevents000000000000000").unwrap();
-    // The superadmin of the superadmin events seeds it.
-    let (_, create) = event_files("tenants-create").remove(0);
-    let identity = shared::Identity::from_request(&lambda_http::request::from_str(&create).unwrap()).unwrap();
-    let admin = shared::SuperadminContext::require(&identity).expect("the create event's caller is a superadmin");
+    let request = lambda_http::request::from_str(&superadmin_event.to_string()).unwrap();
+    let identity = shared::Identity::from_request(&request).unwrap();
+    let admin = shared::SuperadminContext::require(&identity).expect("a superadmin event seeds the tenant");
     tenants::service::create_with_id(db, &admin, id, &new).await.expect("seed the events tenant");
 }
 
+fn is_http(event: &Value) -> bool {
+    event.get("httpMethod").is_some() && event.get("resource").is_some()
+}
+
 #[tokio::test]
-async fn every_tenants_event_runs_through_the_handler() {
-    let files = event_files("tenants-");
-    assert_eq!(files.len(), 9, "one event per route");
-    for (name, body) in files {
+async fn every_http_event_runs_through_the_function_its_route_names() {
+    let table = local_api::route_table().unwrap();
+    let files: Vec<_> = event_files().into_iter().filter(|(_, e)| is_http(e)).collect();
+    let superadmin_event = files
+        .iter()
+        .map(|(_, e)| e)
+        .find(|e| e["requestContext"]["authorizer"]["claims"]["cognito:groups"] == "superadmin")
+        .expect("a superadmin event")
+        .clone();
+    let mut routes_seen = std::collections::HashSet::new();
+    for (name, event) in &files {
+        let (method, path) = (event["httpMethod"].as_str().unwrap(), event["path"].as_str().unwrap());
+        let matched = table.find(method, path).unwrap_or_else(|| panic!("{name}: no route for {method} {path}"));
+        assert_eq!(matched.route.resource, event["resource"].as_str().unwrap(), "{name}: resource");
+        routes_seen.insert((matched.route.method.clone(), matched.route.resource.clone()));
         let db = tenancy_tests::fresh_db_with_indexes().await;
-        seed_events_tenant(&db).await;
-        let request = lambda_http::request::from_str(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let response = tenants::handle(&tenants::AppState { db }, request).await;
-        let status = response.status().as_u16();
+        seed_events_tenant(&db, &superadmin_event).await;
+        let functions = local_api::functions(&db);
+        let function = functions.iter().find(|f| f.logical_id() == matched.route.function).expect("a hosted function");
+        let request = lambda_http::request::from_str(&event.to_string()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let response = function.handle(request).await;
         let text = match response.body() {
             lambda_http::Body::Text(t) => t.clone(),
             other => format!("{other:?}"),
         };
-        let expected = if name == "tenants-create.json" { 201 } else { 200 };
-        assert_eq!(status, expected, "{name}: {text}");
+        assert_eq!(response.status().as_u16(), documented_success(&matched.route.resource, method), "{name}: {text}");
         let json: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json["success"], true, "{name}");
+    }
+    assert_eq!(routes_seen.len(), table.len(), "one event per route of openapi.json");
+}
+
+#[tokio::test]
+async fn every_other_event_runs_through_the_function_that_takes_its_shape() {
+    let db = tenancy_tests::fresh_db_with_indexes().await;
+    let others: Vec<_> = event_files().into_iter().filter(|(_, e)| !is_http(e)).collect();
+    assert!(!others.is_empty(), "the migrations events at least");
+    for (name, event) in others {
+        let expected = migrations::parse_event(&event).unwrap_or_else(|e| panic!("{name}: no function takes this event: {e}"));
+        let report = migrations::handle_event(&db, event).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(report["action"], serde_json::to_value(expected).unwrap(), "{name}");
     }
 }

@@ -42,23 +42,42 @@ fn identity(event: String) -> Result<Identity, IdentityError> {
 #[test]
 fn claims_from_a_rest_api_cognito_authorizer_are_read() {
     let id = identity(rest_event(json!({"claims": {
-        "sub": "u-1", "email": "a@acme.example", "email_verified": "true", "custom:tenantId": "tn_acme", "cognito:groups": "admin,superadmin"
+        "sub": "u-1", "email": "a@acme.example", "email_verified": "true", "custom:tenantId": "tn_acme", "cognito:groups": "admin,editors"
     }})))
     .unwrap();
     assert_eq!(id.principal, Principal::User { sub: "u-1".into(), email: Some("a@acme.example".into()) });
     assert_eq!(id.tenant().unwrap().as_str(), "tn_acme");
-    assert!(id.is_superadmin());
+    assert_eq!(id.groups().display_list(), ["admin", "editors"]);
+    assert!(!id.is_superadmin());
+    let operator = identity(rest_event(json!({"claims": {"sub": "u-0", "cognito:groups": "superadmin"}}))).unwrap();
+    assert!(operator.is_superadmin());
 }
 
 #[test]
 fn claims_from_an_http_api_jwt_authorizer_are_read() {
     let id = identity(http_event(json!({"jwt": {"claims": {
-        "sub": "u-2", "custom:tenantId": "tn_beta", "cognito:groups": "[admin superadmin]"
+        "sub": "u-2", "custom:tenantId": "tn_beta", "cognito:groups": "[admin editors]"
     }, "scopes": null}})))
     .unwrap();
     assert_eq!(id.tenant().unwrap().as_str(), "tn_beta");
-    assert_eq!(id.groups(), ["admin", "superadmin"]);
-    assert!(id.is_superadmin());
+    assert_eq!(id.groups().display_list(), ["admin", "editors"]);
+    assert!(!id.is_superadmin());
+    let operator = identity(http_event(json!({"jwt": {"claims": {"sub": "u-0", "cognito:groups": "[superadmin]"}, "scopes": null}}))).unwrap();
+    assert!(operator.is_superadmin());
+}
+
+/// Cognito allows commas, brackets and quotes in group names, and the flattened forms cannot be
+/// split back: only a list that is exactly `superadmin` is trusted (a dedicated account).
+#[test]
+fn group_names_that_flatten_like_superadmin_are_not_superadmin() {
+    for groups in ["ops,superadmin", "[superadmin]", "\"superadmin\"", "a,b,superadmin,c", "admin,superadmin"] {
+        let rest = identity(rest_event(json!({"claims": {"sub": "u", "cognito:groups": groups}}))).unwrap();
+        assert!(!rest.is_superadmin(), "REST {groups}");
+        // An HTTP API brackets the list: `[superadmin]` is the one group superadmin there.
+        let flattened = format!("[{groups}]");
+        let http = identity(http_event(json!({"jwt": {"claims": {"sub": "u", "cognito:groups": flattened}, "scopes": null}}))).unwrap();
+        assert!(!http.is_superadmin(), "HTTP {flattened}");
+    }
 }
 
 #[test]

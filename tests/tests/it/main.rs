@@ -1,5 +1,6 @@
 //! One integration-test binary (one link, parallel tests), against real FerretDB and moto.
 
+mod admission;
 mod events;
 mod identity;
 mod isolation_props;

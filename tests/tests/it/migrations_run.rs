@@ -1,8 +1,16 @@
 //! The migrations Lambda against FerretDB: setup is idempotent, up applies each migration once
 //! even when two runs race, status tells the truth.
 
-use migrations::{registry::MIGRATIONS, run, Action, Report};
+use futures_util::future::BoxFuture;
+use migrations::registry::{Migration, MIGRATIONS};
+use migrations::{run, up, Action, Guard, Report};
 use mongodb::bson::{doc, DateTime};
+use shared::seam::{NoSeam, Seam};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::timeout;
 use shared::db::{Db, SystemContext, TenantCollection};
 use shared::ids::{Email, TenantId};
 use shared::models::{CognitoLink, Profile, User, UserStatus};
@@ -85,10 +93,93 @@ async fn two_concurrent_up_runs_apply_each_migration_exactly_once() {
     }
     applied.sort();
     let all: Vec<String> = MIGRATIONS.iter().map(|m| m.name.to_owned()).collect();
-    assert_eq!(applied, all, "each migration applied by exactly one of the runs");
+    assert_eq!(applied, all, "each migration recorded by exactly one of the runs");
     let Report::Up { applied, already_applied } = run(&db, Action::Up).await.unwrap() else { panic!() };
     assert!(applied.is_empty());
     assert_eq!(already_applied, all);
+}
+
+/// A migration that counts its executions and holds still until released, so that a second run
+/// can be started at the exact moment the first is inside it: the ledger's unique name alone
+/// cannot hide a second execution here, only the lease can prevent it.
+macro_rules! gated_migration {
+    ($name:ident, $executions:ident, $started:ident, $gate:ident) => {
+        static $executions: AtomicUsize = AtomicUsize::new(0);
+        static $started: Notify = Notify::const_new();
+        static $gate: Notify = Notify::const_new();
+        fn $name<'a>(_: &'a Db, _: &'a SystemContext) -> BoxFuture<'a, Result<u64, DbError>> {
+            Box::pin(async {
+                $executions.fetch_add(1, Ordering::SeqCst);
+                $started.notify_one();
+                $gate.notified().await;
+                Ok(0)
+            })
+        }
+    };
+}
+
+gated_migration!(leased_body, LEASED_RUNS, LEASED_STARTED, LEASED_GATE);
+gated_migration!(unguarded_body, UNGUARDED_RUNS, UNGUARDED_STARTED, UNGUARDED_GATE);
+static LEASED: [Migration; 1] = [Migration { name: "900-gated", run: leased_body }];
+static UNGUARDED: [Migration; 1] = [Migration { name: "900-gated", run: unguarded_body }];
+
+/// Tells the test when a run found the lease held.
+#[derive(Debug, Default)]
+struct LeaseWatch(Notify);
+
+impl Seam for LeaseWatch {
+    fn reached<'a>(&'a self, point: &'static str) -> BoxFuture<'a, ()> {
+        if point == "migrations.lease.busy" {
+            self.0.notify_one();
+        }
+        Box::pin(async {})
+    }
+}
+
+const BOUND: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn a_second_up_started_while_the_first_runs_a_migration_waits_and_never_runs_it_again() {
+    let db = fresh_db_with_indexes().await;
+    let first = tokio::spawn({
+        let db = db.clone();
+        async move { up(&db, &LEASED, Guard::Lease, &NoSeam).await }
+    });
+    timeout(BOUND, LEASED_STARTED.notified()).await.expect("the first run entered the migration");
+    let watch = Arc::new(LeaseWatch::default());
+    let second = tokio::spawn({
+        let (db, watch) = (db.clone(), watch.clone());
+        async move { up(&db, &LEASED, Guard::Lease, watch.as_ref()).await }
+    });
+    timeout(BOUND, watch.0.notified()).await.expect("the second run found the lease held");
+    LEASED_GATE.notify_one();
+    let (first, second) = (first.await.unwrap().unwrap(), second.await.unwrap().unwrap());
+    assert_eq!(LEASED_RUNS.load(Ordering::SeqCst), 1, "the migration body ran once");
+    let Report::Up { applied, .. } = first else { panic!() };
+    assert_eq!(applied.len(), 1);
+    let Report::Up { applied, already_applied } = second else { panic!() };
+    assert!(applied.is_empty());
+    assert_eq!(already_applied, ["900-gated"]);
+}
+
+/// The check above can fail: without the lease, the same interleaving runs the body twice.
+#[tokio::test]
+async fn without_the_lease_the_same_interleaving_runs_the_migration_twice() {
+    let db = fresh_db_with_indexes().await;
+    let first = tokio::spawn({
+        let db = db.clone();
+        async move { up(&db, &UNGUARDED, Guard::Unguarded, &NoSeam).await }
+    });
+    timeout(BOUND, UNGUARDED_STARTED.notified()).await.expect("the first run entered the migration");
+    let second = tokio::spawn({
+        let db = db.clone();
+        async move { up(&db, &UNGUARDED, Guard::Unguarded, &NoSeam).await }
+    });
+    timeout(BOUND, UNGUARDED_STARTED.notified()).await.expect("the second run entered it too");
+    UNGUARDED_GATE.notify_one();
+    UNGUARDED_GATE.notify_one();
+    let _ = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!(UNGUARDED_RUNS.load(Ordering::SeqCst), 2, "unguarded, both runs executed the body");
 }
 
 #[tokio::test]

@@ -236,9 +236,13 @@ async fn a_tenant_is_readable_by_a_superadmin_and_its_members_only() {
     let member_of_b = app.member("admin@beta.example", &b).await;
     let (status, _, body) = app.call(app.request(Method::GET, &format!("/tenants/{b}"), Some(&member_of_b))).await;
     assert_eq!((status, body["data"]["tenantId"].as_str()), (200, Some(b.as_str())));
+    app.seed_user(&b, "someone@beta.example", "user", "active").await;
     let plain_member = app.member("someone@beta.example", &b).await;
     let (status, _, body) = app.call(app.request(Method::GET, &format!("/tenants/{b}/limits"), Some(&plain_member))).await;
-    assert_eq!(status, 200, "any member reads its own tenant, roles or not: {body}");
+    assert_eq!(status, 200, "any member reads its own tenant, whatever its role: {body}");
+    let stranger = app.member("stranger@beta.example", &b).await;
+    let (status, _, body) = app.call(app.request(Method::GET, &format!("/tenants/{b}"), Some(&stranger))).await;
+    assert_eq!(status, 403, "a token naming the tenant is not membership: {body}");
     let (status, _, body) = app.call(app.request(Method::GET, &format!("/tenants/{a}"), Some(&member_of_b))).await;
     assert_eq!(status, 403, "a token of another tenant's user cannot read it: {body}");
     let (status, _, _) = app.call(app.request(Method::GET, &format!("/tenants/{a}"), Some(&token))).await;
@@ -338,11 +342,18 @@ async fn a_tenant_admin_merges_customization_field_by_field() {
         let (status, _, body) = app.call(app.request(Method::PATCH, &path, Some(&admin)).json(&bad)).await;
         assert_eq!(status, 400, "{bad}: {body}");
     }
-    // A member without a user record (so without roles) lacks update:tenant.
-    let stranger = app.member("intern@acme.example", &id).await;
-    let (status, _, body) = app.call(app.request(Method::PATCH, &path, Some(&stranger)).json(&json!({"theme": "dark"}))).await;
+    // A viewer (read:*) lacks update:tenant.
+    app.seed_user(&id, "intern@acme.example", "viewer", "active").await;
+    let viewer = app.member("intern@acme.example", &id).await;
+    let (status, _, body) = app.call(app.request(Method::PATCH, &path, Some(&viewer)).json(&json!({"theme": "dark"}))).await;
     assert_eq!(status, 403, "{body}");
     assert!(body["message"].as_str().unwrap().contains("update:tenant"));
+    // Markup smuggled into a logo URL never reaches the record.
+    let svg = json!({"logo": "https://x\"><svg/onload=alert(1)>@evil.example/a.png"});
+    let (status, _, body) = app.call(app.request(Method::PATCH, &path, Some(&admin)).json(&svg)).await;
+    assert_eq!(status, 400, "{body}");
+    let (_, _, body) = app.call(app.request(Method::GET, &format!("/tenants/{id}"), Some(&admin))).await;
+    assert_eq!(body["data"]["settings"]["customization"]["logo"], "https://cdn.acme.example/logo.png");
 }
 
 #[tokio::test]
@@ -388,7 +399,7 @@ async fn the_monthly_quota_turns_into_a_429_with_retry_after_at_its_limit() {
     let WithTenant { app, superadmin: token, id, admin: member } = with_tenant(free_co()).await;
     let path = format!("/tenants/{id}");
     // Bring the counter to just below the free plan's 1,000 calls.
-    let (month, _) = shared::context::month_window(mongodb::bson::DateTime::now().timestamp_millis());
+    let (month, _) = shared::clock::month_window(mongodb::bson::DateTime::now().timestamp_millis());
     raw_collection(&app.db, "tenants")
         .await
         .update_one(doc! {"tenantId": &id}, doc! {"$set": {format!("apiUsage.{month}"): 998_i64}})

@@ -2,7 +2,7 @@
 //! REST API proxy event Lambda would receive, and calls the context's handler in-process.
 
 use crate::jwt::Verifier;
-use crate::routes::{Function, RouteTable};
+use crate::routes::RouteTable;
 use axum::body::{to_bytes, Body as AxumBody};
 use axum::extract::{ConnectInfo, State};
 use axum::response::Response as AxumResponse;
@@ -21,7 +21,8 @@ const MAX_PAYLOAD: usize = 1024 * 1024;
 pub struct Gateway {
     pub routes: RouteTable,
     pub verifier: Verifier,
-    pub tenants: tenants::AppState,
+    /// The hosted functions by logical id.
+    pub functions: std::collections::HashMap<&'static str, Arc<dyn shared::http::HttpFunction>>,
 }
 
 fn gateway_error(status: StatusCode, message: &str, request_id: &str) -> AxumResponse {
@@ -58,16 +59,13 @@ pub fn flatten_claims(claims: &Map<String, Value>) -> Map<String, Value> {
 
 /// `Fri Nov 28 19:22:00 UTC 2026`, the form API Gateway gives `exp` and `iat` in.
 fn gateway_date(secs: i64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let rfc = mongodb::bson::DateTime::from_millis(secs * 1000).try_to_rfc3339_string().unwrap_or_default();
-    // rfc: YYYY-MM-DDTHH:MM:SSZ
-    let (date, time) = rfc.split_once('T').unwrap_or(("1970-01-01", "00:00:00Z"));
-    let mut parts = date.split('-');
-    let (y, m, d) = (parts.next().unwrap_or("1970"), parts.next().unwrap_or("01"), parts.next().unwrap_or("01"));
-    let month = MONTHS[m.parse::<usize>().unwrap_or(1).clamp(1, 12) - 1];
-    let weekday = DAYS[secs.div_euclid(86_400).rem_euclid(7) as usize];
-    format!("{weekday} {month} {d} {} UTC {y}", &time[..8.min(time.len())])
+    let format = time::macros::format_description!(
+        "[weekday repr:short] [month repr:short] [day] [hour]:[minute]:[second] UTC [year]"
+    );
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| secs.to_string())
 }
 
 fn query_maps(query: Option<&str>) -> (Value, Value) {
@@ -113,7 +111,7 @@ pub fn rest_event(
     let (body, base64) = match std::str::from_utf8(body) {
         _ if body.is_empty() => (Value::Null, false),
         Ok(text) => (Value::String(text.to_owned()), false),
-        Err(_) => (Value::String(base64_encode(body)), true),
+        Err(_) => (Value::String(data_encoding::BASE64.encode(body)), true),
     };
     let authorizer = claims.map(|c| json!({"claims": flatten_claims(&c)})).unwrap_or_else(|| json!({}));
     json!({
@@ -143,23 +141,6 @@ pub fn rest_event(
         "body": body,
         "isBase64Encoded": base64,
     })
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// Serves one request: route, authorize, invoke, answer.
@@ -214,9 +195,10 @@ pub async fn handle(
             return gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error", &request_id);
         }
     };
-    let response = match matched.route.function {
-        Function::Tenants => tenants::handle(&gateway.tenants, request).await,
+    let Some(function) = gateway.functions.get(matched.route.function.as_str()) else {
+        return gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error", &request_id);
     };
+    let response = function.handle(request).await;
     let (parts, body) = response.into_parts();
     let bytes = match body {
         Body::Empty => Vec::new(),
@@ -241,13 +223,6 @@ mod tests {
         assert_eq!(flat["cognito:groups"], "admin,superadmin");
         assert_eq!(flat["auth_time"], "1795888000");
         assert_eq!(flat["exp"], "Sat Nov 28 18:03:20 UTC 2026");
-    }
-
-    #[test]
-    fn base64_matches_rfc_4648() {
-        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
-        assert_eq!(base64_encode(b"fo"), "Zm8=");
-        assert_eq!(base64_encode(&[0xff]), "/w==");
     }
 
     #[test]
