@@ -40,6 +40,20 @@ pub struct CognitoConfig {
     pub jwks_url: String,
 }
 
+/// The user pool the platform administers through the admin API (users, tenants, migrations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub user_pool_id: String,
+}
+
+impl PoolConfig {
+    /// `COGNITO_USER_POOL_ID`. The endpoint comes from the SDK's own configuration
+    /// (`AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER` locally, for moto).
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(Self { user_pool_id: env.required("COGNITO_USER_POOL_ID")? })
+    }
+}
+
 /// Reads variables through a lookup function, so that tests need not touch the process env.
 pub struct Env<F: Fn(&str) -> Option<String>>(pub F);
 

@@ -2,11 +2,10 @@
 //!
 //! Exactly one step admits a caller, and nothing is counted before it has succeeded:
 //! 1. **Membership.** A person is admitted to its own tenant only through an active user record
-//!    found by its Cognito `sub`. A pending record found by `sub` is activated by the same
-//!    conditional update (its first call). Until every record holds its `sub`, a record still
-//!    holding `pending:<id>`, found by the token's *verified* e-mail, in status pending or active
-//!    (never inactive), is linked in one conditional update on `pending:<id>`, so that two racing
-//!    first calls link it once. No record, or an inactive one, is a 403.
+//!    found by its Cognito `sub`. A pending record found by `sub` (an invitation stores the `sub`
+//!    Cognito returns) is activated by a conditional update on its first call: pending → active
+//!    only. Admission never matches by e-mail: a self-registered account with a pending user's
+//!    e-mail links nothing. No record, or an inactive one, is a 403.
 //! 2. **Counting.** Then one `findOneAndUpdate` on the tenant record checks that the tenant is
 //!    active and under its monthly quota (the bound is a literal in the filter, never
 //!    increment-then-check) and counts the call. Past the quota it is a 429 and nothing is
@@ -194,8 +193,8 @@ fn not_member() -> ApiError {
 
 /// The caller's membership of `tenant`: from the cache while fresh, else from its user record.
 async fn membership(db: &Db, tenant: &TenantId, identity: &Identity) -> Result<Member, ApiError> {
-    let (sub, email) = match &identity.principal {
-        Principal::User { sub, email } => (sub, email),
+    let sub = match &identity.principal {
+        Principal::User { sub, .. } => sub,
         // No authorizer issues API-key contexts yet: refuse rather than trust one.
         Principal::ApiKey { .. } => {
             return Err(ApiError::Forbidden("API-key callers are not admitted by this deployment".into()))
@@ -209,13 +208,7 @@ async fn membership(db: &Db, tenant: &TenantId, identity: &Identity) -> Result<M
         }
     }
     let users = db.scoped::<User>(&SystemContext::new("admission").for_tenant(tenant.clone()), TenantCollection::Users);
-    let found = match users.find_one(doc! {"cognitoUserId": sub}).await? {
-        Some(user) => Some(user),
-        None => match email {
-            Some(email) => link_by_email(db, tenant, sub, email).await?,
-            None => None,
-        },
-    };
+    let found = users.find_one(doc! {"cognitoUserId": sub}).await?;
     let user = found.ok_or_else(not_member)?;
     let user = match user.status {
         UserStatus::Inactive => return Err(not_member()),
@@ -228,34 +221,6 @@ async fn membership(db: &Db, tenant: &TenantId, identity: &Identity) -> Result<M
     let member = Member { user_id: user.id, permissions: role_permissions(db, tenant, &user.roles).await?, at_ms: now };
     MEMBERS.lock().expect("poisoned").put(key, member.clone());
     Ok(member)
-}
-
-/// Links a record still holding `pending:<id>` to the caller's `sub`, found by its verified
-/// e-mail; pending or active only. One conditional update on the sentinel: if a racing first
-/// call linked it already, this finds it by `sub` instead.
-async fn link_by_email(db: &Db, tenant: &TenantId, sub: &str, email: &str) -> Result<Option<User>, DbError> {
-    let users = db.scoped::<User>(&SystemContext::new("admission").for_tenant(tenant.clone()), TenantCollection::Users);
-    let filter = doc! {
-        "email": email.to_ascii_lowercase(),
-        "cognitoUserId": {"$regex": "^pending:"},
-        "status": {"$in": [UserStatus::Pending.as_str(), UserStatus::Active.as_str()]},
-    };
-    let Some(pending) = users.find_one(filter).await? else {
-        // A racing first call may have linked it since this call looked it up by `sub`.
-        return users.find_one(doc! {"cognitoUserId": sub}).await;
-    };
-    let now = db.clock().now();
-    let linked = users
-        .find_one_and_update(
-            doc! {"_id": pending.id, "cognitoUserId": pending.cognito_user_id.stored()},
-            doc! {"$set": {"cognitoUserId": sub, "status": UserStatus::Active.as_str(), "lastLoginAt": now}},
-            false,
-        )
-        .await?;
-    match linked {
-        Some(user) => Ok(Some(user)),
-        None => users.find_one(doc! {"cognitoUserId": sub}).await,
-    }
 }
 
 /// A pending record found by `sub` becomes active on its first call: pending → active only.

@@ -21,6 +21,29 @@ impl FieldError {
     }
 }
 
+/// Collects field errors while a body is validated, so that one 400 lists all of them.
+#[derive(Debug, Default)]
+pub struct Check(Vec<FieldError>);
+
+impl Check {
+    /// Records `r`'s error against `name`, if any, and passes its value on.
+    pub fn field<T, E: std::fmt::Display>(&mut self, name: &str, r: Result<T, E>) -> Option<T> {
+        r.map_err(|e| self.0.push(FieldError::new(name, e.to_string()))).ok()
+    }
+    /// Whether no error has been recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// The validated value, or a 400 listing every recorded error.
+    pub fn done<T>(self, value: impl FnOnce() -> T) -> Result<T, ApiError> {
+        if self.0.is_empty() {
+            Ok(value())
+        } else {
+            Err(ApiError::invalid_fields(self.0))
+        }
+    }
+}
+
 /// Every error an HTTP handler can return.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -91,8 +91,21 @@ pub struct Tenant {
     /// API calls per calendar month (UTC), keyed `YYYY-MM`: the atomic usage counter.
     #[serde(default)]
     pub api_usage: BTreeMap<String, i64>,
+    /// Seats and admins; absent on tenants made before they existed, until migration 002.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters: Option<TenantCounters>,
     pub created_at: DateTime,
     pub updated_at: DateTime,
+}
+
+/// Counts that must be exact, each moved only by one conditional update on the tenant record
+/// together with the user-record write that matched (docs/ARCHITECTURE.md §12).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantCounters {
+    /// User records of any status: each holds a seat of the plan's `maxUsers`.
+    pub seats: i64,
+    /// Pending or active users holding the admin role: the last one cannot go.
+    pub admins: i64,
 }
 
 /// How a user record is tied to Cognito. A pending user has no Cognito id yet; it stores a

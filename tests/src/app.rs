@@ -7,7 +7,10 @@ use reqwest::{Method, RequestBuilder};
 use serde_json::Value;
 use shared::config::CognitoConfig;
 use shared::db::Db;
+use local_api::Deps;
+use shared::http::HttpFunction;
 use shared::identity::SUPERADMIN_GROUP;
+use std::sync::Arc;
 
 /// A password for moto's test users (fake, local only).
 pub const PASSWORD: &str = "Test-Passw0rd!";
@@ -22,6 +25,8 @@ pub fn moto_url() -> String {
 pub struct TestApp {
     pub address: String,
     pub db: Db,
+    /// What the hosted functions were built from (the database and moto's directory).
+    pub deps: Deps,
     pub http: reqwest::Client,
     pub cognito: Cognito,
     pub pool: PoolIds,
@@ -36,20 +41,20 @@ impl Drop for TestApp {
 
 /// Starts the local API for one test.
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(|db| local_api::functions(db)).await
+    spawn_app_with(local_api::functions).await
 }
 
 /// Starts the local API reading the time from `clock`, for tests of time bounds.
 pub async fn spawn_app_with_clock(clock: shared::clock::SharedClock) -> TestApp {
-    spawn_app_on(crate::fresh_db_with_indexes().await.with_clock(clock), |db| local_api::functions(db)).await
+    spawn_app_on(crate::fresh_db_with_indexes().await.with_clock(clock), local_api::functions).await
 }
 
 /// Starts the local API with functions of the test's making (e.g. one with a seam).
-pub async fn spawn_app_with(functions: impl FnOnce(&Db) -> Vec<std::sync::Arc<dyn shared::http::HttpFunction>>) -> TestApp {
+pub async fn spawn_app_with(functions: impl FnOnce(&Deps) -> Vec<Arc<dyn HttpFunction>>) -> TestApp {
     spawn_app_on(crate::fresh_db_with_indexes().await, functions).await
 }
 
-async fn spawn_app_on(db: Db, functions: impl FnOnce(&Db) -> Vec<std::sync::Arc<dyn shared::http::HttpFunction>>) -> TestApp {
+async fn spawn_app_on(db: Db, functions: impl FnOnce(&Deps) -> Vec<Arc<dyn HttpFunction>>) -> TestApp {
     let moto = moto_url();
     let cognito = cognito::client(&moto, REGION);
     let pool = cognito::bootstrap(&cognito, &moto, REGION, &crate::unique_name("pool")).await.expect("bootstrap the pool");
@@ -60,13 +65,14 @@ async fn spawn_app_on(db: Db, functions: impl FnOnce(&Db) -> Vec<std::sync::Arc<
         issuer: pool.issuer.clone(),
         jwks_url: pool.jwks_url.clone(),
     };
-    let gateway = local_api::gateway_with(functions(&db), config).expect("the gateway");
+    let deps = Deps { db: db.clone(), directory: local_api::moto_directory(&moto, REGION, &pool.user_pool_id) };
+    let gateway = local_api::gateway_with(deps.clone(), functions(&deps), config).expect("the gateway");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let address = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {
         local_api::serve(listener, gateway).await.expect("serve");
     });
-    TestApp { address, db, http: reqwest::Client::new(), cognito, pool, server }
+    TestApp { address, db, deps, http: reqwest::Client::new(), cognito, pool, server }
 }
 
 impl TestApp {
@@ -86,9 +92,18 @@ impl TestApp {
         self.token(email, Some(tenant), &[]).await
     }
 
-    /// Writes a user record straight into the database, as an invitation would: pending its
-    /// Cognito link (`pending:<id>`), with the named system role. Returns its id.
-    pub async fn seed_user(&self, tenant: &str, email: &str, role: &str, status: &str) -> mongodb::bson::oid::ObjectId {
+    /// A user as an invitation leaves it, without going through the API: a Cognito user with a
+    /// password, and its record (linked to its `sub`, with the named system role and status)
+    /// written straight into the database. Returns the record's id and the user's token.
+    pub async fn seed_user(&self, tenant: &str, email: &str, role: &str, status: &str) -> (mongodb::bson::oid::ObjectId, String) {
+        let sub = cognito::ensure_user(&self.cognito, &self.pool, email, PASSWORD, Some(tenant), &[]).await.expect("user");
+        let id = self.seed_record(tenant, email, role, status, &sub).await;
+        (id, cognito::id_token(&self.cognito, &self.pool, email, PASSWORD).await.expect("token"))
+    }
+
+    /// Writes a user record straight into the database, holding `cognito_user_id` (a `sub`, or
+    /// `pending:<id>` when given `""`), and moves the tenant's counters as an invitation would.
+    pub async fn seed_record(&self, tenant: &str, email: &str, role: &str, status: &str, cognito_user_id: &str) -> mongodb::bson::oid::ObjectId {
         use mongodb::bson::doc;
         let role_id = crate::raw_collection(&self.db, "roles")
             .await
@@ -99,14 +114,21 @@ impl TestApp {
             .get_object_id("_id")
             .unwrap();
         let id = mongodb::bson::oid::ObjectId::new();
+        let link = if cognito_user_id.is_empty() { format!("pending:{id}") } else { cognito_user_id.to_owned() };
         let now = mongodb::bson::DateTime::now();
         crate::raw_collection(&self.db, "users")
             .await
             .insert_one(doc! {
-                "_id": id, "tenantId": tenant, "cognitoUserId": format!("pending:{id}"), "email": email,
+                "_id": id, "tenantId": tenant, "cognitoUserId": link, "email": email,
                 "profile": {"firstName": "Test", "lastName": "User"}, "roles": [role_id.to_hex()],
                 "status": status, "createdAt": now, "updatedAt": now,
             })
+            .await
+            .unwrap();
+        let admins = i64::from(role == "admin" && status != "inactive");
+        crate::raw_collection(&self.db, "tenants")
+            .await
+            .update_one(doc! {"tenantId": tenant}, doc! {"$inc": {"counters.seats": 1_i64, "counters.admins": admins}})
             .await
             .unwrap();
         id

@@ -37,7 +37,7 @@ pub async fn fresh_db() -> Db {
 /// A fresh database with the migrations `setup` applied (indexes in place).
 pub async fn fresh_db_with_indexes() -> Db {
     let db = fresh_db().await;
-    migrations::run(&db, migrations::Action::Setup).await.expect("setup");
+    migrations::setup(&db).await.expect("setup");
     db
 }
 
@@ -53,6 +53,14 @@ pub fn superadmin_context() -> shared::SuperadminContext {
     let request = lambda_http::request::from_str(&event.to_string()).expect("a REST event");
     let identity = shared::Identity::from_request(&request).expect("claims");
     shared::SuperadminContext::require(&identity).expect("a superadmin")
+}
+
+/// A user directory on a fresh pool in moto, for code that needs one outside the API.
+pub async fn test_directory() -> shared::directory::SharedDirectory {
+    let moto = app::moto_url();
+    let client = local_api::cognito::client(&moto, "us-east-1");
+    let pool = local_api::cognito::bootstrap(&client, &moto, "us-east-1", &unique_name("pool")).await.expect("a pool");
+    local_api::moto_directory(&moto, "us-east-1", &pool.user_pool_id)
 }
 
 /// A raw collection of a test database, through a client of the test's own: for seeding

@@ -8,6 +8,7 @@ use mongodb::bson::DateTime;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::db::{Db, DbError, LockGuard, MigrationRecord, SystemContext};
+use shared::directory::Directory;
 use shared::seam::Seam;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -111,13 +112,13 @@ pub struct StatusEntry {
     pub duration_ms: i64,
 }
 
-/// Runs one action.
-#[tracing::instrument(skip(db))]
-pub async fn run(db: &Db, action: Action) -> Result<Report, MigrationError> {
+/// Runs one action. `directory` is the user pool, for the migrations that repair user records.
+#[tracing::instrument(skip(db, directory))]
+pub async fn run(db: &Db, directory: &dyn Directory, action: Action) -> Result<Report, MigrationError> {
     let system = SystemContext::new("migrations");
     match action {
-        Action::Setup => setup(db, &system).await,
-        Action::Up => up(db, registry::MIGRATIONS, Guard::Lease, &shared::seam::NoSeam).await,
+        Action::Setup => setup(db).await,
+        Action::Up => up(db, directory, registry::MIGRATIONS, Guard::Lease, &shared::seam::NoSeam).await,
         Action::Status => status(db, &system).await,
     }
 }
@@ -131,8 +132,9 @@ pub enum Guard {
     Unguarded,
 }
 
-async fn setup(db: &Db, system: &SystemContext) -> Result<Report, MigrationError> {
-    let outcomes = indexes::ensure(&db.indexes(system)).await?;
+/// `setup`: every index, idempotently. It touches no document and needs no directory.
+pub async fn setup(db: &Db) -> Result<Report, MigrationError> {
+    let outcomes = indexes::ensure(&db.indexes(&SystemContext::new("migrations"))).await?;
     let created = outcomes.iter().filter(|o| o.status == "created").count();
     Ok(Report::Setup { created, existing: outcomes.len() - created, indexes: outcomes })
 }
@@ -140,10 +142,17 @@ async fn setup(db: &Db, system: &SystemContext) -> Result<Report, MigrationError
 /// `up` over a given list of migrations. A run waits (bounded by [`LOCK_WAIT`]) for another's
 /// lease, telling `seam` each time it finds the lease held (`migrations.lease.busy`).
 #[doc(hidden)]
-pub async fn up(db: &Db, migrations: &[registry::Migration], guard: Guard, seam: &dyn Seam) -> Result<Report, MigrationError> {
+pub async fn up(
+    db: &Db,
+    directory: &dyn Directory,
+    migrations: &[registry::Migration],
+    guard: Guard,
+    seam: &dyn Seam,
+) -> Result<Report, MigrationError> {
     let system = SystemContext::new("migrations");
+    let deps = registry::Deps { db, system: &system, directory };
     if guard == Guard::Unguarded {
-        return apply_pending(db, &system, migrations, None).await;
+        return apply_pending(deps, migrations, None).await;
     }
     let owner = mongodb::bson::oid::ObjectId::new().to_hex();
     let locks = db.locks(&system);
@@ -159,7 +168,7 @@ pub async fn up(db: &Db, migrations: &[registry::Migration], guard: Guard, seam:
         // Waiting for another run's lease: poll, bounded by LOCK_WAIT.
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let result = apply_pending(db, &system, migrations, Some(&lease)).await;
+    let result = apply_pending(deps, migrations, Some(&lease)).await;
     // Release even after a failure; if this fails too, the lease expires by itself.
     if let Err(e) = lease.release().await {
         tracing::warn!(error = %e, "could not release the migrations lease");
@@ -167,13 +176,8 @@ pub async fn up(db: &Db, migrations: &[registry::Migration], guard: Guard, seam:
     result
 }
 
-async fn apply_pending(
-    db: &Db,
-    system: &SystemContext,
-    migrations: &[registry::Migration],
-    lease: Option<&LockGuard>,
-) -> Result<Report, MigrationError> {
-    let ledger = db.migration_ledger(system);
+async fn apply_pending(deps: registry::Deps<'_>, migrations: &[registry::Migration], lease: Option<&LockGuard>) -> Result<Report, MigrationError> {
+    let ledger = deps.db.migration_ledger(deps.system);
     let done: HashSet<String> = ledger.applied().await?.into_iter().map(|r| r.name).collect();
     let (mut applied, mut already_applied) = (Vec::new(), Vec::new());
     for migration in migrations {
@@ -189,7 +193,7 @@ async fn apply_pending(
         }
         let started = Instant::now();
         let applied_at = DateTime::now();
-        let changed = (migration.run)(db, system)
+        let changed = (migration.run)(deps)
             .await
             .map_err(|source| MigrationError::Failed { name: migration.name, source })?;
         let duration_ms = started.elapsed().as_millis() as i64;
@@ -212,7 +216,7 @@ async fn status(db: &Db, system: &SystemContext) -> Result<Report, MigrationErro
         .iter()
         .map(|r| StatusEntry {
             name: r.name.clone(),
-            applied_at: r.applied_at.try_to_rfc3339_string().unwrap_or_default(),
+            applied_at: shared::clock::rfc3339_millis(r.applied_at),
             duration_ms: r.duration_ms,
         })
         .collect();
@@ -220,9 +224,9 @@ async fn status(db: &Db, system: &SystemContext) -> Result<Report, MigrationErro
 }
 
 /// The Lambda entry point: parse the event, run, return the report as JSON.
-pub async fn handle_event(db: &Db, event: Value) -> Result<Value, MigrationError> {
+pub async fn handle_event(db: &Db, directory: &dyn Directory, event: Value) -> Result<Value, MigrationError> {
     let action = parse_event(&event)?;
-    let report = run(db, action).await?;
+    let report = run(db, directory, action).await?;
     Ok(serde_json::to_value(report).expect("reports always serialise"))
 }
 

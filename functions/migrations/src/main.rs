@@ -2,17 +2,20 @@
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
-use shared::config::{process_env, DbConfig};
+use shared::config::{process_env, DbConfig, PoolConfig};
 use shared::db::Db;
+use shared::directory::CognitoDirectory;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let config = DbConfig::from_env(&process_env(), "tenancy-migrations")?;
+    let env = process_env();
+    let config = DbConfig::from_env(&env, "tenancy-migrations")?;
+    let directory = CognitoDirectory::from_env(PoolConfig::from_env(&env)?.user_pool_id).await;
     let db = Db::cached(&config).await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        let db = db.clone();
-        async move { migrations::handle_event(&db, event.payload).await }
+        let (db, directory) = (db.clone(), directory.clone());
+        async move { migrations::handle_event(&db, &directory, event.payload).await }
     }))
     .await
 }

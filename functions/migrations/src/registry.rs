@@ -2,25 +2,43 @@
 //! ledger, so renaming or reordering one would run it again.
 
 use futures_util::future::BoxFuture;
-use mongodb::bson::doc;
-use shared::db::{Db, DbError, SystemContext};
+use mongodb::bson::{doc, Bson};
+use shared::db::{Db, DbError, SystemContext, TenantCollection};
+use shared::directory::Directory;
+use shared::models::{Role, TenantCounters, User, UserStatus};
 use shared::plans::Plan;
+
+/// What a migration works with.
+#[derive(Clone, Copy)]
+pub struct Deps<'a> {
+    pub db: &'a Db,
+    pub system: &'a SystemContext,
+    /// The user pool, for repairs of user records.
+    pub directory: &'a dyn Directory,
+}
 
 /// One migration: a name (`NNN-description`) and its body, which returns how many documents
 /// it changed. Bodies must be idempotent: a lease that expires mid-run could let one repeat.
 pub struct Migration {
     pub name: &'static str,
-    pub run: for<'a> fn(&'a Db, &'a SystemContext) -> BoxFuture<'a, Result<u64, DbError>>,
+    pub run: for<'a> fn(Deps<'a>) -> BoxFuture<'a, Result<u64, DbError>>,
 }
 
 /// Every migration, in the order they run.
-pub const MIGRATIONS: &[Migration] = &[Migration { name: "001-add-tenant-features", run: add_tenant_features }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { name: "001-add-tenant-features", run: add_tenant_features },
+    Migration { name: "002-tenant-counters", run: tenant_counters },
+    Migration { name: "003-link-cognito-users", run: link_cognito_users },
+];
+
+/// How many tenants a batch reads at a time.
+const BATCH: i64 = 100;
 
 /// 001 (the brief's): tenants without `settings.features` get their plan's features; a tenant
 /// with no known plan gets the free plan's.
-fn add_tenant_features<'a>(db: &'a Db, system: &'a SystemContext) -> BoxFuture<'a, Result<u64, DbError>> {
+fn add_tenant_features(deps: Deps<'_>) -> BoxFuture<'_, Result<u64, DbError>> {
     Box::pin(async move {
-        let registry = db.tenants(system);
+        let registry = deps.db.tenants(deps.system);
         let mut changed = 0;
         for plan in Plan::ALL {
             changed += registry
@@ -31,11 +49,100 @@ fn add_tenant_features<'a>(db: &'a Db, system: &'a SystemContext) -> BoxFuture<'
                 .await?;
         }
         changed += registry
-            .update_many(
-                doc! {"settings.features": {"$exists": false}},
-                doc! {"$set": {"settings.features": Plan::Free.features()}},
-            )
+            .update_many(doc! {"settings.features": {"$exists": false}}, doc! {"$set": {"settings.features": Plan::Free.features()}})
             .await?;
+        Ok(changed)
+    })
+}
+
+/// 002: tenants made before the seat and admin counters get them, counted from their users:
+/// every record holds a seat; pending or active holders of the admin role are admins. Set only
+/// where absent (`$exists: false`), so a repeat changes nothing. It runs before the API serves
+/// (`setup` and `up` on deploy, and in the run script); until then writers answer 503.
+fn tenant_counters(deps: Deps<'_>) -> BoxFuture<'_, Result<u64, DbError>> {
+    Box::pin(async move {
+        let registry = deps.db.tenants(deps.system);
+        let (mut changed, mut after) = (0, None);
+        loop {
+            let batch = registry.ids(doc! {"counters": {"$exists": false}}, after, BATCH).await?;
+            let Some((last, _)) = batch.last() else { break };
+            after = Some(*last);
+            for (_, tenant) in batch {
+                let scope = deps.system.for_tenant(tenant.clone());
+                let users = deps.db.scoped::<User>(&scope, TenantCollection::Users);
+                let seats = users.count_documents(doc! {}).await? as i64;
+                let admin_role = deps.db.scoped::<Role>(&scope, TenantCollection::Roles).find_one(doc! {"name": "admin", "isSystem": true}).await?;
+                let admins = match admin_role {
+                    Some(role) => {
+                        let counted = [UserStatus::Pending.as_str(), UserStatus::Active.as_str()];
+                        users.count_documents(doc! {"roles": role.id.to_hex(), "status": {"$in": counted.to_vec()}}).await? as i64
+                    }
+                    None => 0,
+                };
+                let counters = mongodb::bson::to_bson(&TenantCounters { seats, admins })?;
+                if registry.set_if(&tenant, doc! {"counters": {"$exists": false}}, doc! {"counters": counters}).await? {
+                    changed += 1;
+                }
+            }
+        }
+        Ok(changed)
+    })
+}
+
+/// 003: every user record still holding `pending:<id>`, whatever its status (tenant admins
+/// were written `active` with it), is linked to a Cognito user, through the admin API and never
+/// from a token: the user with its e-mail is adopted only under the invitation's rule (this
+/// tenant's `custom:tenantId`, and no record links it yet); if there is none, it is created,
+/// which sends its invitation. Anything else (an e-mail several tenants shared before e-mails
+/// belonged to one tenant) is left as it is and reported in the log by ids.
+fn link_cognito_users(deps: Deps<'_>) -> BoxFuture<'_, Result<u64, DbError>> {
+    Box::pin(async move {
+        let registry = deps.db.tenants(deps.system);
+        let (mut changed, mut after) = (0, None);
+        loop {
+            let batch = registry.ids(doc! {}, after, BATCH).await?;
+            let Some((last, _)) = batch.last() else { break };
+            after = Some(*last);
+            for (_, tenant) in batch {
+                let scope = deps.system.for_tenant(tenant.clone());
+                let users = deps.db.scoped::<User>(&scope, TenantCollection::Users);
+                let pending = users.find(doc! {"cognitoUserId": {"$regex": "^pending:"}}, Default::default()).await?;
+                for record in pending {
+                    let sub = match deps.directory.get_user(&record.email).await {
+                        Ok(Some(found)) if found.tenant.as_deref() == Some(tenant.as_str()) => {
+                            if users.find_one(doc! {"cognitoUserId": &found.sub}).await?.is_some() {
+                                tracing::warn!(tenantId = %tenant, userId = %record.id, "its Cognito user is linked to another record; left alone");
+                                continue;
+                            }
+                            found.sub
+                        }
+                        Ok(Some(_)) => {
+                            tracing::warn!(tenantId = %tenant, userId = %record.id, "its e-mail's Cognito user belongs to another tenant; left alone");
+                            continue;
+                        }
+                        Ok(None) => match deps.directory.create_user(&record.email, &tenant).await {
+                            Ok(sub) => sub,
+                            Err(error) => {
+                                tracing::warn!(tenantId = %tenant, userId = %record.id, %error, "could not create its Cognito user; left alone");
+                                continue;
+                            }
+                        },
+                        Err(error) => {
+                            tracing::warn!(tenantId = %tenant, userId = %record.id, %error, "the user directory failed; left alone");
+                            continue;
+                        }
+                    };
+                    let linked = users
+                        .update_one(
+                            doc! {"_id": record.id, "cognitoUserId": Bson::String(record.cognito_user_id.stored())},
+                            doc! {"$set": {"cognitoUserId": sub}},
+                            false,
+                        )
+                        .await?;
+                    changed += linked.modified;
+                }
+            }
+        }
         Ok(changed)
     })
 }

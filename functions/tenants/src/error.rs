@@ -17,6 +17,12 @@ pub enum TenantsError {
     Concurrent(TenantId),
     #[error("tenant creation failed at step {step}")]
     CreationFailed { step: &'static str, source: DbError },
+    #[error("The admin e-mail already belongs to an existing account")]
+    AdminEmailTaken,
+    #[error("tenant creation failed at the user directory")]
+    Directory(#[source] users::error::UsersError),
+    #[error("The tenant's counters are being set up; try again shortly")]
+    CountersMissing,
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -33,6 +39,9 @@ impl From<TenantsError> for ApiError {
             }
             TenantsError::CreationFailed { source: DbError::Unavailable(_), .. } => ApiError::Unavailable(Box::new(e)),
             TenantsError::CreationFailed { .. } => ApiError::internal(e),
+            TenantsError::AdminEmailTaken => ApiError::Conflict(e.to_string()),
+            TenantsError::Directory(inner) => inner.into(),
+            TenantsError::CountersMissing => ApiError::Unavailable(Box::new(e)),
             TenantsError::Db(db) => db.into(),
         }
     }

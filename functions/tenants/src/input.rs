@@ -2,7 +2,7 @@
 //! from a client can become a query operator: every field is a string, checked here.
 
 use serde::Deserialize;
-use shared::error::{ApiError, FieldError};
+use shared::error::{ApiError, Check};
 use shared::ids::{Domain, Email};
 use shared::plans::Plan;
 use shared::text::{free_text, https_url};
@@ -16,25 +16,6 @@ pub const MAX_LOGO: usize = 2048;
 /// Themes a tenant may pick.
 pub const THEMES: [&str; 3] = ["default", "light", "dark"];
 
-/// Collects field errors, so that one 400 lists all of them.
-#[derive(Default)]
-struct Check(Vec<FieldError>);
-
-impl Check {
-    fn field<T, E: std::fmt::Display>(&mut self, name: &str, r: Result<T, E>) -> Option<T> {
-        r.map_err(|e| self.0.push(FieldError::new(name, e.to_string()))).ok()
-    }
-    fn done<T>(self, value: impl FnOnce() -> T) -> Result<T, ApiError> {
-        if self.0.is_empty() {
-            Ok(value())
-        } else {
-            Err(ApiError::invalid_fields(self.0))
-        }
-    }
-}
-
-/// A tenant name is shown in consoles and e-mails, so it is free text without control,
-/// invisible or bidi characters that could make it read as another tenant's.
 fn name(raw: &str) -> Result<String, String> {
     free_text(raw, MAX_NAME)
 }

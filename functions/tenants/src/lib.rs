@@ -15,14 +15,16 @@ use shared::http::{route_key, serve};
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub db: Db,
+    /// The user pool, where each new tenant's admin is created.
+    pub directory: shared::directory::SharedDirectory,
     /// Where tests step into multi-step operations; nothing in a deployment.
     pub seam: shared::seam::SharedSeam,
 }
 
 impl AppState {
     /// The state of a deployed function.
-    pub fn new(db: Db) -> Self {
-        Self { db, seam: shared::seam::none() }
+    pub fn new(db: Db, directory: shared::directory::SharedDirectory) -> Self {
+        Self { db, directory, seam: shared::seam::none() }
     }
 }
 

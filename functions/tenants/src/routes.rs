@@ -42,11 +42,10 @@ fn one(status: StatusCode, tenant: &Tenant) -> Reply {
 pub async fn create(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
     let admin = admit_superadmin(req, None)?;
     let new = json_body::<CreateTenantBody>(req)?.validate()?;
-    let tenant = service::create(&state.db, &admin, &new).await?;
+    let tenant = service::create(&state.db, state.directory.as_ref(), &admin, &new).await?;
     tracing::info!(tenantId = %tenant.tenant_id, "tenant created");
     let details = doc! {
         "name": &tenant.name, "domain": tenant.domain.as_deref(), "plan": new.plan.as_str(),
-        "adminEmail": new.admin_email.as_str(),
     };
     audit(state, &tenant, meta, admin.identity(), "tenant.created", details).await;
     one(StatusCode::CREATED, &tenant)
@@ -139,7 +138,7 @@ pub async fn billing(state: &AppState, req: &Request, meta: &RequestMeta) -> Rep
     let changes = json_body::<BillingBody>(req)?.validate()?;
     let tenant = service::change_billing(&state.db, &admin, &tenant_id, &changes).await?;
     let details = doc! {
-        "plan": changes.plan.map(|p| p.as_str()), "billingEmail": changes.billing_email.as_ref().map(|e| e.as_str()),
+        "plan": changes.plan.map(|p| p.as_str()), "billingEmailChanged": changes.billing_email.is_some(),
     };
     audit(state, &tenant, meta, admin.identity(), "tenant.billing.updated", details).await;
     one(StatusCode::OK, &tenant)

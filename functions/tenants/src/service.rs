@@ -7,51 +7,38 @@ use crate::view::TenantLimits;
 use mongodb::bson::{doc, oid::ObjectId, Document};
 use shared::clock::month_window;
 use shared::context::SuperadminTenantScope;
-use shared::db::{Db, DbError, DomainClaim, TenantCollection, TenantPage, TenantQuery, TenantRegistry, TenantScope};
-use shared::ids::{Domain, Permission, TenantId};
+use shared::db::{Db, DomainClaim, TenantCollection, TenantPage, TenantQuery, TenantRegistry, TenantScope};
+use shared::directory::Directory;
+use shared::ids::{Domain, TenantId};
+use shared::models::{Profile, Role, Tenant, TenantCounters, TenantSettings, TenantStatus, User};
 use shared::seam::Seam;
 use shared::{SuperadminContext, TenantContext};
-use shared::models::{
-    CognitoLink, Profile, Role, Tenant, TenantSettings, TenantStatus, User, UserStatus, SYSTEM_PRINCIPAL,
-};
+use users::error::UsersError;
 
-/// The three roles every tenant starts with. They are system roles: never deletable.
-pub const SYSTEM_ROLES: [(&str, &str, &[&str]); 3] = [
-    ("admin", "Full access to all resources", &["*"]),
-    ("user", "Basic user access", &["read:profile", "update:profile"]),
-    ("viewer", "Read-only access", &["read:*"]),
-];
-
-
-fn system_roles() -> Vec<Role> {
-    SYSTEM_ROLES
-        .iter()
-        .map(|(name, description, permissions)| Role {
-            id: ObjectId::new(),
-            tenant_id: None,
-            name: (*name).to_owned(),
-            description: Some((*description).to_owned()),
-            permissions: permissions.iter().map(|p| Permission::parse(*p).expect("catalogue permissions are valid")).collect(),
-            is_system: true,
-            created_by: SYSTEM_PRINCIPAL,
-            created_at: None,
-            updated_at: None,
-        })
-        .collect()
-}
-
-/// Creates a tenant with its three system roles and its admin user, as one unit. MongoDB
-/// transactions are not available everywhere (nor can they span Cognito), so this is a saga:
-/// the domain is claimed first (the 409), the roles and admin user are written under the new,
-/// not yet registered id (invisible: no one can be admitted to it), and the registry insert
-/// last is the commit point: once it succeeds nothing else can fail. A failure before it
-/// undoes exactly what was written.
-pub async fn create(db: &Db, admin: &SuperadminContext, new: &NewTenant) -> Result<Tenant, TenantsError> {
-    create_with_id(db, admin, TenantId::generate(), new).await
+/// Creates a tenant with its three system roles and its admin, as one unit. MongoDB
+/// transactions are not available everywhere, nor can they span Cognito, so this is a saga
+/// whose ids are fixed up front:
+/// 1. the domain is claimed (the 409);
+/// 2. the system roles (the roles crate's) and the admin's pending record are written under the
+///    new, not yet registered id, invisible to everyone since no one can be admitted to it;
+/// 3. the admin is created in Cognito, which sends the invitation, and its `sub` is stored
+///    (the users crate's provisioning, with its lost-reply check);
+/// 4. the registry insert, with the seat and admin counters at one each, is the commit point:
+///    once it succeeds nothing else can fail.
+///
+/// A failure before the commit point undoes exactly what was done, in reverse order.
+pub async fn create(db: &Db, directory: &dyn Directory, admin: &SuperadminContext, new: &NewTenant) -> Result<Tenant, TenantsError> {
+    create_with_id(db, directory, admin, TenantId::generate(), new).await
 }
 
 /// `create` under a given id (an onboarding retry or a fixture); a taken id is a conflict.
-pub async fn create_with_id(db: &Db, admin: &SuperadminContext, tenant_id: TenantId, new: &NewTenant) -> Result<Tenant, TenantsError> {
+pub async fn create_with_id(
+    db: &Db,
+    directory: &dyn Directory,
+    admin: &SuperadminContext,
+    tenant_id: TenantId,
+    new: &NewTenant,
+) -> Result<Tenant, TenantsError> {
     let registry = db.tenants(admin);
     if registry.get(&tenant_id).await?.is_some() {
         return Err(TenantsError::Exists(tenant_id));
@@ -66,7 +53,8 @@ pub async fn create_with_id(db: &Db, admin: &SuperadminContext, tenant_id: Tenan
     };
     let scope = admin.acting_for(tenant_id.clone());
     let records = Records::new(new);
-    let result = create_records(db, &registry, &scope, new, &records).await;
+    let mut done = Done::default();
+    let result = create_records(db, directory, &registry, &scope, new, &records, &mut done).await;
     if let Err(error) = &result {
         // The registry insert may have failed only in its answer (a lost reply after the write):
         // if the tenant is registered, it is made, and undoing its parts would half-unmake it.
@@ -75,7 +63,7 @@ pub async fn create_with_id(db: &Db, admin: &SuperadminContext, tenant_id: Tenan
             return Ok(tenant);
         }
         tracing::warn!(tenantId = %tenant_id, %error, "tenant creation failed; compensating");
-        compensate(db, &registry, &scope, new.domain.as_ref().filter(|_| claimed_now), &records).await;
+        compensate(db, directory, &registry, &scope, new.domain.as_ref().filter(|_| claimed_now), &records, &done).await;
     }
     result
 }
@@ -89,42 +77,46 @@ struct Records {
 
 impl Records {
     fn new(new: &NewTenant) -> Self {
-        let roles = system_roles();
-        let admin_role = roles.iter().find(|r| r.name == "admin").expect("the catalogue has admin");
-        let user_id = ObjectId::new();
-        let admin = User {
-            id: user_id,
-            tenant_id: None,
-            // Linked to Cognito when the admin first confirms (the post-confirmation trigger).
-            cognito_user_id: CognitoLink::Pending(user_id),
-            email: new.admin_email.clone(),
-            profile: Profile { first_name: "Admin".into(), last_name: "User".into(), ..Profile::default() },
-            roles: vec![admin_role.id.to_hex()],
-            status: UserStatus::Active,
-            last_login_at: None,
-            created_at: None,
-            updated_at: None,
-        };
-        Self { roles, admin }
+        let roles = roles::service::system_roles();
+        let admin_role = roles.iter().filter(|r| r.name == roles::service::ADMIN_ROLE).cloned().collect::<Vec<_>>();
+        let profile = Profile { first_name: "Admin".into(), last_name: "User".into(), ..Profile::default() };
+        Self { admin: users::service::pending_record(&new.admin_email, profile, &admin_role), roles }
     }
+}
+
+/// Which steps have run, so that compensation undoes only those.
+#[derive(Default)]
+struct Done {
+    roles: bool,
+    admin_record: bool,
+    admin_directory_user: bool,
 }
 
 async fn create_records(
     db: &Db,
+    directory: &dyn Directory,
     registry: &TenantRegistry,
     scope: &SuperadminTenantScope,
     new: &NewTenant,
     records: &Records,
+    done: &mut Done,
 ) -> Result<Tenant, TenantsError> {
     let tenant_id = scope.scope_tenant();
-    db.scoped::<Role>(scope, TenantCollection::Roles)
-        .insert_many(&records.roles)
+    roles::service::seed_system_roles(db, scope, &records.roles)
         .await
         .map_err(|source| TenantsError::CreationFailed { step: "roles", source })?;
+    done.roles = true;
     db.scoped::<User>(scope, TenantCollection::Users)
         .insert_one(&records.admin)
         .await
         .map_err(|source| TenantsError::CreationFailed { step: "admin user", source })?;
+    done.admin_record = true;
+    users::service::provision(db, directory, scope, &records.admin).await.map_err(|e| match e {
+        UsersError::EmailTaken => TenantsError::AdminEmailTaken,
+        UsersError::Db(source) => TenantsError::CreationFailed { step: "admin link", source },
+        other => TenantsError::Directory(other),
+    })?;
+    done.admin_directory_user = true;
     let now = db.clock().now();
     let tenant = Tenant {
         id: ObjectId::new(),
@@ -136,6 +128,7 @@ async fn create_records(
         suspended_at: None,
         suspension_reason: None,
         api_usage: Default::default(),
+        counters: Some(TenantCounters { seats: 1, admins: 1 }),
         created_at: now,
         updated_at: now,
     };
@@ -146,29 +139,39 @@ async fn create_records(
     Ok(tenant)
 }
 
-/// Best effort: each undo runs even if an earlier one failed, and a failure is logged. Only
-/// what this attempt wrote is removed: its own records by id, and the domain claim if this
-/// attempt made it.
+/// Best effort, in reverse order: each undo runs even if an earlier one failed, and a failure
+/// is logged. Only what this attempt did is undone: its own records by id, the Cognito user it
+/// provisioned, and the domain claim if this attempt made it.
 async fn compensate(
     db: &Db,
+    directory: &dyn Directory,
     registry: &TenantRegistry,
     scope: &SuperadminTenantScope,
     claimed_domain: Option<&Domain>,
     records: &Records,
+    done: &Done,
 ) {
     let tenant_id = scope.scope_tenant();
     let role_ids: Vec<ObjectId> = records.roles.iter().map(|r| r.id).collect();
-    let undo: [(&str, Result<(), DbError>); 3] = [
-        ("admin user", db.scoped::<User>(scope, TenantCollection::Users).delete_one(doc! {"_id": records.admin.id}).await.map(drop)),
-        ("roles", db.scoped::<Role>(scope, TenantCollection::Roles).delete_many(doc! {"_id": {"$in": role_ids}}).await.map(drop)),
-        (
-            "domain claim",
-            match claimed_domain {
-                Some(d) => registry.release_domain(d.as_str(), tenant_id).await.map(drop),
-                None => Ok(()),
-            },
-        ),
-    ];
+    let mut undo: Vec<(&str, Result<(), String>)> = Vec::new();
+    if done.admin_directory_user {
+        let deleted = directory.delete_user(&records.admin.email).await;
+        undo.push(("admin's Cognito user", deleted.or_else(|e| match e {
+            shared::directory::DirectoryError::NotFound => Ok(()),
+            other => Err(other.to_string()),
+        })));
+    }
+    if done.admin_record {
+        let deleted = db.scoped::<User>(scope, TenantCollection::Users).delete_one(doc! {"_id": records.admin.id}).await;
+        undo.push(("admin user", deleted.map(drop).map_err(|e| e.to_string())));
+    }
+    if done.roles {
+        let deleted = db.scoped::<Role>(scope, TenantCollection::Roles).delete_many(doc! {"_id": {"$in": role_ids}}).await;
+        undo.push(("roles", deleted.map(drop).map_err(|e| e.to_string())));
+    }
+    if let Some(d) = claimed_domain {
+        undo.push(("domain claim", registry.release_domain(d.as_str(), tenant_id).await.map(drop).map_err(|e| e.to_string())));
+    }
     for (what, outcome) in undo {
         if let Err(error) = outcome {
             tracing::error!(tenantId = %tenant_id, what, %error, "compensation failed; manual clean-up needed");
@@ -294,11 +297,12 @@ pub async fn change_billing(db: &Db, admin: &SuperadminContext, tenant_id: &Tena
     found(tenant_id, db.tenants(admin).update(tenant_id, set, &[]).await?)
 }
 
-/// The admitted tenant's limits and this month's usage (the tenant as admission loaded it, so
-/// the count includes this call).
+/// The admitted tenant's limits and this month's usage: the tenant as admission loaded it, so
+/// the count includes this call and the seats are the counter's (every user record holds one,
+/// pending and inactive included). No further round trip.
 pub async fn limits(db: &Db, ctx: &TenantContext) -> Result<TenantLimits, TenantsError> {
     let tenant = ctx.tenant();
-    let current_users = db.scoped::<Document>(ctx, TenantCollection::Users).count_documents(doc! {"status": "active"}).await?;
+    let current_users = tenant.counters.ok_or(TenantsError::CountersMissing)?.seats.max(0) as u64;
     let (month, _) = month_window(db.clock().now_ms());
     Ok(TenantLimits {
         max_users: tenant.settings.max_users,

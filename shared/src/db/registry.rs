@@ -79,6 +79,21 @@ impl TenantRegistry {
         found.map(bson::from_document).transpose().map_err(Into::into)
     }
 
+    /// The ids of up to `limit` tenants matching `filter`, after the record `after` in `_id`
+    /// order: for system jobs that walk the registry in batches.
+    pub async fn ids(&self, filter: Document, after: Option<bson::oid::ObjectId>, limit: i64) -> Result<Vec<(bson::oid::ObjectId, TenantId)>, DbError> {
+        let mut filter = filter;
+        if let Some(after) = after {
+            filter.insert("_id", doc! {"$gt": after});
+        }
+        let cursor = self.tenants.find(filter).sort(doc! {"_id": 1}).limit(limit).projection(doc! {"tenantId": 1}).await?;
+        let found: Vec<Document> = cursor.try_collect().await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|d| Some((d.get_object_id("_id").ok()?, TenantId::parse(d.get_str("tenantId").ok()?).ok()?)))
+            .collect())
+    }
+
     /// Inserts a new tenant; a taken tenantId is `DbError::Duplicate`.
     pub async fn insert(&self, tenant: &Tenant) -> Result<(), DbError> {
         self.tenants.insert_one(bson::to_document(tenant)?).await?;
@@ -158,6 +173,23 @@ impl TenantRegistry {
         let _serial = self.db.serial().await?;
         let found = self.tenants.find_one_and_update(filter, update).return_document(ReturnDocument::After).await?;
         found.map(bson::from_document).transpose().map_err(Into::into)
+    }
+
+    /// One guarded, stamped, serialised update of one tenant record: whether it matched.
+    async fn write_one(&self, filter: Document, mut update: Document) -> Result<bool, DbError> {
+        guard::check_update(&update)?;
+        self.stamp_updated(&mut update);
+        let _serial = self.db.serial().await?;
+        Ok(self.tenants.update_one(filter, update).await?.matched_count == 1)
+    }
+
+    /// `$set`s fields of one tenant if it also matches `condition`, without reading it back
+    /// (for migrations, which must not depend on every stored record decoding). Whether it matched.
+    pub async fn set_if(&self, tenant_id: &TenantId, condition: Document, set: Document) -> Result<bool, DbError> {
+        guard::check_filter(&condition, tenant_id.as_str(), guard::Site::Filter)?;
+        let mut filter = doc! {"tenantId": tenant_id.as_str()};
+        filter.extend(condition);
+        self.write_one(filter, doc! {"$set": set}).await
     }
 
     /// Counts one API call in `month` (`YYYY-MM`) for an active tenant whose quota is `max`
@@ -274,6 +306,42 @@ pub struct OwnTenant {
 impl OwnTenant {
     pub(super) fn new(registry: TenantRegistry, tenant_id: TenantId) -> Self {
         Self { registry, tenant_id }
+    }
+
+    /// The tenant record as it is now.
+    pub async fn get(&self) -> Result<Option<Tenant>, DbError> {
+        self.registry.get(&self.tenant_id).await
+    }
+
+    /// Takes a seat, and an admin place if `admin`: one conditional update whose bound is the
+    /// literal `max_users` (the plan's `settings.maxUsers` as read, which guards it; `-1`:
+    /// unlimited). `false` if the tenant is full, has no counters yet, or its plan changed.
+    pub async fn take_seat(&self, max_users: i64, admin: bool) -> Result<bool, DbError> {
+        let mut filter = doc! {"tenantId": self.tenant_id.as_str(), "settings.maxUsers": max_users};
+        if max_users == crate::plans::UNLIMITED {
+            filter.insert("counters.seats", doc! {"$exists": true});
+        } else {
+            filter.insert("counters.seats", doc! {"$lt": max_users});
+        }
+        let update = doc! {"$inc": {"counters.seats": 1_i64, "counters.admins": i64::from(admin)}};
+        self.registry.write_one(filter, update).await
+    }
+
+    /// Takes one admin place away unless it is the last one: `false` if it is (or the tenant has
+    /// no counters yet). The bound is a literal in the filter.
+    pub async fn take_admin_place(&self) -> Result<bool, DbError> {
+        let filter = doc! {"tenantId": self.tenant_id.as_str(), "counters.admins": {"$gt": 1_i64}};
+        self.registry.write_one(filter, doc! {"$inc": {"counters.admins": -1_i64}}).await
+    }
+
+    /// Moves the counters by the given amounts, unbounded: frees a seat, or gives back or adds
+    /// an admin place, after the user-record write that justifies it matched.
+    pub async fn adjust_counters(&self, seats: i64, admins: i64) -> Result<(), DbError> {
+        if seats == 0 && admins == 0 {
+            return Ok(());
+        }
+        let filter = doc! {"tenantId": self.tenant_id.as_str(), "counters": {"$exists": true}};
+        self.registry.write_one(filter, doc! {"$inc": {"counters.seats": seats, "counters.admins": admins}}).await.map(drop)
     }
 
     /// `$set`s fields under `settings.customization` and returns the tenant afterwards.

@@ -30,20 +30,48 @@ fn documented_success(resource: &str, method: &str) -> u16 {
     responses.keys().filter_map(|k| k.parse::<u16>().ok()).filter(|s| (200..300).contains(s)).min().expect("a 2xx response")
 }
 
-/// The tenant the HTTP events act on, with the admin they name (pending its Cognito link, which
-/// the event's verified e-mail makes on its first call).
-async fn seed_events_tenant(db: &shared::db::Db, superadmin_event: &Value) {
+/// The sub the HTTP events' tenant admin carries.
+const ADMIN_SUB: &str = "0f1e2d3c-0000-4000-8000-00000000b002";
+const TENANT: &str = "tn_demoevents000000000000000";
+
+/// The tenant the events act on, as the events expect it: its admin linked to the events' `sub`,
+/// a second user (`…b2`, a viewer who also holds the custom role `…c4`), and the custom roles
+/// `…c3` ("Support") and `…c4` ("Escalations").
+async fn seed_events_tenant(deps: &local_api::Deps, superadmin_event: &Value) {
+    use mongodb::bson::{doc, oid::ObjectId, DateTime};
     let new = tenants::input::NewTenant {
         name: "Demo Events".into(),
         domain: None,
         admin_email: shared::ids::Email::parse("admin@demo-events.example").unwrap(),
         plan: shared::plans::Plan::Basic,
     };
-    let id = shared::ids::TenantId::parse("tn_demoevents000000000000000").unwrap();
+    let id = shared::ids::TenantId::parse(TENANT).unwrap();
     let request = lambda_http::request::from_str(&superadmin_event.to_string()).unwrap();
     let identity = shared::Identity::from_request(&request).unwrap();
     let admin = shared::SuperadminContext::require(&identity).expect("a superadmin event seeds the tenant");
-    tenants::service::create_with_id(db, &admin, id, &new).await.expect("seed the events tenant");
+    tenants::service::create_with_id(&deps.db, deps.directory.as_ref(), &admin, id, &new).await.expect("seed the events tenant");
+    let raw = |c: &'static str| tenancy_tests::raw_collection(&deps.db, c);
+    raw("users").await.update_one(doc! {"tenantId": TENANT}, doc! {"$set": {"cognitoUserId": ADMIN_SUB, "status": "active"}}).await.unwrap();
+    let viewer = raw("roles").await.find_one(doc! {"tenantId": TENANT, "name": "viewer"}).await.unwrap().unwrap();
+    let now = DateTime::now();
+    let oid = |hex: &str| ObjectId::parse_str(hex).unwrap();
+    for (role, name) in [("6565650000000000000000c3", "Support"), ("6565650000000000000000c4", "Escalations")] {
+        raw("roles")
+            .await
+            .insert_one(doc! {"_id": oid(role), "tenantId": TENANT, "name": name, "permissions": ["read:users"], "isSystem": false,
+                "createdBy": ObjectId::from_bytes([0; 12]), "createdAt": now, "updatedAt": now})
+            .await
+            .unwrap();
+    }
+    raw("users")
+        .await
+        .insert_one(doc! {"_id": oid("6565650000000000000000b2"), "tenantId": TENANT, "cognitoUserId": "0f1e2d3c-0000-4000-8000-0000000000b2",
+            "email": "member@demo-events.example", "profile": {"firstName": "Mem", "lastName": "Ber"},
+            "roles": [viewer.get_object_id("_id").unwrap().to_hex(), "6565650000000000000000c4"], "status": "active",
+            "createdAt": now, "updatedAt": now})
+        .await
+        .unwrap();
+    raw("tenants").await.update_one(doc! {"tenantId": TENANT}, doc! {"$inc": {"counters.seats": 1_i64}}).await.unwrap();
 }
 
 fn is_http(event: &Value) -> bool {
@@ -66,9 +94,9 @@ async fn every_http_event_runs_through_the_function_its_route_names() {
         let matched = table.find(method, path).unwrap_or_else(|| panic!("{name}: no route for {method} {path}"));
         assert_eq!(matched.route.resource, event["resource"].as_str().unwrap(), "{name}: resource");
         routes_seen.insert((matched.route.method.clone(), matched.route.resource.clone()));
-        let db = tenancy_tests::fresh_db_with_indexes().await;
-        seed_events_tenant(&db, &superadmin_event).await;
-        let functions = local_api::functions(&db);
+        let deps = local_api::Deps { db: tenancy_tests::fresh_db_with_indexes().await, directory: tenancy_tests::test_directory().await };
+        seed_events_tenant(&deps, &superadmin_event).await;
+        let functions = local_api::functions(&deps);
         let function = functions.iter().find(|f| f.logical_id() == matched.route.function).expect("a hosted function");
         let request = lambda_http::request::from_str(&event.to_string()).unwrap_or_else(|e| panic!("{name}: {e}"));
         let response = function.handle(request).await;
@@ -85,12 +113,36 @@ async fn every_http_event_runs_through_the_function_its_route_names() {
 
 #[tokio::test]
 async fn every_other_event_runs_through_the_function_that_takes_its_shape() {
-    let db = tenancy_tests::fresh_db_with_indexes().await;
     let others: Vec<_> = event_files().into_iter().filter(|(_, e)| !is_http(e)).collect();
-    assert!(!others.is_empty(), "the migrations events at least");
+    assert!(!others.is_empty(), "the migrations and trigger events at least");
     for (name, event) in others {
+        let deps = local_api::Deps { db: tenancy_tests::fresh_db_with_indexes().await, directory: tenancy_tests::test_directory().await };
+        if event.get("triggerSource").is_some() {
+            // The PostConfirmation trigger links a pending record of the confirmed e-mail.
+            let superadmin = tenancy_tests::superadmin_context();
+            let new = tenants::input::NewTenant {
+                name: "Demo Events".into(),
+                domain: None,
+                admin_email: shared::ids::Email::parse("admin@demo-events.example").unwrap(),
+                plan: shared::plans::Plan::Basic,
+            };
+            let tenant = shared::ids::TenantId::parse(TENANT).unwrap();
+            tenants::service::create_with_id(&deps.db, deps.directory.as_ref(), &superadmin, tenant, &new).await.unwrap();
+            let attributes = &event["request"]["userAttributes"];
+            let email = shared::ids::Email::parse(attributes["email"].as_str().unwrap()).unwrap();
+            let record = users::service::pending_record(&email, Default::default(), &[]);
+            let scope = shared::SystemContext::new("test").for_tenant(shared::ids::TenantId::parse(TENANT).unwrap());
+            deps.db.scoped::<shared::models::User>(&scope, shared::db::TenantCollection::Users).insert_one(&record).await.unwrap();
+            let returned = users::trigger::post_confirmation(&deps.db, event.clone()).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(returned, event, "{name}: the trigger returns its event");
+            let linked = tenancy_tests::raw_collection(&deps.db, "users").await.find_one(mongodb::bson::doc! {"_id": record.id}).await.unwrap().unwrap();
+            assert_eq!(linked.get_str("cognitoUserId").unwrap(), attributes["sub"].as_str().unwrap(), "{name}");
+            assert_eq!(linked.get_str("status").unwrap(), "active", "{name}");
+            continue;
+        }
         let expected = migrations::parse_event(&event).unwrap_or_else(|e| panic!("{name}: no function takes this event: {e}"));
-        let report = migrations::handle_event(&db, event).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        migrations::setup(&deps.db).await.unwrap();
+        let report = migrations::handle_event(&deps.db, deps.directory.as_ref(), event).await.unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(report["action"], serde_json::to_value(expected).unwrap(), "{name}");
     }
 }

@@ -2,8 +2,8 @@
 //! even when two runs race, status tells the truth.
 
 use futures_util::future::BoxFuture;
-use migrations::registry::{Migration, MIGRATIONS};
-use migrations::{run, up, Action, Guard, Report};
+use migrations::registry::{Deps, Migration, MIGRATIONS};
+use migrations::{up, Action, Guard, MigrationError, Report};
 use mongodb::bson::{doc, DateTime};
 use shared::seam::{NoSeam, Seam};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +16,11 @@ use shared::ids::{Email, TenantId};
 use shared::models::{CognitoLink, Profile, User, UserStatus};
 use shared::DbError;
 use tenancy_tests::{fresh_db, fresh_db_with_indexes};
+
+/// A migrations action with a directory on a fresh moto pool.
+async fn run(db: &Db, action: Action) -> Result<Report, MigrationError> {
+    migrations::run(db, tenancy_tests::test_directory().await.as_ref(), action).await
+}
 
 async fn index_names(db: &Db) -> Vec<(String, String)> {
     let indexes = db.indexes(&SystemContext::new("test"));
@@ -107,7 +112,7 @@ macro_rules! gated_migration {
         static $executions: AtomicUsize = AtomicUsize::new(0);
         static $started: Notify = Notify::const_new();
         static $gate: Notify = Notify::const_new();
-        fn $name<'a>(_: &'a Db, _: &'a SystemContext) -> BoxFuture<'a, Result<u64, DbError>> {
+        fn $name(_: Deps<'_>) -> BoxFuture<'_, Result<u64, DbError>> {
             Box::pin(async {
                 $executions.fetch_add(1, Ordering::SeqCst);
                 $started.notify_one();
@@ -143,13 +148,13 @@ async fn a_second_up_started_while_the_first_runs_a_migration_waits_and_never_ru
     let db = fresh_db_with_indexes().await;
     let first = tokio::spawn({
         let db = db.clone();
-        async move { up(&db, &LEASED, Guard::Lease, &NoSeam).await }
+        async move { up(&db, tenancy_tests::test_directory().await.as_ref(), &LEASED, Guard::Lease, &NoSeam).await }
     });
     timeout(BOUND, LEASED_STARTED.notified()).await.expect("the first run entered the migration");
     let watch = Arc::new(LeaseWatch::default());
     let second = tokio::spawn({
         let (db, watch) = (db.clone(), watch.clone());
-        async move { up(&db, &LEASED, Guard::Lease, watch.as_ref()).await }
+        async move { up(&db, tenancy_tests::test_directory().await.as_ref(), &LEASED, Guard::Lease, watch.as_ref()).await }
     });
     timeout(BOUND, watch.0.notified()).await.expect("the second run found the lease held");
     LEASED_GATE.notify_one();
@@ -168,12 +173,12 @@ async fn without_the_lease_the_same_interleaving_runs_the_migration_twice() {
     let db = fresh_db_with_indexes().await;
     let first = tokio::spawn({
         let db = db.clone();
-        async move { up(&db, &UNGUARDED, Guard::Unguarded, &NoSeam).await }
+        async move { up(&db, tenancy_tests::test_directory().await.as_ref(), &UNGUARDED, Guard::Unguarded, &NoSeam).await }
     });
     timeout(BOUND, UNGUARDED_STARTED.notified()).await.expect("the first run entered the migration");
     let second = tokio::spawn({
         let db = db.clone();
-        async move { up(&db, &UNGUARDED, Guard::Unguarded, &NoSeam).await }
+        async move { up(&db, tenancy_tests::test_directory().await.as_ref(), &UNGUARDED, Guard::Unguarded, &NoSeam).await }
     });
     timeout(BOUND, UNGUARDED_STARTED.notified()).await.expect("the second run entered it too");
     UNGUARDED_GATE.notify_one();

@@ -62,7 +62,13 @@ async fn creating_a_tenant_makes_its_three_system_roles_and_its_admin_user() {
     let admin = raw_collection(&app.db, "users").await.find_one(doc! {"tenantId": id}).await.unwrap().unwrap();
     assert_eq!(admin.get_str("email").unwrap(), "admin@acme.example");
     assert_eq!(admin.get_array("roles").unwrap()[0].as_str().unwrap(), found[0].get_object_id("_id").unwrap().to_hex());
-    assert!(admin.get_str("cognitoUserId").unwrap().starts_with("pending:"));
+    // The admin was created in Cognito (which sends the invitation) and linked by its sub.
+    let cognito = app.cognito.admin_get_user().user_pool_id(&app.pool.user_pool_id).username("admin@acme.example").send().await.unwrap();
+    let sub = cognito.user_attributes().iter().find(|a| a.name() == "sub").and_then(|a| a.value()).unwrap();
+    assert_eq!(admin.get_str("cognitoUserId").unwrap(), sub);
+    assert_eq!(admin.get_str("status").unwrap(), "pending", "active only once it signs in");
+    let tenant_id = cognito.user_attributes().iter().find(|a| a.name() == "custom:tenantId").and_then(|a| a.value());
+    assert_eq!(tenant_id, Some(id));
 
     let audit = raw_collection(&app.db, "auditLogs").await.find_one(doc! {"tenantId": id}).await.unwrap().unwrap();
     assert_eq!(audit.get_str("action").unwrap(), "tenant.created");
@@ -199,8 +205,8 @@ async fn tenants_are_listed_newest_first_with_pagination() {
 async fn search_treats_regex_metacharacters_literally() {
     let app = spawn_app().await;
     let token = app.superadmin().await;
-    for name in ["a.c", "abc", "x(y", "Plus+One"] {
-        app.create_tenant(&token, json!({"name": name, "adminEmail": "a@t.example"})).await;
+    for (i, name) in ["a.c", "abc", "x(y", "Plus+One"].into_iter().enumerate() {
+        app.create_tenant(&token, json!({"name": name, "adminEmail": format!("a{i}@t.example")})).await;
     }
     let search = |q: &'static str| {
         let app = &app;
@@ -236,8 +242,7 @@ async fn a_tenant_is_readable_by_a_superadmin_and_its_members_only() {
     let member_of_b = app.member("admin@beta.example", &b).await;
     let (status, _, body) = app.call(app.request(Method::GET, &format!("/tenants/{b}"), Some(&member_of_b))).await;
     assert_eq!((status, body["data"]["tenantId"].as_str()), (200, Some(b.as_str())));
-    app.seed_user(&b, "someone@beta.example", "user", "active").await;
-    let plain_member = app.member("someone@beta.example", &b).await;
+    let (_, plain_member) = app.seed_user(&b, "someone@beta.example", "user", "active").await;
     let (status, _, body) = app.call(app.request(Method::GET, &format!("/tenants/{b}/limits"), Some(&plain_member))).await;
     assert_eq!(status, 200, "any member reads its own tenant, whatever its role: {body}");
     let stranger = app.member("stranger@beta.example", &b).await;
@@ -343,8 +348,7 @@ async fn a_tenant_admin_merges_customization_field_by_field() {
         assert_eq!(status, 400, "{bad}: {body}");
     }
     // A viewer (read:*) lacks update:tenant.
-    app.seed_user(&id, "intern@acme.example", "viewer", "active").await;
-    let viewer = app.member("intern@acme.example", &id).await;
+    let (_, viewer) = app.seed_user(&id, "intern@acme.example", "viewer", "active").await;
     let (status, _, body) = app.call(app.request(Method::PATCH, &path, Some(&viewer)).json(&json!({"theme": "dark"}))).await;
     assert_eq!(status, 403, "{body}");
     assert!(body["message"].as_str().unwrap().contains("update:tenant"));

@@ -2,9 +2,11 @@
 
 use aws_sdk_cognitoidentityprovider::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_cognitoidentityprovider::types::{
-    AttributeType, AuthFlowType, ExplicitAuthFlowsType, MessageActionType, SchemaAttributeType, UsernameAttributeType,
-    AttributeDataType, StringAttributeConstraintsType,
+    AdminCreateUserConfigType, AttributeDataType, AttributeType, AuthFlowType, ExplicitAuthFlowsType, MessageActionType,
+    PasswordPolicyType, PreventUserExistenceErrorTypes, SchemaAttributeType, StringAttributeConstraintsType,
+    UserAttributeUpdateSettingsType, UserPoolPolicyType, UsernameAttributeType, VerifiedAttributeType,
 };
+use aws_sdk_cognitoidentityprovider::error::ProvideErrorMetadata;
 use aws_sdk_cognitoidentityprovider::Client;
 use shared::identity::SUPERADMIN_GROUP;
 
@@ -45,8 +47,12 @@ pub fn client(endpoint: &str, region: &str) -> Client {
 
 const APP_CLIENT_NAME: &str = "tenancy-local-app";
 
-/// Makes (or finds) the pool: e-mail as username, a `tenantId` custom attribute, the
-/// `superadmin` group, and an app client allowing admin and user password auth.
+/// Makes (or finds) the pool as template.yaml declares it: e-mail as username, a `tenantId`
+/// custom attribute, admin-only user creation (no self sign-up), verification before an e-mail
+/// change, the template's password policy, the `superadmin` group, and an app client that may
+/// read but never write `custom:tenantId`. moto stores these settings but enforces neither
+/// admin-only creation nor the client's write attributes (see the README): the local stack is
+/// for loopback only.
 pub async fn bootstrap(cognito: &Client, endpoint: &str, region: &str, pool_name: &str) -> Result<PoolIds, BoxError> {
     let pools = cognito.list_user_pools().max_results(60).send().await?;
     let existing = pools.user_pools().iter().find(|p| p.name() == Some(pool_name)).and_then(|p| p.id().map(str::to_owned));
@@ -56,7 +62,27 @@ pub async fn bootstrap(cognito: &Client, endpoint: &str, region: &str, pool_name
             .create_user_pool()
             .pool_name(pool_name)
             .username_attributes(UsernameAttributeType::Email)
-            .auto_verified_attributes(aws_sdk_cognitoidentityprovider::types::VerifiedAttributeType::Email)
+            .auto_verified_attributes(VerifiedAttributeType::Email)
+            .admin_create_user_config(AdminCreateUserConfigType::builder().allow_admin_create_user_only(true).build())
+            .user_attribute_update_settings(
+                UserAttributeUpdateSettingsType::builder()
+                    .attributes_require_verification_before_update(VerifiedAttributeType::Email)
+                    .build(),
+            )
+            .policies(
+                UserPoolPolicyType::builder()
+                    .password_policy(
+                        PasswordPolicyType::builder()
+                            .minimum_length(12)
+                            .require_lowercase(true)
+                            .require_uppercase(true)
+                            .require_numbers(true)
+                            .require_symbols(true)
+                            .temporary_password_validity_days(7)
+                            .build(),
+                    )
+                    .build(),
+            )
             .schema(
                 SchemaAttributeType::builder()
                     .name("tenantId")
@@ -104,7 +130,9 @@ pub async fn bootstrap(cognito: &Client, endpoint: &str, region: &str, pool_name
             .read_attributes("email")
             .read_attributes("email_verified")
             .read_attributes("custom:tenantId")
+            // Users must never write their own tenantId: only the platform (admin API) sets it.
             .write_attributes("email")
+            .prevent_user_existence_errors(PreventUserExistenceErrorTypes::Enabled)
             .send()
             .await?
             .user_pool_client()
@@ -144,15 +172,17 @@ pub async fn ensure_user(
         .send()
         .await;
     if let Err(e) = created {
-        let exists = e.as_service_error().is_some_and(|s| s.is_username_exists_exception());
+        let exists = e.as_service_error().is_some_and(|s| s.is_username_exists_exception() || s.code() == Some("AliasExistsException"));
         if !exists {
             return Err(e.into());
         }
+        // The e-mail is the username and stays as it is (moto refuses to "change" it to itself).
+        let others: Vec<AttributeType> = attributes.into_iter().filter(|a| a.name() != "email").collect();
         cognito
             .admin_update_user_attributes()
             .user_pool_id(&pool.user_pool_id)
             .username(email)
-            .set_user_attributes(Some(attributes))
+            .set_user_attributes(Some(others))
             .send()
             .await?;
     }

@@ -23,6 +23,28 @@ pub struct Gateway {
     pub verifier: Verifier,
     /// The hosted functions by logical id.
     pub functions: std::collections::HashMap<&'static str, Arc<dyn shared::http::HttpFunction>>,
+    /// The database and directory, for the migrations `local-api migrate` runs through here.
+    pub deps: crate::Deps,
+}
+
+/// Runs a migrations action in this process for `local-api migrate` (see `SERVE_LEASE`).
+async fn local_migration(gateway: &Gateway, body: axum::body::Body, request_id: &str) -> AxumResponse {
+    let Ok(bytes) = to_bytes(body, MAX_PAYLOAD).await else {
+        return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large", request_id);
+    };
+    let event: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let outcome = match migrations::parse_event(&event) {
+        Ok(action) => migrations::run(&gateway.deps.db, gateway.deps.directory.as_ref(), action).await.map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(e) => Err((StatusCode::BAD_REQUEST, e.to_string())),
+    };
+    match outcome {
+        Ok(report) => AxumResponse::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .body(AxumBody::from(serde_json::to_string(&report).expect("reports serialise")))
+            .expect("a valid response"),
+        Err((status, message)) => gateway_error(status, &message, request_id),
+    }
 }
 
 fn gateway_error(status: StatusCode, message: &str, request_id: &str) -> AxumResponse {
@@ -153,6 +175,9 @@ pub async fn handle(
     let (parts, body) = req.into_parts();
     let method = parts.method.as_str().to_owned();
     let path = parts.uri.path().to_owned();
+    if method == "POST" && path == crate::LOCAL_MIGRATIONS_PATH {
+        return local_migration(&gateway, body, &request_id).await;
+    }
     let Some(matched) = gateway.routes.find(&method, &path) else {
         return gateway_error(StatusCode::NOT_FOUND, &format!("No route for {method} {path}"), &request_id);
     };

@@ -9,6 +9,7 @@ pub mod routes;
 use axum::Router;
 use shared::config::{CognitoConfig, DbConfig};
 use shared::db::Db;
+use shared::directory::{CognitoDirectory, SharedDirectory};
 use shared::http::HttpFunction;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,39 +18,84 @@ use tokio::net::TcpListener;
 /// The OpenAPI document `template.yaml` imports: the one source of the routes.
 pub const OPENAPI: &str = include_str!("../../../openapi.json");
 
-/// The logical ids of every HTTP function, as template.yaml names them.
-pub const HOSTED: &[&str] = &[tenants::LOGICAL_ID];
+/// What the hosted functions are built from.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    pub db: Db,
+    /// The user pool (moto's, locally).
+    pub directory: SharedDirectory,
+}
 
-/// Every HTTP context, built for one database: registering a context is one entry here (and
-/// its id in [`HOSTED`]).
-pub fn functions(db: &Db) -> Vec<Arc<dyn HttpFunction>> {
-    vec![Arc::new(tenants::AppState::new(db.clone()))]
+/// One hosted HTTP context: its logical id in template.yaml and how to build its handler.
+pub struct Context {
+    pub logical_id: &'static str,
+    pub build: fn(&Deps) -> Arc<dyn HttpFunction>,
+}
+
+/// Every HTTP context. Registering a new context is one entry here.
+pub const CONTEXTS: &[Context] = &[
+    Context { logical_id: tenants::LOGICAL_ID, build: |d| Arc::new(tenants::AppState::new(d.db.clone(), d.directory.clone())) },
+    Context { logical_id: roles::LOGICAL_ID, build: |d| Arc::new(roles::AppState::new(d.db.clone())) },
+    Context { logical_id: users::LOGICAL_ID, build: |d| Arc::new(users::AppState::new(d.db.clone(), d.directory.clone())) },
+];
+
+/// Every HTTP context, built.
+pub fn functions(deps: &Deps) -> Vec<Arc<dyn HttpFunction>> {
+    CONTEXTS.iter().map(|c| (c.build)(deps)).collect()
 }
 
 /// The route table of openapi.json, checked against the hosted functions.
 pub fn route_table() -> Result<routes::RouteTable, String> {
     let doc = serde_json::from_str(OPENAPI).map_err(|e| format!("openapi.json: {e}"))?;
-    routes::RouteTable::from_openapi(&doc, HOSTED)
+    let hosted: Vec<&str> = CONTEXTS.iter().map(|c| c.logical_id).collect();
+    routes::RouteTable::from_openapi(&doc, &hosted)
 }
 
 /// Builds the gateway for a database and a user pool.
-pub fn gateway(db: Db, cognito: CognitoConfig) -> Result<gateway::Gateway, String> {
-    gateway_with(functions(&db), cognito)
+pub fn gateway(deps: Deps, cognito: CognitoConfig) -> Result<gateway::Gateway, String> {
+    let functions = functions(&deps);
+    gateway_with(deps, functions, cognito)
 }
 
 /// Builds the gateway around given functions (tests that step into one pass their own).
-pub fn gateway_with(functions: Vec<Arc<dyn HttpFunction>>, cognito: CognitoConfig) -> Result<gateway::Gateway, String> {
+pub fn gateway_with(deps: Deps, functions: Vec<Arc<dyn HttpFunction>>, cognito: CognitoConfig) -> Result<gateway::Gateway, String> {
     Ok(gateway::Gateway {
         routes: route_table()?,
         verifier: jwt::Verifier::new(cognito),
         functions: functions.into_iter().map(|f| (f.logical_id(), f)).collect(),
+        deps,
     })
 }
 
+/// The directory of a pool in moto: the same Cognito code path as a deployment.
+pub fn moto_directory(moto_url: &str, region: &str, pool_id: &str) -> SharedDirectory {
+    Arc::new(CognitoDirectory::new(cognito::client(moto_url, region), pool_id))
+}
+
+/// The lease a serving local API holds on its database, naming where it listens. Writers in
+/// another process (`local-api migrate`) must not run beside it: FerretDB serialises writes only
+/// within one process (docs/ARCHITECTURE.md §6), so they go through the API instead.
+pub const SERVE_LEASE: &str = "local-api-serve";
+/// How long the serve lease lasts without renewal; it is renewed at a third of that.
+pub const SERVE_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The path, outside openapi.json, where a serving local API runs a migrations action for
+/// `local-api migrate`. Loopback only, like the whole local API.
+pub const LOCAL_MIGRATIONS_PATH: &str = "/_local/migrations";
+
 /// Serves until the listener fails (or the task is dropped).
 pub async fn serve(listener: TcpListener, gateway: gateway::Gateway) -> std::io::Result<()> {
+    serve_until(listener, gateway, std::future::pending()).await
+}
+
+/// Serves until `shutdown` completes, then finishes the requests in flight.
+pub async fn serve_until(
+    listener: TcpListener,
+    gateway: gateway::Gateway,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let app = Router::new().fallback(gateway::handle).with_state(Arc::new(gateway));
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await
 }
 
 /// Connects to the configured database through the cached client.

@@ -7,10 +7,63 @@
 //! `serve` and `migrate` read MONGODB_URI and MONGODB_DATABASE; `serve` also the COGNITO_*
 //! settings (see shared::config). The others read MOTO_URL (default http://127.0.0.1:5000),
 //! AWS_REGION (default us-east-1) and COGNITO_POOL_NAME (default tenancy-local).
+//!
+//! While `serve` runs it holds a lease on its database; `migrate` then sends its action to that
+//! process instead of writing beside it (FerretDB serialises writes within one process only).
 
-use local_api::cognito;
+use local_api::{cognito, LOCAL_MIGRATIONS_PATH, SERVE_LEASE, SERVE_LEASE_TTL};
 use shared::config::{process_env, CognitoConfig, DbConfig};
+use shared::db::{Db, SystemContext};
 use shared::identity::SUPERADMIN_GROUP;
+
+/// Takes the serve lease (refusing to start beside another local API on the same database) and
+/// renews it in the background; a message on the returned sender releases it.
+async fn hold_serve_lease(
+    db: &Db,
+    owner: &str,
+) -> Result<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>), cognito::BoxError> {
+    let locks = db.locks(&SystemContext::new("local-api"));
+    let Some(lease) = locks.try_acquire(SERVE_LEASE, owner, SERVE_LEASE_TTL).await? else {
+        let holder = locks.holder(SERVE_LEASE).await?.unwrap_or_default();
+        return Err(format!(
+            "another local API ({holder}) serves this database; stop it first (a crashed one's lease expires within {} s)",
+            SERVE_LEASE_TTL.as_secs()
+        )
+        .into());
+    };
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut every = tokio::time::interval(SERVE_LEASE_TTL / 3);
+        loop {
+            tokio::select! {
+                _ = &mut stopped => {
+                    if let Err(error) = lease.release().await {
+                        eprintln!("could not release the serve lease: {error}");
+                    }
+                    return;
+                }
+                _ = every.tick() => match lease.renew(SERVE_LEASE_TTL).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        eprintln!("the serve lease was lost; migrations from other processes may now run beside this API");
+                        return;
+                    }
+                    Err(error) => eprintln!("could not renew the serve lease: {error}"),
+                },
+            }
+        }
+    });
+    Ok((stop, task))
+}
+
+/// Ctrl-C or SIGTERM (what the run and test scripts send).
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
@@ -26,17 +79,47 @@ async fn main() -> Result<(), cognito::BoxError> {
         Some("serve") => {
             shared::telemetry::init();
             let db = local_api::database(&DbConfig::from_env(&process_env(), "tenancy-local-api")?).await?;
-            let gateway = local_api::gateway(db, CognitoConfig::from_env(&process_env())?)?;
+            let cognito_config = CognitoConfig::from_env(&process_env())?;
+            let directory = local_api::moto_directory(&moto, &cognito_config.region, &cognito_config.user_pool_id);
+            let gateway = local_api::gateway(local_api::Deps { db: db.clone(), directory }, cognito_config)?;
             let port: u16 = env_or("LOCAL_API_PORT", "3000").parse()?;
             // Loopback only: this is a developer tool, never a public server.
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-            eprintln!("local API listening on http://{}", listener.local_addr()?);
-            local_api::serve(listener, gateway).await?;
+            let address = listener.local_addr()?;
+            let (stop_renewing, lease) = hold_serve_lease(&db, &format!("serve@{address}")).await?;
+            eprintln!("local API listening on http://{address}");
+            let served = local_api::serve_until(listener, gateway, shutdown_signal()).await;
+            // Give the lease back, so that a restart or a migration need not wait for it to expire.
+            let _ = stop_renewing.send(());
+            let _ = lease.await;
+            served?;
         }
         Some("migrate") if args.len() == 2 => {
-            let action = migrations::parse_event(&serde_json::json!({"action": args[1]}))?;
+            let event = serde_json::json!({"action": args[1]});
+            let action = migrations::parse_event(&event)?;
             let db = local_api::database(&DbConfig::from_env(&process_env(), "tenancy-local-migrate")?).await?;
-            let report = migrations::run(&db, action).await?;
+            let report = match db.locks(&SystemContext::new("local-api")).holder(SERVE_LEASE).await? {
+                Some(owner) => {
+                    let address = owner.strip_prefix("serve@").ok_or("the serve lease names no address")?;
+                    eprintln!("a local API serves this database at {address}: running {} through it", args[1]);
+                    let response = reqwest::Client::new()
+                        .post(format!("http://{address}{LOCAL_MIGRATIONS_PATH}"))
+                        .json(&event)
+                        .send()
+                        .await?;
+                    let status = response.status();
+                    let body: serde_json::Value = response.json().await?;
+                    if !status.is_success() {
+                        return Err(format!("the local API refused the migration ({status}): {body}").into());
+                    }
+                    body
+                }
+                None => {
+                    let pool = shared::config::PoolConfig::from_env(&process_env())?;
+                    let directory = local_api::moto_directory(&moto, &region, &pool.user_pool_id);
+                    serde_json::to_value(migrations::run(&db, directory.as_ref(), action).await?)?
+                }
+            };
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Some("bootstrap") => {

@@ -1,0 +1,33 @@
+//! The roles context's errors and their one mapping onto HTTP.
+
+use mongodb::bson::oid::ObjectId;
+use shared::db::DbError;
+use shared::error::ApiError;
+
+/// What can go wrong in the roles context.
+#[derive(Debug, thiserror::Error)]
+pub enum RolesError {
+    #[error("Role {0} not found")]
+    NotFound(ObjectId),
+    #[error("The system role {0} cannot be changed or deleted")]
+    System(String),
+    #[error("A role named {0} already exists")]
+    NameTaken(String),
+    #[error("The role is held by {0} user(s); remove it from them first, or delete with ?force=true")]
+    Held(u64),
+    #[error("The caller cannot grant {0}, which it does not hold")]
+    Escalation(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<RolesError> for ApiError {
+    fn from(e: RolesError) -> Self {
+        match e {
+            RolesError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            RolesError::System(_) | RolesError::Escalation(_) => ApiError::Forbidden(e.to_string()),
+            RolesError::NameTaken(_) | RolesError::Held(_) => ApiError::Conflict(e.to_string()),
+            RolesError::Db(db) => db.into(),
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The users context's errors and their one mapping onto HTTP.
+
+use mongodb::bson::oid::ObjectId;
+use shared::db::DbError;
+use shared::directory::DirectoryError;
+use shared::error::ApiError;
+
+/// What can go wrong in the users context.
+#[derive(Debug, thiserror::Error)]
+pub enum UsersError {
+    #[error("User {0} not found")]
+    NotFound(ObjectId),
+    #[error("Role {0} not found")]
+    RoleNotFound(ObjectId),
+    #[error("The user does not hold role {0}")]
+    RoleNotHeld(ObjectId),
+    #[error("{0} is already a user of this tenant")]
+    AlreadyUser(String),
+    #[error("The e-mail already belongs to an existing account")]
+    EmailTaken,
+    #[error("Every seat of the plan ({0} users) is taken")]
+    NoSeat(i64),
+    #[error("The tenant's counters are being set up; try again shortly")]
+    CountersMissing,
+    #[error("This would remove the tenant's last admin")]
+    LastAdmin,
+    #[error("A pending user becomes active only by signing in")]
+    Pending,
+    #[error("Nobody may {0} themselves")]
+    SelfChange(&'static str),
+    #[error("The caller cannot grant {0}, which it does not hold")]
+    Escalation(String),
+    #[error("The user was changed concurrently; read it again and retry")]
+    Concurrent,
+    #[error("the user directory failed")]
+    Directory(#[source] DirectoryError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<UsersError> for ApiError {
+    fn from(e: UsersError) -> Self {
+        match e {
+            UsersError::NotFound(_) | UsersError::RoleNotFound(_) | UsersError::RoleNotHeld(_) => ApiError::NotFound(e.to_string()),
+            UsersError::AlreadyUser(_)
+            | UsersError::EmailTaken
+            | UsersError::NoSeat(_)
+            | UsersError::LastAdmin
+            | UsersError::Pending
+            | UsersError::Concurrent => ApiError::Conflict(e.to_string()),
+            UsersError::SelfChange(_) | UsersError::Escalation(_) => ApiError::Forbidden(e.to_string()),
+            UsersError::CountersMissing => ApiError::Unavailable(Box::new(e)),
+            UsersError::Directory(DirectoryError::Unavailable(_)) => ApiError::Unavailable(Box::new(e)),
+            UsersError::Directory(_) => ApiError::internal(e),
+            UsersError::Db(db) => db.into(),
+        }
+    }
+}

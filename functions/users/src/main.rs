@@ -1,0 +1,23 @@
+//! The users Lambda binary: wiring only.
+
+use lambda_http::{run, service_fn, Error, Request};
+use shared::config::{process_env, DbConfig, PoolConfig};
+use shared::db::Db;
+use shared::directory::CognitoDirectory;
+use std::sync::Arc;
+use users::AppState;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init();
+    let env = process_env();
+    let config = DbConfig::from_env(&env, "tenancy-users")?;
+    let pool = PoolConfig::from_env(&env)?;
+    let directory = Arc::new(CognitoDirectory::from_env(pool.user_pool_id).await);
+    let state = AppState::new(Db::cached(&config).await?, directory);
+    run(service_fn(|req: Request| {
+        let state = state.clone();
+        async move { Ok::<_, Error>(users::handle(&state, req).await) }
+    }))
+    .await
+}

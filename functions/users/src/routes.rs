@@ -1,0 +1,140 @@
+//! Thin handlers: admit, authorize, parse, call the service, shape the response, audit. Audit
+//! entries name users by id, never by e-mail.
+
+use crate::input::{AssignRoleBody, InviteBody, UpdateProfileBody, UpdateUserBody};
+use crate::service::{self, UserQuery};
+use crate::view::UserView;
+use crate::AppState;
+use http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use mongodb::bson::{doc, Document};
+use shared::audit::{record_best_effort, AuditEvent};
+use shared::error::ApiError;
+use shared::http::{admit, json_body, path_object_id, respond_list, respond_one, Pagination, Query, RequestMeta};
+use shared::ids::{parse_object_id, Email};
+use shared::models::{User, UserStatus};
+use shared::TenantContext;
+
+type Reply = Result<Response<Body>, ApiError>;
+
+async fn audit(state: &AppState, ctx: &TenantContext, meta: &RequestMeta, action: &'static str, id: String, details: Document) {
+    let event = AuditEvent { action, resource: "user", resource_id: Some(id), details };
+    record_best_effort(&state.db, ctx.tenant_id(), meta, ctx.identity(), event).await;
+}
+
+fn one(status: StatusCode, user: &User) -> Reply {
+    respond_one(status, &UserView::from(user))
+}
+
+/// `GET /users` (`read:users`): `page`, `limit`, `status`, `role`, and an exact `email`.
+pub async fn list(state: &AppState, req: &Request) -> Reply {
+    let ctx = admit(&state.db, req, None).await?;
+    ctx.require("read:users")?;
+    let query = Query::from_request(req, &["page", "limit", "status", "role", "email"])?;
+    let (page, limit) = query.paging()?;
+    let status = query
+        .get("status")
+        .map(|s| serde_json::from_value::<UserStatus>(serde_json::Value::String(s.to_owned())))
+        .transpose()
+        .map_err(|_| ApiError::invalid("status", "must be one of active, inactive, pending"))?;
+    let role = query.get("role").map(parse_object_id).transpose().map_err(|e| ApiError::invalid("role", e.0))?;
+    let email = query.get("email").map(Email::parse).transpose().map_err(|e| ApiError::invalid("email", e.0))?;
+    let (users, total) = service::list(&state.db, &ctx, &UserQuery { status, role, email, page, limit }).await?;
+    let views: Vec<UserView> = users.iter().map(UserView::from).collect();
+    respond_list("users", &views, &Pagination::new(page, limit, total))
+}
+
+/// `POST /users` (`create:users`): the invitation.
+pub async fn invite(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
+    let ctx = admit(&state.db, req, None).await?;
+    ctx.require("create:users")?;
+    let invitation = json_body::<InviteBody>(req)?.validate()?;
+    let user = service::invite(&state.db, state.directory.as_ref(), &ctx, &invitation).await?;
+    audit(state, &ctx, meta, "user.invited", user.id.to_hex(), doc! {"roles": &user.roles}).await;
+    one(StatusCode::CREATED, &user)
+}
+
+/// `GET /users/me` (`read:profile`).
+pub async fn me(state: &AppState, req: &Request) -> Reply {
+    let ctx = admit(&state.db, req, None).await?;
+    ctx.require("read:profile")?;
+    one(StatusCode::OK, &service::me(&state.db, &ctx).await?)
+}
+
+/// `PATCH /users/me` (`update:profile`).
+pub async fn update_me(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
+    let ctx = admit(&state.db, req, None).await?;
+    ctx.require("update:profile")?;
+    let changes = json_body::<UpdateProfileBody>(req)?.validate()?;
+    let user = service::update_me(&state.db, &ctx, &changes).await?;
+    audit(state, &ctx, meta, "user.profile.updated", user.id.to_hex(), changed_fields(&changes, None)).await;
+    one(StatusCode::OK, &user)
+}
+
+/// Which fields a change touched, never their values (they are personal data).
+fn changed_fields(profile: &crate::input::ProfileChanges, status: Option<UserStatus>) -> Document {
+    let mut fields = Vec::new();
+    for (name, given) in [
+        ("firstName", profile.first_name.is_some()),
+        ("lastName", profile.last_name.is_some()),
+        ("avatar", profile.avatar.is_some()),
+        ("department", profile.department.is_some()),
+        ("title", profile.title.is_some()),
+    ] {
+        if given {
+            fields.push(name);
+        }
+    }
+    doc! {"fields": fields, "status": status.map(|s| s.as_str())}
+}
+
+/// `GET /users/{userId}` (`read:users`).
+pub async fn get(state: &AppState, req: &Request) -> Reply {
+    let ctx = admit(&state.db, req, None).await?;
+    ctx.require("read:users")?;
+    let id = path_object_id(req, "userId")?;
+    one(StatusCode::OK, &service::get(&state.db, &ctx, id).await?)
+}
+
+/// `PATCH /users/{userId}` (`update:users`).
+pub async fn update(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
+    let ctx = admit(&state.db, req, None).await?;
+    ctx.require("update:users")?;
+    let id = path_object_id(req, "userId")?;
+    let changes = json_body::<UpdateUserBody>(req)?.validate()?;
+    let user = service::update(&state.db, state.directory.as_ref(), &ctx, id, &changes).await?;
+    audit(state, &ctx, meta, "user.updated", id.to_hex(), changed_fields(&changes.profile, changes.status)).await;
+    one(StatusCode::OK, &user)
+}
+
+/// `DELETE /users/{userId}` (`delete:users`).
+pub async fn delete(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
+    let ctx = admit(&state.db, req, None).await?;
+    ctx.require("delete:users")?;
+    let id = path_object_id(req, "userId")?;
+    service::delete(&state.db, state.directory.as_ref(), &ctx, id).await?;
+    audit(state, &ctx, meta, "user.deleted", id.to_hex(), doc! {}).await;
+    respond_one(StatusCode::OK, &serde_json::json!({"deleted": true, "id": id.to_hex()}))
+}
+
+/// `POST /users/{userId}/roles` (`update:users`, and every permission of the role).
+pub async fn assign_role(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
+    let ctx = admit(&state.db, req, None).await?;
+    ctx.require("update:users")?;
+    let id = path_object_id(req, "userId")?;
+    let role = json_body::<AssignRoleBody>(req)?.validate()?;
+    let user = service::assign_role(&state.db, &ctx, id, role).await?;
+    audit(state, &ctx, meta, "user.role.assigned", id.to_hex(), doc! {"roleId": role.to_hex()}).await;
+    one(StatusCode::OK, &user)
+}
+
+/// `DELETE /users/{userId}/roles/{roleId}` (`update:users`).
+pub async fn remove_role(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
+    let ctx = admit(&state.db, req, None).await?;
+    ctx.require("update:users")?;
+    let id = path_object_id(req, "userId")?;
+    let role = path_object_id(req, "roleId")?;
+    let user = service::remove_role(&state.db, &ctx, id, role).await?;
+    audit(state, &ctx, meta, "user.role.removed", id.to_hex(), doc! {"roleId": role.to_hex()}).await;
+    one(StatusCode::OK, &user)
+}

@@ -1,0 +1,193 @@
+//! The user directory: the Cognito user pool, behind a trait so that services never hold an SDK
+//! client and tests can put a seam in front of it (a call that succeeds but whose reply is
+//! lost). The Cognito implementation is behind the `cognito` cargo feature, so that functions
+//! which never call Cognito do not link its SDK.
+
+use crate::ids::{Email, TenantId};
+use futures_util::future::BoxFuture;
+use std::sync::Arc;
+
+/// A user as the directory knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryUser {
+    /// The stable subject id (Cognito `sub`).
+    pub sub: String,
+    /// The `custom:tenantId` attribute, if set.
+    pub tenant: Option<String>,
+    /// Whether the user may sign in.
+    pub enabled: bool,
+}
+
+/// What can go wrong in the directory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("the e-mail already has an account in the user directory")]
+    Exists,
+    #[error("no such user in the user directory")]
+    NotFound,
+    #[error("the user directory is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the user directory refused the request: {0}")]
+    Rejected(String),
+}
+
+/// The operations the platform performs on its user pool. Users are keyed by e-mail, the
+/// pool's username attribute. Group operations are deliberately absent: they would mint
+/// superadmins.
+pub trait Directory: Send + Sync + std::fmt::Debug {
+    /// Creates a user with a verified e-mail and `custom:tenantId`, and has the directory send
+    /// its invitation and temporary password (never seen here). Returns its `sub`.
+    fn create_user<'a>(&'a self, email: &'a Email, tenant: &'a TenantId) -> BoxFuture<'a, Result<String, DirectoryError>>;
+    /// The user with this e-mail, if any.
+    fn get_user<'a>(&'a self, email: &'a Email) -> BoxFuture<'a, Result<Option<DirectoryUser>, DirectoryError>>;
+    /// Deletes the user; `NotFound` if there is none.
+    fn delete_user<'a>(&'a self, email: &'a Email) -> BoxFuture<'a, Result<(), DirectoryError>>;
+    /// Enables or disables sign-in.
+    fn set_enabled<'a>(&'a self, email: &'a Email, enabled: bool) -> BoxFuture<'a, Result<(), DirectoryError>>;
+}
+
+/// The shared handle services keep.
+pub type SharedDirectory = Arc<dyn Directory>;
+
+#[cfg(feature = "cognito")]
+pub use cognito::CognitoDirectory;
+
+#[cfg(feature = "cognito")]
+mod cognito {
+    use super::*;
+    use aws_sdk_cognitoidentityprovider::error::{ProvideErrorMetadata, SdkError};
+    use aws_sdk_cognitoidentityprovider::types::{AttributeType, DeliveryMediumType};
+    use aws_sdk_cognitoidentityprovider::Client;
+
+    /// The Cognito user pool through the AWS SDK.
+    #[derive(Debug, Clone)]
+    pub struct CognitoDirectory {
+        client: Client,
+        pool_id: String,
+    }
+
+    impl CognitoDirectory {
+        /// A directory on `pool_id` through an SDK client.
+        pub fn new(client: Client, pool_id: impl Into<String>) -> Self {
+            Self { client, pool_id: pool_id.into() }
+        }
+
+        /// A directory on `pool_id` from the environment's AWS configuration, read once at cold
+        /// start: the region, credentials and, locally, the endpoint from
+        /// `AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER`. Calls time out after 5 s, so that a
+        /// hung Cognito becomes a clean 503.
+        pub async fn from_env(pool_id: impl Into<String>) -> Self {
+            let timeouts = aws_config::timeout::TimeoutConfig::builder()
+                .operation_timeout(std::time::Duration::from_secs(5))
+                .connect_timeout(std::time::Duration::from_secs(2))
+                .build();
+            let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await;
+            Self::new(Client::new(&config), pool_id)
+        }
+    }
+
+    fn attribute(name: &str, value: &str) -> Result<AttributeType, DirectoryError> {
+        AttributeType::builder().name(name).value(value).build().map_err(|e| DirectoryError::Rejected(e.to_string()))
+    }
+
+    /// Sorts an SDK failure: the network or a timeout is `Unavailable` (retry may help), a
+    /// service answer is `Rejected`, unless `known` recognises it.
+    fn classify<E, R>(error: SdkError<E, R>, known: impl Fn(&E) -> Option<DirectoryError>) -> DirectoryError
+    where
+        E: std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        match &error {
+            SdkError::ServiceError(service) => known(service.err()).unwrap_or_else(|| DirectoryError::Rejected(service.err().to_string())),
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+                DirectoryError::Unavailable(format!("{error:?}").chars().take(300).collect())
+            }
+            _ => DirectoryError::Rejected(format!("{error:?}").chars().take(300).collect()),
+        }
+    }
+
+    fn attr<'a>(attributes: &'a [AttributeType], name: &str) -> Option<&'a str> {
+        attributes.iter().find(|a| a.name() == name).and_then(|a| a.value())
+    }
+
+    impl Directory for CognitoDirectory {
+        fn create_user<'a>(&'a self, email: &'a Email, tenant: &'a TenantId) -> BoxFuture<'a, Result<String, DirectoryError>> {
+            Box::pin(async move {
+                let created = self
+                    .client
+                    .admin_create_user()
+                    .user_pool_id(&self.pool_id)
+                    .username(email.as_str())
+                    .user_attributes(attribute("email", email.as_str())?)
+                    .user_attributes(attribute("email_verified", "true")?)
+                    .user_attributes(attribute("custom:tenantId", tenant.as_str())?)
+                    .desired_delivery_mediums(DeliveryMediumType::Email)
+                    .send()
+                    .await
+                    // With e-mail as the username attribute, an existing address is reported as
+                    // UsernameExists by Cognito and as AliasExists by moto: the same fact.
+                    .map_err(|e| {
+                        classify(e, |e| (e.is_username_exists_exception() || e.code() == Some("AliasExistsException")).then_some(DirectoryError::Exists))
+                    })?;
+                let user = created.user().ok_or_else(|| DirectoryError::Rejected("no user in the reply".into()))?;
+                attr(user.attributes(), "sub")
+                    .map(str::to_owned)
+                    .ok_or_else(|| DirectoryError::Rejected("the created user has no sub".into()))
+            })
+        }
+
+        fn get_user<'a>(&'a self, email: &'a Email) -> BoxFuture<'a, Result<Option<DirectoryUser>, DirectoryError>> {
+            Box::pin(async move {
+                let found = self.client.admin_get_user().user_pool_id(&self.pool_id).username(email.as_str()).send().await;
+                match found {
+                    Ok(user) => Ok(attr(user.user_attributes(), "sub").map(|sub| DirectoryUser {
+                        sub: sub.to_owned(),
+                        tenant: attr(user.user_attributes(), "custom:tenantId").map(str::to_owned),
+                        enabled: user.enabled(),
+                    })),
+                    Err(e) => match classify(e, |e| e.is_user_not_found_exception().then_some(DirectoryError::NotFound)) {
+                        DirectoryError::NotFound => Ok(None),
+                        other => Err(other),
+                    },
+                }
+            })
+        }
+
+        fn delete_user<'a>(&'a self, email: &'a Email) -> BoxFuture<'a, Result<(), DirectoryError>> {
+            Box::pin(async move {
+                self.client
+                    .admin_delete_user()
+                    .user_pool_id(&self.pool_id)
+                    .username(email.as_str())
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| classify(e, |e| e.is_user_not_found_exception().then_some(DirectoryError::NotFound)))
+            })
+        }
+
+        fn set_enabled<'a>(&'a self, email: &'a Email, enabled: bool) -> BoxFuture<'a, Result<(), DirectoryError>> {
+            Box::pin(async move {
+                if enabled {
+                    self.client
+                        .admin_enable_user()
+                        .user_pool_id(&self.pool_id)
+                        .username(email.as_str())
+                        .send()
+                        .await
+                        .map(drop)
+                        .map_err(|e| classify(e, |e| e.is_user_not_found_exception().then_some(DirectoryError::NotFound)))
+                } else {
+                    self.client
+                        .admin_disable_user()
+                        .user_pool_id(&self.pool_id)
+                        .username(email.as_str())
+                        .send()
+                        .await
+                        .map(drop)
+                        .map_err(|e| classify(e, |e| e.is_user_not_found_exception().then_some(DirectoryError::NotFound)))
+                }
+            })
+        }
+    }
+}

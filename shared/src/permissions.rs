@@ -1,0 +1,66 @@
+//! The permission catalogue: the one list of actions and resources a permission may name
+//! (docs/ARCHITECTURE.md §4, §12). Roles and API keys are validated against it, and nobody grants
+//! what they lack.
+
+use crate::ids::{InvalidValue, Permission};
+
+/// What a permission may allow.
+pub const ACTIONS: [&str; 4] = ["read", "create", "update", "delete"];
+
+/// What a permission may be about.
+pub const RESOURCES: [&str; 6] = ["tenant", "users", "roles", "profile", "api-keys", "audit-logs"];
+
+/// A permission in one of the catalogue's forms: `*`, `action:*` or `action:resource`.
+pub fn in_catalogue(permission: &Permission) -> Result<(), InvalidValue> {
+    let p = permission.as_str();
+    if p == "*" {
+        return Ok(());
+    }
+    let (action, resource) = p.split_once(':').unwrap_or((p, ""));
+    if !ACTIONS.contains(&action) {
+        return Err(InvalidValue(format!("unknown permission {p}: the action must be one of {}", ACTIONS.join(", "))));
+    }
+    if resource != "*" && !RESOURCES.contains(&resource) {
+        return Err(InvalidValue(format!("unknown permission {p}: the resource must be * or one of {}", RESOURCES.join(", "))));
+    }
+    Ok(())
+}
+
+/// The first of `wanted` that none of `held` covers, if any: granting it would be an escalation.
+pub fn first_not_held<'a>(held: &[Permission], wanted: &'a [Permission]) -> Option<&'a Permission> {
+    wanted.iter().find(|w| !held.iter().any(|h| h.covers(w.as_str())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Permission {
+        Permission::parse(s).unwrap()
+    }
+
+    #[test]
+    fn the_catalogue_takes_its_three_forms() {
+        for ok in ["*", "read:*", "read:users", "delete:api-keys", "update:profile", "read:audit-logs"] {
+            assert!(in_catalogue(&p(ok)).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_action_or_resource_is_named() {
+        let err = in_catalogue(&p("launch:rockets")).unwrap_err();
+        assert!(err.0.contains("launch:rockets"), "{}", err.0);
+        assert!(in_catalogue(&p("read:rockets")).is_err());
+        assert!(in_catalogue(&p("manage:*")).is_err());
+    }
+
+    #[test]
+    fn nobody_grants_what_they_lack() {
+        let viewer = [p("read:*")];
+        assert_eq!(first_not_held(&viewer, &[p("read:users"), p("read:*")]), None);
+        assert_eq!(first_not_held(&viewer, &[p("read:users"), p("update:users")]).map(Permission::as_str), Some("update:users"));
+        assert_eq!(first_not_held(&[p("read:users")], &[p("read:*")]).map(Permission::as_str), Some("read:*"));
+        assert_eq!(first_not_held(&[p("*")], &[p("*")]), None);
+        assert_eq!(first_not_held(&[p("read:*")], &[p("*")]).map(Permission::as_str), Some("*"));
+    }
+}
