@@ -1,23 +1,39 @@
 #!/usr/bin/env bash
 # Cold start, warm latency and peak memory of the release Lambda binaries, each under a local
-# Runtime API (scripts/bench/lambda_start.py) against a throw-away FerretDB on loopback.
-# Numbers go in issue notes; no test asserts timings.
+# Runtime API (scripts/bench/lambda_start.py) against a throw-away FerretDB and moto on loopback.
+# The tenant-scoped functions act on the events' fixtures (`local-api seed-events`), as the
+# tenant admin of events/. Numbers go in issue notes and the README; no test asserts timings.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 export FERRETDB_PORT="${BENCH_FERRETDB_PORT:-27217}"
 export FERRETDB_DEBUG_PORT=$((FERRETDB_PORT + 1))
+export MOTO_PORT="${BENCH_MOTO_PORT:-5217}"
 cleanup() {
   local status=$?
+  bash scripts/moto.sh stop >/dev/null 2>&1 || true
   bash scripts/ferretdb.sh stop >/dev/null 2>&1 || true
   rm -rf "${CACHE}/ferretdb-data/${FERRETDB_PORT}"
   exit "$status"
 }
 trap cleanup EXIT
 
-cargo build --locked --release -p tenants -p migrations
+cargo build --locked --release -p tenants -p migrations -p users -p roles
 cargo build --locked --bin local-api
 bash scripts/ferretdb.sh start
+bash scripts/moto.sh start
+API=target/debug/local-api
 export MONGODB_URI="mongodb://127.0.0.1:${FERRETDB_PORT}/" MONGODB_DATABASE="bench"
-target/debug/local-api migrate setup >/dev/null
-python3 scripts/bench/lambda_start.py target/release/tenants events/tenants-list.json --runs "${RUNS:-10}" --invocations 20
-python3 scripts/bench/lambda_start.py target/release/migrations events/migrations-status.json --runs "${RUNS:-10}" --invocations 5
+export MOTO_URL="http://127.0.0.1:${MOTO_PORT}" COGNITO_POOL_NAME="bench"
+set -a; eval "$("$API" bootstrap)"; set +a
+"$API" migrate setup >/dev/null
+"$API" seed-events
+# What a deployed function reads at cold start: the pool, and (locally) moto as its endpoint,
+# with clearly fake credentials.
+export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+export AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER="$MOTO_URL"
+bench() { python3 scripts/bench/lambda_start.py "$1" "$2" --runs "${RUNS:-10}" --invocations "$3"; }
+bench target/release/tenants events/tenants-list.json 20
+bench target/release/users events/users-list.json 20
+bench target/release/roles events/roles-list.json 20
+bench target/release/migrations events/migrations-status.json 5
+ls -l target/release/tenants target/release/users target/release/roles target/release/migrations target/release/post-confirmation

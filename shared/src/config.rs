@@ -30,7 +30,8 @@ impl std::fmt::Debug for DbConfig {
 }
 
 /// The Cognito user pool, and where its tokens are checked. The issuer and the JWKS URL are
-/// separate settings: locally the issuer names AWS while the keys come from moto (DESIGN.md §6).
+/// separate settings: locally the issuer names AWS while the keys come from moto
+/// (docs/ARCHITECTURE.md §6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CognitoConfig {
     pub region: String,

@@ -29,6 +29,8 @@ pub enum DirectoryError {
     Unavailable(String),
     #[error("the user directory refused the request: {0}")]
     Rejected(String),
+    #[error("the user directory refused the value: {0}")]
+    InvalidInput(String),
 }
 
 /// The operations the platform performs on its user pool. Users are keyed by e-mail, the
@@ -94,11 +96,18 @@ mod cognito {
     /// service answer is `Rejected`, unless `known` recognises it.
     fn classify<E, R>(error: SdkError<E, R>, known: impl Fn(&E) -> Option<DirectoryError>) -> DirectoryError
     where
-        E: std::error::Error + 'static,
+        E: std::error::Error + ProvideErrorMetadata + 'static,
         R: std::fmt::Debug,
     {
         match &error {
-            SdkError::ServiceError(service) => known(service.err()).unwrap_or_else(|| DirectoryError::Rejected(service.err().to_string())),
+            SdkError::ServiceError(service) => known(service.err()).unwrap_or_else(|| {
+                let message = service.err().to_string();
+                if service.err().code() == Some("InvalidParameterException") {
+                    DirectoryError::InvalidInput(message)
+                } else {
+                    DirectoryError::Rejected(message)
+                }
+            }),
             SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
                 DirectoryError::Unavailable(format!("{error:?}").chars().take(300).collect())
             }

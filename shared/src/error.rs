@@ -1,5 +1,6 @@
-//! The one HTTP error type, its JSON envelope and its single status mapping (DESIGN.md §7).
-//! Context errors convert into it; a client never sees a driver message or a stack trace.
+//! The one HTTP error type, its JSON envelope and its single status mapping
+//! (docs/ARCHITECTURE.md §7). Context errors convert into it; a client never sees a driver
+//! message or a stack trace.
 
 use crate::db::DbError;
 use crate::ids::InvalidValue;

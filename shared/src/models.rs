@@ -210,7 +210,8 @@ pub struct User {
     pub updated_at: Option<DateTime>,
 }
 
-/// The well-known principal that system-made records name as their creator (DESIGN.md §9).
+/// The well-known principal that system-made records name as their creator
+/// (docs/ARCHITECTURE.md §9).
 pub const SYSTEM_PRINCIPAL: ObjectId = ObjectId::from_bytes([0; 12]);
 
 /// A role of a tenant (`roles`, tenant-scoped).
@@ -243,7 +244,8 @@ pub struct RateLimit {
 }
 
 /// An API key of a tenant (`apiKeys`, tenant-scoped). `keyId` is globally unique, because
-/// authentication has no tenant yet (DESIGN.md §9); only the hash of the secret is stored.
+/// authentication has no tenant yet (docs/ARCHITECTURE.md §9); only the hash of the secret is
+/// stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKey {

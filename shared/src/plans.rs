@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A billing plan. An unknown name is an error, never a silent `free` (DESIGN.md §9).
+/// A billing plan. An unknown name is an error, never a silent `free`
+/// (docs/ARCHITECTURE.md §9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Plan {

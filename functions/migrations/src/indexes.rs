@@ -1,5 +1,5 @@
 //! Every index of the brief (§4.1.4), adapted where the brief cannot hold on every server
-//! (DESIGN.md §6, §9), and created idempotently.
+//! (docs/ARCHITECTURE.md §6, §9), and created idempotently.
 
 use mongodb::bson::{doc, Document};
 use mongodb::options::IndexOptions;
@@ -66,7 +66,7 @@ pub fn wanted() -> Vec<IndexSpec> {
         IndexSpec::new(roles, doc! {"tenantId": 1, "isSystem": 1}),
         IndexSpec::new(roles, doc! {"tenantId": 1, "createdAt": 1}),
         // Authentication looks a key up before it knows the tenant: a global unique key id
-        // (DESIGN.md §9) instead of the brief's {tenantId, keyHash}.
+        // (docs/ARCHITECTURE.md §9) instead of the brief's {tenantId, keyHash}.
         IndexSpec::new(keys, doc! {"keyId": 1}).unique(),
         IndexSpec::new(keys, doc! {"tenantId": 1, "isActive": 1}),
         IndexSpec::new(keys, doc! {"tenantId": 1, "expiresAt": 1}),

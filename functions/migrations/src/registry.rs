@@ -2,11 +2,12 @@
 //! ledger, so renaming or reordering one would run it again.
 
 use futures_util::future::BoxFuture;
-use mongodb::bson::{doc, Bson};
+use mongodb::bson::doc;
 use shared::db::{Db, DbError, SystemContext, TenantCollection};
 use shared::directory::Directory;
 use shared::models::{Role, TenantCounters, User, UserStatus};
 use shared::plans::Plan;
+use users::error::UsersError;
 
 /// What a migration works with.
 #[derive(Clone, Copy)]
@@ -90,11 +91,12 @@ fn tenant_counters(deps: Deps<'_>) -> BoxFuture<'_, Result<u64, DbError>> {
 }
 
 /// 003: every user record still holding `pending:<id>`, whatever its status (tenant admins
-/// were written `active` with it), is linked to a Cognito user, through the admin API and never
-/// from a token: the user with its e-mail is adopted only under the invitation's rule (this
-/// tenant's `custom:tenantId`, and no record links it yet); if there is none, it is created,
-/// which sends its invitation. Anything else (an e-mail several tenants shared before e-mails
-/// belonged to one tenant) is left as it is and reported in the log by ids.
+/// were written `active` with it), is linked to a Cognito user through the admin API, never
+/// from a token, by the invitation's own provisioning (the users crate): the user is created,
+/// which sends its invitation, or, if the e-mail has one already, adopted only under the
+/// invitation's rule (this tenant's `custom:tenantId`, and no record links it). Anything else
+/// (an e-mail several tenants shared before e-mails belonged to one tenant) is left as it is and
+/// reported in the log by ids.
 fn link_cognito_users(deps: Deps<'_>) -> BoxFuture<'_, Result<u64, DbError>> {
     Box::pin(async move {
         let registry = deps.db.tenants(deps.system);
@@ -106,40 +108,12 @@ fn link_cognito_users(deps: Deps<'_>) -> BoxFuture<'_, Result<u64, DbError>> {
             for (_, tenant) in batch {
                 let scope = deps.system.for_tenant(tenant.clone());
                 let users = deps.db.scoped::<User>(&scope, TenantCollection::Users);
-                let pending = users.find(doc! {"cognitoUserId": {"$regex": "^pending:"}}, Default::default()).await?;
-                for record in pending {
-                    let sub = match deps.directory.get_user(&record.email).await {
-                        Ok(Some(found)) if found.tenant.as_deref() == Some(tenant.as_str()) => {
-                            if users.find_one(doc! {"cognitoUserId": &found.sub}).await?.is_some() {
-                                tracing::warn!(tenantId = %tenant, userId = %record.id, "its Cognito user is linked to another record; left alone");
-                                continue;
-                            }
-                            found.sub
-                        }
-                        Ok(Some(_)) => {
-                            tracing::warn!(tenantId = %tenant, userId = %record.id, "its e-mail's Cognito user belongs to another tenant; left alone");
-                            continue;
-                        }
-                        Ok(None) => match deps.directory.create_user(&record.email, &tenant).await {
-                            Ok(sub) => sub,
-                            Err(error) => {
-                                tracing::warn!(tenantId = %tenant, userId = %record.id, %error, "could not create its Cognito user; left alone");
-                                continue;
-                            }
-                        },
-                        Err(error) => {
-                            tracing::warn!(tenantId = %tenant, userId = %record.id, %error, "the user directory failed; left alone");
-                            continue;
-                        }
-                    };
-                    let linked = users
-                        .update_one(
-                            doc! {"_id": record.id, "cognitoUserId": Bson::String(record.cognito_user_id.stored())},
-                            doc! {"$set": {"cognitoUserId": sub}},
-                            false,
-                        )
-                        .await?;
-                    changed += linked.modified;
+                for record in users.find(doc! {"cognitoUserId": {"$regex": "^pending:"}}, Default::default()).await? {
+                    match users::service::provision(deps.db, deps.directory, &scope, &record).await {
+                        Ok(_) => changed += 1,
+                        Err(UsersError::Db(e)) => return Err(e),
+                        Err(error) => tracing::warn!(tenantId = %tenant, userId = %record.id, %error, "not linked; left alone"),
+                    }
                 }
             }
         }

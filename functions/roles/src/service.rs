@@ -9,6 +9,9 @@ use shared::ids::Permission;
 use shared::models::{Role, SYSTEM_PRINCIPAL};
 use shared::permissions::first_not_held;
 use shared::TenantContext;
+use lru::LruCache;
+use std::num::NonZeroUsize;
+use std::sync::{LazyLock, Mutex};
 
 /// The name of the system role whose holders count as admins (the last one cannot go).
 pub const ADMIN_ROLE: &str = "admin";
@@ -46,9 +49,27 @@ pub async fn seed_system_roles(db: &Db, scope: &impl TenantScope, roles: &[Role]
     db.scoped::<Role>(scope, TenantCollection::Roles).insert_many(roles).await.map(drop)
 }
 
-/// A tenant's role by name (the system roles, for invitations and counters).
+/// A tenant's role by name.
 pub async fn by_name(db: &Db, scope: &impl TenantScope, name: &str) -> Result<Option<Role>, DbError> {
     db.scoped::<Role>(scope, TenantCollection::Roles).find_one(doc! {"name": name}).await
+}
+
+/// System role ids by database, tenant and name. System roles are immutable and never deleted
+/// while their tenant lives, so a process may remember their ids for good (bounded, LRU).
+static SYSTEM_ROLE_IDS: LazyLock<Mutex<LruCache<(String, String, &'static str), ObjectId>>> =
+    LazyLock::new(|| Mutex::new(LruCache::new(NonZeroUsize::new(10_000).expect("non-zero"))));
+
+/// The id of one of the tenant's system roles (`admin`, `user`, `viewer`): read once per process.
+pub async fn system_role_id(db: &Db, scope: &impl TenantScope, name: &'static str) -> Result<Option<ObjectId>, DbError> {
+    let key = (db.name().to_owned(), scope.scope_tenant().to_string(), name);
+    if let Some(id) = SYSTEM_ROLE_IDS.lock().expect("poisoned").get(&key) {
+        return Ok(Some(*id));
+    }
+    let role = db.scoped::<Role>(scope, TenantCollection::Roles).find_one(doc! {"name": name, "isSystem": true}).await?;
+    if let Some(role) = &role {
+        SYSTEM_ROLE_IDS.lock().expect("poisoned").put(key, role.id);
+    }
+    Ok(role.map(|r| r.id))
 }
 
 /// Roles by id, in this tenant only (ids of another tenant's roles find nothing).

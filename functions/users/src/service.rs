@@ -5,7 +5,7 @@
 use crate::error::UsersError;
 use crate::input::{Invitation, ProfileChanges, UserChanges};
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
-use roles::service::{by_ids, by_name, ADMIN_ROLE, DEFAULT_ROLE};
+use roles::service::{by_ids, system_role_id, ADMIN_ROLE, DEFAULT_ROLE};
 use shared::context::forget_tenant_members;
 use shared::db::{Db, DbError, FindOptions, Scoped, TenantCollection, TenantScope};
 use shared::directory::{Directory, DirectoryError};
@@ -63,9 +63,10 @@ pub async fn me(db: &Db, ctx: &TenantContext) -> Result<User, UsersError> {
     get(db, ctx, id).await
 }
 
-/// The tenant's admin role id: its holders (pending or active) are counted as admins.
+/// The tenant's admin role id: its holders (pending or active) are counted as admins. A tenant
+/// always has one; its absence means the tenant is still being set up.
 async fn admin_role(db: &Db, scope: &impl TenantScope) -> Result<ObjectId, UsersError> {
-    Ok(by_name(db, scope, ADMIN_ROLE).await?.ok_or_else(|| DbError::Refused(shared::db::Refusal::EmptyUpdate)).map_err(|_| UsersError::CountersMissing)?.id)
+    system_role_id(db, scope, ADMIN_ROLE).await?.ok_or(UsersError::CountersMissing)
 }
 
 fn holds(user: &User, role: &ObjectId) -> bool {
@@ -190,7 +191,10 @@ pub async fn invite(db: &Db, directory: &dyn Directory, ctx: &TenantContext, inv
             }
             found
         }
-        None => vec![by_name(db, ctx, DEFAULT_ROLE).await?.ok_or(UsersError::CountersMissing)?],
+        None => {
+            let id = system_role_id(db, ctx, DEFAULT_ROLE).await?.ok_or(UsersError::CountersMissing)?;
+            by_ids(db, ctx, &[id]).await?
+        }
     };
     no_escalation(ctx, &roles)?;
     let admin = roles.iter().any(|r| r.is_system && r.name == ADMIN_ROLE);

@@ -1,4 +1,4 @@
-//! The static checks behind every scoped operation (DESIGN.md §5).
+//! The static checks behind every scoped operation (docs/ARCHITECTURE.md §5).
 //!
 //! They run before anything reaches the server and refuse, never rewrite: a request that could
 //! read, write or name another tenant's data is a bug in the caller, and a loud error finds it

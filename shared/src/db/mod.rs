@@ -167,6 +167,9 @@ impl From<mongodb::error::Error> for DbError {
             }
             ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == 11000 => DbError::Duplicate,
             ErrorKind::Command(c) if c.code == 11000 => DbError::Duplicate,
+            // FerretDB reports a unique-index violation inside findAndModify as an internal
+            // error (code 1) carrying SQLite's message, not as MongoDB's 11000.
+            ErrorKind::Command(c) if c.code == 1 && c.message.contains("UNIQUE constraint failed") => DbError::Duplicate,
             ErrorKind::InsertMany(m)
                 if m.write_errors.as_ref().is_some_and(|errs| errs.iter().any(|w| w.code == 11000)) =>
             {

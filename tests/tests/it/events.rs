@@ -30,49 +30,7 @@ fn documented_success(resource: &str, method: &str) -> u16 {
     responses.keys().filter_map(|k| k.parse::<u16>().ok()).filter(|s| (200..300).contains(s)).min().expect("a 2xx response")
 }
 
-/// The sub the HTTP events' tenant admin carries.
-const ADMIN_SUB: &str = "0f1e2d3c-0000-4000-8000-00000000b002";
-const TENANT: &str = "tn_demoevents000000000000000";
-
-/// The tenant the events act on, as the events expect it: its admin linked to the events' `sub`,
-/// a second user (`…b2`, a viewer who also holds the custom role `…c4`), and the custom roles
-/// `…c3` ("Support") and `…c4` ("Escalations").
-async fn seed_events_tenant(deps: &local_api::Deps, superadmin_event: &Value) {
-    use mongodb::bson::{doc, oid::ObjectId, DateTime};
-    let new = tenants::input::NewTenant {
-        name: "Demo Events".into(),
-        domain: None,
-        admin_email: shared::ids::Email::parse("admin@demo-events.example").unwrap(),
-        plan: shared::plans::Plan::Basic,
-    };
-    let id = shared::ids::TenantId::parse(TENANT).unwrap();
-    let request = lambda_http::request::from_str(&superadmin_event.to_string()).unwrap();
-    let identity = shared::Identity::from_request(&request).unwrap();
-    let admin = shared::SuperadminContext::require(&identity).expect("a superadmin event seeds the tenant");
-    tenants::service::create_with_id(&deps.db, deps.directory.as_ref(), &admin, id, &new).await.expect("seed the events tenant");
-    let raw = |c: &'static str| tenancy_tests::raw_collection(&deps.db, c);
-    raw("users").await.update_one(doc! {"tenantId": TENANT}, doc! {"$set": {"cognitoUserId": ADMIN_SUB, "status": "active"}}).await.unwrap();
-    let viewer = raw("roles").await.find_one(doc! {"tenantId": TENANT, "name": "viewer"}).await.unwrap().unwrap();
-    let now = DateTime::now();
-    let oid = |hex: &str| ObjectId::parse_str(hex).unwrap();
-    for (role, name) in [("6565650000000000000000c3", "Support"), ("6565650000000000000000c4", "Escalations")] {
-        raw("roles")
-            .await
-            .insert_one(doc! {"_id": oid(role), "tenantId": TENANT, "name": name, "permissions": ["read:users"], "isSystem": false,
-                "createdBy": ObjectId::from_bytes([0; 12]), "createdAt": now, "updatedAt": now})
-            .await
-            .unwrap();
-    }
-    raw("users")
-        .await
-        .insert_one(doc! {"_id": oid("6565650000000000000000b2"), "tenantId": TENANT, "cognitoUserId": "0f1e2d3c-0000-4000-8000-0000000000b2",
-            "email": "member@demo-events.example", "profile": {"firstName": "Mem", "lastName": "Ber"},
-            "roles": [viewer.get_object_id("_id").unwrap().to_hex(), "6565650000000000000000c4"], "status": "active",
-            "createdAt": now, "updatedAt": now})
-        .await
-        .unwrap();
-    raw("tenants").await.update_one(doc! {"tenantId": TENANT}, doc! {"$inc": {"counters.seats": 1_i64}}).await.unwrap();
-}
+const TENANT: &str = local_api::fixtures::TENANT;
 
 fn is_http(event: &Value) -> bool {
     event.get("httpMethod").is_some() && event.get("resource").is_some()
@@ -82,12 +40,6 @@ fn is_http(event: &Value) -> bool {
 async fn every_http_event_runs_through_the_function_its_route_names() {
     let table = local_api::route_table().unwrap();
     let files: Vec<_> = event_files().into_iter().filter(|(_, e)| is_http(e)).collect();
-    let superadmin_event = files
-        .iter()
-        .map(|(_, e)| e)
-        .find(|e| e["requestContext"]["authorizer"]["claims"]["cognito:groups"] == "superadmin")
-        .expect("a superadmin event")
-        .clone();
     let mut routes_seen = std::collections::HashSet::new();
     for (name, event) in &files {
         let (method, path) = (event["httpMethod"].as_str().unwrap(), event["path"].as_str().unwrap());
@@ -95,7 +47,7 @@ async fn every_http_event_runs_through_the_function_its_route_names() {
         assert_eq!(matched.route.resource, event["resource"].as_str().unwrap(), "{name}: resource");
         routes_seen.insert((matched.route.method.clone(), matched.route.resource.clone()));
         let deps = local_api::Deps { db: tenancy_tests::fresh_db_with_indexes().await, directory: tenancy_tests::test_directory().await };
-        seed_events_tenant(&deps, &superadmin_event).await;
+        local_api::fixtures::seed_events_tenant(&deps).await.expect("the events' fixtures");
         let functions = local_api::functions(&deps);
         let function = functions.iter().find(|f| f.logical_id() == matched.route.function).expect("a hosted function");
         let request = lambda_http::request::from_str(&event.to_string()).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -7,3 +7,4 @@ mod isolation_props;
 mod migrations_run;
 mod scope;
 mod tenants_api;
+mod users_api;

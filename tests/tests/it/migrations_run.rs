@@ -230,3 +230,104 @@ async fn migration_001_gives_tenants_without_features_their_plan_s_features() {
     assert_eq!(features("tn_legacy_gold").await, shared::plans::Plan::Free.features());
     assert_eq!(features("tn_current").await, vec!["custom"], "existing features are left alone");
 }
+
+/// A tenant as stored before the counters existed, with its system admin role.
+async fn legacy_tenant(db: &Db, id: &str) -> String {
+    let now = DateTime::now();
+    tenancy_tests::raw_collection(db, "tenants")
+        .await
+        .insert_one(doc! {
+            "tenantId": id, "name": id, "status": "active",
+            "settings": {"maxUsers": 25, "features": ["basic_auth"], "customization": {}, "billing": {"plan": "basic", "maxApiCalls": 10000, "billingEmail": "b@legacy.example"}},
+            "apiUsage": {}, "createdAt": now, "updatedAt": now,
+        })
+        .await
+        .unwrap();
+    let admin = mongodb::bson::oid::ObjectId::new();
+    tenancy_tests::raw_collection(db, "roles")
+        .await
+        .insert_one(doc! {"_id": admin, "tenantId": id, "name": "admin", "permissions": ["*"], "isSystem": true,
+            "createdBy": mongodb::bson::oid::ObjectId::from_bytes([0; 12]), "createdAt": now, "updatedAt": now})
+        .await
+        .unwrap();
+    admin.to_hex()
+}
+
+/// A user record as stored before invitations linked Cognito: `pending:<its id>`.
+async fn legacy_user(db: &Db, tenant: &str, email: &str, role: &str, status: &str) -> mongodb::bson::oid::ObjectId {
+    let id = mongodb::bson::oid::ObjectId::new();
+    let now = DateTime::now();
+    tenancy_tests::raw_collection(db, "users")
+        .await
+        .insert_one(doc! {"_id": id, "tenantId": tenant, "cognitoUserId": format!("pending:{id}"), "email": email,
+            "profile": {"firstName": "L", "lastName": "U"}, "roles": [role], "status": status, "createdAt": now, "updatedAt": now})
+        .await
+        .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn migration_002_gives_legacy_tenants_counters_from_a_recount_once() {
+    let db = fresh_db_with_indexes().await;
+    let admin = legacy_tenant(&db, "tn_legacycounters").await;
+    for (email, role, status) in
+        [("a@l.example", admin.as_str(), "active"), ("b@l.example", admin.as_str(), "inactive"), ("c@l.example", admin.as_str(), "pending"), ("d@l.example", "x", "active")]
+    {
+        legacy_user(&db, "tn_legacycounters", email, role, status).await;
+    }
+    run(&db, Action::Up).await.unwrap();
+    let tenant = tenancy_tests::raw_collection(&db, "tenants").await.find_one(doc! {"tenantId": "tn_legacycounters"}).await.unwrap().unwrap();
+    let counters = tenant.get_document("counters").unwrap();
+    assert_eq!((counters.get_i64("seats").unwrap(), counters.get_i64("admins").unwrap()), (4, 2), "every record a seat; pending or active admins");
+}
+
+#[tokio::test]
+async fn migration_003_links_legacy_records_through_the_admin_api_and_reports_the_rest() {
+    let db = fresh_db_with_indexes().await;
+    let directory = tenancy_tests::test_directory().await;
+    let admin = legacy_tenant(&db, "tn_legacylinks").await;
+    legacy_tenant(&db, "tn_legacyother").await;
+    // No Cognito user yet: created (with its invitation). One that exists for this tenant and is
+    // unlinked: adopted. One whose e-mail's Cognito user belongs to another tenant: left alone.
+    let created = legacy_user(&db, "tn_legacylinks", "create@l.example", &admin, "active").await;
+    let adopted = legacy_user(&db, "tn_legacylinks", "adopt@l.example", &admin, "pending").await;
+    let shared_mail = legacy_user(&db, "tn_legacylinks", "shared@l.example", &admin, "active").await;
+    let tenant = TenantId::parse("tn_legacylinks").unwrap();
+    let sub = directory.create_user(&Email::parse("adopt@l.example").unwrap(), &tenant).await.unwrap();
+    directory.create_user(&Email::parse("shared@l.example").unwrap(), &TenantId::parse("tn_legacyother").unwrap()).await.unwrap();
+    migrations::run(&db, directory.as_ref(), Action::Up).await.unwrap();
+    let users = tenancy_tests::raw_collection(&db, "users").await;
+    let link = |id| {
+        let users = users.clone();
+        async move { users.find_one(doc! {"_id": id}).await.unwrap().unwrap().get_str("cognitoUserId").unwrap().to_owned() }
+    };
+    let made = directory.get_user(&Email::parse("create@l.example").unwrap()).await.unwrap().expect("created in Cognito");
+    assert_eq!(made.tenant.as_deref(), Some("tn_legacylinks"));
+    assert_eq!(link(created).await, made.sub);
+    assert_eq!(link(adopted).await, sub);
+    assert!(link(shared_mail).await.starts_with("pending:"), "another tenant's account is never adopted");
+    let Report::Up { applied, .. } = migrations::run(&db, directory.as_ref(), Action::Up).await.unwrap() else { panic!() };
+    assert!(applied.is_empty(), "recorded once");
+}
+
+/// The admins `POST /tenants` wrote before invitations existed (active, `pending:<id>`) keep
+/// working: the migration links them, and they sign in by their `sub`.
+#[tokio::test]
+async fn a_legacy_tenant_admin_signs_in_after_the_migration() {
+    let app = tenancy_tests::app::spawn_app().await;
+    let superadmin = app.superadmin().await;
+    let id = app.create_tenant(&superadmin, serde_json::json!({"name": "Old", "adminEmail": "old@legacy.example"})).await["tenantId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let email = Email::parse("old@legacy.example").unwrap();
+    app.deps.directory.delete_user(&email).await.unwrap();
+    let users = tenancy_tests::raw_collection(&app.db, "users").await;
+    let record = users.find_one(doc! {"tenantId": &id}).await.unwrap().unwrap();
+    let rid = record.get_object_id("_id").unwrap();
+    users.update_one(doc! {"_id": rid}, doc! {"$set": {"cognitoUserId": format!("pending:{rid}"), "status": "active"}}).await.unwrap();
+    migrations::run(&app.db, app.deps.directory.as_ref(), Action::Up).await.unwrap();
+    let token = app.member("old@legacy.example", &id).await;
+    let (status, _, body) = app.call(app.request(reqwest::Method::GET, &format!("/tenants/{id}"), Some(&token))).await;
+    assert_eq!(status, 200, "{body}");
+}

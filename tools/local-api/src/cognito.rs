@@ -54,8 +54,17 @@ const APP_CLIENT_NAME: &str = "tenancy-local-app";
 /// admin-only creation nor the client's write attributes (see the README): the local stack is
 /// for loopback only.
 pub async fn bootstrap(cognito: &Client, endpoint: &str, region: &str, pool_name: &str) -> Result<PoolIds, BoxError> {
-    let pools = cognito.list_user_pools().max_results(60).send().await?;
-    let existing = pools.user_pools().iter().find(|p| p.name() == Some(pool_name)).and_then(|p| p.id().map(str::to_owned));
+    // Every page: a test run leaves hundreds of pools, and a pool missed here would be created
+    // again under the same (name-derived) id, emptied.
+    let mut next: Option<String> = None;
+    let existing = loop {
+        let page = cognito.list_user_pools().max_results(60).set_next_token(next.take()).send().await?;
+        let found = page.user_pools().iter().find(|p| p.name() == Some(pool_name)).and_then(|p| p.id().map(str::to_owned));
+        next = page.next_token().map(str::to_owned);
+        if found.is_some() || next.is_none() {
+            break found;
+        }
+    };
     let user_pool_id = match existing {
         Some(id) => id,
         None => cognito

@@ -2,6 +2,7 @@
 //! bootstrap.
 
 pub mod cognito;
+pub mod fixtures;
 pub mod gateway;
 pub mod jwt;
 pub mod routes;

@@ -1,6 +1,8 @@
 //! `local-api`: the local stack's Rust half.
 //!   local-api serve                     serve every route on 127.0.0.1:$LOCAL_API_PORT (3000)
 //!   local-api migrate setup|up|status   run the migrations handler once; print its report
+//!   local-api reset                     drop the local database (loopback URIs only)
+//!   local-api seed-events               seed the tenant, users and roles that events/ name
 //!   local-api bootstrap                 make (or find) the user pool in moto; print its ids
 //!   local-api user EMAIL PASSWORD [--tenant T] [--superadmin]
 //!                                       make (or update) a user; print its ID token
@@ -122,6 +124,24 @@ async fn main() -> Result<(), cognito::BoxError> {
             };
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
+        Some("reset") => {
+            let config = DbConfig::from_env(&process_env(), "tenancy-local-reset")?;
+            // A developer tool: it never drops a database that is not on this machine.
+            let host = config.uri.trim_start_matches("mongodb://").split(['/', '?']).next().unwrap_or("");
+            if !host.split(',').all(|h| h.starts_with("127.0.0.1") || h.starts_with("localhost")) {
+                return Err("reset only drops a database on 127.0.0.1 or localhost".into());
+            }
+            let client = mongodb::Client::with_uri_str(&config.uri).await?;
+            client.database(&config.database).drop().await?;
+            eprintln!("dropped the local database {}", config.database);
+        }
+        Some("seed-events") => {
+            let db = local_api::database(&DbConfig::from_env(&process_env(), "tenancy-local-seed")?).await?;
+            let pool = shared::config::PoolConfig::from_env(&process_env())?;
+            let directory = local_api::moto_directory(&moto, &region, &pool.user_pool_id);
+            local_api::fixtures::seed_events_tenant(&local_api::Deps { db, directory }).await?;
+            eprintln!("seeded {}", local_api::fixtures::TENANT);
+        }
         Some("bootstrap") => {
             let client = cognito::client(&moto, &region);
             let pool = cognito::bootstrap(&client, &moto, &region, &pool_name).await?;
@@ -137,7 +157,7 @@ async fn main() -> Result<(), cognito::BoxError> {
         }
         _ => {
             eprintln!(
-                "usage: local-api serve | migrate setup|up|status | bootstrap | user EMAIL PASSWORD [--tenant T] [--superadmin]"
+                "usage: local-api serve | migrate setup|up|status | reset | seed-events | bootstrap | user EMAIL PASSWORD [--tenant T] [--superadmin]"
             );
             std::process::exit(2);
         }

@@ -1,0 +1,47 @@
+"""Fails unless every operation of the given OpenAPI tags answered a 2xx at least once in a
+schemathesis run, read from its HAR report: a run whose every call was refused (a 403 for a
+caller who may not, say) would otherwise pass while proving nothing about the operation.
+
+usage: contract_coverage.py REPORT.har openapi.json TAG [TAG ...]
+"""
+import json
+import re
+import sys
+from urllib.parse import urlparse
+
+
+def operations(spec, tags):
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            if isinstance(op, dict) and set(op.get("tags", [])) & tags:
+                pattern = "^" + re.sub(r"\{[^/]+\}", "[^/]+", path) + "$"
+                yield method.upper(), path, re.compile(pattern), op.get("operationId", f"{method} {path}")
+
+
+def main():
+    har_path, spec_path, *tags = sys.argv[1:]
+    spec = json.load(open(spec_path))
+    entries = json.load(open(har_path))["log"]["entries"]
+    ops = list(operations(spec, set(tags)))
+    # Literal segments win over parameters, as in the gateway: /users/me is not /users/{userId}.
+    ops.sort(key=lambda o: o[1].count("{"))
+    seen = {op_id: set() for *_, op_id in ops}
+    for entry in entries:
+        method = entry["request"]["method"].upper()
+        path = urlparse(entry["request"]["url"]).path
+        status = entry["response"]["status"]
+        for op_method, _, pattern, op_id in ops:
+            if op_method == method and pattern.match(path):
+                seen[op_id].add(status)
+                break
+    missing = [op_id for op_id, statuses in seen.items() if not any(200 <= s < 300 for s in statuses)]
+    for op_id, statuses in sorted(seen.items()):
+        print(f"  {op_id}: {sorted(statuses)}")
+    if missing:
+        print(f"no 2xx for: {', '.join(missing)}", file=sys.stderr)
+        sys.exit(1)
+    print(f"every operation of {', '.join(tags)} answered a 2xx ({len(seen)} operations)")
+
+
+if __name__ == "__main__":
+    main()

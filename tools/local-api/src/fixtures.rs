@@ -1,0 +1,78 @@
+//! The fixtures the files in `events/` name: the tenant they act in, its admin linked to the
+//! `sub` their claims carry, a second user, and two custom roles, all with fixed ids. The events
+//! test and the benchmark seed them the same way, through the tenant scope like any writer.
+
+use crate::Deps;
+use mongodb::bson::{doc, oid::ObjectId};
+use shared::db::{SystemContext, TenantCollection};
+use shared::ids::{Email, Permission, TenantId};
+use shared::models::{CognitoLink, Profile, Role, User, UserStatus, SYSTEM_PRINCIPAL};
+
+/// The tenant every tenant-scoped event acts in.
+pub const TENANT: &str = "tn_demoevents000000000000000";
+/// The `sub` of the tenant admin in the events' claims.
+pub const ADMIN_SUB: &str = "0f1e2d3c-0000-4000-8000-00000000b002";
+/// The second user (a viewer that also holds the `Escalations` role).
+pub const MEMBER: &str = "6565650000000000000000b2";
+/// The custom roles `Support` and `Escalations`.
+pub const ROLES: [(&str, &str); 2] = [("6565650000000000000000c3", "Support"), ("6565650000000000000000c4", "Escalations")];
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn superadmin() -> Result<shared::SuperadminContext, BoxError> {
+    let event = serde_json::json!({
+        "resource": "/tenants", "path": "/tenants", "httpMethod": "POST", "headers": {},
+        "requestContext": {"requestId": "fixtures", "resourcePath": "/tenants", "httpMethod": "POST",
+            "authorizer": {"claims": {"sub": "fixtures", "cognito:groups": "superadmin"}}},
+        "body": null, "isBase64Encoded": false
+    });
+    let identity = shared::Identity::from_request(&lambda_http::request::from_str(&event.to_string())?)?;
+    Ok(shared::SuperadminContext::require(&identity)?)
+}
+
+/// Creates the events' tenant (its admin invited through `deps.directory`) and the rest.
+pub async fn seed_events_tenant(deps: &Deps) -> Result<(), BoxError> {
+    let tenant = TenantId::parse(TENANT)?;
+    let new = tenants::input::NewTenant {
+        name: "Demo Events".into(),
+        domain: None,
+        admin_email: Email::parse("admin@demo-events.example")?,
+        plan: shared::plans::Plan::Basic,
+    };
+    tenants::service::create_with_id(&deps.db, deps.directory.as_ref(), &superadmin()?, tenant.clone(), &new).await?;
+    let scope = SystemContext::new("event fixtures").for_tenant(tenant);
+    let users = deps.db.scoped::<User>(&scope, TenantCollection::Users);
+    // The events carry a fixed sub; the invited admin is linked to it as if it had signed in.
+    users.update_one(doc! {}, doc! {"$set": {"cognitoUserId": ADMIN_SUB, "status": UserStatus::Active.as_str()}}, false).await?;
+    let roles = deps.db.scoped::<Role>(&scope, TenantCollection::Roles);
+    for (id, name) in ROLES {
+        let role = Role {
+            id: ObjectId::parse_str(id)?,
+            tenant_id: None,
+            name: name.into(),
+            description: None,
+            permissions: vec![Permission::parse("read:users")?],
+            is_system: false,
+            created_by: SYSTEM_PRINCIPAL,
+            created_at: None,
+            updated_at: None,
+        };
+        roles.insert_one(&role).await?;
+    }
+    let viewer = roles.find_one(doc! {"name": "viewer"}).await?.ok_or("no viewer role")?;
+    let member = User {
+        id: ObjectId::parse_str(MEMBER)?,
+        tenant_id: None,
+        cognito_user_id: CognitoLink::Linked("0f1e2d3c-0000-4000-8000-0000000000b2".into()),
+        email: Email::parse("member@demo-events.example")?,
+        profile: Profile { first_name: "Mem".into(), last_name: "Ber".into(), ..Profile::default() },
+        roles: vec![viewer.id.to_hex(), ROLES[1].0.to_owned()],
+        status: UserStatus::Active,
+        last_login_at: None,
+        created_at: None,
+        updated_at: None,
+    };
+    users.insert_one(&member).await?;
+    deps.db.own_tenant(&scope).adjust_counters(1, 0).await?;
+    Ok(())
+}
