@@ -72,6 +72,15 @@ pub fn month_window(now_ms: i64) -> (String, u64) {
     (format!("{year:04}-{:02}", u8::from(month)), millis.div_ceil(1000).max(1))
 }
 
+/// The per-minute window (`YYYYMMDDHHMM`, UTC) of a Unix time in ms, and the whole seconds until
+/// the next one begins (at least 1).
+pub fn minute_window(now_ms: i64) -> (String, u64) {
+    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let key = format!("{:04}{:02}{:02}{:02}{:02}", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute());
+    let into_minute = now_ms.rem_euclid(60_000) as u64;
+    (key, (60_000 - into_minute).div_ceil(1000).max(1))
+}
+
 /// A date as RFC 3339 UTC with exactly three fractional digits (`2026-11-28T21:07:30.600Z`), the
 /// one form timestamps take in responses.
 pub fn rfc3339_millis(at: DateTime) -> String {
@@ -106,6 +115,12 @@ mod tests {
     #[test]
     fn december_rolls_into_january() {
         assert_eq!(month_window(ms(2026, Month::December, 31, 86_399)), ("2026-12".to_string(), 1));
+    }
+
+    #[test]
+    fn the_minute_window_and_its_retry_after_are_exact() {
+        assert_eq!(minute_window(ms(2026, Month::November, 28, 21 * 3600 + 7 * 60) + 59_500), ("202611282107".to_string(), 1));
+        assert_eq!(minute_window(ms(2026, Month::November, 28, 0)), ("202611280000".to_string(), 60));
     }
 
     #[test]

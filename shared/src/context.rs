@@ -7,21 +7,23 @@
 //!    only. Admission never matches by e-mail: a self-registered account with a pending user's
 //!    e-mail links nothing. No record, or an inactive one, is a 403.
 //! 2. **Counting.** Then one `findOneAndUpdate` on the tenant record checks that the tenant is
-//!    active and under its monthly quota (the bound is a literal in the filter, never
-//!    increment-then-check) and counts the call. Past the quota it is a 429 and nothing is
-//!    counted.
+//!    active, under its monthly quota and under its per-minute window (each bound a literal in
+//!    the filter, never increment-then-check), counts the call in both, and removes stale
+//!    window fields. Past either bound it is a 429 with `Retry-After`, and nothing is counted.
+//!    Over the monthly quota alone, the limits route is still admitted, uncounted, so that a
+//!    tenant can see why it is blocked.
 //!
 //! A member's status and permissions are cached in-process for at most [`PERMISSION_TTL`], so a
 //! warm call costs that one round trip. A superadmin names the tenant it acts for explicitly; it
 //! is not counted.
 
-use crate::clock::month_window;
-use crate::db::{Db, DbError, SystemContext, TenantCollection, TenantScope};
+use crate::clock::{minute_window, month_window};
+use crate::db::{CallBounds, Db, DbError, SystemContext, TenantCollection, TenantScope};
 use crate::error::ApiError;
 use crate::identity::{Identity, Principal};
 use crate::ids::{parse_object_id, Permission, TenantId};
 use crate::models::{Role, Tenant, TenantStatus, User, UserStatus};
-use crate::plans::UNLIMITED;
+use crate::plans::{Plan, UNLIMITED};
 use lru::LruCache;
 use mongodb::bson::{doc, oid::ObjectId, Bson};
 use std::num::NonZeroUsize;
@@ -93,10 +95,18 @@ impl TenantScope for SuperadminTenantScope {
     }
 }
 
+/// Whether an exhausted monthly quota refuses the call (every route but one), or lets it through
+/// uncounted (the route that shows a tenant its limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    Enforce,
+    ReadLimits,
+}
+
 impl TenantContext {
     /// Admits `identity` to a tenant (see the module docs). `target` is the tenant the request
     /// names, if any: a member may only name its own; a superadmin must name one.
-    pub async fn admit(db: &Db, identity: &Identity, target: Option<&TenantId>) -> Result<Self, ApiError> {
+    pub async fn admit(db: &Db, identity: &Identity, target: Option<&TenantId>, quota: Quota) -> Result<Self, ApiError> {
         if identity.is_superadmin() {
             let tenant_id =
                 target.ok_or_else(|| ApiError::Forbidden("A superadmin must name the tenant it acts for".into()))?;
@@ -113,7 +123,7 @@ impl TenantContext {
             return Err(ApiError::Forbidden("The caller may not act for another tenant".into()));
         }
         let member = membership(db, own, identity).await?;
-        let tenant = count_call(db, own).await?;
+        let tenant = count_call(db, own, quota).await?;
         Ok(Self { tenant, identity: identity.clone(), permissions: member.permissions, user_id: Some(member.user_id) })
     }
 
@@ -147,6 +157,19 @@ impl TenantContext {
         &self.permissions
     }
 
+    /// A 403 naming the feature and the plan unless the tenant's plan includes `feature`. Read
+    /// from the record admission just loaded, so a downgrade takes effect on the next call.
+    pub fn require_feature(&self, feature: &str) -> Result<(), ApiError> {
+        if self.tenant.settings.features.iter().any(|f| f == feature) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "The {} plan does not include the feature {feature}",
+                self.tenant.settings.billing.plan.as_str()
+            )))
+        }
+    }
+
     /// A 403 unless one of the caller's permissions covers `permission`.
     pub fn require(&self, permission: &str) -> Result<(), ApiError> {
         if self.permissions.iter().any(|p| p.covers(permission)) {
@@ -171,10 +194,28 @@ type MemberKey = (String, String, String);
 static MEMBERS: LazyLock<Mutex<LruCache<MemberKey, Member>>> =
     LazyLock::new(|| Mutex::new(LruCache::new(NonZeroUsize::new(CACHE_CAPACITY).expect("non-zero"))));
 
-/// The last `maxApiCalls` seen per tenant: only a hint for the admission filter's literal bound.
-/// A stale hint makes the filter miss, and admission then reads the tenant and tries again.
-static QUOTA_HINTS: LazyLock<Mutex<LruCache<(String, String), i64>>> =
+/// What admission last saw of a tenant: its plan, its `maxApiCalls` and its window fields. Only
+/// a hint for the literal bounds of the counting filter: a stale hint makes the filter miss, and
+/// admission then reads the tenant and tries again.
+#[derive(Debug, Clone)]
+struct QuotaHint {
+    plan: Plan,
+    max_calls: i64,
+    minutes: Vec<String>,
+}
+
+static QUOTA_HINTS: LazyLock<Mutex<LruCache<(String, String), QuotaHint>>> =
     LazyLock::new(|| Mutex::new(LruCache::new(NonZeroUsize::new(CACHE_CAPACITY).expect("non-zero"))));
+
+impl QuotaHint {
+    fn of(tenant: &Tenant) -> Self {
+        Self {
+            plan: tenant.settings.billing.plan,
+            max_calls: tenant.settings.billing.max_api_calls,
+            minutes: tenant.minute_usage.keys().cloned().collect(),
+        }
+    }
+}
 
 /// Drops every cached member of a tenant in this process, so that a change of roles or status
 /// made here takes effect on the next call; other processes see it within [`PERMISSION_TTL`].
@@ -277,17 +318,28 @@ async fn role_permissions(db: &Db, tenant: &TenantId, role_ids: &[String]) -> Re
     Ok(Arc::from(all))
 }
 
-/// Counts the call in the tenant record, bounded by the monthly quota in the filter. The first
-/// try uses the remembered bound; a miss reads the tenant to tell why (suspended, over quota, or
-/// a plan change that moved the bound) and tries again with the bound just read.
-async fn count_call(db: &Db, tenant_id: &TenantId) -> Result<Tenant, ApiError> {
+/// Counts the call in the tenant record, bounded in the filter by the monthly quota and the
+/// per-minute window. The first try uses the remembered bounds; a miss reads the tenant to tell
+/// why (suspended, a bound reached, or a plan change that moved the bounds) and tries again.
+async fn count_call(db: &Db, tenant_id: &TenantId, quota: Quota) -> Result<Tenant, ApiError> {
     let registry = db.tenants(&SystemContext::new("admission"));
-    let (month, retry_after_secs) = month_window(db.clock().now_ms());
+    let now = db.clock().now_ms();
+    let (month, month_retry) = month_window(now);
+    let (minute, minute_retry) = minute_window(now);
     let hint_key = (db.name().to_owned(), tenant_id.to_string());
-    let mut bound = QUOTA_HINTS.lock().expect("poisoned").get(&hint_key).copied();
+    let mut hint = QUOTA_HINTS.lock().expect("poisoned").get(&hint_key).cloned();
     for _ in 0..3 {
-        if let Some(max) = bound {
-            if let Some(tenant) = registry.count_call(tenant_id, &month, max).await? {
+        if let Some(h) = &hint {
+            let bounds = CallBounds {
+                month: month.clone(),
+                minute: minute.clone(),
+                plan: h.plan,
+                max_calls: h.max_calls,
+                per_minute: h.plan.limits().calls_per_minute,
+                stale_minutes: h.minutes.clone(),
+            };
+            if let Some(tenant) = registry.count_call(tenant_id, &bounds).await? {
+                QUOTA_HINTS.lock().expect("poisoned").put(hint_key, QuotaHint::of(&tenant));
                 return Ok(tenant);
             }
         }
@@ -302,13 +354,23 @@ async fn count_call(db: &Db, tenant_id: &TenantId) -> Result<Tenant, ApiError> {
             }
             other => return Err(ApiError::Forbidden(format!("Tenant {tenant_id} is {}", other.as_str()))),
         }
-        let max = tenant.settings.billing.max_api_calls;
-        QUOTA_HINTS.lock().expect("poisoned").put(hint_key.clone(), max);
-        let used = tenant.api_usage.get(&month).copied().unwrap_or(0);
-        if max != UNLIMITED && used >= max {
-            return Err(quota_exhausted(max, retry_after_secs));
+        let fresh = QuotaHint::of(&tenant);
+        QUOTA_HINTS.lock().expect("poisoned").put(hint_key.clone(), fresh.clone());
+        let per_minute = fresh.plan.limits().calls_per_minute;
+        if tenant.minute_usage.get(&minute).copied().unwrap_or(0) >= per_minute {
+            return Err(ApiError::TooManyRequests {
+                message: format!("The tenant's limit of {per_minute} calls a minute is reached"),
+                retry_after_secs: minute_retry,
+            });
         }
-        bound = Some(max);
+        let max = fresh.max_calls;
+        if max != UNLIMITED && tenant.api_usage.get(&month).copied().unwrap_or(0) >= max {
+            return match quota {
+                Quota::ReadLimits => Ok(tenant),
+                Quota::Enforce => Err(quota_exhausted(max, month_retry)),
+            };
+        }
+        hint = Some(fresh);
     }
     // The plan changed under every try: rare enough that the client may simply retry.
     Err(ApiError::TooManyRequests { message: "The tenant's plan is changing; try again".into(), retry_after_secs: 1 })
@@ -318,5 +380,45 @@ fn quota_exhausted(max: i64, retry_after_secs: u64) -> ApiError {
     ApiError::TooManyRequests {
         message: format!("Monthly API quota of {max} calls is exhausted; it resets at the start of next month (UTC)"),
         retry_after_secs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Email;
+    use crate::models::TenantSettings;
+
+    fn context(plan: Plan) -> TenantContext {
+        let now = mongodb::bson::DateTime::now();
+        let tenant = Tenant {
+            id: ObjectId::new(),
+            tenant_id: TenantId::parse("tn_features").unwrap(),
+            name: "F".into(),
+            domain: None,
+            settings: TenantSettings::for_plan(plan, &Email::parse("b@f.example").unwrap()),
+            status: TenantStatus::Active,
+            suspended_at: None,
+            suspension_reason: None,
+            api_usage: Default::default(),
+            minute_usage: Default::default(),
+            counters: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let event = serde_json::json!({"resource": "/", "path": "/", "httpMethod": "GET", "headers": {},
+            "requestContext": {"requestId": "r", "resourcePath": "/", "httpMethod": "GET",
+                "authorizer": {"claims": {"sub": "u", "custom:tenantId": "tn_features"}}},
+            "body": null, "isBase64Encoded": false});
+        let identity = Identity::from_request(&lambda_http::request::from_str(&event.to_string()).unwrap()).unwrap();
+        TenantContext { tenant, identity, permissions: Arc::from(Vec::new()), user_id: None }
+    }
+
+    #[test]
+    fn a_plan_without_a_feature_is_a_403_naming_the_feature_and_the_plan() {
+        let err = context(Plan::Free).require_feature("audit_logs").unwrap_err();
+        assert_eq!(err.status(), 403);
+        assert_eq!(err.to_string(), "The free plan does not include the feature audit_logs");
+        assert!(context(Plan::Basic).require_feature("audit_logs").is_ok());
     }
 }

@@ -1,7 +1,7 @@
 //! Request plumbing shared by every HTTP context: typed input, the success envelope, and the
 //! wrapper that gives each request its tracing span and turns errors into JSON.
 
-use crate::context::{SuperadminContext, TenantContext};
+use crate::context::{Quota, SuperadminContext, TenantContext};
 use crate::db::Db;
 use crate::error::{ApiError, FieldError};
 use crate::identity::Identity;
@@ -96,9 +96,19 @@ pub fn route_key(req: &Request) -> Option<String> {
 /// the identity, admits the caller to `target` (the tenant the request names, if any) or to its
 /// own tenant (docs/ARCHITECTURE.md §12), and records the tenant on the request span.
 pub async fn admit(db: &Db, req: &Request, target: Option<&TenantId>) -> Result<TenantContext, ApiError> {
+    admit_with(db, req, target, Quota::Enforce).await
+}
+
+/// The same admission step, for the one route a tenant over its monthly quota may still call:
+/// the one that shows it its limits (the call is then not counted).
+pub async fn admit_over_quota(db: &Db, req: &Request, target: Option<&TenantId>) -> Result<TenantContext, ApiError> {
+    admit_with(db, req, target, Quota::ReadLimits).await
+}
+
+async fn admit_with(db: &Db, req: &Request, target: Option<&TenantId>, quota: Quota) -> Result<TenantContext, ApiError> {
     let identity = Identity::from_request(req)?;
     record_tenant(target.or(identity.tenant()));
-    TenantContext::admit(db, &identity, target).await
+    TenantContext::admit(db, &identity, target, quota).await
 }
 
 /// The admission step for superadmin-only routes: the caller must be a superadmin. `target` is

@@ -91,6 +91,10 @@ pub struct Tenant {
     /// API calls per calendar month (UTC), keyed `YYYY-MM`: the atomic usage counter.
     #[serde(default)]
     pub api_usage: BTreeMap<String, i64>,
+    /// Calls in the current per-minute window, keyed `YYYYMMDDHHMM`; stale windows are removed
+    /// by the update that counts the next call.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub minute_usage: BTreeMap<String, i64>,
     /// Seats and admins; absent on tenants made before they existed, until migration 002.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counters: Option<TenantCounters>,

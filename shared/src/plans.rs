@@ -21,6 +21,9 @@ pub const UNLIMITED: i64 = -1;
 pub struct PlanLimits {
     pub max_users: i64,
     pub max_api_calls: i64,
+    /// Calls per minute for the whole tenant, people and keys alike: one tenant's burst cannot
+    /// starve the others.
+    pub calls_per_minute: i64,
     pub features: &'static [&'static str],
 }
 
@@ -55,10 +58,15 @@ impl Plan {
     /// The plan's limits and features.
     pub fn limits(self) -> PlanLimits {
         match self {
-            Plan::Free => PlanLimits { max_users: 5, max_api_calls: 1_000, features: FREE_FEATURES },
-            Plan::Basic => PlanLimits { max_users: 25, max_api_calls: 10_000, features: BASIC_FEATURES },
-            Plan::Premium => PlanLimits { max_users: 100, max_api_calls: 100_000, features: PREMIUM_FEATURES },
-            Plan::Enterprise => PlanLimits { max_users: UNLIMITED, max_api_calls: UNLIMITED, features: ENTERPRISE_FEATURES },
+            Plan::Free => PlanLimits { max_users: 5, max_api_calls: 1_000, calls_per_minute: 120, features: FREE_FEATURES },
+            Plan::Basic => PlanLimits { max_users: 25, max_api_calls: 10_000, calls_per_minute: 1_200, features: BASIC_FEATURES },
+            Plan::Premium => PlanLimits { max_users: 100, max_api_calls: 100_000, calls_per_minute: 6_000, features: PREMIUM_FEATURES },
+            Plan::Enterprise => PlanLimits {
+                max_users: UNLIMITED,
+                max_api_calls: UNLIMITED,
+                calls_per_minute: 24_000,
+                features: ENTERPRISE_FEATURES,
+            },
         }
     }
 

@@ -11,7 +11,7 @@ use shared::audit::{self, AuditEvent};
 use shared::db::{TenantQuery, MAX_SEARCH_LEN};
 use shared::error::ApiError;
 use shared::http::{
-    admit, admit_superadmin, json_body, optional_json_body, path_id, respond_list, respond_one, Pagination, Query, RequestMeta,
+    admit, admit_over_quota, admit_superadmin, json_body, optional_json_body, path_id, respond_list, respond_one, Pagination, Query, RequestMeta,
 };
 use shared::ids::TenantId;
 use shared::models::{Tenant, TenantStatus};
@@ -72,16 +72,16 @@ pub async fn list(state: &AppState, req: &Request) -> Reply {
 
 /// `GET /tenants/{tenantId}` (superadmin, or a member of that tenant).
 pub async fn get(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let ctx = admit_reader(state, req, meta).await?;
+    let ctx = admit_reader(state, req, meta, false).await?;
     one(StatusCode::OK, ctx.tenant())
 }
 
 /// Admits the caller to the path's tenant: any member (an active user of that tenant) may read
 /// its own tenant, no role needed (the brief's rule). A superadmin acting for a tenant is
 /// audited there, reads included (docs/ARCHITECTURE.md §4).
-async fn admit_reader(state: &AppState, req: &Request, meta: &RequestMeta) -> Result<TenantContext, ApiError> {
+async fn admit_reader(state: &AppState, req: &Request, meta: &RequestMeta, over_quota: bool) -> Result<TenantContext, ApiError> {
     let tenant_id = tenant_param(req)?;
-    let ctx = admit(&state.db, req, Some(&tenant_id)).await?;
+    let ctx = if over_quota { admit_over_quota(&state.db, req, Some(&tenant_id)).await? } else { admit(&state.db, req, Some(&tenant_id)).await? };
     if ctx.is_superadmin() {
         let details = doc! {"route": shared::http::route_key(req)};
         audit(state, ctx.tenant(), meta, ctx.identity(), "tenant.accessed", details).await;
@@ -146,6 +146,6 @@ pub async fn billing(state: &AppState, req: &Request, meta: &RequestMeta) -> Rep
 
 /// `GET /tenants/{tenantId}/limits` (superadmin, or a member of that tenant).
 pub async fn limits(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let ctx = admit_reader(state, req, meta).await?;
+    let ctx = admit_reader(state, req, meta, true).await?;
     respond_one(StatusCode::OK, &service::limits(&state.db, &ctx).await?)
 }

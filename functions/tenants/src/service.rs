@@ -128,6 +128,7 @@ async fn create_records(
         suspended_at: None,
         suspension_reason: None,
         api_usage: Default::default(),
+        minute_usage: Default::default(),
         counters: Some(TenantCounters { seats: 1, admins: 1 }),
         created_at: now,
         updated_at: now,

@@ -30,6 +30,8 @@ pub enum UsersError {
     SelfChange(&'static str),
     #[error("The caller cannot grant {0}, which it does not hold")]
     Escalation(String),
+    #[error("The user holds {0}, which the caller does not: only someone who holds it may manage this user")]
+    Outranked(String),
     #[error("The user was changed concurrently; read it again and retry")]
     Concurrent,
     #[error("the user directory failed")]
@@ -48,7 +50,7 @@ impl From<UsersError> for ApiError {
             | UsersError::LastAdmin
             | UsersError::Pending
             | UsersError::Concurrent => ApiError::Conflict(e.to_string()),
-            UsersError::SelfChange(_) | UsersError::Escalation(_) => ApiError::Forbidden(e.to_string()),
+            UsersError::SelfChange(_) | UsersError::Escalation(_) | UsersError::Outranked(_) => ApiError::Forbidden(e.to_string()),
             UsersError::CountersMissing => ApiError::Unavailable(Box::new(e)),
             UsersError::Directory(DirectoryError::Unavailable(_)) => ApiError::Unavailable(Box::new(e)),
             // Cognito refused a value this service passed on (an address it will not take).

@@ -9,7 +9,7 @@ use roles::service::{by_ids, system_role_id, ADMIN_ROLE, DEFAULT_ROLE};
 use shared::context::forget_tenant_members;
 use shared::db::{Db, DbError, FindOptions, Scoped, TenantCollection, TenantScope};
 use shared::directory::{Directory, DirectoryError};
-use shared::ids::Email;
+use shared::ids::{Email, Permission};
 use shared::models::{CognitoLink, Profile, Role, User, UserStatus};
 use shared::permissions::first_not_held;
 use shared::TenantContext;
@@ -83,6 +83,18 @@ fn counted_admin(user: &User, admin_role: &ObjectId) -> bool {
 fn as_read(user: &User, admin_role: &ObjectId) -> Document {
     let admin = if holds(user, admin_role) { Bson::String(admin_role.to_hex()) } else { Bson::Document(doc! {"$ne": admin_role.to_hex()}) };
     doc! {"_id": user.id, "status": user.status.as_str(), "roles": admin}
+}
+
+/// Nobody acts on a user who holds a permission the caller lacks: managing a user is bounded by
+/// the caller's permissions, as granting is. (Otherwise an operator with `update:users` could
+/// deactivate, delete or strip an admin.)
+async fn not_above_caller(db: &Db, ctx: &TenantContext, user: &User) -> Result<(), UsersError> {
+    let ids: Vec<ObjectId> = user.roles.iter().filter_map(|r| ObjectId::parse_str(r).ok()).collect();
+    let held: Vec<Permission> = by_ids(db, ctx, &ids).await?.into_iter().flat_map(|r| r.permissions).collect();
+    match first_not_held(ctx.permissions(), &held) {
+        Some(p) => Err(UsersError::Outranked(p.to_string())),
+        None => Ok(()),
+    }
 }
 
 fn no_escalation(ctx: &TenantContext, roles: &[Role]) -> Result<(), UsersError> {
@@ -272,6 +284,7 @@ pub async fn update(db: &Db, directory: &dyn Directory, ctx: &TenantContext, id:
     let (users, own) = (users(db, ctx), db.own_tenant(ctx));
     for _ in 0..TRIES {
         let user = get(db, ctx, id).await?;
+        not_above_caller(db, ctx, &user).await?;
         let mut set = profile_set(&changes.profile);
         let Some(status) = changes.status.filter(|s| *s != user.status) else {
             if set.is_empty() {
@@ -325,6 +338,7 @@ pub async fn delete(db: &Db, directory: &dyn Directory, ctx: &TenantContext, id:
     let (users, own) = (users(db, ctx), db.own_tenant(ctx));
     for _ in 0..TRIES {
         let user = get(db, ctx, id).await?;
+        not_above_caller(db, ctx, &user).await?;
         let admin = counted_admin(&user, &admin_role);
         if admin && !own.take_admin_place().await? {
             return Err(UsersError::LastAdmin);
@@ -358,6 +372,7 @@ pub async fn assign_role(db: &Db, ctx: &TenantContext, id: ObjectId, role_id: Ob
     let users = users(db, ctx);
     for _ in 0..TRIES {
         let user = get(db, ctx, id).await?;
+        not_above_caller(db, ctx, &user).await?;
         if holds(&user, &role_id) {
             return Ok(user);
         }
@@ -385,6 +400,7 @@ pub async fn remove_role(db: &Db, ctx: &TenantContext, id: ObjectId, role_id: Ob
     let (users, own) = (users(db, ctx), db.own_tenant(ctx));
     for _ in 0..TRIES {
         let user = get(db, ctx, id).await?;
+        not_above_caller(db, ctx, &user).await?;
         if !holds(&user, &role_id) {
             return Err(UsersError::RoleNotHeld(role_id));
         }

@@ -8,7 +8,7 @@ mod scoped;
 
 pub use guard::Refusal;
 pub use ledger::{LockGuard, Locks, MigrationLedger, MigrationRecord};
-pub use registry::{DomainClaim, OwnTenant, TenantPage, TenantQuery, TenantRegistry, MAX_SEARCH_LEN};
+pub use registry::{CallBounds, DomainClaim, OwnTenant, TenantPage, TenantQuery, TenantRegistry, MAX_SEARCH_LEN};
 pub use scoped::{FindOptions, Scoped, UpdateOutcome};
 
 use crate::clock::{self, SharedClock};

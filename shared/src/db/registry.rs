@@ -26,6 +26,23 @@ pub struct TenantPage {
     pub total: u64,
 }
 
+/// The bounds one call is counted under (see [`TenantRegistry::count_call`]).
+#[derive(Debug, Clone)]
+pub struct CallBounds {
+    /// `YYYY-MM`.
+    pub month: String,
+    /// `YYYYMMDDHHMM`.
+    pub minute: String,
+    /// The plan the bounds come from; it guards `per_minute`.
+    pub plan: crate::plans::Plan,
+    /// The plan's monthly quota as stored on the tenant (`-1`: unlimited).
+    pub max_calls: i64,
+    /// The plan's per-minute bound for the whole tenant.
+    pub per_minute: i64,
+    /// Window fields last seen on the record, removed unless current.
+    pub stale_minutes: Vec<String>,
+}
+
 /// What a domain claim found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DomainClaim {
@@ -192,28 +209,33 @@ impl TenantRegistry {
         self.write_one(filter, doc! {"$set": set}).await
     }
 
-    /// Counts one API call in `month` (`YYYY-MM`) for an active tenant whose quota is `max`
-    /// (`-1`: unlimited) and which has made fewer than `max` calls this month, and returns the
-    /// tenant with the new count: one round trip. The bound is a literal in the filter, guarded
-    /// by the plan's `maxApiCalls` it was read from, so a refused call is never counted. `None`
-    /// if the tenant is missing, not active, at its quota, or on another bound.
-    pub async fn count_call(&self, tenant_id: &TenantId, month: &str, max: i64) -> Result<Option<Tenant>, DbError> {
-        let usage = format!("apiUsage.{month}");
+    /// Counts one API call, in the month and in the per-minute window, for an active tenant
+    /// under both bounds: one round trip. Each bound is a literal in the filter, guarded by what
+    /// it was read from (the plan and its `maxApiCalls`), so a refused call is never counted;
+    /// the window fields the caller knows to be stale are removed in the same update. `None` if
+    /// the tenant is missing, not active, at a bound, or on another plan.
+    pub async fn count_call(&self, tenant_id: &TenantId, bounds: &CallBounds) -> Result<Option<Tenant>, DbError> {
+        let month = format!("apiUsage.{}", bounds.month);
+        let minute = format!("minuteUsage.{}", bounds.minute);
         let mut filter = doc! {
             "tenantId": tenant_id.as_str(),
             "status": TenantStatus::Active.as_str(),
-            "settings.billing.maxApiCalls": max,
+            "settings.billing.plan": bounds.plan.as_str(),
+            "settings.billing.maxApiCalls": bounds.max_calls,
+            // `$not: {$gte}` also matches a window with no field yet; FerretDB has no `$expr` `$lt`.
+            minute.clone(): {"$not": {"$gte": bounds.per_minute}},
         };
-        if max != crate::plans::UNLIMITED {
-            // `$not: {$gte}` also matches a month with no field yet; FerretDB has no `$expr` `$lt`.
-            filter.insert(usage.clone(), doc! {"$not": {"$gte": max}});
+        if bounds.max_calls != crate::plans::UNLIMITED {
+            filter.insert(month.clone(), doc! {"$not": {"$gte": bounds.max_calls}});
+        }
+        let mut update = doc! {"$inc": {month: 1_i64, minute: 1_i64}};
+        let stale: Document =
+            bounds.stale_minutes.iter().filter(|m| **m != bounds.minute).map(|m| (format!("minuteUsage.{m}"), Bson::String(String::new()))).collect();
+        if !stale.is_empty() {
+            update.insert("$unset", stale);
         }
         let _serial = self.db.serial().await?;
-        let found = self
-            .tenants
-            .find_one_and_update(filter, doc! {"$inc": { usage: 1_i64 }})
-            .return_document(ReturnDocument::After)
-            .await?;
+        let found = self.tenants.find_one_and_update(filter, update).return_document(ReturnDocument::After).await?;
         found.map(bson::from_document).transpose().map_err(Into::into)
     }
 

@@ -7,7 +7,7 @@ use futures_util::future::join_all;
 use mongodb::bson::doc;
 use reqwest::Method;
 use serde_json::{json, Value};
-use shared::clock::ManualClock;
+use shared::clock::{Clock, ManualClock};
 use shared::seam::{NoSeam, Seam};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -236,4 +236,57 @@ async fn the_loser_of_two_identical_domain_moves_never_releases_the_winner_s_cla
         .call(app.request(Method::POST, "/tenants", Some(&superadmin)).json(&json!({"name": "Thief", "domain": "wanted.example", "adminEmail": "t@thief.example"})))
         .await;
     assert_eq!(status, 409, "nobody else can take a held domain: {body}");
+}
+
+async fn minute_fields(app: &TestApp, tenant: &str) -> Vec<String> {
+    let record = raw_collection(&app.db, "tenants").await.find_one(doc! {"tenantId": tenant}).await.unwrap().unwrap();
+    record.get_document("minuteUsage").map(|m| m.keys().cloned().collect()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_full_minute_window_is_a_429_that_counts_nothing_and_stale_windows_are_removed() {
+    let clock = ManualClock::starting_now();
+    let app = spawn_app_with_clock(clock.clone()).await;
+    let superadmin = app.superadmin().await;
+    let (id, admin) = tenant(&app, &superadmin, json!({"name": "Free", "adminEmail": "a@free.example"})).await;
+    let path = format!("/tenants/{id}");
+    assert_eq!(app.call(app.request(Method::GET, &path, Some(&admin))).await.0, 200);
+    let (minute, _) = shared::clock::minute_window(clock.now_ms());
+    let per_minute = shared::plans::Plan::Free.limits().calls_per_minute;
+    raw_collection(&app.db, "tenants")
+        .await
+        .update_one(doc! {"tenantId": &id}, doc! {"$set": {format!("minuteUsage.{minute}"): per_minute}})
+        .await
+        .unwrap();
+    let usage = app.usage(&id).await;
+    let (status, headers, body) = app.call(app.request(Method::GET, &path, Some(&admin))).await;
+    assert_eq!(status, 429, "{body}");
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(app.usage(&id).await, usage, "a refused call is counted nowhere");
+    for _ in 0..4 {
+        clock.advance(Duration::from_secs(61));
+        assert_eq!(app.call(app.request(Method::GET, &path, Some(&admin))).await.0, 200);
+        let fields = minute_fields(&app, &id).await;
+        assert!(fields.len() <= 2, "stale windows are removed as time passes: {fields:?}");
+    }
+    assert_eq!(app.usage(&id).await, usage + 4);
+}
+
+#[tokio::test]
+async fn over_its_monthly_quota_a_tenant_can_still_read_its_limits_uncounted() {
+    let app = spawn_app().await;
+    let superadmin = app.superadmin().await;
+    let (id, admin) = tenant(&app, &superadmin, json!({"name": "Free", "adminEmail": "a@free.example"})).await;
+    let (month, _) = shared::clock::month_window(app.db.clock().now_ms());
+    raw_collection(&app.db, "tenants")
+        .await
+        .update_one(doc! {"tenantId": &id}, doc! {"$set": {format!("apiUsage.{month}"): 1_000_i64}})
+        .await
+        .unwrap();
+    assert_eq!(app.call(app.request(Method::GET, &format!("/tenants/{id}"), Some(&admin))).await.0, 429);
+    let (status, _, body) = app.call(app.request(Method::GET, &format!("/tenants/{id}/limits"), Some(&admin))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["currentApiCalls"], 1_000);
+    assert_eq!(app.usage(&id).await, 1_000);
 }
