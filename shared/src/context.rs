@@ -122,8 +122,13 @@ impl TenantContext {
         if target.is_some_and(|t| t != own) {
             return Err(ApiError::Forbidden("The caller may not act for another tenant".into()));
         }
-        let member = membership(db, own, identity).await?;
+        let (member, record) = membership(db, own, identity).await?;
         let tenant = count_call(db, own, quota).await?;
+        // Writes of admission itself (a first call's activation, `lastLoginAt`) come only once
+        // the tenant has admitted the call: a refused call changes nothing.
+        if let Some(record) = record {
+            settle(db, own, &record, identity, &member).await?;
+        }
         Ok(Self { tenant, identity: identity.clone(), permissions: member.permissions, user_id: Some(member.user_id) })
     }
 
@@ -155,6 +160,17 @@ impl TenantContext {
     /// The caller's permissions.
     pub fn permissions(&self) -> &[Permission] {
         &self.permissions
+    }
+
+    /// The caller's permissions read now from its record and roles, bypassing the cache: for the
+    /// checks of operations that grant or manage (a grant outlives the cache's 60 s bound, so a
+    /// member demoted a moment ago in another process must not still grant).
+    pub async fn fresh_permissions(&self, db: &Db) -> Result<Arc<[Permission]>, ApiError> {
+        let Some(user_id) = self.user_id else { return Ok(self.permissions.clone()) };
+        let scope = SystemContext::new("admission").for_tenant(self.tenant_id().clone());
+        let users = db.scoped::<User>(&scope, TenantCollection::Users);
+        let user = users.find_one(doc! {"_id": user_id, "status": UserStatus::Active.as_str()}).await?.ok_or_else(not_member)?;
+        Ok(role_permissions(db, self.tenant_id(), &user.roles).await?)
     }
 
     /// A 403 naming the feature and the plan unless the tenant's plan includes `feature`. Read
@@ -232,8 +248,10 @@ fn not_member() -> ApiError {
     ApiError::Forbidden("The caller is not an active user of this tenant".into())
 }
 
-/// The caller's membership of `tenant`: from the cache while fresh, else from its user record.
-async fn membership(db: &Db, tenant: &TenantId, identity: &Identity) -> Result<Member, ApiError> {
+/// The caller's membership of `tenant`: from the cache while fresh, else read from its user
+/// record. Reads only; the record is returned when admission must still write it (a pending
+/// record's activation, or `lastLoginAt`), which [`settle`] does once the call is admitted.
+async fn membership(db: &Db, tenant: &TenantId, identity: &Identity) -> Result<(Member, Option<User>), ApiError> {
     let sub = match &identity.principal {
         Principal::User { sub, .. } => sub,
         // No authorizer issues API-key contexts yet: refuse rather than trust one.
@@ -245,23 +263,41 @@ async fn membership(db: &Db, tenant: &TenantId, identity: &Identity) -> Result<M
     let key = (db.name().to_owned(), tenant.to_string(), sub.clone());
     if let Some(member) = MEMBERS.lock().expect("poisoned").get(&key) {
         if now - member.at_ms < PERMISSION_TTL.as_millis() as i64 {
-            return Ok(member.clone());
+            return Ok((member.clone(), None));
         }
     }
     let users = db.scoped::<User>(&SystemContext::new("admission").for_tenant(tenant.clone()), TenantCollection::Users);
-    let found = users.find_one(doc! {"cognitoUserId": sub}).await?;
-    let user = found.ok_or_else(not_member)?;
-    let user = match user.status {
-        UserStatus::Inactive => return Err(not_member()),
-        UserStatus::Pending => activate(db, tenant, &user, sub).await?,
-        UserStatus::Active => {
-            touch_last_login(db, tenant, &user).await?;
-            user
-        }
-    };
+    let user = users.find_one(doc! {"cognitoUserId": sub}).await?.ok_or_else(not_member)?;
+    if user.status == UserStatus::Inactive {
+        return Err(not_member());
+    }
     let member = Member { user_id: user.id, permissions: role_permissions(db, tenant, &user.roles).await?, at_ms: now };
-    MEMBERS.lock().expect("poisoned").put(key, member.clone());
-    Ok(member)
+    let due = user.status == UserStatus::Pending || last_login_due(db, &user);
+    if user.status == UserStatus::Active {
+        MEMBERS.lock().expect("poisoned").put(key, member.clone());
+    }
+    Ok((member, due.then_some(user)))
+}
+
+/// Admission's own writes, once the call is admitted: a pending record is activated (and only
+/// then remembered), an active one gets its hourly `lastLoginAt`.
+async fn settle(db: &Db, tenant: &TenantId, user: &User, identity: &Identity, member: &Member) -> Result<(), ApiError> {
+    let Principal::User { sub, .. } = &identity.principal else { return Ok(()) };
+    if user.status == UserStatus::Pending {
+        activate(db, tenant, user, sub).await?;
+        let key = (db.name().to_owned(), tenant.to_string(), sub.clone());
+        MEMBERS.lock().expect("poisoned").put(key, member.clone());
+        return Ok(());
+    }
+    if let Err(error) = touch_last_login(db, tenant, user).await {
+        tracing::warn!(%error, "could not record lastLoginAt");
+    }
+    Ok(())
+}
+
+fn last_login_due(db: &Db, user: &User) -> bool {
+    let now = db.clock().now_ms();
+    user.last_login_at.is_none_or(|at| now - at.timestamp_millis() >= LAST_LOGIN_EVERY.as_millis() as i64)
 }
 
 /// A pending record found by `sub` becomes active on its first call: pending → active only.
@@ -289,10 +325,6 @@ async fn activate(db: &Db, tenant: &TenantId, user: &User, sub: &str) -> Result<
 /// calls write it once.
 async fn touch_last_login(db: &Db, tenant: &TenantId, user: &User) -> Result<(), DbError> {
     let now = db.clock().now();
-    let due = user.last_login_at.is_none_or(|at| now.timestamp_millis() - at.timestamp_millis() >= LAST_LOGIN_EVERY.as_millis() as i64);
-    if !due {
-        return Ok(());
-    }
     let users = db.scoped::<User>(&SystemContext::new("admission").for_tenant(tenant.clone()), TenantCollection::Users);
     let seen = match user.last_login_at {
         Some(at) => Bson::DateTime(at),
@@ -337,6 +369,7 @@ async fn count_call(db: &Db, tenant_id: &TenantId, quota: Quota) -> Result<Tenan
                 max_calls: h.max_calls,
                 per_minute: h.plan.limits().calls_per_minute,
                 stale_minutes: h.minutes.clone(),
+                count_month: true,
             };
             if let Some(tenant) = registry.count_call(tenant_id, &bounds).await? {
                 QUOTA_HINTS.lock().expect("poisoned").put(hint_key, QuotaHint::of(&tenant));
@@ -357,18 +390,29 @@ async fn count_call(db: &Db, tenant_id: &TenantId, quota: Quota) -> Result<Tenan
         let fresh = QuotaHint::of(&tenant);
         QUOTA_HINTS.lock().expect("poisoned").put(hint_key.clone(), fresh.clone());
         let per_minute = fresh.plan.limits().calls_per_minute;
+        let minute_full = || ApiError::TooManyRequests {
+            message: format!("The tenant's limit of {per_minute} calls a minute is reached"),
+            retry_after_secs: minute_retry,
+        };
         if tenant.minute_usage.get(&minute).copied().unwrap_or(0) >= per_minute {
-            return Err(ApiError::TooManyRequests {
-                message: format!("The tenant's limit of {per_minute} calls a minute is reached"),
-                retry_after_secs: minute_retry,
-            });
+            return Err(minute_full());
         }
         let max = fresh.max_calls;
         if max != UNLIMITED && tenant.api_usage.get(&month).copied().unwrap_or(0) >= max {
-            return match quota {
-                Quota::ReadLimits => Ok(tenant),
-                Quota::Enforce => Err(quota_exhausted(max, month_retry)),
+            if quota == Quota::Enforce {
+                return Err(quota_exhausted(max, month_retry));
+            }
+            // Over the month, the limits still show; the minute window still bounds them.
+            let bounds = CallBounds {
+                month: month.clone(),
+                minute: minute.clone(),
+                plan: fresh.plan,
+                max_calls: max,
+                per_minute,
+                stale_minutes: fresh.minutes.clone(),
+                count_month: false,
             };
+            return registry.count_call(tenant_id, &bounds).await?.ok_or_else(minute_full);
         }
         hint = Some(fresh);
     }

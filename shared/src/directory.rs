@@ -52,7 +52,7 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
 pub type SharedDirectory = Arc<dyn Directory>;
 
 #[cfg(feature = "cognito")]
-pub use cognito::CognitoDirectory;
+pub use cognito::{CognitoDirectory, LazyCognitoDirectory};
 
 #[cfg(feature = "cognito")]
 mod cognito {
@@ -88,6 +88,41 @@ mod cognito {
         }
     }
 
+    /// The Cognito directory of a Lambda function, whose SDK configuration is loaded on the first
+    /// call that needs it rather than at cold start: most invocations never call Cognito, and
+    /// loading the AWS configuration is most of an SDK function's init time.
+    #[derive(Debug)]
+    pub struct LazyCognitoDirectory {
+        pool_id: String,
+        directory: tokio::sync::OnceCell<CognitoDirectory>,
+    }
+
+    impl LazyCognitoDirectory {
+        /// A directory on `pool_id`, configured from the environment when first used.
+        pub fn new(pool_id: impl Into<String>) -> Self {
+            Self { pool_id: pool_id.into(), directory: tokio::sync::OnceCell::new() }
+        }
+
+        async fn get(&self) -> &CognitoDirectory {
+            self.directory.get_or_init(|| CognitoDirectory::from_env(self.pool_id.clone())).await
+        }
+    }
+
+    impl Directory for LazyCognitoDirectory {
+        fn create_user<'a>(&'a self, email: &'a Email, tenant: &'a TenantId) -> BoxFuture<'a, Result<String, DirectoryError>> {
+            Box::pin(async move { self.get().await.create_user(email, tenant).await })
+        }
+        fn get_user<'a>(&'a self, email: &'a Email) -> BoxFuture<'a, Result<Option<DirectoryUser>, DirectoryError>> {
+            Box::pin(async move { self.get().await.get_user(email).await })
+        }
+        fn delete_user<'a>(&'a self, email: &'a Email) -> BoxFuture<'a, Result<(), DirectoryError>> {
+            Box::pin(async move { self.get().await.delete_user(email).await })
+        }
+        fn set_enabled<'a>(&'a self, email: &'a Email, enabled: bool) -> BoxFuture<'a, Result<(), DirectoryError>> {
+            Box::pin(async move { self.get().await.set_enabled(email, enabled).await })
+        }
+    }
+
     fn attribute(name: &str, value: &str) -> Result<AttributeType, DirectoryError> {
         AttributeType::builder().name(name).value(value).build().map_err(|e| DirectoryError::Rejected(e.to_string()))
     }
@@ -102,10 +137,11 @@ mod cognito {
         match &error {
             SdkError::ServiceError(service) => known(service.err()).unwrap_or_else(|| {
                 let message = service.err().to_string();
-                if service.err().code() == Some("InvalidParameterException") {
-                    DirectoryError::InvalidInput(message)
-                } else {
-                    DirectoryError::Rejected(message)
+                match service.err().code() {
+                    Some("InvalidParameterException") => DirectoryError::InvalidInput(message),
+                    // Throttled: a retry later may succeed, so it is a 503 like an outage.
+                    Some("TooManyRequestsException" | "LimitExceededException") => DirectoryError::Unavailable(message),
+                    _ => DirectoryError::Rejected(message),
                 }
             }),
             SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {

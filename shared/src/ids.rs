@@ -75,12 +75,18 @@ fn base32_lower(bytes: &[u8]) -> String {
     data_encoding::BASE32_NOPAD.encode(bytes).to_ascii_lowercase()
 }
 
-string_newtype!(
-    /// An e-mail address, trimmed and lower-cased; at most 254 characters, one `@`, a dotted domain.
-    /// Printable ASCII only, local part included: no internationalised addresses, and so no
-    /// control, invisible or bidi character can make an address read as another.
-    Email,
-    |s| {
+/// An e-mail address, trimmed and lower-cased; at most 254 characters, one `@`, a dotted domain.
+/// [`Email::parse`] checks new input strictly; a value read back from the database is only
+/// normalised and checked for its basic shape, so that an address an earlier, laxer rule let
+/// in never makes a stored record unreadable.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(into = "String")]
+pub struct Email(String);
+
+impl Email {
+    /// Validates and wraps new input.
+    pub fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
+        let check: fn(String) -> Result<String, InvalidValue> = |s| {
         let s = s.trim().to_ascii_lowercase();
         let valid = s.len() <= 254
             && s.split_once('@').is_some_and(|(local, domain)| {
@@ -99,9 +105,53 @@ string_newtype!(
                     && !local.ends_with('.')
                     && !local.contains("..")
             });
-        if valid { Ok(s) } else { Err(InvalidValue("must be a valid e-mail address".into())) }
+            if valid { Ok(s) } else { Err(InvalidValue("must be a valid e-mail address".into())) }
+        };
+        check(value.into()).map(Self)
     }
-);
+    /// The validated string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// A stored value: normalised, and refused only if it is not shaped like an address at all.
+    fn stored(value: String) -> Result<Self, InvalidValue> {
+        let s = value.trim().to_ascii_lowercase();
+        let shaped = s.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'))
+            && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+        if shaped { Ok(Self(s)) } else { Err(InvalidValue("a stored e-mail address is malformed".into())) }
+    }
+}
+
+impl TryFrom<String> for Email {
+    type Error = InvalidValue;
+    fn try_from(value: String) -> Result<Self, InvalidValue> {
+        Self::parse(value)
+    }
+}
+
+impl<'de> Deserialize<'de> for Email {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Email::stored(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl From<Email> for String {
+    fn from(value: Email) -> String {
+        value.0
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Email {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
 
 string_newtype!(
     /// A DNS domain name, lower-cased: labels of `a-z 0-9 -`, at least two, a TLD of letters.
@@ -178,6 +228,14 @@ mod tests {
     #[test]
     fn base32_matches_rfc_4648() {
         assert_eq!(base32_lower(b"foobar"), "mzxw6ytboi");
+    }
+
+    #[test]
+    fn a_stored_address_an_earlier_rule_let_in_still_reads() {
+        let stored: Email = serde_json::from_str("\"A..B@x.example\"").unwrap();
+        assert_eq!(stored.as_str(), "a..b@x.example");
+        assert!(Email::parse("a..b@x.example").is_err(), "new input is checked strictly");
+        assert!(serde_json::from_str::<Email>("\"no at sign\"").is_err());
     }
 
     #[test]

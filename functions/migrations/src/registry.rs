@@ -108,7 +108,11 @@ fn link_cognito_users(deps: Deps<'_>) -> BoxFuture<'_, Result<u64, DbError>> {
             for (_, tenant) in batch {
                 let scope = deps.system.for_tenant(tenant.clone());
                 let users = deps.db.scoped::<User>(&scope, TenantCollection::Users);
-                for record in users.find(doc! {"cognitoUserId": {"$regex": "^pending:"}}, Default::default()).await? {
+                // Inactive records stay unlinked: linking would create an enabled account and send an
+                // invitation to someone who may no longer sign in. An admin who reactivates one
+                // deletes and invites it again.
+                let unlinked = doc! {"cognitoUserId": {"$regex": "^pending:"}, "status": {"$ne": "inactive"}};
+                for record in users.find(unlinked, Default::default()).await? {
                     match users::service::provision(deps.db, deps.directory, &scope, &record).await {
                         Ok(_) => changed += 1,
                         Err(UsersError::Db(e)) => return Err(e),

@@ -17,8 +17,12 @@ pub enum RolesError {
     Held(u64),
     #[error("The caller cannot grant {0}, which it does not hold")]
     Escalation(String),
+    #[error("The role was changed concurrently; read it again and retry")]
+    Concurrent,
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
 }
 
 impl From<RolesError> for ApiError {
@@ -26,8 +30,9 @@ impl From<RolesError> for ApiError {
         match e {
             RolesError::NotFound(_) => ApiError::NotFound(e.to_string()),
             RolesError::System(_) | RolesError::Escalation(_) => ApiError::Forbidden(e.to_string()),
-            RolesError::NameTaken(_) | RolesError::Held(_) => ApiError::Conflict(e.to_string()),
+            RolesError::NameTaken(_) | RolesError::Held(_) | RolesError::Concurrent => ApiError::Conflict(e.to_string()),
             RolesError::Db(db) => db.into(),
+            RolesError::Api(api) => api,
         }
     }
 }

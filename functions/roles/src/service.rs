@@ -94,8 +94,10 @@ pub async fn get(db: &Db, ctx: &TenantContext, id: ObjectId) -> Result<Role, Rol
     db.scoped::<Role>(ctx, TenantCollection::Roles).find_one(doc! {"_id": id}).await?.ok_or(RolesError::NotFound(id))
 }
 
-fn no_escalation(ctx: &TenantContext, wanted: &[Permission]) -> Result<(), RolesError> {
-    match first_not_held(ctx.permissions(), wanted) {
+/// Nobody grants, or manages a role granting, what they lack: judged on the caller's
+/// permissions as they are now (a grant outlives the permission cache's 60 s).
+async fn no_escalation(db: &Db, ctx: &TenantContext, wanted: &[Permission]) -> Result<(), RolesError> {
+    match first_not_held(&ctx.fresh_permissions(db).await?, wanted) {
         Some(p) => Err(RolesError::Escalation(p.to_string())),
         None => Ok(()),
     }
@@ -110,7 +112,7 @@ fn named(name: &str) -> impl Fn(DbError) -> RolesError + '_ {
 
 /// Creates a custom role; it may grant only what the caller holds. One round trip.
 pub async fn create(db: &Db, ctx: &TenantContext, new: &NewRole) -> Result<Role, RolesError> {
-    no_escalation(ctx, &new.permissions)?;
+    no_escalation(db, ctx, &new.permissions).await?;
     let role = Role {
         id: ObjectId::new(),
         tenant_id: None,
@@ -125,12 +127,17 @@ pub async fn create(db: &Db, ctx: &TenantContext, new: &NewRole) -> Result<Role,
     db.scoped::<Role>(ctx, TenantCollection::Roles).insert_one(&role).await.map_err(named(&new.name))
 }
 
-/// Changes a custom role (never a system one); new permissions must be the caller's. Members
+/// Changes a custom role (never a system one). The caller must hold both what the role grants
+/// now (or it could strip its holders of what it lacks) and any new permissions. Members
 /// holding it see the change within the permission cache's bound (at once in this process).
 pub async fn update(db: &Db, ctx: &TenantContext, id: ObjectId, changes: &RoleChanges) -> Result<Role, RolesError> {
-    if let Some(permissions) = &changes.permissions {
-        no_escalation(ctx, permissions)?;
+    let current = get(db, ctx, id).await?;
+    if current.is_system {
+        return Err(RolesError::System(current.name));
     }
+    let mut wanted = current.permissions.clone();
+    wanted.extend(changes.permissions.iter().flatten().cloned());
+    no_escalation(db, ctx, &wanted).await?;
     let mut set = Document::new();
     if let Some(name) = &changes.name {
         set.insert("name", name);
@@ -143,12 +150,14 @@ pub async fn update(db: &Db, ctx: &TenantContext, id: ObjectId, changes: &RoleCh
     }
     let roles = db.scoped::<Role>(ctx, TenantCollection::Roles);
     let name = changes.name.as_deref().unwrap_or_default();
-    let updated = roles.find_one_and_update(doc! {"_id": id, "isSystem": false}, doc! {"$set": set}, false).await.map_err(named(name))?;
+    // Conditional on the permissions checked above, so a concurrent change cannot slip past.
+    let as_checked = doc! {"_id": id, "isSystem": false, "permissions": current.permissions.iter().map(Permission::as_str).collect::<Vec<_>>()};
+    let updated = roles.find_one_and_update(as_checked, doc! {"$set": set}, false).await.map_err(named(name))?;
     forget_tenant_members(db, ctx.tenant_id());
     match updated {
         Some(role) => Ok(role),
         None => Err(match roles.find_one(doc! {"_id": id}).await? {
-            Some(role) => RolesError::System(role.name),
+            Some(_) => RolesError::Concurrent,
             None => RolesError::NotFound(id),
         }),
     }
@@ -161,6 +170,7 @@ pub async fn delete(db: &Db, ctx: &TenantContext, id: ObjectId, force: bool) -> 
     if role.is_system {
         return Err(RolesError::System(role.name));
     }
+    no_escalation(db, ctx, &role.permissions).await?;
     let users = db.scoped::<Document>(ctx, TenantCollection::Users);
     let holders = doc! {"roles": id.to_hex()};
     let held = users.count_documents(holders.clone()).await?;

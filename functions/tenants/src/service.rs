@@ -58,12 +58,22 @@ pub async fn create_with_id(
     if let Err(error) = &result {
         // The registry insert may have failed only in its answer (a lost reply after the write):
         // if the tenant is registered, it is made, and undoing its parts would half-unmake it.
-        if let Ok(Some(tenant)) = registry.get(&tenant_id).await {
-            tracing::warn!(tenantId = %tenant_id, %error, "creation reported a failure but the tenant is registered");
-            return Ok(tenant);
+        // If even that cannot be read, the outcome is unknown: leave everything as it is (a
+        // retry under the same id finds out) rather than undo a tenant that may exist.
+        match registry.get(&tenant_id).await {
+            Ok(Some(tenant)) => {
+                tracing::warn!(tenantId = %tenant_id, %error, "creation reported a failure but the tenant is registered");
+                return Ok(tenant);
+            }
+            Ok(None) => {
+                tracing::warn!(tenantId = %tenant_id, %error, "tenant creation failed; compensating");
+                compensate(db, directory, &registry, &scope, new.domain.as_ref().filter(|_| claimed_now), &records, &done).await;
+            }
+            Err(read) => {
+                tracing::error!(tenantId = %tenant_id, %error, %read, "tenant creation's outcome is unknown; nothing undone");
+                return Err(TenantsError::Db(read));
+            }
         }
-        tracing::warn!(tenantId = %tenant_id, %error, "tenant creation failed; compensating");
-        compensate(db, directory, &registry, &scope, new.domain.as_ref().filter(|_| claimed_now), &records, &done).await;
     }
     result
 }
@@ -89,7 +99,8 @@ impl Records {
 struct Done {
     roles: bool,
     admin_record: bool,
-    admin_directory_user: bool,
+    /// The `sub` of the admin's directory user, once provisioned.
+    admin_sub: Option<String>,
 }
 
 async fn create_records(
@@ -111,12 +122,12 @@ async fn create_records(
         .await
         .map_err(|source| TenantsError::CreationFailed { step: "admin user", source })?;
     done.admin_record = true;
-    users::service::provision(db, directory, scope, &records.admin).await.map_err(|e| match e {
+    let admin = users::service::provision(db, directory, scope, &records.admin).await.map_err(|e| match e {
         UsersError::EmailTaken => TenantsError::AdminEmailTaken,
         UsersError::Db(source) => TenantsError::CreationFailed { step: "admin link", source },
         other => TenantsError::Directory(other),
     })?;
-    done.admin_directory_user = true;
+    done.admin_sub = admin.cognito_user_id.sub().map(str::to_owned);
     let now = db.clock().now();
     let tenant = Tenant {
         id: ObjectId::new(),
@@ -155,12 +166,8 @@ async fn compensate(
     let tenant_id = scope.scope_tenant();
     let role_ids: Vec<ObjectId> = records.roles.iter().map(|r| r.id).collect();
     let mut undo: Vec<(&str, Result<(), String>)> = Vec::new();
-    if done.admin_directory_user {
-        let deleted = directory.delete_user(&records.admin.email).await;
-        undo.push(("admin's Cognito user", deleted.or_else(|e| match e {
-            shared::directory::DirectoryError::NotFound => Ok(()),
-            other => Err(other.to_string()),
-        })));
+    if let Some(sub) = &done.admin_sub {
+        users::service::discard_directory_user(db, directory, scope, &records.admin.email, sub).await;
     }
     if done.admin_record {
         let deleted = db.scoped::<User>(scope, TenantCollection::Users).delete_one(doc! {"_id": records.admin.id}).await;

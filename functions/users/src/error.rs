@@ -14,8 +14,10 @@ pub enum UsersError {
     RoleNotFound(ObjectId),
     #[error("The user does not hold role {0}")]
     RoleNotHeld(ObjectId),
-    #[error("{0} is already a user of this tenant")]
-    AlreadyUser(String),
+    #[error("The e-mail is already a user of this tenant")]
+    AlreadyUser,
+    #[error("The user's invitation is still being made; try again shortly")]
+    Unlinked,
     #[error("The e-mail already belongs to an existing account")]
     EmailTaken,
     #[error("Every seat of the plan ({0} users) is taken")]
@@ -38,13 +40,16 @@ pub enum UsersError {
     Directory(#[source] DirectoryError),
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
 }
 
 impl From<UsersError> for ApiError {
     fn from(e: UsersError) -> Self {
         match e {
             UsersError::NotFound(_) | UsersError::RoleNotFound(_) | UsersError::RoleNotHeld(_) => ApiError::NotFound(e.to_string()),
-            UsersError::AlreadyUser(_)
+            UsersError::AlreadyUser
+            | UsersError::Unlinked
             | UsersError::EmailTaken
             | UsersError::NoSeat(_)
             | UsersError::LastAdmin
@@ -57,6 +62,7 @@ impl From<UsersError> for ApiError {
             UsersError::Directory(DirectoryError::InvalidInput(_)) => ApiError::invalid("email", "the user directory does not accept this address"),
             UsersError::Directory(_) => ApiError::internal(e),
             UsersError::Db(db) => db.into(),
+            UsersError::Api(api) => api,
         }
     }
 }

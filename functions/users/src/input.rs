@@ -36,8 +36,8 @@ pub struct Invitation {
 }
 
 fn role_ids(raw: Vec<String>) -> Result<Vec<ObjectId>, String> {
-    if raw.len() > MAX_ROLES {
-        return Err(format!("must list at most {MAX_ROLES} roles"));
+    if raw.is_empty() || raw.len() > MAX_ROLES {
+        return Err(format!("must list 1 to {MAX_ROLES} roles (or be left out: the user role)"));
     }
     let mut ids: Vec<ObjectId> = Vec::with_capacity(raw.len());
     for r in raw {

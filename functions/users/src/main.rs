@@ -3,7 +3,7 @@
 use lambda_http::{run, service_fn, Error, Request};
 use shared::config::{process_env, DbConfig, PoolConfig};
 use shared::db::Db;
-use shared::directory::CognitoDirectory;
+use shared::directory::LazyCognitoDirectory;
 use std::sync::Arc;
 use users::AppState;
 
@@ -13,7 +13,7 @@ async fn main() -> Result<(), Error> {
     let env = process_env();
     let config = DbConfig::from_env(&env, "tenancy-users")?;
     let pool = PoolConfig::from_env(&env)?;
-    let directory = Arc::new(CognitoDirectory::from_env(pool.user_pool_id).await);
+    let directory = Arc::new(LazyCognitoDirectory::new(pool.user_pool_id));
     let state = AppState::new(Db::cached(&config).await?, directory);
     run(service_fn(|req: Request| {
         let state = state.clone();

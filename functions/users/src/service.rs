@@ -1,10 +1,10 @@
 //! The users context's rules. Every counter move rides on a user-record write that matched:
-//! the record filter pins the state (status, whether the admin role is held) that the counter
+//! the record filter pins the state (its status and exact roles) that the counter
 //! decision was made from, and a miss gives the counter back and reads again.
 
 use crate::error::UsersError;
 use crate::input::{Invitation, ProfileChanges, UserChanges};
-use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
+use mongodb::bson::{doc, oid::ObjectId, Document};
 use roles::service::{by_ids, system_role_id, ADMIN_ROLE, DEFAULT_ROLE};
 use shared::context::forget_tenant_members;
 use shared::db::{Db, DbError, FindOptions, Scoped, TenantCollection, TenantScope};
@@ -78,11 +78,25 @@ fn counted_admin(user: &User, admin_role: &ObjectId) -> bool {
     user.status != UserStatus::Inactive && holds(user, admin_role)
 }
 
-/// The record as read: status and whether it holds the admin role. A write filtered on it
-/// matches only if neither changed since.
-fn as_read(user: &User, admin_role: &ObjectId) -> Document {
-    let admin = if holds(user, admin_role) { Bson::String(admin_role.to_hex()) } else { Bson::Document(doc! {"$ne": admin_role.to_hex()}) };
-    doc! {"_id": user.id, "status": user.status.as_str(), "roles": admin}
+/// The record as read: its status and its exact roles. A write filtered on it matches only if
+/// neither changed since, so the counter moves and permission checks made from the read hold.
+fn as_read(user: &User) -> Document {
+    doc! {"_id": user.id, "status": user.status.as_str(), "roles": user.roles.clone()}
+}
+
+/// Counter-coupled changes need the tenant's counters (set by migration 002 on older tenants).
+fn counted(ctx: &TenantContext) -> Result<(), UsersError> {
+    if ctx.tenant().counters.is_none() {
+        return Err(UsersError::CountersMissing);
+    }
+    Ok(())
+}
+
+/// Gives an admin place back after the write it was taken for failed; best effort, logged.
+async fn give_back_admin_place(db: &Db, ctx: &TenantContext) {
+    if let Err(error) = db.own_tenant(ctx).adjust_counters(0, 1).await {
+        tracing::error!(tenantId = %ctx.tenant_id(), %error, "could not give an admin place back; counters.admins is one low");
+    }
 }
 
 /// Nobody acts on a user who holds a permission the caller lacks: managing a user is bounded by
@@ -91,19 +105,66 @@ fn as_read(user: &User, admin_role: &ObjectId) -> Document {
 async fn not_above_caller(db: &Db, ctx: &TenantContext, user: &User) -> Result<(), UsersError> {
     let ids: Vec<ObjectId> = user.roles.iter().filter_map(|r| ObjectId::parse_str(r).ok()).collect();
     let held: Vec<Permission> = by_ids(db, ctx, &ids).await?.into_iter().flat_map(|r| r.permissions).collect();
-    match first_not_held(ctx.permissions(), &held) {
+    match first_not_held(&ctx.fresh_permissions(db).await?, &held) {
         Some(p) => Err(UsersError::Outranked(p.to_string())),
         None => Ok(()),
     }
 }
 
-fn no_escalation(ctx: &TenantContext, roles: &[Role]) -> Result<(), UsersError> {
+/// Nobody grants what they lack, judged on the caller's permissions as they are now (a grant
+/// outlives the permission cache's 60 s).
+async fn no_escalation(db: &Db, ctx: &TenantContext, roles: &[Role]) -> Result<(), UsersError> {
+    let held = ctx.fresh_permissions(db).await?;
     for role in roles {
-        if let Some(p) = first_not_held(ctx.permissions(), &role.permissions) {
+        if let Some(p) = first_not_held(&held, &role.permissions) {
             return Err(UsersError::Escalation(p.to_string()));
         }
     }
     Ok(())
+}
+
+/// What to do to a record's directory user.
+#[derive(Debug, Clone, Copy)]
+enum DirectoryAction {
+    Delete,
+    Enable(bool),
+}
+
+/// Acts on the directory user of `user`, but only if it is this record's own: the record is
+/// linked, and the directory's user with its e-mail carries the record's `sub` and this
+/// tenant's `custom:tenantId`. Anything else (a record whose invitation is still being made or
+/// that predates links, an e-mail changed or reused, another tenant's account) is not this
+/// record's to delete or disable, and is left alone.
+async fn act_on_own_directory_user(directory: &dyn Directory, ctx: &TenantContext, user: &User, action: DirectoryAction) -> Result<(), UsersError> {
+    let Some(sub) = user.cognito_user_id.sub() else { return Ok(()) };
+    match directory.get_user(&user.email).await.map_err(UsersError::Directory)? {
+        Some(found) if found.sub == sub && found.tenant.as_deref() == Some(ctx.tenant_id().as_str()) => {}
+        _ => {
+            tracing::warn!(userId = %user.id, "the directory user of this e-mail is not this record's; left alone");
+            return Ok(());
+        }
+    }
+    directory_done(match action {
+        DirectoryAction::Delete => directory.delete_user(&user.email).await,
+        DirectoryAction::Enable(enabled) => directory.set_enabled(&user.email, enabled).await,
+    })
+}
+
+/// Deletes the directory user a failed saga made, unless a record links it by now (another
+/// request adopted it) or the e-mail's directory user is not the one with `sub`.
+pub async fn discard_directory_user(db: &Db, directory: &dyn Directory, scope: &impl TenantScope, email: &Email, sub: &str) {
+    let outcome = async {
+        if linked(db, scope, sub).await? {
+            return Ok::<_, UsersError>(());
+        }
+        match directory.get_user(email).await.map_err(UsersError::Directory)? {
+            Some(found) if found.sub == sub => directory_done(directory.delete_user(email).await),
+            _ => Ok(()),
+        }
+    };
+    if let Err(error) = outcome.await {
+        tracing::error!(tenantId = %scope.scope_tenant(), %error, "could not delete the directory user of a failed saga");
+    }
 }
 
 /// Takes a seat (and an admin place) bounded by the plan's `maxUsers` as read by admission;
@@ -155,9 +216,7 @@ pub async fn provision(db: &Db, directory: &dyn Directory, scope: &impl TenantSc
     match stored {
         Ok(Some(user)) => Ok(user),
         other => {
-            if let Err(error) = directory.delete_user(&record.email).await {
-                tracing::error!(userId = %record.id, %error, "could not delete the directory user of a failed invitation");
-            }
+            discard_directory_user(db, directory, scope, &record.email, &sub).await;
             Err(match other {
                 Err(e) => e.into(),
                 _ => UsersError::Concurrent,
@@ -208,13 +267,13 @@ pub async fn invite(db: &Db, directory: &dyn Directory, ctx: &TenantContext, inv
             by_ids(db, ctx, &[id]).await?
         }
     };
-    no_escalation(ctx, &roles)?;
+    no_escalation(db, ctx, &roles).await?;
     let admin = roles.iter().any(|r| r.is_system && r.name == ADMIN_ROLE);
     let profile = Profile { first_name: inv.first_name.clone(), last_name: inv.last_name.clone(), ..Profile::default() };
     let record = pending_record(&inv.email, profile, &roles);
     let users = users(db, ctx);
     users.insert_one(&record).await.map_err(|e| match e {
-        DbError::Duplicate => UsersError::AlreadyUser(inv.email.to_string()),
+        DbError::Duplicate => UsersError::AlreadyUser,
         other => other.into(),
     })?;
     if let Err(e) = take_seat(db, ctx, admin).await {
@@ -290,31 +349,32 @@ pub async fn update(db: &Db, directory: &dyn Directory, ctx: &TenantContext, id:
             if set.is_empty() {
                 return Ok(user);
             }
-            return users.find_one_and_update(doc! {"_id": id}, doc! {"$set": set}, false).await?.ok_or(UsersError::NotFound(id));
+            match users.find_one_and_update(as_read(&user), doc! {"$set": set}, false).await? {
+                Some(user) => return Ok(user),
+                None => continue,
+            }
         };
         if user.status == UserStatus::Pending {
             return Err(UsersError::Pending);
         }
+        counted(ctx)?;
         let admin = holds(&user, &admin_role);
         set.insert("status", status.as_str());
         let written = if status == UserStatus::Inactive {
             if admin && !own.take_admin_place().await? {
                 return Err(UsersError::LastAdmin);
             }
-            if let Err(e) = directory_done(directory.set_enabled(&user.email, false).await) {
-                if admin {
-                    own.adjust_counters(0, 1).await?;
-                }
-                return Err(e);
+            let written = match act_on_own_directory_user(directory, ctx, &user, DirectoryAction::Enable(false)).await {
+                Ok(()) => users.find_one_and_update(as_read(&user), doc! {"$set": set}, false).await.map_err(UsersError::from),
+                Err(e) => Err(e),
+            };
+            if admin && !matches!(written, Ok(Some(_))) {
+                give_back_admin_place(db, ctx).await;
             }
-            let written = users.find_one_and_update(as_read(&user, &admin_role), doc! {"$set": set}, false).await?;
-            if written.is_none() && admin {
-                own.adjust_counters(0, 1).await?;
-            }
-            written
+            written?
         } else {
-            directory_done(directory.set_enabled(&user.email, true).await)?;
-            let written = users.find_one_and_update(as_read(&user, &admin_role), doc! {"$set": set}, false).await?;
+            act_on_own_directory_user(directory, ctx, &user, DirectoryAction::Enable(true)).await?;
+            let written = users.find_one_and_update(as_read(&user), doc! {"$set": set}, false).await?;
             if written.is_some() && admin {
                 own.adjust_counters(0, 1).await?;
             }
@@ -334,6 +394,7 @@ pub async fn delete(db: &Db, directory: &dyn Directory, ctx: &TenantContext, id:
     if ctx.user_id() == Some(id) {
         return Err(UsersError::SelfChange("delete"));
     }
+    counted(ctx)?;
     let admin_role = admin_role(db, ctx).await?;
     let (users, own) = (users(db, ctx), db.own_tenant(ctx));
     for _ in 0..TRIES {
@@ -343,20 +404,19 @@ pub async fn delete(db: &Db, directory: &dyn Directory, ctx: &TenantContext, id:
         if admin && !own.take_admin_place().await? {
             return Err(UsersError::LastAdmin);
         }
-        if let Err(e) = directory_done(directory.delete_user(&user.email).await) {
-            if admin {
-                own.adjust_counters(0, 1).await?;
-            }
-            return Err(e);
-        }
-        if users.delete_one(as_read(&user, &admin_role)).await? == 1 {
+        let removed = match act_on_own_directory_user(directory, ctx, &user, DirectoryAction::Delete).await {
+            Ok(()) => users.delete_one(as_read(&user)).await.map_err(UsersError::from),
+            Err(e) => Err(e),
+        };
+        if removed.as_ref().is_ok_and(|n| *n == 1) {
             own.adjust_counters(-1, 0).await?;
             forget_tenant_members(db, ctx.tenant_id());
             return Ok(());
         }
         if admin {
-            own.adjust_counters(0, 1).await?;
+            give_back_admin_place(db, ctx).await;
         }
+        removed?;
     }
     Err(UsersError::Concurrent)
 }
@@ -366,21 +426,21 @@ pub async fn assign_role(db: &Db, ctx: &TenantContext, id: ObjectId, role_id: Ob
     if ctx.user_id() == Some(id) {
         return Err(UsersError::SelfChange("change the roles of"));
     }
+    counted(ctx)?;
     let role = by_ids(db, ctx, &[role_id]).await?.pop().ok_or(UsersError::RoleNotFound(role_id))?;
-    no_escalation(ctx, std::slice::from_ref(&role))?;
+    no_escalation(db, ctx, std::slice::from_ref(&role)).await?;
     let admin_role = admin_role(db, ctx).await?;
     let users = users(db, ctx);
     for _ in 0..TRIES {
         let user = get(db, ctx, id).await?;
         not_above_caller(db, ctx, &user).await?;
+        if user.cognito_user_id.sub().is_none() {
+            return Err(UsersError::Unlinked);
+        }
         if holds(&user, &role_id) {
             return Ok(user);
         }
-        let mut filter = as_read(&user, &admin_role);
-        if role_id != admin_role {
-            filter.insert("$and", vec![doc! {"roles": {"$ne": role_id.to_hex()}}]);
-        }
-        if let Some(user) = users.find_one_and_update(filter, doc! {"$addToSet": {"roles": role_id.to_hex()}}, false).await? {
+        if let Some(user) = users.find_one_and_update(as_read(&user), doc! {"$addToSet": {"roles": role_id.to_hex()}}, false).await? {
             if role_id == admin_role && user.status != UserStatus::Inactive {
                 db.own_tenant(ctx).adjust_counters(0, 1).await?;
             }
@@ -396,11 +456,15 @@ pub async fn remove_role(db: &Db, ctx: &TenantContext, id: ObjectId, role_id: Ob
     if ctx.user_id() == Some(id) {
         return Err(UsersError::SelfChange("change the roles of"));
     }
+    counted(ctx)?;
     let admin_role = admin_role(db, ctx).await?;
     let (users, own) = (users(db, ctx), db.own_tenant(ctx));
     for _ in 0..TRIES {
         let user = get(db, ctx, id).await?;
         not_above_caller(db, ctx, &user).await?;
+        if user.cognito_user_id.sub().is_none() {
+            return Err(UsersError::Unlinked);
+        }
         if !holds(&user, &role_id) {
             return Err(UsersError::RoleNotHeld(role_id));
         }
@@ -408,16 +472,13 @@ pub async fn remove_role(db: &Db, ctx: &TenantContext, id: ObjectId, role_id: Ob
         if admin && !own.take_admin_place().await? {
             return Err(UsersError::LastAdmin);
         }
-        let mut filter = as_read(&user, &admin_role);
-        if role_id != admin_role {
-            filter.insert("$and", vec![doc! {"roles": role_id.to_hex()}]);
+        let written = users.find_one_and_update(as_read(&user), doc! {"$pull": {"roles": role_id.to_hex()}}, false).await;
+        if admin && !matches!(written, Ok(Some(_))) {
+            give_back_admin_place(db, ctx).await;
         }
-        if let Some(user) = users.find_one_and_update(filter, doc! {"$pull": {"roles": role_id.to_hex()}}, false).await? {
+        if let Some(user) = written? {
             forget_tenant_members(db, ctx.tenant_id());
             return Ok(user);
-        }
-        if admin {
-            own.adjust_counters(0, 1).await?;
         }
     }
     Err(UsersError::Concurrent)

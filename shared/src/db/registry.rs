@@ -41,6 +41,9 @@ pub struct CallBounds {
     pub per_minute: i64,
     /// Window fields last seen on the record, removed unless current.
     pub stale_minutes: Vec<String>,
+    /// Whether the month is bounded and counted too (not for a tenant over its quota reading
+    /// its limits: only the minute window applies then).
+    pub count_month: bool,
 }
 
 /// What a domain claim found.
@@ -225,10 +228,13 @@ impl TenantRegistry {
             // `$not: {$gte}` also matches a window with no field yet; FerretDB has no `$expr` `$lt`.
             minute.clone(): {"$not": {"$gte": bounds.per_minute}},
         };
-        if bounds.max_calls != crate::plans::UNLIMITED {
-            filter.insert(month.clone(), doc! {"$not": {"$gte": bounds.max_calls}});
+        let mut update = doc! {"$inc": {minute: 1_i64}};
+        if bounds.count_month {
+            if bounds.max_calls != crate::plans::UNLIMITED {
+                filter.insert(month.clone(), doc! {"$not": {"$gte": bounds.max_calls}});
+            }
+            update.get_document_mut("$inc").expect("just made").insert(month, 1_i64);
         }
-        let mut update = doc! {"$inc": {month: 1_i64, minute: 1_i64}};
         let stale: Document =
             bounds.stale_minutes.iter().filter(|m| **m != bounds.minute).map(|m| (format!("minuteUsage.{m}"), Bson::String(String::new()))).collect();
         if !stale.is_empty() {

@@ -290,3 +290,16 @@ async fn over_its_monthly_quota_a_tenant_can_still_read_its_limits_uncounted() {
     assert_eq!(body["data"]["currentApiCalls"], 1_000);
     assert_eq!(app.usage(&id).await, 1_000);
 }
+
+#[tokio::test]
+async fn a_refused_call_changes_nothing_not_even_a_pending_user_s_status() {
+    let app = spawn_app().await;
+    let superadmin = app.superadmin().await;
+    let (id, _) = tenant(&app, &superadmin, acme()).await;
+    let (invited, token) = app.seed_user(&id, "later@acme.example", "viewer", "pending").await;
+    assert_eq!(app.call(app.request(Method::POST, &format!("/tenants/{id}/suspend"), Some(&superadmin))).await.0, 200);
+    assert_eq!(app.call(app.request(Method::GET, &format!("/tenants/{id}"), Some(&token))).await.0, 403);
+    let record = user(&app, invited).await;
+    assert_eq!(record.get_str("status").unwrap(), "pending", "a call the tenant refused activates nothing");
+    assert!(record.get_datetime("lastLoginAt").is_err());
+}

@@ -521,3 +521,45 @@ async fn a_pending_user_s_status_changes_only_by_signing_in() {
     let oid = ObjectId::parse_str(id).unwrap();
     assert_eq!(record(&app, doc! {"_id": oid}).await.unwrap().get_str("status").unwrap(), "pending");
 }
+
+/// Directory actions (delete, disable) touch only the record's own Cognito user: linked to the
+/// record's sub, with this tenant's custom:tenantId. A record in tenant A carrying tenant B's
+/// user's e-mail must never reach B's account.
+#[tokio::test]
+async fn a_record_never_reaches_another_tenant_s_cognito_account() {
+    let app = spawn_app().await;
+    let a = tenant(&app, "basic", "admin@a.example").await;
+    let b = tenant(&app, "basic", "admin@b.example").await;
+    let (_, _) = app.seed_user(&b.id, "victim@b.example", "viewer", "active").await;
+    let (victim_sub, _) = cognito_user(&app, "victim@b.example").await.unwrap();
+    // In A: an unlinked record (as mid-invitation, or from before links), and one linked to
+    // another sub, both with the victim's e-mail.
+    let unlinked = app.seed_record(&a.id, "victim@b.example", "viewer", "active", "").await;
+    let (status, _, body) = app.call(app.request(Method::DELETE, &format!("/users/{unlinked}"), Some(&a.admin))).await;
+    assert_eq!(status, 200, "{body}");
+    let stale = app.seed_record(&a.id, "victim@b.example", "viewer", "active", "some-other-sub").await;
+    let (status, _, body) = app.call(app.request(Method::PATCH, &format!("/users/{stale}"), Some(&a.admin)).json(&json!({"status": "inactive"}))).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = app.call(app.request(Method::DELETE, &format!("/users/{stale}"), Some(&a.admin))).await;
+    assert_eq!(status, 200, "{body}");
+    let found = app.cognito.admin_get_user().user_pool_id(&app.pool.user_pool_id).username("victim@b.example").send().await.unwrap();
+    assert!(found.enabled(), "B's user is still enabled");
+    assert_eq!(cognito_user(&app, "victim@b.example").await.unwrap().0, victim_sub, "and still there");
+}
+
+#[tokio::test]
+async fn a_role_change_needs_what_the_role_grants_now_and_unlinked_records_keep_their_roles() {
+    let app = spawn_app().await;
+    let t = tenant(&app, "basic", "admin@acme.example").await;
+    let create = |name: &str, permissions: Value| app.request(Method::POST, "/roles", Some(&t.admin)).json(&json!({"name": name, "permissions": permissions}));
+    let (_, _, powerful) = app.call(create("Powerful", json!(["read:users", "delete:users"]))).await;
+    let (_, _, editors) = app.call(create("RoleEditors", json!(["read:users", "update:roles"]))).await;
+    let (editor, token) = app.seed_user(&t.id, "editor@acme.example", "viewer", "active").await;
+    raw_collection(&app.db, "users").await.update_one(doc! {"_id": editor}, doc! {"$set": {"roles": [editors["data"]["id"].as_str().unwrap()]}}).await.unwrap();
+    let powerful_id = powerful["data"]["id"].as_str().unwrap();
+    let (status, _, body) = app.call(app.request(Method::PATCH, &format!("/roles/{powerful_id}"), Some(&token)).json(&json!({"permissions": ["read:users"]}))).await;
+    assert_eq!(status, 403, "stripping delete:users from its holders needs delete:users: {body}");
+    let unlinked = app.seed_record(&t.id, "mid@acme.example", "viewer", "pending", "").await;
+    let (status, _, body) = app.call(app.request(Method::POST, &format!("/users/{unlinked}/roles"), Some(&t.admin)).json(&json!({"roleId": powerful_id}))).await;
+    assert_eq!(status, 409, "an invitation still being made keeps its roles: {body}");
+}

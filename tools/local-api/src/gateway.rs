@@ -176,6 +176,12 @@ pub async fn handle(
     let method = parts.method.as_str().to_owned();
     let path = parts.uri.path().to_owned();
     if method == "POST" && path == crate::LOCAL_MIGRATIONS_PATH {
+        // For `local-api migrate` only: never from a web page (which sends an Origin, and cannot
+        // send JSON cross-origin without a preflight this server does not answer).
+        let json = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+        if parts.headers.contains_key("origin") || !json {
+            return gateway_error(StatusCode::FORBIDDEN, "Local migrations are for local-api migrate only", &request_id);
+        }
         return local_migration(&gateway, body, &request_id).await;
     }
     let Some(matched) = gateway.routes.find(&method, &path) else {
