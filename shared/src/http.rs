@@ -8,7 +8,8 @@ use crate::identity::Identity;
 use crate::ids::{InvalidValue, TenantId};
 use http::StatusCode;
 use lambda_http::request::RequestContext;
-use lambda_http::{Body, Request, RequestExt, Response};
+pub use lambda_http::Request;
+use lambda_http::{Body, RequestExt, Response};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
 use std::future::Future;
@@ -52,8 +53,27 @@ pub trait HttpFunction: Send + Sync {
     /// The function's logical id in template.yaml (`TenantsFunction`).
     fn logical_id(&self) -> &'static str;
     /// Handles one API Gateway request.
-    fn handle(&self, req: Request) -> futures_util::future::BoxFuture<'_, Response<Body>>;
+    fn handle(&self, req: Request) -> BoxedResponse<'_>;
 }
+
+/// Implements [`HttpFunction`] for a context's state: `http_function!(AppState, LOGICAL_ID,
+/// handle)`, where `handle(&AppState, Request)` is the context's Lambda handler.
+#[macro_export]
+macro_rules! http_function {
+    ($state:ty, $logical_id:expr, $handle:path) => {
+        impl $crate::http::HttpFunction for $state {
+            fn logical_id(&self) -> &'static str {
+                $logical_id
+            }
+            fn handle(&self, req: $crate::http::Request) -> $crate::http::BoxedResponse<'_> {
+                Box::pin($handle(self, req))
+            }
+        }
+    };
+}
+
+/// What [`HttpFunction::handle`] returns.
+pub type BoxedResponse<'a> = futures_util::future::BoxFuture<'a, Response<Body>>;
 
 /// Runs a handler inside a span carrying `requestId` (and, once admitted, `tenantId`), and
 /// turns its error into the JSON envelope. Every HTTP Lambda's entry point goes through here.

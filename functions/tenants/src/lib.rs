@@ -31,14 +31,7 @@ impl AppState {
 /// This function's logical id in template.yaml, which openapi.json's integrations name.
 pub const LOGICAL_ID: &str = "TenantsFunction";
 
-impl shared::http::HttpFunction for AppState {
-    fn logical_id(&self) -> &'static str {
-        LOGICAL_ID
-    }
-    fn handle(&self, req: Request) -> futures_util::future::BoxFuture<'_, Response<Body>> {
-        Box::pin(handle(self, req))
-    }
-}
+shared::http_function!(AppState, LOGICAL_ID, handle);
 
 /// The Lambda handler: routes by API Gateway's matched resource, never by raw path.
 pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
