@@ -331,3 +331,23 @@ async fn a_legacy_tenant_admin_signs_in_after_the_migration() {
     let (status, _, body) = app.call(app.request(reqwest::Method::GET, &format!("/tenants/{id}"), Some(&token))).await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// While a local API serves a database, `local-api migrate` runs its action inside that process
+/// (FerretDB serialises writes within one process only). The route answers JSON from a local
+/// client, and refuses a browser.
+#[tokio::test]
+async fn a_serving_local_api_runs_migrations_for_local_api_migrate_and_refuses_browsers() {
+    let app = tenancy_tests::app::spawn_app().await;
+    let url = format!("{}{}", app.address, local_api::LOCAL_MIGRATIONS_PATH);
+    let response = app.http.post(&url).json(&serde_json::json!({"action": "status"})).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let report: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(report["action"], "status");
+    assert_eq!(report["pending"].as_array().unwrap().len(), MIGRATIONS.len());
+    let from_a_page = app.http.post(&url).header("origin", "http://evil.example").json(&serde_json::json!({"action": "up"})).send().await.unwrap();
+    assert_eq!(from_a_page.status(), 403);
+    let not_json = app.http.post(&url).header("content-type", "text/plain").body("{\"action\":\"up\"}").send().await.unwrap();
+    assert_eq!(not_json.status(), 403);
+    let Report::Status { applied, .. } = run(&app.db, Action::Status).await.unwrap() else { panic!() };
+    assert!(applied.is_empty(), "the refused calls ran nothing");
+}
