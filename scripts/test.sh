@@ -83,12 +83,12 @@ contract() {
     --max-examples "${SCHEMATHESIS_EXAMPLES:-30}" --seed 20261128 --max-time "${SCHEMATHESIS_SECONDS:-240}" \
     --workers 1 --no-color --report har --report-har-path "${RUN_DIR}/contract-${name}.har" "$@"
 }
-# The superadmin's token names no tenant, so every users and roles operation answers it with a
-# documented 403. A tenant admin's run must reach each of them with a 2xx at least once. It runs
+# The superadmin's token names no tenant, so every users, roles and audit operation answers it
+# with a documented 403. A tenant admin's run must reach each of them with a 2xx at least once. It runs
 # first: the superadmin's run may suspend or change the contract tenant.
-log "contract run 1: a tenant admin, the users and roles operations"
-contract admin "$admin_token" --include-tag users --include-tag roles
-"${VENV}/bin/python" scripts/contract_coverage.py "${RUN_DIR}/contract-admin.har" openapi.json users roles
+log "contract run 1: a tenant admin, the users, roles and audit operations"
+contract admin "$admin_token" --include-tag users --include-tag roles --include-tag audit
+"${VENV}/bin/python" scripts/contract_coverage.py "${RUN_DIR}/contract-admin.har" openapi.json users roles audit
 log "contract run 2: a platform superadmin, every operation"
 contract superadmin "$token"
 log "all tests passed"

@@ -11,11 +11,78 @@ use std::time::Duration;
 /// How long entries are kept before the retention job (or a TTL index) removes them.
 pub const RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// What happened, to what.
+macro_rules! closed_list {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal $(, $resource:ident)?;)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($variant,)*
+        }
+
+        impl $name {
+            /// Every value, in the documented order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+
+            /// The value as stored and as the API spells it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+
+            /// The value of a filter, if it is one of the list.
+            pub fn parse(text: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == text)
+            }
+        }
+    };
+}
+
+closed_list!(
+    /// What an audit entry is about: the `resource` filter's closed list (openapi.json's
+    /// `AuditResource`).
+    Resource {
+        Tenant => "tenant";
+        User => "user";
+        Role => "role";
+    }
+);
+
+closed_list!(
+    /// What happened: the `action` filter's closed list (openapi.json's `AuditAction`). Each
+    /// action is about one resource, named by its prefix.
+    Action {
+        TenantCreated => "tenant.created";
+        TenantUpdated => "tenant.updated";
+        TenantSuspended => "tenant.suspended";
+        TenantReactivated => "tenant.reactivated";
+        TenantCustomizationUpdated => "tenant.customization.updated";
+        TenantBillingUpdated => "tenant.billing.updated";
+        TenantAccessed => "tenant.accessed";
+        UserInvited => "user.invited";
+        UserUpdated => "user.updated";
+        UserProfileUpdated => "user.profile.updated";
+        UserDeleted => "user.deleted";
+        UserRoleAssigned => "user.role.assigned";
+        UserRoleRemoved => "user.role.removed";
+        RoleCreated => "role.created";
+        RoleUpdated => "role.updated";
+        RoleDeleted => "role.deleted";
+    }
+);
+
+impl Action {
+    /// The resource the action is about.
+    pub fn resource(self) -> Resource {
+        let prefix = self.as_str().split('.').next().unwrap_or_default();
+        Resource::parse(prefix).expect("every action's prefix is a resource")
+    }
+}
+
+/// What happened, to which resource.
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
-    pub action: &'static str,
-    pub resource: &'static str,
+    pub action: Action,
     pub resource_id: Option<String>,
     pub details: Document,
 }
@@ -55,8 +122,8 @@ pub async fn record(db: &Db, tenant: &TenantId, meta: &RequestMeta, actor: Optio
         id: ObjectId::new(),
         tenant_id: None,
         user_id: actor,
-        action: event.action.to_owned(),
-        resource: event.resource.to_owned(),
+        action: event.action.as_str().to_owned(),
+        resource: event.action.resource().as_str().to_owned(),
         resource_id: event.resource_id,
         details: redact(event.details),
         ip: meta.ip.clone(),
@@ -87,7 +154,7 @@ pub fn acting_as(identity: &Identity) -> &'static str {
 /// claim it did not.
 pub async fn record_best_effort(db: &Db, tenant: &TenantId, meta: &RequestMeta, identity: &Identity, mut event: AuditEvent) {
     event.details.insert("actingAs", acting_as(identity));
-    let action = event.action;
+    let action = event.action.as_str();
     if let Err(error) = record(db, tenant, meta, Some(identity.actor_id()), event).await {
         tracing::error!(%error, action, "could not write the audit entry");
     }
@@ -97,6 +164,15 @@ pub async fn record_best_effort(db: &Db, tenant: &TenantId, meta: &RequestMeta, 
 mod tests {
     use super::*;
     use mongodb::bson::doc;
+
+    #[test]
+    fn every_action_is_about_a_resource_of_the_list() {
+        for action in Action::ALL {
+            assert_eq!(action.resource().as_str(), action.as_str().split('.').next().unwrap());
+        }
+        assert_eq!(Action::parse("user.invited"), Some(Action::UserInvited));
+        assert_eq!(Action::parse("user.exploded"), None);
+    }
 
     #[test]
     fn secrets_are_redacted_at_any_depth() {

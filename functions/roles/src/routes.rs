@@ -7,15 +7,15 @@ use crate::AppState;
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use mongodb::bson::doc;
-use shared::audit::{record_best_effort, AuditEvent};
+use shared::audit::{record_best_effort, Action, AuditEvent};
 use shared::error::ApiError;
 use shared::http::{admit, json_body, path_object_id, respond_list, respond_one, Pagination, Query, RequestMeta};
 use shared::TenantContext;
 
 type Reply = Result<Response<Body>, ApiError>;
 
-async fn audit(state: &AppState, ctx: &TenantContext, meta: &RequestMeta, action: &'static str, id: String, details: mongodb::bson::Document) {
-    let event = AuditEvent { action, resource: "role", resource_id: Some(id), details };
+async fn audit(state: &AppState, ctx: &TenantContext, meta: &RequestMeta, action: Action, id: String, details: mongodb::bson::Document) {
+    let event = AuditEvent { action, resource_id: Some(id), details };
     record_best_effort(&state.db, ctx.tenant_id(), meta, ctx.identity(), event).await;
 }
 
@@ -36,7 +36,7 @@ pub async fn create(state: &AppState, req: &Request, meta: &RequestMeta) -> Repl
     let new = json_body::<CreateRoleBody>(req)?.validate()?;
     let role = service::create(&state.db, &ctx, &new).await?;
     let permissions: Vec<&str> = role.permissions.iter().map(|p| p.as_str()).collect();
-    audit(state, &ctx, meta, "role.created", role.id.to_hex(), doc! {"name": &role.name, "permissions": permissions}).await;
+    audit(state, &ctx, meta, Action::RoleCreated, role.id.to_hex(), doc! {"name": &role.name, "permissions": permissions}).await;
     respond_one(StatusCode::CREATED, &RoleView::from(&role))
 }
 
@@ -57,7 +57,7 @@ pub async fn update(state: &AppState, req: &Request, meta: &RequestMeta) -> Repl
     let role = service::update(&state.db, &ctx, id, &changes).await?;
     let permissions = changes.permissions.as_ref().map(|ps| ps.iter().map(|p| p.as_str()).collect::<Vec<_>>());
     let details = doc! {"name": changes.name.as_deref(), "description": changes.description.is_some(), "permissions": permissions};
-    audit(state, &ctx, meta, "role.updated", id.to_hex(), details).await;
+    audit(state, &ctx, meta, Action::RoleUpdated, id.to_hex(), details).await;
     respond_one(StatusCode::OK, &RoleView::from(&role))
 }
 
@@ -72,6 +72,6 @@ pub async fn delete(state: &AppState, req: &Request, meta: &RequestMeta) -> Repl
         Some(_) => return Err(ApiError::invalid("force", "must be true or false")),
     };
     let removed = service::delete(&state.db, &ctx, id, force).await?;
-    audit(state, &ctx, meta, "role.deleted", id.to_hex(), doc! {"force": force, "removedFromUsers": removed as i64}).await;
+    audit(state, &ctx, meta, Action::RoleDeleted, id.to_hex(), doc! {"force": force, "removedFromUsers": removed as i64}).await;
     respond_one(StatusCode::OK, &serde_json::json!({"deleted": true, "id": id.to_hex(), "removedFromUsers": removed}))
 }

@@ -7,7 +7,7 @@ use crate::AppState;
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use mongodb::bson::{doc, Document};
-use shared::audit::{self, AuditEvent};
+use shared::audit::{self, Action, AuditEvent};
 use shared::db::{TenantQuery, MAX_SEARCH_LEN};
 use shared::error::ApiError;
 use shared::http::{
@@ -29,8 +29,8 @@ fn superadmin_on(req: &Request) -> Result<(SuperadminContext, TenantId), ApiErro
     Ok((admit_superadmin(req, Some(&tenant_id))?, tenant_id))
 }
 
-async fn audit(state: &AppState, tenant: &Tenant, meta: &RequestMeta, identity: &Identity, action: &'static str, details: Document) {
-    let event = AuditEvent { action, resource: "tenant", resource_id: Some(tenant.tenant_id.to_string()), details };
+async fn audit(state: &AppState, tenant: &Tenant, meta: &RequestMeta, identity: &Identity, action: Action, details: Document) {
+    let event = AuditEvent { action, resource_id: Some(tenant.tenant_id.to_string()), details };
     audit::record_best_effort(&state.db, &tenant.tenant_id, meta, identity, event).await;
 }
 
@@ -47,7 +47,7 @@ pub async fn create(state: &AppState, req: &Request, meta: &RequestMeta) -> Repl
     let details = doc! {
         "name": &tenant.name, "domain": tenant.domain.as_deref(), "plan": new.plan.as_str(),
     };
-    audit(state, &tenant, meta, admin.identity(), "tenant.created", details).await;
+    audit(state, &tenant, meta, admin.identity(), Action::TenantCreated, details).await;
     one(StatusCode::CREATED, &tenant)
 }
 
@@ -84,7 +84,7 @@ async fn admit_reader(state: &AppState, req: &Request, meta: &RequestMeta, over_
     let ctx = if over_quota { admit_over_quota(&state.db, req, Some(&tenant_id)).await? } else { admit(&state.db, req, Some(&tenant_id)).await? };
     if ctx.is_superadmin() {
         let details = doc! {"route": shared::http::route_key(req)};
-        audit(state, ctx.tenant(), meta, ctx.identity(), "tenant.accessed", details).await;
+        audit(state, ctx.tenant(), meta, ctx.identity(), Action::TenantAccessed, details).await;
     }
     Ok(ctx)
 }
@@ -95,7 +95,7 @@ pub async fn update(state: &AppState, req: &Request, meta: &RequestMeta) -> Repl
     let changes = json_body::<UpdateTenantBody>(req)?.validate()?;
     let tenant = service::update(&state.db, &admin, &tenant_id, &changes, state.seam.as_ref()).await?;
     let details = doc! {"name": changes.name.as_deref(), "domain": changes.domain.as_ref().map(|d| d.as_str())};
-    audit(state, &tenant, meta, admin.identity(), "tenant.updated", details).await;
+    audit(state, &tenant, meta, admin.identity(), Action::TenantUpdated, details).await;
     one(StatusCode::OK, &tenant)
 }
 
@@ -104,7 +104,7 @@ pub async fn suspend(state: &AppState, req: &Request, meta: &RequestMeta) -> Rep
     let (admin, tenant_id) = superadmin_on(req)?;
     let reason = optional_json_body::<SuspendBody>(req)?.validate()?;
     let tenant = service::suspend(&state.db, &admin, &tenant_id, reason.as_deref()).await?;
-    audit(state, &tenant, meta, admin.identity(), "tenant.suspended", doc! {"reason": reason}).await;
+    audit(state, &tenant, meta, admin.identity(), Action::TenantSuspended, doc! {"reason": reason}).await;
     one(StatusCode::OK, &tenant)
 }
 
@@ -112,7 +112,7 @@ pub async fn suspend(state: &AppState, req: &Request, meta: &RequestMeta) -> Rep
 pub async fn reactivate(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
     let (admin, tenant_id) = superadmin_on(req)?;
     let tenant = service::reactivate(&state.db, &admin, &tenant_id).await?;
-    audit(state, &tenant, meta, admin.identity(), "tenant.reactivated", doc! {}).await;
+    audit(state, &tenant, meta, admin.identity(), Action::TenantReactivated, doc! {}).await;
     one(StatusCode::OK, &tenant)
 }
 
@@ -128,7 +128,7 @@ pub async fn customize(state: &AppState, req: &Request, meta: &RequestMeta) -> R
         "logo": changes.logo.as_deref(), "primaryColor": changes.primary_color.as_deref(),
         "theme": changes.theme.as_deref(),
     };
-    audit(state, &tenant, meta, ctx.identity(), "tenant.customization.updated", details).await;
+    audit(state, &tenant, meta, ctx.identity(), Action::TenantCustomizationUpdated, details).await;
     one(StatusCode::OK, &tenant)
 }
 
@@ -140,7 +140,7 @@ pub async fn billing(state: &AppState, req: &Request, meta: &RequestMeta) -> Rep
     let details = doc! {
         "plan": changes.plan.map(|p| p.as_str()), "billingEmailChanged": changes.billing_email.is_some(),
     };
-    audit(state, &tenant, meta, admin.identity(), "tenant.billing.updated", details).await;
+    audit(state, &tenant, meta, admin.identity(), Action::TenantBillingUpdated, details).await;
     one(StatusCode::OK, &tenant)
 }
 

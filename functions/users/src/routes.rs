@@ -8,7 +8,7 @@ use crate::AppState;
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use mongodb::bson::{doc, Document};
-use shared::audit::{record_best_effort, AuditEvent};
+use shared::audit::{record_best_effort, Action, AuditEvent};
 use shared::error::ApiError;
 use shared::http::{admit, json_body, path_object_id, respond_list, respond_one, Pagination, Query, RequestMeta};
 use shared::ids::{parse_object_id, Email};
@@ -17,8 +17,8 @@ use shared::TenantContext;
 
 type Reply = Result<Response<Body>, ApiError>;
 
-async fn audit(state: &AppState, ctx: &TenantContext, meta: &RequestMeta, action: &'static str, id: String, details: Document) {
-    let event = AuditEvent { action, resource: "user", resource_id: Some(id), details };
+async fn audit(state: &AppState, ctx: &TenantContext, meta: &RequestMeta, action: Action, id: String, details: Document) {
+    let event = AuditEvent { action, resource_id: Some(id), details };
     record_best_effort(&state.db, ctx.tenant_id(), meta, ctx.identity(), event).await;
 }
 
@@ -50,7 +50,7 @@ pub async fn invite(state: &AppState, req: &Request, meta: &RequestMeta) -> Repl
     ctx.require("create:users")?;
     let invitation = json_body::<InviteBody>(req)?.validate()?;
     let user = service::invite(&state.db, state.directory.as_ref(), &ctx, &invitation).await?;
-    audit(state, &ctx, meta, "user.invited", user.id.to_hex(), doc! {"roles": &user.roles}).await;
+    audit(state, &ctx, meta, Action::UserInvited, user.id.to_hex(), doc! {"roles": &user.roles}).await;
     one(StatusCode::CREATED, &user)
 }
 
@@ -67,7 +67,7 @@ pub async fn update_me(state: &AppState, req: &Request, meta: &RequestMeta) -> R
     ctx.require("update:profile")?;
     let changes = json_body::<UpdateProfileBody>(req)?.validate()?;
     let user = service::update_me(&state.db, &ctx, &changes).await?;
-    audit(state, &ctx, meta, "user.profile.updated", user.id.to_hex(), changed_fields(&changes, None)).await;
+    audit(state, &ctx, meta, Action::UserProfileUpdated, user.id.to_hex(), changed_fields(&changes, None)).await;
     one(StatusCode::OK, &user)
 }
 
@@ -103,7 +103,7 @@ pub async fn update(state: &AppState, req: &Request, meta: &RequestMeta) -> Repl
     let id = path_object_id(req, "userId")?;
     let changes = json_body::<UpdateUserBody>(req)?.validate()?;
     let user = service::update(&state.db, state.directory.as_ref(), &ctx, id, &changes).await?;
-    audit(state, &ctx, meta, "user.updated", id.to_hex(), changed_fields(&changes.profile, changes.status)).await;
+    audit(state, &ctx, meta, Action::UserUpdated, id.to_hex(), changed_fields(&changes.profile, changes.status)).await;
     one(StatusCode::OK, &user)
 }
 
@@ -113,7 +113,7 @@ pub async fn delete(state: &AppState, req: &Request, meta: &RequestMeta) -> Repl
     ctx.require("delete:users")?;
     let id = path_object_id(req, "userId")?;
     service::delete(&state.db, state.directory.as_ref(), &ctx, id).await?;
-    audit(state, &ctx, meta, "user.deleted", id.to_hex(), doc! {}).await;
+    audit(state, &ctx, meta, Action::UserDeleted, id.to_hex(), doc! {}).await;
     respond_one(StatusCode::OK, &serde_json::json!({"deleted": true, "id": id.to_hex()}))
 }
 
@@ -124,7 +124,7 @@ pub async fn assign_role(state: &AppState, req: &Request, meta: &RequestMeta) ->
     let id = path_object_id(req, "userId")?;
     let role = json_body::<AssignRoleBody>(req)?.validate()?;
     let user = service::assign_role(&state.db, &ctx, id, role).await?;
-    audit(state, &ctx, meta, "user.role.assigned", id.to_hex(), doc! {"roleId": role.to_hex()}).await;
+    audit(state, &ctx, meta, Action::UserRoleAssigned, id.to_hex(), doc! {"roleId": role.to_hex()}).await;
     one(StatusCode::OK, &user)
 }
 
@@ -135,6 +135,6 @@ pub async fn remove_role(state: &AppState, req: &Request, meta: &RequestMeta) ->
     let id = path_object_id(req, "userId")?;
     let role = path_object_id(req, "roleId")?;
     let user = service::remove_role(&state.db, &ctx, id, role).await?;
-    audit(state, &ctx, meta, "user.role.removed", id.to_hex(), doc! {"roleId": role.to_hex()}).await;
+    audit(state, &ctx, meta, Action::UserRoleRemoved, id.to_hex(), doc! {"roleId": role.to_hex()}).await;
     one(StatusCode::OK, &user)
 }

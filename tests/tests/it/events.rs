@@ -51,7 +51,12 @@ async fn every_http_event_runs_through_the_function_its_route_names() {
         let functions = local_api::functions(&deps);
         let function = functions.iter().find(|f| f.logical_id() == matched.route.function).expect("a hosted function");
         let request = lambda_http::request::from_str(&event.to_string()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let entries = || async { tenancy_tests::raw_collection(&deps.db, "auditLogs").await.count_documents(mongodb::bson::doc! {}).await.unwrap() };
+        let before = entries().await;
         let response = function.handle(request).await;
+        if method != "GET" {
+            assert_eq!(entries().await, before + 1, "{name}: every mutating route writes exactly one audit entry");
+        }
         let text = match response.body() {
             lambda_http::Body::Text(t) => t.clone(),
             other => format!("{other:?}"),

@@ -1,6 +1,7 @@
 //! One integration-test binary (one link, parallel tests), against real FerretDB and moto.
 
 mod admission;
+mod audit_api;
 mod events;
 mod identity;
 mod isolation_props;

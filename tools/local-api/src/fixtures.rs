@@ -6,7 +6,8 @@ use crate::Deps;
 use mongodb::bson::{doc, oid::ObjectId};
 use shared::db::{SystemContext, TenantCollection};
 use shared::ids::{Email, Permission, TenantId};
-use shared::models::{CognitoLink, Profile, Role, User, UserStatus, SYSTEM_PRINCIPAL};
+use shared::audit::{Action, Resource};
+use shared::models::{AuditLog, CognitoLink, Profile, Role, User, UserStatus, SYSTEM_PRINCIPAL};
 
 /// The tenant every tenant-scoped event acts in.
 pub const TENANT: &str = "tn_demoevents000000000000000";
@@ -14,6 +15,8 @@ pub const TENANT: &str = "tn_demoevents000000000000000";
 pub const ADMIN_SUB: &str = "0f1e2d3c-0000-4000-8000-00000000b002";
 /// The second user (a viewer that also holds the `Escalations` role).
 pub const MEMBER: &str = "6565650000000000000000b2";
+/// An audit entry of the events' tenant.
+pub const AUDIT_ENTRY: &str = "6565650000000000000000d5";
 /// The custom roles `Support` and `Escalations`.
 pub const ROLES: [(&str, &str); 2] = [("6565650000000000000000c3", "Support"), ("6565650000000000000000c4", "Escalations")];
 
@@ -74,5 +77,23 @@ pub async fn seed_events_tenant(deps: &Deps) -> Result<(), BoxError> {
     };
     users.insert_one(&member).await?;
     deps.db.own_tenant(&scope).adjust_counters(1, 0).await?;
+    let now = deps.db.clock().now();
+    let entry = AuditLog {
+        id: ObjectId::parse_str(AUDIT_ENTRY)?,
+        tenant_id: None,
+        user_id: Some("fixtures".into()),
+        action: Action::TenantCreated.as_str().into(),
+        resource: Resource::Tenant.as_str().into(),
+        resource_id: Some(TENANT.into()),
+        details: doc! {"plan": "basic"},
+        ip: "203.0.113.10".into(),
+        user_agent: "fixtures".into(),
+        request_id: "fixtures".into(),
+        timestamp: now,
+        expire_at: now,
+        created_at: None,
+        updated_at: None,
+    };
+    deps.db.scoped::<AuditLog>(&scope, TenantCollection::AuditLogs).insert_one(&entry).await?;
     Ok(())
 }

@@ -38,6 +38,7 @@ pub const CONTEXTS: &[Context] = &[
     Context { logical_id: tenants::LOGICAL_ID, build: |d| Arc::new(tenants::AppState::new(d.db.clone(), d.directory.clone())) },
     Context { logical_id: roles::LOGICAL_ID, build: |d| Arc::new(roles::AppState::new(d.db.clone())) },
     Context { logical_id: users::LOGICAL_ID, build: |d| Arc::new(users::AppState::new(d.db.clone(), d.directory.clone())) },
+    Context { logical_id: audit::LOGICAL_ID, build: |d| Arc::new(audit::AppState::new(d.db.clone())) },
 ];
 
 /// Every HTTP context, built.

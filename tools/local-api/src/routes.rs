@@ -129,6 +129,19 @@ mod tests {
         assert_eq!(table().len(), operations);
     }
 
+    /// Audit filters are a closed list: the documented enums are exactly the code's.
+    #[test]
+    fn the_documented_audit_actions_and_resources_are_the_code_s() {
+        let doc: Value = serde_json::from_str(crate::OPENAPI).unwrap();
+        let listed = |schema: &str| -> Vec<String> {
+            doc["components"]["schemas"][schema]["enum"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+        };
+        let actions: Vec<String> = shared::audit::Action::ALL.iter().map(|a| a.as_str().to_owned()).collect();
+        let resources: Vec<String> = shared::audit::Resource::ALL.iter().map(|r| r.as_str().to_owned()).collect();
+        assert_eq!(listed("AuditAction"), actions);
+        assert_eq!(listed("AuditResource"), resources);
+    }
+
     #[test]
     fn paths_match_with_parameters() {
         let t = table();
