@@ -17,7 +17,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --locked --release -p tenants -p migrations -p users -p roles
+cargo build --locked --release -p tenants -p migrations -p users -p roles -p audit
 cargo build --locked --bin local-api
 bash scripts/ferretdb.sh start
 bash scripts/moto.sh start
@@ -35,5 +35,6 @@ bench() { python3 scripts/bench/lambda_start.py "$1" "$2" --runs "${RUNS:-10}" -
 bench target/release/tenants events/tenants-list.json 20
 bench target/release/users events/users-list.json 20
 bench target/release/roles events/roles-list.json 20
+bench target/release/audit events/audit-list.json 20
 bench target/release/migrations events/migrations-status.json 5
-ls -l target/release/tenants target/release/users target/release/roles target/release/migrations target/release/post-confirmation
+ls -l target/release/tenants target/release/users target/release/roles target/release/audit target/release/migrations target/release/post-confirmation
