@@ -175,21 +175,16 @@ impl Pagination {
 /// The largest page a list returns.
 pub const MAX_PAGE_SIZE: u64 = 100;
 
-/// One item: `{"success": true, "data": item}`.
-pub fn respond_one<T: Serialize>(status: StatusCode, item: &T) -> Result<Response<Body>, ApiError> {
-    respond(status, item)
-}
-
 /// A page of a list: `{"success": true, "data": {"<key>": [...], "pagination": {...}}}`.
 pub fn respond_list<T: Serialize>(key: &str, items: &[T], pagination: &Pagination) -> Result<Response<Body>, ApiError> {
     let mut data = serde_json::Map::new();
     data.insert(key.to_owned(), serde_json::to_value(items).map_err(ApiError::internal)?);
     data.insert("pagination".to_owned(), serde_json::to_value(pagination).map_err(ApiError::internal)?);
-    respond(StatusCode::OK, &data)
+    respond_one(StatusCode::OK, &data)
 }
 
-/// The success envelope `{"success": true, "data": …}`.
-pub fn respond<T: Serialize>(status: StatusCode, data: &T) -> Result<Response<Body>, ApiError> {
+/// One item in the success envelope: `{"success": true, "data": item}`.
+pub fn respond_one<T: Serialize>(status: StatusCode, data: &T) -> Result<Response<Body>, ApiError> {
     let body = serde_json::to_string(&serde_json::json!({"success": true, "data": data})).map_err(ApiError::internal)?;
     Response::builder()
         .status(status)

@@ -141,6 +141,16 @@ impl TestApp {
         record.get_document("apiUsage").ok().and_then(|u| u.get_i64(&month).ok()).unwrap_or(0)
     }
 
+    /// Sets this month's usage count of a tenant straight in its record (to reach a quota).
+    pub async fn set_usage(&self, tenant: &str, calls: i64) {
+        let (month, _) = shared::clock::month_window(self.db.clock().now_ms());
+        crate::raw_collection(&self.db, "tenants")
+            .await
+            .update_one(mongodb::bson::doc! {"tenantId": tenant}, mongodb::bson::doc! {"$set": {format!("apiUsage.{month}"): calls}})
+            .await
+            .unwrap();
+    }
+
     /// A request to the API, with a token if given.
     pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
         let builder = self.http.request(method, format!("{}{path}", self.address));

@@ -100,12 +100,7 @@ async fn a_call_refused_for_the_quota_is_not_counted() {
     let app = spawn_app().await;
     let superadmin = app.superadmin().await;
     let (id, admin) = tenant(&app, &superadmin, json!({"name": "Free", "adminEmail": "a@free.example"})).await;
-    let (month, _) = shared::clock::month_window(app.db.clock().now_ms());
-    raw_collection(&app.db, "tenants")
-        .await
-        .update_one(doc! {"tenantId": &id}, doc! {"$set": {format!("apiUsage.{month}"): 1_000_i64}})
-        .await
-        .unwrap();
+    app.set_usage(&id, 1_000).await;
     for _ in 0..3 {
         let (status, headers, _) = app.call(app.request(Method::GET, &format!("/tenants/{id}"), Some(&admin))).await;
         assert_eq!(status, 429);
@@ -278,12 +273,7 @@ async fn over_its_monthly_quota_a_tenant_can_still_read_its_limits_uncounted() {
     let app = spawn_app().await;
     let superadmin = app.superadmin().await;
     let (id, admin) = tenant(&app, &superadmin, json!({"name": "Free", "adminEmail": "a@free.example"})).await;
-    let (month, _) = shared::clock::month_window(app.db.clock().now_ms());
-    raw_collection(&app.db, "tenants")
-        .await
-        .update_one(doc! {"tenantId": &id}, doc! {"$set": {format!("apiUsage.{month}"): 1_000_i64}})
-        .await
-        .unwrap();
+    app.set_usage(&id, 1_000).await;
     assert_eq!(app.call(app.request(Method::GET, &format!("/tenants/{id}"), Some(&admin))).await.0, 429);
     let (status, _, body) = app.call(app.request(Method::GET, &format!("/tenants/{id}/limits"), Some(&admin))).await;
     assert_eq!(status, 200, "{body}");

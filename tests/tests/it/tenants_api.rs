@@ -403,12 +403,7 @@ async fn the_monthly_quota_turns_into_a_429_with_retry_after_at_its_limit() {
     let WithTenant { app, superadmin: token, id, admin: member } = with_tenant(free_co()).await;
     let path = format!("/tenants/{id}");
     // Bring the counter to just below the free plan's 1,000 calls.
-    let (month, _) = shared::clock::month_window(mongodb::bson::DateTime::now().timestamp_millis());
-    raw_collection(&app.db, "tenants")
-        .await
-        .update_one(doc! {"tenantId": &id}, doc! {"$set": {format!("apiUsage.{month}"): 998_i64}})
-        .await
-        .unwrap();
+    app.set_usage(&id, 998).await;
     for _ in 0..2 {
         let (status, _, _) = app.call(app.request(Method::GET, &path, Some(&member))).await;
         assert_eq!(status, 200, "calls 999 and 1,000 are within the quota");
