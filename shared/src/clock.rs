@@ -75,10 +75,35 @@ pub fn month_window(now_ms: i64) -> (String, u64) {
 /// The per-minute window (`YYYYMMDDHHMM`, UTC) of a Unix time in ms, and the whole seconds until
 /// the next one begins (at least 1).
 pub fn minute_window(now_ms: i64) -> (String, u64) {
+    fixed_window(now_ms, 60_000, 12)
+}
+
+/// The hour window (`YYYYMMDDHH`, UTC) and the whole seconds until the next one begins.
+pub fn hour_window(now_ms: i64) -> (String, u64) {
+    fixed_window(now_ms, 3_600_000, 10)
+}
+
+/// The day window (`YYYYMMDD`, UTC) and the whole seconds until the next one begins.
+pub fn day_window(now_ms: i64) -> (String, u64) {
+    fixed_window(now_ms, 86_400_000, 8)
+}
+
+/// A window of `width_ms` (a minute, an hour or a day: each divides the Unix epoch evenly),
+/// named by the first `digits` of `YYYYMMDDHHMM`, and the whole seconds (at least 1) until the
+/// next one.
+fn fixed_window(now_ms: i64, width_ms: i64, digits: usize) -> (String, u64) {
     let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let key = format!("{:04}{:02}{:02}{:02}{:02}", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute());
-    let into_minute = now_ms.rem_euclid(60_000) as u64;
-    (key, (60_000 - into_minute).div_ceil(1000).max(1))
+    let mut key = format!("{:04}{:02}{:02}{:02}{:02}", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute());
+    key.truncate(digits);
+    let into = now_ms.rem_euclid(width_ms) as u64;
+    (key, (width_ms as u64 - into).div_ceil(1000).max(1))
+}
+
+/// An RFC 3339 date-time (`2026-11-28T00:00:00Z`, any offset) as a BSON date, to the
+/// millisecond; `None` if it is not one.
+pub fn parse_rfc3339(text: &str) -> Option<DateTime> {
+    let t = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(DateTime::from_millis(i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()?))
 }
 
 /// A date as RFC 3339 UTC with exactly three fractional digits (`2026-11-28T21:07:30.600Z`), the
@@ -121,6 +146,15 @@ mod tests {
     fn the_minute_window_and_its_retry_after_are_exact() {
         assert_eq!(minute_window(ms(2026, Month::November, 28, 21 * 3600 + 7 * 60) + 59_500), ("202611282107".to_string(), 1));
         assert_eq!(minute_window(ms(2026, Month::November, 28, 0)), ("202611280000".to_string(), 60));
+    }
+
+    #[test]
+    fn hour_and_day_windows_name_their_prefix_and_wait_for_the_next() {
+        let at = ms(2026, Month::November, 28, 21 * 3600 + 7 * 60);
+        assert_eq!(hour_window(at), ("2026112821".to_string(), 53 * 60));
+        assert_eq!(day_window(at), ("20261128".to_string(), (2 * 3600 + 53 * 60) as u64));
+        assert_eq!(parse_rfc3339("2026-11-28T21:07:00Z").map(|d| d.timestamp_millis()), Some(at));
+        assert_eq!(parse_rfc3339("2026-11-28"), None);
     }
 
     #[test]

@@ -26,6 +26,27 @@ pub fn in_catalogue(permission: &Permission) -> Result<(), InvalidValue> {
     Ok(())
 }
 
+/// The most permissions a role or an API key may list.
+pub const MAX_LISTED: usize = 50;
+
+/// A requested list of permissions: 1 to [`MAX_LISTED`], each in the catalogue, none twice.
+/// The error names the first offender.
+pub fn parse_requested(raw: Vec<String>) -> Result<Vec<Permission>, String> {
+    if raw.is_empty() || raw.len() > MAX_LISTED {
+        return Err(format!("must list 1 to {MAX_LISTED} permissions"));
+    }
+    let mut out: Vec<Permission> = Vec::with_capacity(raw.len());
+    for p in raw {
+        let permission = Permission::parse(p.clone()).map_err(|_| format!("unknown permission {p}"))?;
+        in_catalogue(&permission).map_err(|e| e.0)?;
+        if out.contains(&permission) {
+            return Err(format!("{p} is listed twice"));
+        }
+        out.push(permission);
+    }
+    Ok(out)
+}
+
 /// The first of `wanted` that none of `held` covers, if any: granting it would be an escalation.
 pub fn first_not_held<'a>(held: &[Permission], wanted: &'a [Permission]) -> Option<&'a Permission> {
     wanted.iter().find(|w| !held.iter().any(|h| h.covers(w.as_str())))

@@ -25,7 +25,25 @@ pub struct PlanLimits {
     /// starve the others.
     pub calls_per_minute: i64,
     pub features: &'static [&'static str],
+    /// How many API keys the tenant may hold and the bounds (and defaults) of their windows;
+    /// `None` where the plan lacks the `api_keys` feature.
+    pub api_keys: Option<KeyLimits>,
+    /// How long audit entries are kept, in days (`expireAt` is set from it at write time).
+    pub audit_retention_days: i64,
 }
+
+/// A plan's API-key allowance: the number of keys, and per key the largest (and default)
+/// number of calls a minute, an hour and a day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyLimits {
+    pub max_keys: i64,
+    pub per_minute: i64,
+    pub per_hour: i64,
+    pub per_day: i64,
+}
+
+/// Enterprise audit retention may be configured up to this many days (7 years).
+pub const MAX_AUDIT_RETENTION_DAYS: i64 = 7 * 365;
 
 const FREE_FEATURES: &[&str] = &["basic_auth", "basic_rbac"];
 const BASIC_FEATURES: &[&str] = &["basic_auth", "basic_rbac", "api_keys", "audit_logs"];
@@ -58,14 +76,38 @@ impl Plan {
     /// The plan's limits and features.
     pub fn limits(self) -> PlanLimits {
         match self {
-            Plan::Free => PlanLimits { max_users: 5, max_api_calls: 1_000, calls_per_minute: 120, features: FREE_FEATURES },
-            Plan::Basic => PlanLimits { max_users: 25, max_api_calls: 10_000, calls_per_minute: 1_200, features: BASIC_FEATURES },
-            Plan::Premium => PlanLimits { max_users: 100, max_api_calls: 100_000, calls_per_minute: 6_000, features: PREMIUM_FEATURES },
+            Plan::Free => PlanLimits {
+                max_users: 5,
+                max_api_calls: 1_000,
+                calls_per_minute: 120,
+                features: FREE_FEATURES,
+                api_keys: None,
+                audit_retention_days: 30,
+            },
+            Plan::Basic => PlanLimits {
+                max_users: 25,
+                max_api_calls: 10_000,
+                calls_per_minute: 1_200,
+                features: BASIC_FEATURES,
+                api_keys: Some(KeyLimits { max_keys: 5, per_minute: 60, per_hour: 1_000, per_day: 10_000 }),
+                audit_retention_days: 90,
+            },
+            Plan::Premium => PlanLimits {
+                max_users: 100,
+                max_api_calls: 100_000,
+                calls_per_minute: 6_000,
+                features: PREMIUM_FEATURES,
+                api_keys: Some(KeyLimits { max_keys: 25, per_minute: 600, per_hour: 20_000, per_day: 200_000 }),
+                audit_retention_days: 365,
+            },
             Plan::Enterprise => PlanLimits {
                 max_users: UNLIMITED,
                 max_api_calls: UNLIMITED,
                 calls_per_minute: 24_000,
                 features: ENTERPRISE_FEATURES,
+                api_keys: Some(KeyLimits { max_keys: 100, per_minute: 6_000, per_hour: 200_000, per_day: 2_000_000 }),
+                // The default; a tenant's own setting may raise it to MAX_AUDIT_RETENTION_DAYS.
+                audit_retention_days: 365,
             },
         }
     }
@@ -98,6 +140,17 @@ mod tests {
         assert_eq!(Plan::Enterprise.limits().max_api_calls, UNLIMITED);
         assert!(Plan::Enterprise.features().contains(&"priority_support".to_owned()));
         assert_eq!(Plan::Free.features(), vec!["basic_auth", "basic_rbac"]);
+    }
+
+    #[test]
+    fn a_plan_has_api_key_limits_exactly_when_it_has_the_feature() {
+        for plan in Plan::ALL {
+            let limits = plan.limits();
+            assert_eq!(limits.api_keys.is_some(), limits.features.contains(&"api_keys"), "{plan:?}");
+        }
+        assert_eq!(Plan::Basic.limits().api_keys.unwrap().max_keys, 5);
+        assert_eq!(Plan::Enterprise.limits().api_keys.unwrap().per_day, 2_000_000);
+        assert_eq!(Plan::Free.limits().audit_retention_days, 30);
     }
 
     #[test]

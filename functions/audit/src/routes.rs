@@ -35,9 +35,8 @@ fn time(query: &Query, name: &str) -> Result<Option<mongodb::bson::DateTime>, Ap
     query
         .get(name)
         .map(|v| {
-            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
-                .map(|t| mongodb::bson::DateTime::from_millis((t.unix_timestamp_nanos() / 1_000_000) as i64))
-                .map_err(|_| ApiError::invalid(name, "must be an RFC 3339 date-time such as 2026-11-28T00:00:00Z"))
+            shared::clock::parse_rfc3339(v)
+                .ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 date-time such as 2026-11-28T00:00:00Z"))
         })
         .transpose()
 }

@@ -3,7 +3,6 @@
 use serde::Deserialize;
 use shared::error::{ApiError, Check};
 use shared::ids::Permission;
-use shared::permissions::in_catalogue;
 use shared::text::free_text;
 
 /// The longest role name.
@@ -11,22 +10,10 @@ pub const MAX_NAME: usize = 64;
 /// The longest description.
 pub const MAX_DESCRIPTION: usize = 500;
 /// The most permissions a role may list.
-pub const MAX_PERMISSIONS: usize = 50;
+pub const MAX_PERMISSIONS: usize = shared::permissions::MAX_LISTED;
 
 fn permissions(raw: Vec<String>) -> Result<Vec<Permission>, String> {
-    if raw.is_empty() || raw.len() > MAX_PERMISSIONS {
-        return Err(format!("must list 1 to {MAX_PERMISSIONS} permissions"));
-    }
-    let mut out: Vec<Permission> = Vec::with_capacity(raw.len());
-    for p in raw {
-        let permission = Permission::parse(p.clone()).map_err(|_| format!("unknown permission {p}"))?;
-        in_catalogue(&permission).map_err(|e| e.0)?;
-        if out.contains(&permission) {
-            return Err(format!("{p} is listed twice"));
-        }
-        out.push(permission);
-    }
-    Ok(out)
+    shared::permissions::parse_requested(raw)
 }
 
 /// `POST /roles`.
