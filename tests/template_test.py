@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Static checks on template.yaml: Cognito least privilege, the PostConfirmation trigger,
-API Gateway invoke permissions and the user pool's tenant-isolation settings.
+"""Static checks on template.yaml and openapi.json: Cognito least privilege, the PostConfirmation
+trigger, API Gateway invoke permissions, the user pool's tenant-isolation settings, the REQUEST
+authorizer (TenantAuth) and which operations use it, log groups, and the audit retention schedule.
 
 Run from the repository root (or anywhere):
 
@@ -15,6 +16,10 @@ defines its binary (functions/*/Cargo.toml, [[bin]] name) enables the `shared` c
 `cognito`. The binary `post-confirmation` is the exception: it is the pool's own trigger, so it must
 reference the pool neither by a variable nor by a policy (that would be a circular dependency).
 Until some crate enables that feature, a fixed fallback set of binaries is used, and the output says so.
+The binary `authorizer` only verifies tokens (against the pool's public JWKS): it carries the pool and
+client ids but must not call Cognito, so its crate must not enable the feature and it has no grant.
+The binaries in PENDING_BINARIES may be built by the template before their [[bin]] exists: the output
+notes each one still missing, and treats it as not calling Cognito.
 """
 
 from __future__ import annotations
@@ -44,6 +49,16 @@ POOL = "UserPool"
 POOL_REF = {"Ref": POOL}
 POOL_ENV = "COGNITO_USER_POOL_ID"
 TRIGGER_BINARY = "post-confirmation"
+# Verifies Cognito JWTs (public JWKS) but calls no Cognito action: pool and client ids, never a grant.
+AUTHORIZER_BINARY = "authorizer"
+CLIENT = "UserPoolClient"
+CLIENT_ENV = "COGNITO_CLIENT_ID"
+RETENTION_BINARY = "audit-retention"
+# Binaries the template may name before their crate declares them (functions/api-keys, functions/audit).
+PENDING_BINARIES = {"api-keys", AUTHORIZER_BINARY, RETENTION_BINARY}
+TENANT_AUTH = "TenantAuth"
+# Functions whose every route is tenant-scoped: each of their operations must use TenantAuth.
+TENANT_SCOPED_FUNCTIONS = {"RolesFunction", "UsersFunction", "AuditFunction", "ApiKeysFunction"}
 FALLBACK_COGNITO_BINARIES = {"users", "tenants", "migrations"}
 
 ALLOWED_ACTIONS = {
@@ -213,12 +228,22 @@ def cognito_callers(template: dict) -> tuple[dict[str, str], str]:
             sorted({crate for crate, enables in crates.values() if enables})
         ) + ")"
         callers = {}
+        pending = []
         for name, binary in fns.items():
             if binary is None:
                 continue
+            if binary not in crates and binary in PENDING_BINARIES:
+                pending.append(f"{name} ({binary})")
+                continue
             require(binary in crates, f"{name}: no functions/*/Cargo.toml defines a [[bin]] named {binary!r}")
+            require(
+                not (binary == AUTHORIZER_BINARY and crates[binary][1]),
+                f"{name}: the authorizer only verifies tokens; its crate {crates[binary][0]} must not enable shared/cognito",
+            )
             if crates[binary][1] and binary != TRIGGER_BINARY:
                 callers[name] = binary
+        if pending:
+            source += "; note: no [[bin]] yet for " + ", ".join(sorted(pending)) + " (treated as not calling Cognito)"
         return callers, source
     source = "fallback set " + ", ".join(sorted(FALLBACK_COGNITO_BINARIES)) + " (no crate enables shared/cognito yet)"
     missing = sorted(b for b in fns.values() if b and b not in crates)
@@ -330,6 +355,8 @@ def check_cognito_callers(template: dict) -> str:
             checked[name] = binary
             continue
         require(not granted_now, f"{name} ({binary}): does not call Cognito but is granted {granted_now}")
+        if binary == AUTHORIZER_BINARY:
+            continue  # verifies tokens: carries the pool id without a grant (checked by check_authorizer_function)
         require(
             POOL_ENV not in effective_env(template, resource),
             f"{name} ({binary}): does not call Cognito but has {POOL_ENV}",
@@ -563,7 +590,7 @@ def check_no_cycles(template: dict) -> str:
                     if pool in names:
                         graph.setdefault(pool, set()).add(name)  # LambdaConfig -> !GetAtt Function.Arn
         if r.get("Type") == "AWS::Serverless::Api" and "openapi.json" in json.dumps((r.get("Properties") or {}).get("DefinitionBody")):
-            graph[name] |= integration_functions() & names
+            graph[name] |= (integration_functions() | openapi_arn_refs()) & names
 
     WHITE, GREY, BLACK = 0, 1, 2
     colour = {n: WHITE for n in graph}
@@ -584,7 +611,174 @@ def check_no_cycles(template: dict) -> str:
     for node in sorted(graph):
         if colour[node] == WHITE:
             visit(node, [])
-    return f"{len(graph)} resources, no dependency cycle (Cognito trigger and OpenAPI integrations included)"
+    return f"{len(graph)} resources, no dependency cycle (Cognito trigger, OpenAPI integrations and authorizer included)"
+
+
+# ------------------------------------------------------------------ the REQUEST authorizer and its routes
+
+
+def load_openapi() -> dict:
+    return json.loads(OPENAPI.read_text(encoding="utf-8"))
+
+
+def openapi_arn_refs() -> set[str]:
+    """Every ${X.Arn} anywhere in openapi.json: integrations and authorizer URIs."""
+    return set(INTEGRATION_ARN.findall(json.dumps(load_openapi())))
+
+
+def sub_text(value) -> str | None:
+    """The template string of a Fn::Sub (short or long form), or a plain string."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        sub = value["Fn::Sub"]
+        sub = sub[0] if isinstance(sub, list) and sub else sub
+        return sub if isinstance(sub, str) else None
+    return None
+
+
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def operations(document: dict) -> list[tuple[str, str, dict]]:
+    return [
+        (method.upper(), path, op)
+        for path, item in (document.get("paths") or {}).items()
+        for method, op in item.items()
+        if method in METHODS and isinstance(op, dict)
+    ]
+
+
+def function_of(op: dict) -> str | None:
+    text = sub_text(((op.get("x-amazon-apigateway-integration") or {}).get("uri")))
+    found = INTEGRATION_ARN.findall(text or "")
+    return found[0] if len(found) == 1 else None
+
+
+def check_tenant_auth_scheme(template: dict) -> str:
+    """(g) TenantAuth: a REQUEST Lambda authorizer, uncached, no identity source, on AuthorizerFunction."""
+    schemes = ((load_openapi().get("components") or {}).get("securitySchemes")) or {}
+    require(TENANT_AUTH in schemes, f"openapi.json components.securitySchemes has no {TENANT_AUTH}")
+    scheme = schemes[TENANT_AUTH]
+    require(scheme.get("x-amazon-apigateway-authtype") == "custom", f"{TENANT_AUTH}: x-amazon-apigateway-authtype must be custom")
+    authorizer = scheme.get("x-amazon-apigateway-authorizer") or {}
+    require(authorizer.get("type") == "request", f"{TENANT_AUTH}: authorizer type must be request, found {authorizer.get('type')!r}")
+    ttl = authorizer.get("authorizerResultTtlInSeconds")
+    require(
+        ttl == 0 and not isinstance(ttl, bool),
+        f"{TENANT_AUTH}: authorizerResultTtlInSeconds must be 0 (a cached policy is replayed across routes: key windows "
+        f"go uncounted and revocations come late), found {ttl!r}",
+    )
+    require(
+        "identitySource" not in authorizer,
+        f"{TENANT_AUTH}: must have no identitySource (with TTL 0 none is needed; a listed one makes that header mandatory, "
+        "so a caller with only the other credential would be refused before the authorizer runs)",
+    )
+    uri = sub_text(authorizer.get("authorizerUri")) or ""
+    targets = INTEGRATION_ARN.findall(uri)
+    require(targets == ["AuthorizerFunction"], f"{TENANT_AUTH}: authorizerUri must name ${{AuthorizerFunction.Arn}}, found {uri!r}")
+    require(uri.endswith("/invocations"), f"{TENANT_AUTH}: authorizerUri must be the Lambda invocations path, found {uri!r}")
+    fns = functions(template)
+    require("AuthorizerFunction" in fns, "openapi.json's TenantAuth names AuthorizerFunction, which is not a function in template.yaml")
+    require(
+        binary_of(fns["AuthorizerFunction"]) == AUTHORIZER_BINARY,
+        f"AuthorizerFunction must build binary {AUTHORIZER_BINARY!r}, found {binary_of(fns['AuthorizerFunction'])!r}",
+    )
+    return f"{TENANT_AUTH}: REQUEST authorizer AuthorizerFunction, TTL 0, no identitySource"
+
+
+def check_operation_security(template: dict) -> str:
+    """(h) Every operation states exactly one security requirement; tenant-scoped functions use TenantAuth."""
+    document = load_openapi()
+    schemes = set(((document.get("components") or {}).get("securitySchemes")) or {})
+    ops = operations(document)
+    require(ops, "openapi.json has no operations")
+    counts: dict[str, int] = {}
+    for method, path, op in ops:
+        where = f"{method} {path}"
+        security = op.get("security")
+        require(isinstance(security, list), f"{where}: states no security of its own")
+        require(len(security) == 1, f"{where}: must have exactly one security requirement, found {security!r}")
+        requirement = security[0]
+        require(
+            isinstance(requirement, dict) and len(requirement) == 1,
+            f"{where}: the requirement must name exactly one scheme, found {requirement!r}",
+        )
+        (scheme,) = requirement
+        require(scheme in schemes, f"{where}: security names {scheme!r}, not in components.securitySchemes")
+        function = function_of(op)
+        if function in TENANT_SCOPED_FUNCTIONS:
+            require(scheme == TENANT_AUTH, f"{where}: integrates {function}, so it must use {TENANT_AUTH}, not {scheme}")
+        counts[scheme] = counts.get(scheme, 0) + 1
+    require(TENANT_AUTH in counts, f"no operation uses {TENANT_AUTH}")
+    return f"{len(ops)} operations, one requirement each: " + ", ".join(f"{s} {n}" for s, n in sorted(counts.items()))
+
+
+def check_authorizer_function(template: dict) -> str:
+    """(i) AuthorizerFunction: no Cognito grant, the pool and client ids, invocable under /authorizers/*."""
+    fns = functions(template)
+    matches = [n for n, r in fns.items() if binary_of(r) == AUTHORIZER_BINARY]
+    require(matches == ["AuthorizerFunction"], f"expected exactly AuthorizerFunction to build {AUTHORIZER_BINARY!r}, found {matches}")
+    name, resource = "AuthorizerFunction", fns["AuthorizerFunction"]
+    statements = function_policy_statements(name, resource)
+    require(not cognito_statements(statements), f"{name}: verifies tokens only; must have no cognito-idp permission")
+    for policy in as_list((resource.get("Properties") or {}).get("Policies")):
+        require("cognito" not in json.dumps(policy).lower(), f"{name}: must have no Cognito policy, found {json.dumps(policy)}")
+    env = effective_env(template, resource)
+    require(env.get(POOL_ENV) == POOL_REF, f"{name}: {POOL_ENV} must be !Ref {POOL} (the JWKS and issuer), found {env.get(POOL_ENV)!r}")
+    require(env.get(CLIENT_ENV) == {"Ref": CLIENT}, f"{name}: {CLIENT_ENV} must be !Ref {CLIENT} (the audience), found {env.get(CLIENT_ENV)!r}")
+    permitted = []
+    for pname, r in resources(template).items():
+        props = r.get("Properties") or {}
+        if (
+            r.get("Type") == "AWS::Lambda::Permission"
+            and permission_target(props.get("FunctionName")) == name
+            and props.get("Principal") == "apigateway.amazonaws.com"
+            and props.get("Action") == "lambda:InvokeFunction"
+        ):
+            arn = sub_text(props.get("SourceArn")) or ""
+            if "${Api}" in arn and (arn.endswith("/authorizers/*") or arn.endswith("${Api}/*")):
+                permitted.append(pname)
+    require(permitted, f"{name}: no AWS::Lambda::Permission lets apigateway.amazonaws.com invoke it for ${{Api}}/authorizers/*")
+    return f"{name}: no Cognito grant, {POOL_ENV} and {CLIENT_ENV} set, invocable by API Gateway via {', '.join(permitted)}"
+
+
+def check_retention_schedule(template: dict) -> str:
+    """(j) The audit retention job runs on a schedule."""
+    fns = functions(template)
+    matches = [(n, r) for n, r in fns.items() if binary_of(r) == RETENTION_BINARY]
+    require(len(matches) == 1, f"expected exactly one function building {RETENTION_BINARY!r}, found {[n for n, _ in matches]}")
+    name, resource = matches[0]
+    events = ((resource.get("Properties") or {}).get("Events")) or {}
+    schedules = [
+        e for e in events.values()
+        if isinstance(e, dict) and e.get("Type") == "Schedule" and (e.get("Properties") or {}).get("Schedule")
+    ]
+    require(schedules, f"{name}: needs an Events entry of Type Schedule with a Schedule expression")
+    for e in schedules:
+        expr = e["Properties"]["Schedule"]
+        if isinstance(expr, dict) and "Ref" in expr:
+            require(expr["Ref"] in (template.get("Parameters") or {}), f"{name}: Schedule refers to unknown parameter {expr['Ref']!r}")
+        require(e["Properties"].get("State", "ENABLED") == "ENABLED", f"{name}: its schedule must be ENABLED")
+    return f"{name}: {len(schedules)} enabled schedule(s)"
+
+
+def check_log_groups(template: dict) -> str:
+    """(k) Every function has a log group named /aws/lambda/${Function} with a retention."""
+    named: dict[str, dict] = {}
+    for r in resources(template).values():
+        if r.get("Type") != "AWS::Logs::LogGroup":
+            continue
+        props = r.get("Properties") or {}
+        text = sub_text(props.get("LogGroupName")) or ""
+        m = re.fullmatch(r"/aws/lambda/\$\{([A-Za-z0-9]+)\}", text)
+        if m:
+            named[m.group(1)] = props
+    fns = functions(template)
+    for name in sorted(fns):
+        require(name in named, f"{name}: no AWS::Logs::LogGroup named !Sub \"/aws/lambda/${{{name}}}\"")
+        require(named[name].get("RetentionInDays"), f"{name}: its log group has no RetentionInDays")
+    return f"{len(fns)} functions, each with its log group"
 
 
 CHECKS = [
@@ -594,6 +788,11 @@ CHECKS = [
     ("(d) OpenAPI integrations have invoke permissions", check_api_permissions),
     ("(e) pool and client tenant-isolation settings", check_pool_settings),
     ("(f) no circular dependency (modelled SAM expansion)", check_no_cycles),
+    ("(g) TenantAuth REQUEST authorizer", check_tenant_auth_scheme),
+    ("(h) operations' security", check_operation_security),
+    ("(i) authorizer function", check_authorizer_function),
+    ("(j) audit retention schedule", check_retention_schedule),
+    ("(k) function log groups", check_log_groups),
 ]
 
 

@@ -4,12 +4,16 @@ use crate::db::{Db, DbError, SystemContext, TenantCollection};
 use crate::http::RequestMeta;
 use crate::identity::{Identity, Principal};
 use crate::ids::TenantId;
-use crate::models::AuditLog;
+use crate::models::{AuditLog, Tenant};
 use mongodb::bson::{oid::ObjectId, Bson, DateTime, Document};
-use std::time::Duration;
 
-/// How long entries are kept before the retention job (or a TTL index) removes them.
-pub const RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// When an entry written at `at` expires, for a tenant keeping its log `days` days (its plan's
+/// retention, docs/ARCHITECTURE.md §13). The retention job, or a TTL index, removes it then.
+pub fn expire_at(at: DateTime, days: i64) -> DateTime {
+    DateTime::from_millis(at.timestamp_millis().saturating_add(days.saturating_mul(DAY_MS)))
+}
 
 macro_rules! closed_list {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal $(, $resource:ident)?;)* }) => {
@@ -45,6 +49,8 @@ closed_list!(
         Tenant => "tenant";
         User => "user";
         Role => "role";
+        ApiKey => "api-key";
+        Access => "access";
     }
 );
 
@@ -68,6 +74,13 @@ closed_list!(
         RoleCreated => "role.created";
         RoleUpdated => "role.updated";
         RoleDeleted => "role.deleted";
+        ApiKeyCreated => "api-key.created";
+        ApiKeyUpdated => "api-key.updated";
+        ApiKeyRevoked => "api-key.revoked";
+        ApiKeyRotated => "api-key.rotated";
+        AccessDenied => "access.denied";
+        AccessCrossTenant => "access.cross-tenant";
+        AccessKeyRejected => "access.key-rejected";
     }
 );
 
@@ -114,9 +127,16 @@ fn redact_value(value: Bson) -> Bson {
     }
 }
 
-/// Writes one audit entry into `tenant`'s log. `actor` is the caller's id (a Cognito `sub` or
-/// `apikey:<id>`).
-pub async fn record(db: &Db, tenant: &TenantId, meta: &RequestMeta, actor: Option<String>, event: AuditEvent) -> Result<(), DbError> {
+/// Writes one audit entry into `tenant`'s log, kept `retention_days`. `actor` is the caller's
+/// id (a Cognito `sub` or `apikey:<id>`).
+pub async fn record(
+    db: &Db,
+    tenant: &TenantId,
+    retention_days: i64,
+    meta: &RequestMeta,
+    actor: Option<String>,
+    event: AuditEvent,
+) -> Result<(), DbError> {
     let now = db.clock().now();
     let entry = AuditLog {
         id: ObjectId::new(),
@@ -130,13 +150,46 @@ pub async fn record(db: &Db, tenant: &TenantId, meta: &RequestMeta, actor: Optio
         user_agent: meta.user_agent.clone(),
         request_id: meta.request_id.clone(),
         timestamp: now,
-        expire_at: DateTime::from_millis(now.timestamp_millis() + RETENTION.as_millis() as i64),
+        expire_at: expire_at(now, retention_days),
         created_at: None,
         updated_at: None,
     };
     let scope = SystemContext::new("audit").for_tenant(tenant.clone());
     db.scoped::<AuditLog>(&scope, TenantCollection::AuditLogs).insert_one(&entry).await?;
     Ok(())
+}
+
+/// Entries a retention batch reads and moves at a time.
+pub const RETENTION_BATCH: i64 = 500;
+
+/// Applies a tenant's pending retention change to its existing entries, at most `max_batches`
+/// batches now: each batch moves `expireAt` of the next entries to the retention the tenant has
+/// *now*, then records how far it got, conditional on the change it started from, so that a
+/// newer change starts over and a rerun resumes. `true` once nothing is pending.
+pub async fn catch_up_retention(db: &Db, tenant: &TenantId, max_batches: u32) -> Result<bool, DbError> {
+    let system = crate::db::SystemContext::new("audit retention");
+    let registry = db.tenants(&system);
+    let retention = db.audit_retention(&system);
+    for _ in 0..max_batches {
+        let Some(record) = registry.get(tenant).await? else { return Ok(true) };
+        let Some(pending) = record.audit_retention else { return Ok(true) };
+        let days = record.settings.audit_retention_days();
+        let next = retention.reapply(tenant, days, pending.after, RETENTION_BATCH).await?;
+        let mut seen = mongodb::bson::doc! {"auditRetention.days": pending.days};
+        seen.insert("auditRetention.after", pending.after.map_or(Bson::Document(mongodb::bson::doc! {"$exists": false}), Bson::ObjectId));
+        let progress = match next {
+            Some(after) => mongodb::bson::doc! {"auditRetention.after": after},
+            None => mongodb::bson::doc! {"auditRetention": Bson::Null},
+        };
+        // A change made meanwhile moved the marker: it starts over, on a later run.
+        if !registry.set_if(tenant, seen, progress).await? {
+            return Ok(false);
+        }
+        if next.is_none() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// How the caller acted: `superadmin` (a platform operator acting for the tenant), `apiKey` or
@@ -152,11 +205,37 @@ pub fn acting_as(identity: &Identity) -> &'static str {
 /// Writes the audit entry of a mutation that has already happened, with `actingAs` added to its
 /// details. A failure is logged, not returned: the caller's change stands, and a 500 would
 /// claim it did not.
-pub async fn record_best_effort(db: &Db, tenant: &TenantId, meta: &RequestMeta, identity: &Identity, mut event: AuditEvent) {
+pub async fn record_best_effort(db: &Db, tenant: &Tenant, meta: &RequestMeta, identity: &Identity, mut event: AuditEvent) {
     event.details.insert("actingAs", acting_as(identity));
     let action = event.action.as_str();
-    if let Err(error) = record(db, tenant, meta, Some(identity.actor_id()), event).await {
+    let days = tenant.settings.audit_retention_days();
+    if let Err(error) = record(db, &tenant.tenant_id, days, meta, Some(identity.actor_id()), event).await {
         tracing::error!(%error, action, "could not write the audit entry");
+    }
+}
+
+/// Audits a refused call in `tenant`'s log, so that someone probing can be seen: a 403 on a
+/// tenant-scoped route, a caller naming another tenant, or an API key of the tenant failing
+/// authentication. At most [`crate::db::REFUSALS_PER_MINUTE`] such entries a minute per tenant
+/// (one conditional update across every process); past that, and on any failure, it logs only.
+pub async fn record_refusal(db: &Db, tenant: &TenantId, meta: &RequestMeta, actor: Option<String>, event: AuditEvent) {
+    let system = crate::db::SystemContext::new("audit refusals");
+    let action = event.action.as_str();
+    let outcome = async {
+        if !db.refusal_budget(&system).take(tenant).await? {
+            return Ok::<_, DbError>(false);
+        }
+        // The retention comes from the tenant's plan; an unknown tenant has no log to write to.
+        let Some(record_of) = db.tenants(&system).get(tenant).await? else { return Ok(false) };
+        let days = record_of.settings.audit_retention_days();
+        record(db, tenant, days, meta, actor, event).await?;
+        Ok(true)
+    }
+    .await;
+    match outcome {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(action, "refusal not audited: the tenant's budget of refusal entries is spent"),
+        Err(error) => tracing::error!(%error, action, "could not audit the refusal"),
     }
 }
 
@@ -172,6 +251,13 @@ mod tests {
         }
         assert_eq!(Action::parse("user.invited"), Some(Action::UserInvited));
         assert_eq!(Action::parse("user.exploded"), None);
+    }
+
+    #[test]
+    fn an_entry_expires_its_retention_after_it_was_written() {
+        let at = DateTime::from_millis(1_700_000_000_000);
+        assert_eq!(expire_at(at, 30).timestamp_millis(), 1_700_000_000_000 + 30 * DAY_MS);
+        assert_eq!(expire_at(at, 7 * 365).timestamp_millis(), 1_700_000_000_000 + 2555 * DAY_MS);
     }
 
     #[test]

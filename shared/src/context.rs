@@ -30,6 +30,9 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+/// The plan feature without which no API key is admitted.
+pub const API_KEYS_FEATURE: &str = "api_keys";
+
 /// How long a member's status and permissions may be reused in-process (at most 60 s).
 pub const PERMISSION_TTL: Duration = Duration::from_secs(60);
 /// `lastLoginAt` is written at most this often per user.
@@ -122,8 +125,19 @@ impl TenantContext {
         if target.is_some_and(|t| t != own) {
             return Err(ApiError::Forbidden("The caller may not act for another tenant".into()));
         }
+        // A key whose window is full was let through by the authorizer only to be refused here,
+        // before anything is counted (an authorizer can only allow or deny).
+        if let Some(retry_after_secs) = identity.retry_after() {
+            return Err(ApiError::TooManyRequests {
+                message: "The API key's rate limit is reached".into(),
+                retry_after_secs,
+            });
+        }
         let (member, record) = membership(db, own, identity).await?;
-        let tenant = count_call(db, own, quota).await?;
+        // A key is admitted only while the plan has the feature: a bound of the counting filter,
+        // so that a refused key call is not counted either.
+        let feature = matches!(identity.principal, Principal::ApiKey { .. }).then_some(API_KEYS_FEATURE);
+        let tenant = count_call(db, own, quota, feature).await?;
         // Writes of admission itself (a first call's activation, `lastLoginAt`) come only once
         // the tenant has admitted the call: a refused call changes nothing.
         if let Some(record) = record {
@@ -170,7 +184,21 @@ impl TenantContext {
         let scope = SystemContext::new("admission").for_tenant(self.tenant_id().clone());
         let users = db.scoped::<User>(&scope, TenantCollection::Users);
         let user = users.find_one(doc! {"_id": user_id, "status": UserStatus::Active.as_str()}).await?.ok_or_else(not_member)?;
-        Ok(role_permissions(db, self.tenant_id(), &user.roles).await?)
+        let held = role_permissions(db, self.tenant_id(), &user.roles).await?;
+        Ok(match self.identity.key_permissions() {
+            Some(key) => intersect(key, &held),
+            None => held,
+        })
+    }
+
+    /// A 403 saying `why` unless the caller is a person. API keys never manage API keys, so a
+    /// leaked key cannot mint keys that outlive its revocation; and a key has no profile of its
+    /// own, so `/users/me` is not its creator's to change.
+    pub fn require_person(&self, why: &str) -> Result<(), ApiError> {
+        match self.identity.principal {
+            Principal::User { .. } => Ok(()),
+            Principal::ApiKey { .. } => Err(ApiError::Forbidden(format!("{why}; sign in as a person"))),
+        }
     }
 
     /// A 403 naming the feature and the plan unless the tenant's plan includes `feature`. Read
@@ -179,10 +207,7 @@ impl TenantContext {
         if self.tenant.settings.features.iter().any(|f| f == feature) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!(
-                "The {} plan does not include the feature {feature}",
-                self.tenant.settings.billing.plan.as_str()
-            )))
+            Err(feature_missing(&self.tenant, feature))
         }
     }
 
@@ -254,9 +279,9 @@ fn not_member() -> ApiError {
 async fn membership(db: &Db, tenant: &TenantId, identity: &Identity) -> Result<(Member, Option<User>), ApiError> {
     let sub = match &identity.principal {
         Principal::User { sub, .. } => sub,
-        // No authorizer issues API-key contexts yet: refuse rather than trust one.
-        Principal::ApiKey { .. } => {
-            return Err(ApiError::Forbidden("API-key callers are not admitted by this deployment".into()))
+        Principal::ApiKey { key_id, created_by } => {
+            let key = identity.key_permissions().unwrap_or_default();
+            return Ok((key_membership(db, tenant, key_id, *created_by, key).await?, None));
         }
     };
     let now = db.clock().now_ms();
@@ -277,6 +302,41 @@ async fn membership(db: &Db, tenant: &TenantId, identity: &Identity) -> Result<(
         MEMBERS.lock().expect("poisoned").put(key, member.clone());
     }
     Ok((member, due.then_some(user)))
+}
+
+/// A key is admitted as a member of its tenant with its own permissions, intersected with its
+/// creator's current ones, while its creator is an active user. Cached like a person's.
+async fn key_membership(db: &Db, tenant: &TenantId, key_id: &str, creator: ObjectId, key: &[Permission]) -> Result<Member, ApiError> {
+    let now = db.clock().now_ms();
+    let cache_key = (db.name().to_owned(), tenant.to_string(), format!("apikey:{key_id}"));
+    if let Some(member) = MEMBERS.lock().expect("poisoned").get(&cache_key) {
+        if now - member.at_ms < PERMISSION_TTL.as_millis() as i64 && member.user_id == creator {
+            return Ok(member.clone());
+        }
+    }
+    let users = db.scoped::<User>(&SystemContext::new("admission").for_tenant(tenant.clone()), TenantCollection::Users);
+    let creator_record = users
+        .find_one(doc! {"_id": creator, "status": UserStatus::Active.as_str()})
+        .await?
+        .ok_or_else(|| ApiError::Forbidden("The API key's creator is no longer an active user of this tenant".into()))?;
+    let held = role_permissions(db, tenant, &creator_record.roles).await?;
+    let member = Member { user_id: creator, permissions: intersect(key, &held), at_ms: now };
+    MEMBERS.lock().expect("poisoned").put(cache_key, member.clone());
+    Ok(member)
+}
+
+/// What both sets grant: each permission of `a` that `b` covers, and each of `b` that `a`
+/// covers (so `read:*` against `read:users` gives `read:users`).
+pub fn intersect(a: &[Permission], b: &[Permission]) -> Arc<[Permission]> {
+    let mut out: Vec<Permission> = a
+        .iter()
+        .filter(|p| b.iter().any(|q| q.covers(p.as_str())))
+        .chain(b.iter().filter(|q| a.iter().any(|p| p.covers(q.as_str()))))
+        .cloned()
+        .collect();
+    out.sort();
+    out.dedup();
+    Arc::from(out)
 }
 
 /// Admission's own writes, once the call is admitted: a pending record is activated (and only
@@ -353,7 +413,7 @@ async fn role_permissions(db: &Db, tenant: &TenantId, role_ids: &[String]) -> Re
 /// Counts the call in the tenant record, bounded in the filter by the monthly quota and the
 /// per-minute window. The first try uses the remembered bounds; a miss reads the tenant to tell
 /// why (suspended, a bound reached, or a plan change that moved the bounds) and tries again.
-async fn count_call(db: &Db, tenant_id: &TenantId, quota: Quota) -> Result<Tenant, ApiError> {
+async fn count_call(db: &Db, tenant_id: &TenantId, quota: Quota, feature: Option<&'static str>) -> Result<Tenant, ApiError> {
     let registry = db.tenants(&SystemContext::new("admission"));
     let now = db.clock().now_ms();
     let (month, month_retry) = month_window(now);
@@ -370,6 +430,7 @@ async fn count_call(db: &Db, tenant_id: &TenantId, quota: Quota) -> Result<Tenan
                 per_minute: h.plan.limits().calls_per_minute,
                 stale_minutes: h.minutes.clone(),
                 count_month: true,
+                feature,
             };
             if let Some(tenant) = registry.count_call(tenant_id, &bounds).await? {
                 QUOTA_HINTS.lock().expect("poisoned").put(hint_key, QuotaHint::of(&tenant));
@@ -386,6 +447,11 @@ async fn count_call(db: &Db, tenant_id: &TenantId, quota: Quota) -> Result<Tenan
                 return Err(ApiError::Forbidden(format!("Tenant {tenant_id} is suspended; contact the platform operator")))
             }
             other => return Err(ApiError::Forbidden(format!("Tenant {tenant_id} is {}", other.as_str()))),
+        }
+        if let Some(feature) = feature {
+            if !tenant.settings.features.iter().any(|f| f == feature) {
+                return Err(feature_missing(&tenant, feature));
+            }
         }
         let fresh = QuotaHint::of(&tenant);
         QUOTA_HINTS.lock().expect("poisoned").put(hint_key.clone(), fresh.clone());
@@ -411,6 +477,7 @@ async fn count_call(db: &Db, tenant_id: &TenantId, quota: Quota) -> Result<Tenan
                 per_minute,
                 stale_minutes: fresh.minutes.clone(),
                 count_month: false,
+                feature,
             };
             return registry.count_call(tenant_id, &bounds).await?.ok_or_else(minute_full);
         }
@@ -418,6 +485,10 @@ async fn count_call(db: &Db, tenant_id: &TenantId, quota: Quota) -> Result<Tenan
     }
     // The plan changed under every try: rare enough that the client may simply retry.
     Err(ApiError::TooManyRequests { message: "The tenant's plan is changing; try again".into(), retry_after_secs: 1 })
+}
+
+fn feature_missing(tenant: &Tenant, feature: &str) -> ApiError {
+    ApiError::Forbidden(format!("The {} plan does not include the feature {feature}", tenant.settings.billing.plan.as_str()))
 }
 
 fn quota_exhausted(max: i64, retry_after_secs: u64) -> ApiError {
@@ -447,6 +518,8 @@ mod tests {
             api_usage: Default::default(),
             minute_usage: Default::default(),
             counters: None,
+            api_key_count: 0,
+            audit_retention: None,
             created_at: now,
             updated_at: now,
         };
@@ -456,6 +529,15 @@ mod tests {
             "body": null, "isBase64Encoded": false});
         let identity = Identity::from_request(&lambda_http::request::from_str(&event.to_string()).unwrap()).unwrap();
         TenantContext { tenant, identity, permissions: Arc::from(Vec::new()), user_id: None }
+    }
+
+    #[test]
+    fn a_key_holds_what_both_it_and_its_creator_hold() {
+        let p = |list: &[&str]| list.iter().map(|s| Permission::parse(*s).unwrap()).collect::<Vec<_>>();
+        let names = |a: Arc<[Permission]>| a.iter().map(|p| p.as_str().to_owned()).collect::<Vec<_>>();
+        assert_eq!(names(intersect(&p(&["read:*"]), &p(&["read:users", "create:users"]))), ["read:users"]);
+        assert_eq!(names(intersect(&p(&["read:users", "delete:users"]), &p(&["*"]))), ["delete:users", "read:users"]);
+        assert!(intersect(&p(&["delete:roles"]), &p(&["read:*"])).is_empty());
     }
 
     #[test]

@@ -76,13 +76,18 @@ macro_rules! http_function {
 pub type BoxedResponse<'a> = futures_util::future::BoxFuture<'a, Response<Body>>;
 
 /// Runs a handler inside a span carrying `requestId` (and, once admitted, `tenantId`), and
-/// turns its error into the JSON envelope. Every HTTP Lambda's entry point goes through here.
-pub async fn serve<F, Fut>(req: Request, handler: F) -> Response<Body>
+/// turns its error into the JSON envelope. Every HTTP Lambda's entry point goes through here,
+/// so this is also where every 403 of a caller with a tenant is audited in that tenant's log
+/// (rate-limited per tenant, see [`crate::audit::record_refusal`]).
+pub async fn serve<F, Fut>(db: &Db, req: Request, handler: F) -> Response<Body>
 where
     F: FnOnce(Request, RequestMeta) -> Fut,
     Fut: Future<Output = Result<Response<Body>, ApiError>>,
 {
     let meta = RequestMeta::from_request(&req);
+    let caller = Identity::from_request(&req).ok();
+    let named_tenant = req.path_parameters().first("tenantId").map(str::to_owned);
+    let route = route_key(&req).unwrap_or_default();
     let span = tracing::info_span!(
         "request",
         requestId = %meta.request_id,
@@ -92,15 +97,37 @@ where
     );
     let request_id = meta.request_id.clone();
     async move {
-        let response = match handler(req, meta).await {
+        let response = match handler(req, meta.clone()).await {
             Ok(response) => response,
-            Err(error) => error.into_response(&request_id),
+            Err(error) => {
+                if error.status() == 403 {
+                    audit_refusal(db, &meta, caller.as_ref(), named_tenant.as_deref(), &route, &error).await;
+                }
+                error.into_response(&request_id)
+            }
         };
         tracing::info!(status = response.status().as_u16(), "request done");
         response
     }
     .instrument(span)
     .await
+}
+
+/// Audits a 403 in the caller's own tenant: `access.cross-tenant` when the request named
+/// another tenant, `access.denied` otherwise. A superadmin's refusals, and callers without a
+/// tenant, have no tenant log to go to.
+async fn audit_refusal(db: &Db, meta: &RequestMeta, caller: Option<&Identity>, named: Option<&str>, route: &str, error: &ApiError) {
+    use crate::audit::{record_refusal, Action, AuditEvent};
+    let Some(identity) = caller.filter(|i| !i.is_superadmin()) else { return };
+    let Some(own) = identity.tenant() else { return };
+    let cross = named.is_some_and(|n| n != own.as_str());
+    let action = if cross { Action::AccessCrossTenant } else { Action::AccessDenied };
+    let mut details = mongodb::bson::doc! {"route": route, "reason": error.to_string(), "actingAs": crate::audit::acting_as(identity)};
+    if let Some(named) = named.filter(|_| cross) {
+        details.insert("namedTenantId", named);
+    }
+    let event = AuditEvent { action, resource_id: None, details };
+    record_refusal(db, own, meta, Some(identity.actor_id()), event).await;
 }
 
 /// The route API Gateway matched: method and resource template (`GET /tenants/{tenantId}`).

@@ -11,7 +11,8 @@
 //! here, or our authorizer's `groups` context key), only if the array holds `superadmin`
 //! exactly. Superadmin accounts are therefore dedicated accounts, in that group alone.
 
-use crate::ids::{Permission, TenantId};
+use crate::ids::{parse_object_id, Permission, TenantId};
+use mongodb::bson::oid::ObjectId;
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 use serde_json::Value;
@@ -26,8 +27,8 @@ pub enum Principal {
     /// A Cognito user, by `sub`, with its e-mail only if Cognito marks it verified: an
     /// unverified address proves nothing and must never link the caller to a user record.
     User { sub: String, email: Option<String> },
-    /// An API key, by its id.
-    ApiKey { key_id: String },
+    /// An API key, by its id, with the user record of the person who created it.
+    ApiKey { key_id: String, created_by: ObjectId },
 }
 
 /// The caller's Cognito groups, in the form they arrived in (see the module docs).
@@ -73,6 +74,7 @@ pub struct Identity {
     tenant: Option<TenantId>,
     groups: Groups,
     key_permissions: Option<Vec<Permission>>,
+    retry_after: Option<u64>,
 }
 
 /// Why no usable identity could be read.
@@ -88,13 +90,18 @@ pub enum IdentityError {
     MalformedTenant,
     #[error("the API key context is incomplete: {0}")]
     MalformedApiKeyContext(&'static str),
+    #[error("the authorizer context names no known principal type")]
+    UnknownPrincipal,
 }
 
 impl From<IdentityError> for crate::error::ApiError {
     fn from(e: IdentityError) -> Self {
         use crate::error::ApiError;
         match e {
-            IdentityError::MissingClaims | IdentityError::MissingSubject | IdentityError::MalformedApiKeyContext(_) => {
+            IdentityError::MissingClaims
+            | IdentityError::MissingSubject
+            | IdentityError::MalformedApiKeyContext(_)
+            | IdentityError::UnknownPrincipal => {
                 ApiError::Unauthorized(e.to_string())
             }
             IdentityError::MissingTenant | IdentityError::MalformedTenant => ApiError::Forbidden(e.to_string()),
@@ -141,11 +148,17 @@ impl Identity {
         self.key_permissions.as_deref()
     }
 
+    /// Set by the authorizer when one of the key's windows is full: the seconds until it has
+    /// room. Admission answers 429 before it counts anything.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
+
     /// A stable id of the caller for audit entries: the Cognito `sub` or `apikey:<id>`.
     pub fn actor_id(&self) -> String {
         match &self.principal {
             Principal::User { sub, .. } => sub.clone(),
-            Principal::ApiKey { key_id } => format!("apikey:{key_id}"),
+            Principal::ApiKey { key_id, .. } => format!("apikey:{key_id}"),
         }
     }
 }
@@ -165,8 +178,15 @@ fn from_authorizer_fields(fields: &HashMap<String, Value>, flattening: Flattenin
             Ok(claims) => from_claims(&|k| claims.get(k).cloned(), flattening),
             Err(_) => Err(IdentityError::MissingClaims),
         },
-        _ if fields.contains_key("apiKeyId") => from_api_key_context(fields),
-        _ => Err(IdentityError::MissingClaims),
+        _ if fields.contains_key("principalType") || fields.contains_key("apiKeyId") => from_context(fields),
+        // An HTTP API hands a Lambda authorizer's context on under `lambda`.
+        _ => match fields.get("lambda") {
+            Some(Value::Object(context)) => {
+                let context: HashMap<String, Value> = context.clone().into_iter().collect();
+                from_authorizer_fields(&context, flattening)
+            }
+            _ => Err(IdentityError::MissingClaims),
+        },
     }
 }
 
@@ -203,11 +223,56 @@ fn from_claims(claim: &dyn Fn(&str) -> Option<Value>, flattening: Flattening) ->
         tenant: tenant_claim(claim("custom:tenantId"))?,
         groups: groups_claim(claim("cognito:groups"), flattening),
         key_permissions: None,
+        retry_after: None,
     })
+}
+
+/// A boolean the authorizer may have put in its context as a boolean or (API Gateway
+/// stringifies context values) as `"true"`.
+fn flag(value: Option<&Value>) -> bool {
+    match value {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
+/// Our REQUEST authorizer's context (docs/ARCHITECTURE.md §13): one shape for people and keys.
+/// `groups` is the raw array as a JSON string; anything else there is no group at all, so that
+/// a malformed value can never make a superadmin.
+fn from_context(fields: &HashMap<String, Value>) -> Result<Identity, IdentityError> {
+    let field = |k: &str| text(fields.get(k).cloned());
+    let kind = field("principalType").unwrap_or_else(|| "apiKey".into());
+    match kind.as_str() {
+        "user" => {
+            let sub = field("sub").ok_or(IdentityError::MissingSubject)?;
+            let groups = match fields.get("groups") {
+                Some(Value::Array(items)) => Groups::Raw(items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect()),
+                Some(Value::String(raw)) => serde_json::from_str::<Vec<String>>(raw).map(Groups::Raw).unwrap_or_default(),
+                _ => Groups::None,
+            };
+            Ok(Identity {
+                principal: Principal::User { sub, email: field("email").filter(|_| flag(fields.get("emailVerified"))) },
+                tenant: tenant_claim(fields.get("tenantId").cloned())?,
+                groups,
+                key_permissions: None,
+                retry_after: None,
+            })
+        }
+        "apiKey" => from_api_key_context(fields),
+        _ => Err(IdentityError::UnknownPrincipal),
+    }
 }
 
 fn from_api_key_context(fields: &HashMap<String, Value>) -> Result<Identity, IdentityError> {
     let key_id = text(fields.get("apiKeyId").cloned()).ok_or(IdentityError::MalformedApiKeyContext("apiKeyId"))?;
+    let created_by = text(fields.get("createdBy").cloned())
+        .and_then(|c| parse_object_id(&c).ok())
+        .ok_or(IdentityError::MalformedApiKeyContext("createdBy"))?;
+    let retry_after = match text(fields.get("retryAfter").cloned()) {
+        None => None,
+        Some(raw) => Some(raw.parse::<u64>().map_err(|_| IdentityError::MalformedApiKeyContext("retryAfter"))?.max(1)),
+    };
     let tenant = tenant_claim(fields.get("tenantId").cloned())?.ok_or(IdentityError::MissingTenant)?;
     let permissions = fields
         .get("permissions")
@@ -218,10 +283,11 @@ fn from_api_key_context(fields: &HashMap<String, Value>) -> Result<Identity, Ide
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| IdentityError::MalformedApiKeyContext("permissions"))?;
     Ok(Identity {
-        principal: Principal::ApiKey { key_id },
+        principal: Principal::ApiKey { key_id, created_by },
         tenant: Some(tenant),
         groups: Groups::None,
         key_permissions: Some(permissions),
+        retry_after,
     })
 }
 
@@ -333,7 +399,8 @@ mod tests {
     #[test]
     fn an_api_key_is_never_a_superadmin() {
         let fields: HashMap<String, Value> = serde_json::from_value(json!({
-            "apiKeyId": "k1", "tenantId": "tn_abc", "permissions": "read:users,read:roles"
+            "apiKeyId": "k1", "tenantId": "tn_abc", "permissions": "read:users,read:roles",
+            "createdBy": "6565650000000000000000b2"
         }))
         .unwrap();
         let id = from_authorizer_fields(&fields, Flattening::Rest).unwrap();
@@ -342,8 +409,43 @@ mod tests {
     }
 
     #[test]
-    fn an_api_key_context_without_tenant_is_refused() {
-        let fields: HashMap<String, Value> = serde_json::from_value(json!({"apiKeyId": "k1"})).unwrap();
+    fn an_api_key_context_without_tenant_or_creator_is_refused() {
+        let fields: HashMap<String, Value> =
+            serde_json::from_value(json!({"apiKeyId": "k1", "createdBy": "6565650000000000000000b2"})).unwrap();
         assert_eq!(from_authorizer_fields(&fields, Flattening::Rest), Err(IdentityError::MissingTenant));
+        let fields: HashMap<String, Value> = serde_json::from_value(json!({"apiKeyId": "k1", "tenantId": "tn_abc"})).unwrap();
+        assert_eq!(from_authorizer_fields(&fields, Flattening::Rest), Err(IdentityError::MalformedApiKeyContext("createdBy")));
+    }
+
+    fn context(value: Value) -> Result<Identity, IdentityError> {
+        from_authorizer_fields(&serde_json::from_value(value).unwrap(), Flattening::Rest)
+    }
+
+    #[test]
+    fn a_user_context_carries_the_raw_groups_and_a_verified_email_only() {
+        let id = context(json!({"principalType": "user", "sub": "u1", "email": "a@b.example", "emailVerified": "true",
+            "groups": "[\"ops\",\"superadmin\"]", "tenantId": "", "apiKeyId": "", "permissions": "[]"}))
+        .unwrap();
+        assert!(id.is_superadmin());
+        assert_eq!(id.principal, Principal::User { sub: "u1".into(), email: Some("a@b.example".into()) });
+        assert_eq!(id.tenant(), None);
+        let id = context(json!({"principalType": "user", "sub": "u1", "email": "a@b.example", "emailVerified": false,
+            "groups": "[\"ops,superadmin\"]", "tenantId": "tn_abc"}))
+        .unwrap();
+        assert!(!id.is_superadmin(), "one group named ops,superadmin");
+        assert_eq!(id.principal, Principal::User { sub: "u1".into(), email: None });
+        for groups in ["superadmin", "ops,superadmin", "[superadmin]", "{}"] {
+            let id = context(json!({"principalType": "user", "sub": "u1", "groups": groups})).unwrap();
+            assert!(!id.is_superadmin(), "a groups value that is not a JSON array is no group: {groups}");
+        }
+    }
+
+    #[test]
+    fn a_full_window_rides_in_the_key_context() {
+        let id = context(json!({"principalType": "apiKey", "apiKeyId": "k1", "tenantId": "tn_abc",
+            "createdBy": "6565650000000000000000b2", "permissions": "[\"read:users\"]", "retryAfter": "17"}))
+        .unwrap();
+        assert_eq!(id.retry_after(), Some(17));
+        assert!(context(json!({"principalType": "robot", "sub": "x"})).is_err());
     }
 }

@@ -57,6 +57,10 @@ pub struct TenantSettings {
     #[serde(default)]
     pub customization: Customization,
     pub billing: Billing,
+    /// An enterprise tenant's own audit retention in days (up to 7 years); others keep their
+    /// plan's, and a plan change clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_retention_days: Option<i64>,
 }
 
 impl TenantSettings {
@@ -68,6 +72,15 @@ impl TenantSettings {
             features: plan.features(),
             customization: Customization { theme: Some("default".into()), ..Customization::default() },
             billing: Billing { plan, max_api_calls: limits.max_api_calls, billing_email: billing_email.to_string() },
+            audit_retention_days: None,
+        }
+    }
+
+    /// How long the tenant's audit entries are kept, in days.
+    pub fn audit_retention_days(&self) -> i64 {
+        match (self.billing.plan, self.audit_retention_days) {
+            (Plan::Enterprise, Some(days)) => days.clamp(1, crate::plans::MAX_AUDIT_RETENTION_DAYS),
+            (plan, _) => plan.limits().audit_retention_days,
         }
     }
 }
@@ -98,8 +111,25 @@ pub struct Tenant {
     /// Seats and admins; absent on tenants made before they existed, until migration 002.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counters: Option<TenantCounters>,
+    /// Active API keys, each bounded by the plan's number of keys in the filter of the one
+    /// conditional update that takes a place (absent counts as 0).
+    #[serde(default)]
+    pub api_key_count: i64,
+    /// A change of audit retention not yet applied to every existing entry's `expireAt`
+    /// (docs/ARCHITECTURE.md §13); cleared once it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_retention: Option<PendingRetention>,
     pub created_at: DateTime,
     pub updated_at: DateTime,
+}
+
+/// A retention change in progress: the days it was made for, and the last entry already moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRetention {
+    pub days: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<ObjectId>,
 }
 
 /// Counts that must be exact, each moved only by one conditional update on the tenant record
@@ -238,8 +268,8 @@ pub struct Role {
     pub updated_at: Option<DateTime>,
 }
 
-/// Per-key request budgets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Per-key request budgets, each bounded by the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RateLimit {
     pub requests_per_minute: i64,
@@ -247,9 +277,31 @@ pub struct RateLimit {
     pub requests_per_day: i64,
 }
 
-/// An API key of a tenant (`apiKeys`, tenant-scoped). `keyId` is globally unique, because
-/// authentication has no tenant yet (docs/ARCHITECTURE.md §9); only the hash of the secret is
-/// stored.
+/// Where an API key is in its life. `expired` is written lazily, when a place is reclaimed;
+/// an active key past its `expiresAt` is refused all the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiKeyStatus {
+    Active,
+    Revoked,
+    Expired,
+}
+
+impl ApiKeyStatus {
+    /// The status as stored and as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiKeyStatus::Active => "active",
+            ApiKeyStatus::Revoked => "revoked",
+            ApiKeyStatus::Expired => "expired",
+        }
+    }
+}
+
+/// An API key of a tenant (`apiKeys`, tenant-scoped). Its `_id` is the public key id, globally
+/// unique, because authentication looks the key up before it knows the tenant
+/// (docs/ARCHITECTURE.md §9); `keyId` repeats it for the unique index. Only hashes of secrets
+/// are stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKey {
@@ -259,15 +311,26 @@ pub struct ApiKey {
     pub tenant_id: Option<TenantId>,
     pub key_id: String,
     pub name: String,
+    /// SHA-256 of the current secret, hex.
     pub key_hash: String,
+    /// The secret a rotation replaced, and until when it still works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_key_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_key_valid_until: Option<DateTime>,
     pub permissions: Vec<Permission>,
     pub rate_limit: RateLimit,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<DateTime>,
-    pub is_active: bool,
+    pub status: ApiKeyStatus,
+    /// The creating user's record: the key never holds more than its creator holds now.
     pub created_by: ObjectId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_at: Option<DateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<DateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

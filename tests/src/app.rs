@@ -160,6 +160,19 @@ impl TestApp {
         }
     }
 
+    /// A request to the API with an API key (`x-api-key`), as a machine client sends it.
+    pub fn key_request(&self, method: Method, path: &str, key: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.address)).header("x-api-key", key)
+    }
+
+    /// Creates a tenant on `plan` whose admin is `admin_email`: the admin's token and the id.
+    pub async fn tenant_with_admin(&self, plan: &str, admin_email: &str) -> (String, String) {
+        let superadmin = self.superadmin().await;
+        let body = serde_json::json!({"name": "Acme", "adminEmail": admin_email, "plan": plan});
+        let id = self.create_tenant(&superadmin, body).await["tenantId"].as_str().unwrap().to_owned();
+        (self.member(admin_email, &id).await, id)
+    }
+
     /// Creates a tenant as `token`; panics unless it is a 201. Returns `data`.
     pub async fn create_tenant(&self, token: &str, body: Value) -> Value {
         let response = self.request(Method::POST, "/tenants", Some(token)).json(&body).send().await.unwrap();

@@ -2,6 +2,7 @@
 //! time by an opaque cursor. There is no write or delete route: entries are written by the
 //! routes they record (`shared::audit`) and removed only by retention.
 
+pub mod retention;
 mod routes;
 pub mod service;
 
@@ -30,7 +31,7 @@ shared::http_function!(AppState, LOGICAL_ID, handle);
 
 /// The Lambda handler: routes by API Gateway's matched resource, never by raw path.
 pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
-    serve(req, |req, _meta| async move {
+    serve(&state.db, req, |req, _meta| async move {
         let route = route_key(&req).unwrap_or_default();
         match route.as_str() {
             "GET /audit-logs" => routes::list(state, &req).await,

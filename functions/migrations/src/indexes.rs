@@ -68,7 +68,7 @@ pub fn wanted() -> Vec<IndexSpec> {
         // Authentication looks a key up before it knows the tenant: a global unique key id
         // (docs/ARCHITECTURE.md §9) instead of the brief's {tenantId, keyHash}.
         IndexSpec::new(keys, doc! {"keyId": 1}).unique(),
-        IndexSpec::new(keys, doc! {"tenantId": 1, "isActive": 1}),
+        IndexSpec::new(keys, doc! {"tenantId": 1, "status": 1}),
         IndexSpec::new(keys, doc! {"tenantId": 1, "expiresAt": 1}),
         IndexSpec::new(keys, doc! {"tenantId": 1, "lastUsedAt": 1}),
         IndexSpec::new(audit, doc! {"tenantId": 1, "timestamp": -1}),

@@ -30,7 +30,27 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "001-add-tenant-features", run: add_tenant_features },
     Migration { name: "002-tenant-counters", run: tenant_counters },
     Migration { name: "003-link-cognito-users", run: link_cognito_users },
+    Migration { name: "004-audit-retention-per-plan", run: audit_retention_per_plan },
 ];
+
+/// 004: every tenant's audit entries were written with one year's retention; now each plan has
+/// its own. Each tenant is marked as having a retention change pending, which the retention job
+/// (`audit-retention`) applies in resumable batches. Only tenants not already marked.
+fn audit_retention_per_plan(deps: Deps<'_>) -> BoxFuture<'_, Result<u64, DbError>> {
+    Box::pin(async move {
+        let registry = deps.db.tenants(deps.system);
+        let mut changed = 0;
+        for plan in Plan::ALL {
+            changed += registry
+                .update_many(
+                    doc! {"settings.billing.plan": plan.as_str(), "auditRetention": {"$exists": false}},
+                    doc! {"$set": {"auditRetention": {"days": plan.limits().audit_retention_days}}},
+                )
+                .await?;
+        }
+        Ok(changed)
+    })
+}
 
 /// How many tenants a batch reads at a time.
 const BATCH: i64 = 100;

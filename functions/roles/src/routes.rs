@@ -16,7 +16,7 @@ type Reply = Result<Response<Body>, ApiError>;
 
 async fn audit(state: &AppState, ctx: &TenantContext, meta: &RequestMeta, action: Action, id: String, details: mongodb::bson::Document) {
     let event = AuditEvent { action, resource_id: Some(id), details };
-    record_best_effort(&state.db, ctx.tenant_id(), meta, ctx.identity(), event).await;
+    record_best_effort(&state.db, ctx.tenant(), meta, ctx.identity(), event).await;
 }
 
 /// `GET /roles` (`read:roles`).

@@ -25,11 +25,14 @@ pub enum TenantsError {
     CountersMissing,
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
 }
 
 impl From<TenantsError> for ApiError {
     fn from(e: TenantsError) -> Self {
         match e {
+            TenantsError::Api(api) => api,
             TenantsError::DomainTaken(_) => ApiError::Conflict(e.to_string()),
             TenantsError::NotFound(_) => ApiError::NotFound(e.to_string()),
             TenantsError::Exists(_) | TenantsError::Concurrent(_) => ApiError::Conflict(e.to_string()),

@@ -155,6 +155,7 @@ impl CustomizationBody {
 pub struct BillingBody {
     plan: Option<String>,
     billing_email: Option<String>,
+    audit_retention_days: Option<i64>,
 }
 
 /// A validated billing change.
@@ -162,18 +163,24 @@ pub struct BillingBody {
 pub struct BillingChanges {
     pub plan: Option<Plan>,
     pub billing_email: Option<Email>,
+    /// An enterprise tenant's own audit retention (checked against the plan by the service).
+    pub audit_retention_days: Option<i64>,
 }
 
 impl BillingBody {
     /// Checks the fields; at least one must be given.
     pub fn validate(self) -> Result<BillingChanges, ApiError> {
-        if self.plan.is_none() && self.billing_email.is_none() {
-            return Err(ApiError::invalid("body", "give at least one of plan, billingEmail"));
+        if self.plan.is_none() && self.billing_email.is_none() && self.audit_retention_days.is_none() {
+            return Err(ApiError::invalid("body", "give at least one of plan, billingEmail, auditRetentionDays"));
         }
         let mut c = Check::default();
         let plan = self.plan.map(|p| c.field("plan", p.parse::<Plan>()));
         let billing_email = self.billing_email.map(|e| c.field("billingEmail", Email::parse(e)));
-        c.done(|| BillingChanges { plan: plan.flatten(), billing_email: billing_email.flatten() })
+        let max = shared::plans::MAX_AUDIT_RETENTION_DAYS;
+        let days = self.audit_retention_days.map(|d| {
+            c.field("auditRetentionDays", if (1..=max).contains(&d) { Ok(d) } else { Err(format!("must be from 1 to {max} days")) })
+        });
+        c.done(|| BillingChanges { plan: plan.flatten(), billing_email: billing_email.flatten(), audit_retention_days: days.flatten() })
     }
 }
 

@@ -35,7 +35,7 @@ shared::http_function!(AppState, LOGICAL_ID, handle);
 
 /// The Lambda handler: routes by API Gateway's matched resource, never by raw path.
 pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
-    serve(req, |req, meta| async move {
+    serve(&state.db, req, |req, meta| async move {
         let route = route_key(&req).unwrap_or_default();
         match route.as_str() {
             "POST /tenants" => routes::create(state, &req, &meta).await,

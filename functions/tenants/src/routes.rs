@@ -31,7 +31,7 @@ fn superadmin_on(req: &Request) -> Result<(SuperadminContext, TenantId), ApiErro
 
 async fn audit(state: &AppState, tenant: &Tenant, meta: &RequestMeta, identity: &Identity, action: Action, details: Document) {
     let event = AuditEvent { action, resource_id: Some(tenant.tenant_id.to_string()), details };
-    audit::record_best_effort(&state.db, &tenant.tenant_id, meta, identity, event).await;
+    audit::record_best_effort(&state.db, tenant, meta, identity, event).await;
 }
 
 fn one(status: StatusCode, tenant: &Tenant) -> Reply {

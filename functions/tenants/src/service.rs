@@ -10,6 +10,7 @@ use shared::context::SuperadminTenantScope;
 use shared::db::{Db, DomainClaim, TenantCollection, TenantPage, TenantQuery, TenantRegistry, TenantScope};
 use shared::directory::Directory;
 use shared::ids::{Domain, TenantId};
+use shared::plans::Plan;
 use shared::models::{Profile, Role, Tenant, TenantCounters, TenantSettings, TenantStatus, User};
 use shared::seam::Seam;
 use shared::{SuperadminContext, TenantContext};
@@ -141,6 +142,8 @@ async fn create_records(
         api_usage: Default::default(),
         minute_usage: Default::default(),
         counters: Some(TenantCounters { seats: 1, admins: 1 }),
+        api_key_count: 0,
+        audit_retention: None,
         created_at: now,
         updated_at: now,
     };
@@ -290,20 +293,56 @@ pub async fn customize(db: &Db, ctx: &TenantContext, changes: &CustomizationChan
 
 /// Changes the billing contact and/or the plan; a plan change resets the tenant's features and
 /// limits from the catalogue.
+///
+/// A change of the audit retention it implies (a new plan's, or an enterprise tenant's own
+/// `auditRetentionDays`) is marked on the tenant in the same update, and the existing entries'
+/// `expireAt` follow: the first batches now, the rest on the retention job's schedule.
 pub async fn change_billing(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId, changes: &BillingChanges) -> Result<Tenant, TenantsError> {
+    let registry = db.tenants(admin);
+    let current = registry.get(tenant_id).await?.ok_or_else(|| TenantsError::NotFound(tenant_id.clone()))?;
+    let plan = changes.plan.unwrap_or(current.settings.billing.plan);
+    if changes.audit_retention_days.is_some() && plan != Plan::Enterprise {
+        return Err(shared::error::ApiError::invalid("auditRetentionDays", format!("the {} plan keeps its audit log {} days; only enterprise configures it", plan.as_str(), plan.limits().audit_retention_days)).into());
+    }
     let mut set = Document::new();
+    let mut unset: Vec<&str> = Vec::new();
+    let mut next = current.settings.clone();
     if let Some(plan) = changes.plan {
         let limits = plan.limits();
         set.insert("settings.billing.plan", plan.as_str());
         set.insert("settings.billing.maxApiCalls", limits.max_api_calls);
         set.insert("settings.maxUsers", limits.max_users);
         set.insert("settings.features", plan.features());
+        next.billing.plan = plan;
+        if plan != Plan::Enterprise {
+            unset.push("settings.auditRetentionDays");
+            next.audit_retention_days = None;
+        }
+    }
+    if let Some(days) = changes.audit_retention_days {
+        set.insert("settings.auditRetentionDays", days);
+        next.audit_retention_days = Some(days);
     }
     if let Some(email) = &changes.billing_email {
         set.insert("settings.billing.billingEmail", email.as_str());
     }
-    found(tenant_id, db.tenants(admin).update(tenant_id, set, &[]).await?)
+    let retention = next.audit_retention_days();
+    let moved = retention != current.settings.audit_retention_days();
+    if moved {
+        set.insert("auditRetention", doc! {"days": retention});
+    }
+    let tenant = found(tenant_id, registry.update(tenant_id, set, &unset).await?)?;
+    if moved {
+        // Bounded here; a large log carries on, resumable, in the scheduled retention job.
+        if let Err(error) = shared::audit::catch_up_retention(db, tenant_id, RETENTION_BATCHES_NOW).await {
+            tracing::warn!(%error, "audit retention not yet applied; the retention job will carry on");
+        }
+    }
+    Ok(tenant)
 }
+
+/// How many batches of audit entries a plan change moves before it answers.
+pub const RETENTION_BATCHES_NOW: u32 = 4;
 
 /// The admitted tenant's limits and this month's usage: the tenant as admission loaded it, so
 /// the count includes this call and the seats are the counter's (every user record holds one,

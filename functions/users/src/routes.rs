@@ -19,7 +19,7 @@ type Reply = Result<Response<Body>, ApiError>;
 
 async fn audit(state: &AppState, ctx: &TenantContext, meta: &RequestMeta, action: Action, id: String, details: Document) {
     let event = AuditEvent { action, resource_id: Some(id), details };
-    record_best_effort(&state.db, ctx.tenant_id(), meta, ctx.identity(), event).await;
+    record_best_effort(&state.db, ctx.tenant(), meta, ctx.identity(), event).await;
 }
 
 fn one(status: StatusCode, user: &User) -> Reply {
@@ -54,9 +54,12 @@ pub async fn invite(state: &AppState, req: &Request, meta: &RequestMeta) -> Repl
     one(StatusCode::CREATED, &user)
 }
 
+const NO_PROFILE: &str = "An API key has no profile of its own";
+
 /// `GET /users/me` (`read:profile`).
 pub async fn me(state: &AppState, req: &Request) -> Reply {
     let ctx = admit(&state.db, req, None).await?;
+    ctx.require_person(NO_PROFILE)?;
     ctx.require("read:profile")?;
     one(StatusCode::OK, &service::me(&state.db, &ctx).await?)
 }
@@ -64,6 +67,7 @@ pub async fn me(state: &AppState, req: &Request) -> Reply {
 /// `PATCH /users/me` (`update:profile`).
 pub async fn update_me(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
     let ctx = admit(&state.db, req, None).await?;
+    ctx.require_person(NO_PROFILE)?;
     ctx.require("update:profile")?;
     let changes = json_body::<UpdateProfileBody>(req)?.validate()?;
     let user = service::update_me(&state.db, &ctx, &changes).await?;

@@ -2,12 +2,16 @@
 //! global collections. Nothing here hands out a raw `Collection` of a tenant collection.
 
 pub mod guard;
+mod keys;
 mod ledger;
 mod registry;
+mod retention;
 mod scoped;
 
 pub use guard::Refusal;
+pub use keys::{KeyAuth, RefusalBudget, WindowBounds, WindowCounts, REFUSALS_PER_MINUTE};
 pub use ledger::{LockGuard, Locks, MigrationLedger, MigrationRecord};
+pub use retention::AuditRetention;
 pub use registry::{CallBounds, DomainClaim, OwnTenant, TenantPage, TenantQuery, TenantRegistry, MAX_SEARCH_LEN};
 pub use scoped::{FindOptions, Scoped, UpdateOutcome};
 
@@ -58,6 +62,10 @@ pub mod global {
     pub const MIGRATIONS: &str = "migrations";
     /// Leases that keep concurrent runs apart.
     pub const LOCKS: &str = "locks";
+    /// Each API key's request windows, one document per key (`_id` = the key id).
+    pub const API_KEY_WINDOWS: &str = "apiKeyWindows";
+    /// Each tenant's budget of audited refusals, one document per tenant.
+    pub const REFUSAL_WINDOWS: &str = "refusalWindows";
 }
 
 pub(crate) mod sealed {
@@ -275,6 +283,21 @@ impl Db {
     /// The scope's own registry record (the settings its members may change).
     pub fn own_tenant(&self, scope: &impl TenantScope) -> OwnTenant {
         OwnTenant::new(TenantRegistry::new(self), scope.scope_tenant().clone())
+    }
+
+    /// API-key authentication: a key by its global id, and its request windows.
+    pub fn key_auth(&self, _system: &SystemContext) -> KeyAuth {
+        KeyAuth::new(self)
+    }
+
+    /// Audit retention across tenants: expired entries, and `expireAt` after a plan change.
+    pub fn audit_retention(&self, _system: &SystemContext) -> AuditRetention {
+        AuditRetention::new(self)
+    }
+
+    /// The per-tenant budget of audited refusals.
+    pub fn refusal_budget(&self, _system: &SystemContext) -> RefusalBudget {
+        RefusalBudget::new(self)
     }
 
     /// The record of applied migrations.

@@ -44,6 +44,9 @@ pub struct CallBounds {
     /// Whether the month is bounded and counted too (not for a tenant over its quota reading
     /// its limits: only the minute window applies then).
     pub count_month: bool,
+    /// A plan feature the call needs (an API key needs `api_keys`): a condition of the same
+    /// filter, so that a refused call is not counted.
+    pub feature: Option<&'static str>,
 }
 
 /// What a domain claim found.
@@ -228,6 +231,9 @@ impl TenantRegistry {
             // `$not: {$gte}` also matches a window with no field yet; FerretDB has no `$expr` `$lt`.
             minute.clone(): {"$not": {"$gte": bounds.per_minute}},
         };
+        if let Some(feature) = bounds.feature {
+            filter.insert("settings.features", feature);
+        }
         let mut update = doc! {"$inc": {minute: 1_i64}};
         if bounds.count_month {
             if bounds.max_calls != crate::plans::UNLIMITED {
@@ -370,6 +376,27 @@ impl OwnTenant {
         }
         let filter = doc! {"tenantId": self.tenant_id.as_str(), "counters": {"$exists": true}};
         self.registry.write_one(filter, doc! {"$inc": {"counters.seats": seats, "counters.admins": admins}}).await.map(drop)
+    }
+
+    /// Takes a place for one more active API key: one conditional update whose bound is the
+    /// literal `max_keys` of the plan named in the filter (`$not: {$gte}` matches a tenant that
+    /// never had a key). `false` if the plan's keys are all taken or the plan changed.
+    pub async fn take_key_place(&self, plan: crate::plans::Plan, max_keys: i64) -> Result<bool, DbError> {
+        let filter = doc! {
+            "tenantId": self.tenant_id.as_str(),
+            "settings.billing.plan": plan.as_str(),
+            "apiKeyCount": {"$not": {"$gte": max_keys}},
+        };
+        self.registry.write_one(filter, doc! {"$inc": {"apiKeyCount": 1_i64}}).await
+    }
+
+    /// Gives back `n` key places, after the key writes that freed them matched.
+    pub async fn give_back_key_places(&self, n: i64) -> Result<(), DbError> {
+        if n <= 0 {
+            return Ok(());
+        }
+        let filter = doc! {"tenantId": self.tenant_id.as_str(), "apiKeyCount": {"$gte": n}};
+        self.registry.write_one(filter, doc! {"$inc": {"apiKeyCount": -n}}).await.map(drop)
     }
 
     /// `$set`s fields under `settings.customization` and returns the tenant afterwards.

@@ -9,10 +9,7 @@ use tenancy_tests::app::{spawn_app, TestApp};
 use tenancy_tests::raw_collection;
 
 async fn tenant(app: &TestApp, plan: &str, admin_email: &str) -> (String, String) {
-    let superadmin = app.superadmin().await;
-    let body = json!({"name": "Acme", "adminEmail": admin_email, "plan": plan});
-    let id = app.create_tenant(&superadmin, body).await["tenantId"].as_str().unwrap().to_owned();
-    (app.member(admin_email, &id).await, id)
+    app.tenant_with_admin(plan, admin_email).await
 }
 
 async fn page(app: &TestApp, token: &str, query: &str) -> Value {

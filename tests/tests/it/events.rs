@@ -32,8 +32,9 @@ fn documented_success(resource: &str, method: &str) -> u16 {
 
 const TENANT: &str = local_api::fixtures::TENANT;
 
+/// An API Gateway proxy event (a REQUEST authorizer's event has the same fields, and a `type`).
 fn is_http(event: &Value) -> bool {
-    event.get("httpMethod").is_some() && event.get("resource").is_some()
+    event.get("httpMethod").is_some() && event.get("resource").is_some() && event.get("type").is_none()
 }
 
 #[tokio::test]
@@ -95,6 +96,40 @@ async fn every_other_event_runs_through_the_function_that_takes_its_shape() {
             let linked = tenancy_tests::raw_collection(&deps.db, "users").await.find_one(mongodb::bson::doc! {"_id": record.id}).await.unwrap().unwrap();
             assert_eq!(linked.get_str("cognitoUserId").unwrap(), attributes["sub"].as_str().unwrap(), "{name}");
             assert_eq!(linked.get_str("status").unwrap(), "active", "{name}");
+            continue;
+        }
+        if event.get("type").and_then(Value::as_str) == Some("REQUEST") {
+            // The REQUEST authorizer: the fixtures' key is let through with its tenant, its
+            // permissions and its creator, and counted once in its windows.
+            local_api::fixtures::seed_events_tenant(&deps).await.expect("the events' fixtures");
+            let authorizer = api_keys::authorizer::Authorizer::new(deps.db.clone(), None);
+            let response = api_keys::authorizer::handle_event(&authorizer, &event).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(response["policyDocument"]["Statement"][0]["Effect"], "Allow", "{name}");
+            assert_eq!(response["policyDocument"]["Statement"][0]["Resource"], event["methodArn"], "{name}");
+            let context = &response["context"];
+            assert_eq!(context["principalType"], "apiKey", "{name}");
+            assert_eq!(context["tenantId"], TENANT, "{name}");
+            assert_eq!(context["apiKeyId"], local_api::fixtures::API_KEY, "{name}");
+            assert_eq!(context["permissions"], "[\"read:users\",\"read:roles\"]", "{name}");
+            assert!(context.get("retryAfter").is_none(), "{name}");
+            let windows = tenancy_tests::raw_collection(&deps.db, "apiKeyWindows").await;
+            let counted = windows.find_one(mongodb::bson::doc! {}).await.unwrap().expect("the key's windows");
+            assert_eq!(counted.get_document("m").unwrap().len(), 1, "{name}: one minute window, counted once");
+            continue;
+        }
+        if name.starts_with("audit-retention") {
+            // The retention job: an expired entry goes, the fixtures' live ones stay.
+            local_api::fixtures::seed_events_tenant(&deps).await.expect("the events' fixtures");
+            let entries = tenancy_tests::raw_collection(&deps.db, "auditLogs").await;
+            let expired = mongodb::bson::doc! {"tenantId": TENANT, "action": "tenant.updated", "resource": "tenant", "details": {},
+                "ip": "", "userAgent": "", "requestId": "old", "timestamp": mongodb::bson::DateTime::from_millis(0),
+                "expireAt": mongodb::bson::DateTime::from_millis(1)};
+            entries.insert_one(expired).await.unwrap();
+            let live = entries.count_documents(mongodb::bson::doc! {"expireAt": {"$gt": mongodb::bson::DateTime::now()}}).await.unwrap();
+            let report = audit::retention::run(&deps.db, Default::default()).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(report.deleted >= 1 && report.complete, "{name}: {report:?}");
+            assert_eq!(entries.count_documents(mongodb::bson::doc! {"requestId": "old"}).await.unwrap(), 0, "{name}");
+            assert_eq!(entries.count_documents(mongodb::bson::doc! {}).await.unwrap(), live, "{name}: nothing unexpired goes");
             continue;
         }
         let expected = migrations::parse_event(&event).unwrap_or_else(|e| panic!("{name}: no function takes this event: {e}"));

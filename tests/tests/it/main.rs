@@ -1,11 +1,13 @@
 //! One integration-test binary (one link, parallel tests), against real FerretDB and moto.
 
 mod admission;
+mod api_keys;
 mod audit_api;
 mod events;
 mod identity;
 mod isolation_props;
 mod migrations_run;
+mod retention;
 mod scope;
 mod tenants_api;
 mod users_api;

@@ -49,14 +49,6 @@ async fn setup_creates_every_index_and_a_second_setup_changes_nothing() {
     assert_eq!(index_names(&db).await, after_first);
 }
 
-#[tokio::test]
-async fn setup_reports_how_audit_retention_is_enforced() {
-    let db = fresh_db().await;
-    let Report::Setup { indexes, .. } = run(&db, Action::Setup).await.unwrap() else { panic!() };
-    let retention = indexes.iter().find(|i| i.name == "expireAt_1").unwrap();
-    assert!(matches!(retention.expiry, Some("ttl" | "retention-job")));
-}
-
 fn user(email: &str) -> User {
     let id = mongodb::bson::oid::ObjectId::new();
     User {

@@ -320,8 +320,8 @@ async fn suspension_blocks_the_tenant_s_calls_and_reactivation_restores_them() {
         let all: Vec<mongodb::bson::Document> = cursor.try_collect().await.unwrap();
         all.iter().map(|d| d.get_str("action").unwrap().to_owned()).collect()
     };
-    // The superadmin's read of the suspended tenant is audited too.
-    assert_eq!(actions, ["tenant.created", "tenant.suspended", "tenant.accessed", "tenant.reactivated"]);
+    // The member's refused calls and the superadmin's read of the suspended tenant are audited too.
+    assert_eq!(actions, ["tenant.created", "tenant.suspended", "access.denied", "access.denied", "tenant.accessed", "tenant.reactivated"]);
     // Suspend without a body, and the member routes of an unknown tenant.
     let (status, _, _) = app.call(app.request(Method::POST, &format!("{path}/suspend"), Some(&token))).await;
     assert_eq!(status, 200);

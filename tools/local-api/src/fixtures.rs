@@ -7,7 +7,7 @@ use mongodb::bson::{doc, oid::ObjectId};
 use shared::db::{SystemContext, TenantCollection};
 use shared::ids::{Email, Permission, TenantId};
 use shared::audit::{Action, Resource};
-use shared::models::{AuditLog, CognitoLink, Profile, Role, User, UserStatus, SYSTEM_PRINCIPAL};
+use shared::models::{ApiKey, ApiKeyStatus, AuditLog, CognitoLink, Profile, RateLimit, Role, User, UserStatus, SYSTEM_PRINCIPAL};
 
 /// The tenant every tenant-scoped event acts in.
 pub const TENANT: &str = "tn_demoevents000000000000000";
@@ -17,6 +17,10 @@ pub const ADMIN_SUB: &str = "0f1e2d3c-0000-4000-8000-00000000b002";
 pub const MEMBER: &str = "6565650000000000000000b2";
 /// An audit entry of the events' tenant.
 pub const AUDIT_ENTRY: &str = "6565650000000000000000d5";
+/// The tenant admin's API key, and its whole key as the authorizer event presents it. A fake,
+/// local-only value: it works against nothing but these fixtures.
+pub const API_KEY: &str = "6565650000000000000000e6";
+pub const API_KEY_SECRET: &str = "FAKEdemoEventsKeySecretNotForProduction0000";
 /// The custom roles `Support` and `Escalations`.
 pub const ROLES: [(&str, &str); 2] = [("6565650000000000000000c3", "Support"), ("6565650000000000000000c4", "Escalations")];
 
@@ -47,6 +51,7 @@ pub async fn seed_events_tenant(deps: &Deps) -> Result<(), BoxError> {
     let users = deps.db.scoped::<User>(&scope, TenantCollection::Users);
     // The events carry a fixed sub; the invited admin is linked to it as if it had signed in.
     users.update_one(doc! {}, doc! {"$set": {"cognitoUserId": ADMIN_SUB, "status": UserStatus::Active.as_str()}}, false).await?;
+    let admin = users.find_one(doc! {"cognitoUserId": ADMIN_SUB}).await?.ok_or("no admin")?;
     let roles = deps.db.scoped::<Role>(&scope, TenantCollection::Roles);
     for (id, name) in ROLES {
         let role = Role {
@@ -77,6 +82,30 @@ pub async fn seed_events_tenant(deps: &Deps) -> Result<(), BoxError> {
     };
     users.insert_one(&member).await?;
     deps.db.own_tenant(&scope).adjust_counters(1, 0).await?;
+    let key_id = ObjectId::parse_str(API_KEY)?;
+    let key = ApiKey {
+        id: key_id,
+        tenant_id: None,
+        key_id: API_KEY.into(),
+        name: "Demo events key".into(),
+        key_hash: api_keys::secret::hash(API_KEY_SECRET),
+        previous_key_hash: None,
+        previous_key_valid_until: None,
+        permissions: vec![Permission::parse("read:users")?, Permission::parse("read:roles")?],
+        rate_limit: RateLimit { requests_per_minute: 60, requests_per_hour: 1_000, requests_per_day: 10_000 },
+        expires_at: None,
+        last_used_at: None,
+        status: ApiKeyStatus::Active,
+        created_by: admin.id,
+        rotated_at: None,
+        revoked_at: None,
+        created_at: None,
+        updated_at: None,
+    };
+    deps.db.scoped::<ApiKey>(&scope, TenantCollection::ApiKeys).insert_one(&key).await?;
+    let plan = shared::plans::Plan::Basic;
+    let max_keys = plan.limits().api_keys.ok_or("basic has keys")?.max_keys;
+    deps.db.own_tenant(&scope).take_key_place(plan, max_keys).await?;
     let now = deps.db.clock().now();
     let entry = AuditLog {
         id: ObjectId::parse_str(AUDIT_ENTRY)?,
@@ -90,7 +119,7 @@ pub async fn seed_events_tenant(deps: &Deps) -> Result<(), BoxError> {
         user_agent: "fixtures".into(),
         request_id: "fixtures".into(),
         timestamp: now,
-        expire_at: now,
+        expire_at: shared::audit::expire_at(now, shared::plans::Plan::Basic.limits().audit_retention_days),
         created_at: None,
         updated_at: None,
     };

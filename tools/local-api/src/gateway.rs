@@ -1,7 +1,10 @@
-//! Plays API Gateway: routes by the OpenAPI document, runs the Cognito authorizer, builds the
-//! REST API proxy event Lambda would receive, and calls the context's handler in-process.
+//! Plays API Gateway: routes by the OpenAPI document, runs the operation's authorizer (the
+//! Cognito authorizer, or the same REQUEST authorizer code the deployed `authorizer` Lambda
+//! runs), builds the REST API proxy event Lambda would receive, and calls the context's handler
+//! in-process.
 
-use crate::jwt::Verifier;
+use api_keys::authorizer::{Authorizer, Verdict};
+use api_keys::jwt::{TokenError, Verifier};
 use crate::routes::RouteTable;
 use axum::body::{to_bytes, Body as AxumBody};
 use axum::extract::{ConnectInfo, State};
@@ -20,7 +23,10 @@ const MAX_PAYLOAD: usize = 1024 * 1024;
 /// Everything the local gateway serves with.
 pub struct Gateway {
     pub routes: RouteTable,
+    /// The Cognito authorizer of the superadmin-only routes (`CognitoAuth`).
     pub verifier: Verifier,
+    /// The REQUEST authorizer of the tenant-scoped routes (`TenantAuth`).
+    pub authorizer: Authorizer,
     /// The hosted functions by logical id.
     pub functions: std::collections::HashMap<&'static str, Arc<dyn shared::http::HttpFunction>>,
     /// The database and directory, for the migrations `local-api migrate` runs through here.
@@ -115,7 +121,7 @@ pub fn rest_event(
     body: &[u8],
     source_ip: &str,
     request_id: &str,
-    claims: Option<Map<String, Value>>,
+    authorizer: Value,
 ) -> Value {
     let mut single = Map::new();
     let mut multi: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -135,7 +141,6 @@ pub fn rest_event(
         Ok(text) => (Value::String(text.to_owned()), false),
         Err(_) => (Value::String(data_encoding::BASE64.encode(body)), true),
     };
-    let authorizer = claims.map(|c| json!({"claims": flatten_claims(&c)})).unwrap_or_else(|| json!({}));
     json!({
         "resource": resource,
         "path": path,
@@ -165,6 +170,59 @@ pub fn rest_event(
     })
 }
 
+/// Runs the operation's authorizer as API Gateway would: the authorizer part of the event, or
+/// the gateway's own answer (401, or 5xx when the authorizer cannot decide).
+async fn authorize(
+    gateway: &Gateway,
+    scheme: Option<&str>,
+    headers: &http::HeaderMap,
+    peer: &SocketAddr,
+    request_id: &str,
+) -> Result<Value, AxumResponse> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    match scheme {
+        None => Ok(json!({})),
+        Some(TENANT_AUTH) => {
+            let meta = shared::http::RequestMeta {
+                request_id: request_id.to_owned(),
+                ip: peer.ip().to_string(),
+                user_agent: header("user-agent").unwrap_or_default(),
+            };
+            let started = std::time::Instant::now();
+            match gateway.authorizer.authorize(&header, &meta).await {
+                Ok(Verdict::Allow { principal_id, mut context }) => {
+                    context.insert("principalId".into(), Value::String(principal_id));
+                    context.insert("integrationLatency".into(), json!(started.elapsed().as_millis() as u64));
+                    Ok(Value::Object(context))
+                }
+                Ok(Verdict::Unauthorized(reason)) => {
+                    tracing::info!(reason, "authorizer refused the call");
+                    Err(gateway_error(StatusCode::UNAUTHORIZED, "Unauthorized", request_id))
+                }
+                Err(error) => {
+                    tracing::error!(%error, "authorizer failure");
+                    Err(gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error", request_id))
+                }
+            }
+        }
+        Some(_) => match gateway.verifier.verify(header("authorization").as_deref()).await {
+            Ok(claims) => Ok(json!({"claims": flatten_claims(&claims)})),
+            // The keys could not be fetched: the authorizer is down, not the token bad.
+            Err(error @ TokenError::Jwks(_)) => {
+                tracing::error!(%error, "authorizer unavailable");
+                Err(gateway_error(StatusCode::SERVICE_UNAVAILABLE, "Authorizer unavailable", request_id))
+            }
+            Err(error) => {
+                tracing::info!(%error, "authorizer refused the token");
+                Err(gateway_error(StatusCode::UNAUTHORIZED, "Unauthorized", request_id))
+            }
+        },
+    }
+}
+
+/// The security scheme of the one REQUEST authorizer (openapi.json).
+pub const TENANT_AUTH: &str = "TenantAuth";
+
 /// Serves one request: route, authorize, invoke, answer.
 pub async fn handle(
     State(gateway): State<Arc<Gateway>>,
@@ -187,22 +245,9 @@ pub async fn handle(
     let Some(matched) = gateway.routes.find(&method, &path) else {
         return gateway_error(StatusCode::NOT_FOUND, &format!("No route for {method} {path}"), &request_id);
     };
-    let claims = if matched.route.secured {
-        let header = parts.headers.get("authorization").and_then(|v| v.to_str().ok());
-        match gateway.verifier.verify(header).await {
-            Ok(claims) => Some(claims),
-            // The keys could not be fetched: the authorizer is down, not the token bad.
-            Err(error @ crate::jwt::TokenError::Jwks(_)) => {
-                tracing::error!(%error, "authorizer unavailable");
-                return gateway_error(StatusCode::SERVICE_UNAVAILABLE, "Authorizer unavailable", &request_id);
-            }
-            Err(error) => {
-                tracing::info!(%error, "authorizer refused the token");
-                return gateway_error(StatusCode::UNAUTHORIZED, "Unauthorized", &request_id);
-            }
-        }
-    } else {
-        None
+    let authorizer = match authorize(&gateway, matched.route.auth.as_deref(), &parts.headers, &peer, &request_id).await {
+        Ok(authorizer) => authorizer,
+        Err(response) => return response,
     };
     let Ok(body) = to_bytes(body, MAX_PAYLOAD).await else {
         return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large", &request_id);
@@ -217,7 +262,7 @@ pub async fn handle(
         &body,
         &peer.ip().to_string(),
         &request_id,
-        claims,
+        authorizer,
     );
     let request = match lambda_http::request::from_str(&event.to_string()) {
         Ok(request) => request,
@@ -260,7 +305,7 @@ mod tests {
     fn an_event_parses_as_a_rest_request_with_its_route() {
         let event = rest_event(
             "GET", "/tenants/tn_a", "/tenants/{tenantId}", Some("a=1&a=2"), &http::HeaderMap::new(),
-            &[("tenantId".into(), "tn_a".into())], b"", "127.0.0.1", "req", None,
+            &[("tenantId".into(), "tn_a".into())], b"", "127.0.0.1", "req", json!({}),
         );
         let req = lambda_http::request::from_str(&event.to_string()).unwrap();
         assert_eq!(shared::http::route_key(&req).as_deref(), Some("GET /tenants/{tenantId}"));

@@ -4,7 +4,6 @@
 pub mod cognito;
 pub mod fixtures;
 pub mod gateway;
-pub mod jwt;
 pub mod routes;
 
 use axum::Router;
@@ -39,6 +38,7 @@ pub const CONTEXTS: &[Context] = &[
     Context { logical_id: roles::LOGICAL_ID, build: |d| Arc::new(roles::AppState::new(d.db.clone())) },
     Context { logical_id: users::LOGICAL_ID, build: |d| Arc::new(users::AppState::new(d.db.clone(), d.directory.clone())) },
     Context { logical_id: audit::LOGICAL_ID, build: |d| Arc::new(audit::AppState::new(d.db.clone())) },
+    Context { logical_id: api_keys::LOGICAL_ID, build: |d| Arc::new(api_keys::AppState::new(d.db.clone())) },
 ];
 
 /// Every HTTP context, built.
@@ -63,7 +63,8 @@ pub fn gateway(deps: Deps, cognito: CognitoConfig) -> Result<gateway::Gateway, S
 pub fn gateway_with(deps: Deps, functions: Vec<Arc<dyn HttpFunction>>, cognito: CognitoConfig) -> Result<gateway::Gateway, String> {
     Ok(gateway::Gateway {
         routes: route_table()?,
-        verifier: jwt::Verifier::new(cognito),
+        verifier: api_keys::jwt::Verifier::new(cognito.clone()),
+        authorizer: api_keys::authorizer::Authorizer::new(deps.db.clone(), Some(cognito)),
         functions: functions.into_iter().map(|f| (f.logical_id(), f)).collect(),
         deps,
     })

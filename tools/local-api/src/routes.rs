@@ -16,7 +16,8 @@ pub struct Route {
     pub resource: String,
     /// The logical id of the function the integration invokes (`TenantsFunction`).
     pub function: String,
-    pub secured: bool,
+    /// The security scheme the operation names (`CognitoAuth`, `TenantAuth`), if any.
+    pub auth: Option<String>,
     segments: Vec<Segment>,
 }
 
@@ -48,7 +49,11 @@ fn logical_id(integration: &Value) -> Option<&str> {
 impl RouteTable {
     /// Reads the routes. Every operation must name one of the `hosted` functions.
     pub fn from_openapi(doc: &Value, hosted: &[&str]) -> Result<Self, String> {
-        let global_security = doc.get("security").and_then(Value::as_array).is_some_and(|s| !s.is_empty());
+        // The first scheme of the first requirement: API Gateway allows one authorizer a method.
+        let scheme = |list: &Value| -> Option<String> {
+            list.as_array()?.first()?.as_object()?.keys().next().cloned()
+        };
+        let global_security = doc.get("security").and_then(scheme);
         let paths = doc.get("paths").and_then(Value::as_object).ok_or("the document has no paths")?;
         let mut routes = Vec::new();
         for (path, item) in paths {
@@ -60,9 +65,9 @@ impl RouteTable {
                     return Err(format!("{method} {path}: {id} is not hosted locally"));
                 }
                 let function = id.to_owned();
-                let secured = match op.get("security").and_then(Value::as_array) {
-                    Some(list) => !list.is_empty(),
-                    None => global_security,
+                let auth = match op.get("security") {
+                    Some(list) => scheme(list),
+                    None => global_security.clone(),
                 };
                 let segments = path
                     .split('/')
@@ -72,7 +77,7 @@ impl RouteTable {
                         None => Segment::Literal(s.to_owned()),
                     })
                     .collect();
-                routes.push(Route { method: method.to_ascii_uppercase(), resource: path.clone(), function, secured, segments });
+                routes.push(Route { method: method.to_ascii_uppercase(), resource: path.clone(), function, auth, segments });
             }
         }
         Ok(Self { routes })
@@ -148,7 +153,7 @@ mod tests {
         let m = t.find("GET", "/tenants/tn_abc/limits").unwrap();
         assert_eq!(m.route.resource, "/tenants/{tenantId}/limits");
         assert_eq!(m.params, vec![("tenantId".to_string(), "tn_abc".to_string())]);
-        assert!(m.route.secured);
+        assert!(m.route.auth.is_some());
         assert!(t.find("DELETE", "/tenants/tn_abc").is_none());
         assert!(t.find("GET", "/nope").is_none());
     }

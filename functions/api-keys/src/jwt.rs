@@ -1,12 +1,13 @@
 //! Verifies Cognito JWTs as API Gateway's Cognito authorizer does: RS256 against the pool's
-//! JWKS, with `iss`, audience or client id, `token_use` and `exp` all checked.
+//! JWKS, with `iss`, audience or client id, `token_use` and `exp` all checked. The authorizer
+//! Lambda and the local API both use it.
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use shared::config::CognitoConfig;
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 /// Why a token was refused. The client only ever sees "Unauthorized".
@@ -31,7 +32,8 @@ pub enum TokenError {
 /// The pool's keys, refreshed when a token names an unknown key (at most every 30 s).
 pub struct Verifier {
     config: CognitoConfig,
-    http: reqwest::Client,
+    /// Made on the first fetch, not at cold start: most warm calls never fetch.
+    http: OnceLock<reqwest::Client>,
     keys: RwLock<(HashMap<String, DecodingKey>, Option<Instant>)>,
 }
 
@@ -40,8 +42,7 @@ const REFRESH_EVERY: Duration = Duration::from_secs(30);
 impl Verifier {
     /// A verifier for the configured pool; keys are fetched on first use.
     pub fn new(config: CognitoConfig) -> Self {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("an HTTP client");
-        Self { config, http, keys: RwLock::new((HashMap::new(), None)) }
+        Self { config, http: OnceLock::new(), keys: RwLock::new((HashMap::new(), None)) }
     }
 
     async fn refresh(&self) -> Result<(), TokenError> {
@@ -49,8 +50,10 @@ impl Verifier {
         if recently {
             return Ok(());
         }
-        let set: JwkSet = self
-            .http
+        let http = self.http.get_or_init(|| {
+            reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_else(|_| reqwest::Client::new())
+        });
+        let set: JwkSet = http
             .get(&self.config.jwks_url)
             .send()
             .await

@@ -1,0 +1,39 @@
+//! The api-keys context's errors and their one mapping onto HTTP.
+
+use mongodb::bson::oid::ObjectId;
+use shared::db::DbError;
+use shared::error::ApiError;
+
+/// What can go wrong in the api-keys context.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    #[error("API key {0} not found")]
+    NotFound(ObjectId),
+    #[error("API key {0} is {1}; only an active key can be changed")]
+    NotActive(ObjectId, &'static str),
+    #[error("The {plan} plan allows {max} active API keys; revoke one first")]
+    NoPlace { plan: &'static str, max: i64 },
+    #[error("The caller cannot give a key {0}, which it does not hold")]
+    Escalation(String),
+    #[error("The key was changed concurrently; read it again and retry")]
+    Concurrent,
+    #[error("No secret could be drawn from the operating system")]
+    Entropy,
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl From<KeysError> for ApiError {
+    fn from(e: KeysError) -> Self {
+        match e {
+            KeysError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            KeysError::Escalation(_) => ApiError::Forbidden(e.to_string()),
+            KeysError::NotActive(..) | KeysError::NoPlace { .. } | KeysError::Concurrent => ApiError::Conflict(e.to_string()),
+            KeysError::Entropy => ApiError::internal(e),
+            KeysError::Db(db) => db.into(),
+            KeysError::Api(api) => api,
+        }
+    }
+}
