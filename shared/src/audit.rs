@@ -1,7 +1,7 @@
 //! The audit writer every context uses: one entry per mutating call, with secrets redacted.
 
 use crate::db::{Db, DbError, SystemContext, TenantCollection};
-use crate::http::RequestMeta;
+use crate::request::RequestMeta;
 use crate::identity::{Identity, Principal};
 use crate::ids::TenantId;
 use crate::models::{AuditLog, Tenant};
@@ -234,7 +234,8 @@ pub async fn record_refusal(db: &Db, tenant: &TenantId, meta: &RequestMeta, acto
     .await;
     match outcome {
         Ok(true) => {}
-        Ok(false) => tracing::warn!(action, "refusal not audited: the tenant's budget of refusal entries is spent"),
+        // Debug only: a flood of refusals must not become a flood of log lines either.
+        Ok(false) => tracing::debug!(action, "refusal not audited: the tenant's budget of refusal entries is spent"),
         Err(error) => tracing::error!(%error, action, "could not audit the refusal"),
     }
 }

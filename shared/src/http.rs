@@ -15,36 +15,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use tracing::Instrument;
 
+pub use crate::request::RequestMeta;
+
 /// Largest request body accepted; API Gateway allows far more, we need far less.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// Who sent a request, for logs and audit entries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestMeta {
-    pub request_id: String,
-    pub ip: String,
-    pub user_agent: String,
-}
-
-impl RequestMeta {
-    /// API Gateway's request id (else Lambda's), the source IP and the user agent.
-    pub fn from_request(req: &Request) -> Self {
-        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let (gateway_id, source_ip) = match req.request_context_ref() {
-            Some(RequestContext::ApiGatewayV1(c)) => (c.request_id.clone(), c.identity.source_ip.clone()),
-            Some(RequestContext::ApiGatewayV2(c)) => (c.request_id.clone(), c.http.source_ip.clone()),
-            _ => (None, None),
-        };
-        let request_id = gateway_id
-            .or_else(|| req.lambda_context_ref().map(|c| c.request_id.clone()))
-            .filter(|id| !id.is_empty())
-            .unwrap_or_else(|| mongodb::bson::oid::ObjectId::new().to_hex());
-        let ip = source_ip
-            .or_else(|| header("x-forwarded-for").and_then(|v| v.split(',').next().map(|s| s.trim().to_owned())))
-            .unwrap_or_default();
-        Self { request_id, ip, user_agent: header("user-agent").unwrap_or_default() }
-    }
-}
 
 /// An HTTP context's Lambda handler as a host sees it (the local API, the events test): the
 /// logical id that its integrations name in openapi.json, and the handler itself. Each context
@@ -70,6 +44,16 @@ macro_rules! http_function {
             }
         }
     };
+}
+
+/// Serves a context's Lambda: the one loop every HTTP binary's `main` ends in.
+pub async fn run_function<S: HttpFunction + 'static>(state: S) -> Result<(), lambda_http::Error> {
+    let state = std::sync::Arc::new(state);
+    lambda_http::run(lambda_http::service_fn(move |req: Request| {
+        let state = state.clone();
+        async move { Ok::<_, lambda_http::Error>(state.handle(req).await) }
+    }))
+    .await
 }
 
 /// What [`HttpFunction::handle`] returns.

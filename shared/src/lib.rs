@@ -14,6 +14,7 @@ pub mod ids;
 pub mod models;
 pub mod permissions;
 pub mod plans;
+pub mod request;
 pub mod seam;
 pub mod telemetry;
 pub mod text;

@@ -1,18 +1,11 @@
 //! The audit Lambda binary: wiring only.
 
-use audit::AppState;
-use lambda_http::{run, service_fn, Error, Request};
 use shared::config::{process_env, DbConfig};
 use shared::db::Db;
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
     let config = DbConfig::from_env(&process_env(), "tenancy-audit")?;
-    let state = AppState::new(Db::cached(&config).await?);
-    run(service_fn(|req: Request| {
-        let state = state.clone();
-        async move { Ok::<_, Error>(audit::handle(&state, req).await) }
-    }))
-    .await
+    shared::http::run_function(audit::AppState::new(Db::cached(&config).await?)).await
 }

@@ -1,23 +1,16 @@
 //! The users Lambda binary: wiring only.
 
-use lambda_http::{run, service_fn, Error, Request};
 use shared::config::{process_env, DbConfig, PoolConfig};
 use shared::db::Db;
 use shared::directory::LazyCognitoDirectory;
 use std::sync::Arc;
-use users::AppState;
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
     let env = process_env();
     let config = DbConfig::from_env(&env, "tenancy-users")?;
     let pool = PoolConfig::from_env(&env)?;
     let directory = Arc::new(LazyCognitoDirectory::new(pool.user_pool_id));
-    let state = AppState::new(Db::cached(&config).await?, directory);
-    run(service_fn(|req: Request| {
-        let state = state.clone();
-        async move { Ok::<_, Error>(users::handle(&state, req).await) }
-    }))
-    .await
+    shared::http::run_function(users::AppState::new(Db::cached(&config).await?, directory)).await
 }
