@@ -10,8 +10,8 @@ use shared::context::SuperadminTenantScope;
 use shared::db::{Db, DomainClaim, TenantCollection, TenantPage, TenantQuery, TenantRegistry, TenantScope};
 use shared::directory::Directory;
 use shared::ids::{Domain, TenantId};
-use shared::plans::Plan;
-use shared::models::{Profile, Role, Tenant, TenantCounters, TenantSettings, TenantStatus, User};
+use shared::plans::{KeyLimits, Plan};
+use shared::models::{ApiKey, Profile, Role, Tenant, TenantCounters, TenantSettings, TenantStatus, User};
 use shared::seam::Seam;
 use shared::{SuperadminContext, TenantContext};
 use users::error::UsersError;
@@ -332,6 +332,9 @@ pub async fn change_billing(db: &Db, admin: &SuperadminContext, tenant_id: &Tena
         set.insert("auditRetention", doc! {"days": retention});
     }
     let tenant = found(tenant_id, registry.update(tenant_id, set, &unset).await?)?;
+    if let Some(keys) = changes.plan.and_then(|p| p.limits().api_keys) {
+        clamp_key_limits(db, admin, tenant_id, keys).await?;
+    }
     if moved {
         // Bounded here; a large log carries on, resumable, in the scheduled retention job.
         if let Err(error) = shared::audit::catch_up_retention(db, tenant_id, RETENTION_BATCHES_NOW).await {
@@ -339,6 +342,19 @@ pub async fn change_billing(db: &Db, admin: &SuperadminContext, tenant_id: &Tena
         }
     }
     Ok(tenant)
+}
+
+/// A downgrade takes effect on the next call for keys too: every key's windows are brought
+/// within the new plan's bounds (`$min` leaves smaller ones as they are).
+async fn clamp_key_limits(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId, keys: KeyLimits) -> Result<(), TenantsError> {
+    let scope = admin.acting_for(tenant_id.clone());
+    let bounds = doc! {
+        "rateLimit.requestsPerMinute": keys.per_minute,
+        "rateLimit.requestsPerHour": keys.per_hour,
+        "rateLimit.requestsPerDay": keys.per_day,
+    };
+    db.scoped::<ApiKey>(&scope, TenantCollection::ApiKeys).update_many(doc! {}, doc! {"$min": bounds}, false).await?;
+    Ok(())
 }
 
 /// How many batches of audit entries a plan change moves before it answers.

@@ -184,6 +184,10 @@ pub struct RefusalBudget {
     windows: Collection<Document>,
 }
 
+/// The minute each tenant's budget was last seen full, per database, in this process.
+static FULL_MINUTES: std::sync::LazyLock<std::sync::Mutex<lru::LruCache<(String, String), String>>> =
+    std::sync::LazyLock::new(|| std::sync::Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(10_000).expect("non-zero"))));
+
 /// How many refusals a tenant's audit log takes per minute.
 pub const REFUSALS_PER_MINUTE: i64 = 20;
 
@@ -192,15 +196,25 @@ impl RefusalBudget {
         Self { db: db.clone(), windows: db.database.collection(global::REFUSAL_WINDOWS) }
     }
 
-    /// Takes one place in the tenant's current minute: `false` if the minute is full.
+    /// Takes one place in the tenant's current minute: `false` if the minute is full. Once
+    /// this process has seen a minute full it answers `false` without a round trip until the
+    /// minute ends, so that a flood of refusals costs the database nothing more.
     pub async fn take(&self, tenant: &TenantId) -> Result<bool, DbError> {
         let (minute, _) = crate::clock::minute_window(self.db.clock().now_ms());
+        let key = (self.db.name().to_owned(), tenant.to_string());
+        if FULL_MINUTES.lock().expect("poisoned").get(&key) == Some(&minute) {
+            return Ok(false);
+        }
         let field = format!("m.{minute}");
         let id = Bson::String(tenant.to_string());
         let seen = match self.windows.find_one(doc! {"_id": id.clone()}).await? {
             Some(document) => WindowCounts::of(&document).fields(),
             None => vec![],
         };
-        Ok(count_windows(&self.db, &self.windows, id, &[(field, REFUSALS_PER_MINUTE)], &seen).await?.is_some())
+        let taken = count_windows(&self.db, &self.windows, id, &[(field, REFUSALS_PER_MINUTE)], &seen).await?.is_some();
+        if !taken {
+            FULL_MINUTES.lock().expect("poisoned").put(key, minute);
+        }
+        Ok(taken)
     }
 }

@@ -30,7 +30,10 @@ async fn a_key_is_shown_once_stored_as_a_hash_and_listed_without_it() {
     assert!(key.starts_with(&format!("tk_{id}_")), "{key}");
     let stored = raw_collection(&app.db, "apiKeys").await.find_one(doc! {"_id": mongodb::bson::oid::ObjectId::parse_str(&id).unwrap()}).await.unwrap().unwrap();
     assert_eq!(stored.get_str("tenantId").unwrap(), tenant);
-    assert!(!stored.to_string().contains(key.rsplit('_').next().unwrap()), "the secret is never stored");
+    // tk_ + 24 hex + _: the rest is the secret (base64url, which may itself hold `_`).
+    let secret = &key[28..];
+    assert_eq!(secret.len(), 43);
+    assert!(!stored.to_string().contains(secret), "the secret is never stored");
     let (status, _, listed) = app.call(app.request(Method::GET, "/api-keys", Some(&admin))).await;
     assert_eq!(status, 200, "{listed}");
     let first = &listed["data"]["apiKeys"][0];
@@ -271,4 +274,17 @@ async fn refusals_are_audited_and_rate_limited_per_tenant() {
     assert!(futures_util::future::join_all(flood).await.iter().all(|r| r.0 == 403));
     let refusals = raw_collection(&app.db, "auditLogs").await.count_documents(doc! {"tenantId": &tenant, "resource": "access"}).await.unwrap();
     assert_eq!(refusals, shared::db::REFUSALS_PER_MINUTE as u64, "the first refusal plus the flood, capped");
+}
+
+/// A downgrade brings every key within the new plan's bounds on the next call.
+#[tokio::test]
+async fn a_downgrade_clamps_the_keys_limits_to_the_new_plan() {
+    let app = spawn_app().await;
+    let (admin, tenant) = app.tenant_with_admin("premium", "admin@downgrade.example").await;
+    let (id, _) = issue(&app, &admin, json!({"name": "big", "permissions": ["read:users"], "rateLimit": {"requestsPerMinute": 500, "requestsPerDay": 5000}})).await;
+    let superadmin = app.superadmin().await;
+    let (status, _, _) = app.call(app.request(Method::PATCH, &format!("/tenants/{tenant}/settings/billing"), Some(&superadmin)).json(&json!({"plan": "basic"}))).await;
+    assert_eq!(status, 200);
+    let (_, _, shown) = app.call(app.request(Method::GET, &format!("/api-keys/{id}"), Some(&admin))).await;
+    assert_eq!(shown["data"]["rateLimit"], json!({"requestsPerMinute": 60, "requestsPerHour": 1000, "requestsPerDay": 5000}), "{shown}");
 }
