@@ -1,8 +1,8 @@
-"""Fails unless every operation of the given OpenAPI tags answered a 2xx at least once in a
-schemathesis run, read from its HAR report: a run whose every call was refused (a 403 for a
+"""Fails unless every operation of the given OpenAPI tags answered a 2xx at least once in the
+schemathesis runs, read from their HAR reports: a run whose every call was refused (a 403 for a
 caller who may not, say) would otherwise pass while proving nothing about the operation.
 
-usage: contract_coverage.py REPORT.har openapi.json TAG [TAG ...]
+usage: contract_coverage.py REPORT.har[,REPORT.har...] openapi.json TAG [TAG ...]
 """
 import json
 import re
@@ -21,7 +21,7 @@ def operations(spec, tags):
 def main():
     har_path, spec_path, *tags = sys.argv[1:]
     spec = json.load(open(spec_path))
-    entries = json.load(open(har_path))["log"]["entries"]
+    entries = [e for path in har_path.split(",") for e in json.load(open(path))["log"]["entries"]]
     ops = list(operations(spec, set(tags)))
     # Literal segments win over parameters, as in the gateway: /users/me is not /users/{userId}.
     ops.sort(key=lambda o: o[1].count("{"))

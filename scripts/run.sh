@@ -94,6 +94,12 @@ curl -sS -X POST ${BASE}/users -H "Authorization: Bearer \$ADMIN_TOKEN" -H 'Cont
 curl -sS ${BASE}/users -H "Authorization: Bearer \$ADMIN_TOKEN"
 curl -sS ${BASE}/roles -H "Authorization: Bearer \$ADMIN_TOKEN"
 
+Issue an API key (its whole key is shown once, in data.key), then call as a machine with it:
+
+export API_KEY=\$(curl -sS -X POST ${BASE}/api-keys -H "Authorization: Bearer \$ADMIN_TOKEN" -H 'Content-Type: application/json' \\
+  -d '{"name":"Demo key","permissions":["read:users","read:roles"]}' | ${PY} -c 'import json,sys; print(json.load(sys.stdin)["data"]["key"])')
+curl -sS ${BASE}/users -H "x-api-key: \$API_KEY"
+
 As the superadmin, create another tenant, or list them:
 
 curl -sS -X POST ${BASE}/tenants -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\

@@ -5,7 +5,8 @@
 #   2. starts a throw-away FerretDB and moto on their own loopback ports;
 #   3. runs the Rust suites (unit, integration, events, the isolation property);
 #   4. lints template.yaml with cfn-lint and checks its grants against the code;
-#   5. runs schemathesis against the local API, as a superadmin and as a tenant admin.
+#   5. runs schemathesis against the local API, as a tenant admin, with an API key, and as a
+#      superadmin.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
@@ -75,10 +76,10 @@ admin_token=$("$API" user admin@contract.test 'Contract-Passw0rd!' --tenant "$te
 # produce a 5xx. Bounded: 30 examples an operation, a fixed seed, a time cap per run. One
 # worker: schemathesis 4 with several threads trips a CPython 3.11 AST race.
 contract() {
-  local name=$1 bearer=$2; shift 2
+  local name=$1 credential=$2; shift 2
   "${VENV}/bin/schemathesis" run openapi.json \
     --url "http://127.0.0.1:${API_PORT}" \
-    --header "Authorization: Bearer ${bearer}" \
+    --header "${credential}" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
     --max-examples "${SCHEMATHESIS_EXAMPLES:-30}" --seed 20261128 --max-time "${SCHEMATHESIS_SECONDS:-240}" \
     --workers 1 --no-color --report har --report-har-path "${RUN_DIR}/contract-${name}.har" "$@"
@@ -86,9 +87,27 @@ contract() {
 # The superadmin's token names no tenant, so every users, roles and audit operation answers it
 # with a documented 403. A tenant admin's run must reach each of them with a 2xx at least once. It runs
 # first: the superadmin's run may suspend or change the contract tenant.
-log "contract run 1: a tenant admin, the users, roles and audit operations"
-contract admin "$admin_token" --include-tag users --include-tag roles --include-tag audit
-"${VENV}/bin/python" scripts/contract_coverage.py "${RUN_DIR}/contract-admin.har" openapi.json users roles audit
-log "contract run 2: a platform superadmin, every operation"
-contract superadmin "$token"
+# The key's run covers the same operations as a machine client. Key management and /users/me
+# answer it a documented 403 (only people manage keys; a key has no profile), so those count the
+# admin's 2xx; every roles and audit operation must also answer the key a 2xx.
+log "contract run 1: a tenant admin, the users, roles, audit and api-keys operations"
+contract admin "Authorization: Bearer ${admin_token}" --include-tag users --include-tag roles --include-tag audit --include-tag api-keys
+# The key belongs to a tenant of its own: the admin's run may revoke or rotate any key of its
+# tenant, and fill the plan's places. The TenantAuth scheme names the Authorization header, and
+# schemathesis invents a value for a scheme's header it is not given: an empty one, which the
+# authorizer takes as absent, keeps it from sending a token beside the key (both is a 401).
+key_tenant=$(curl -sS -X POST "http://127.0.0.1:${API_PORT}/tenants" -H "Authorization: Bearer ${token}" \
+  -H 'content-type: application/json' -d '{"name":"Contract Keys Co","adminEmail":"keys@contract.test","plan":"enterprise"}' \
+  | "${VENV}/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["data"]["tenantId"])')
+key_admin=$("$API" user keys@contract.test 'Contract-Passw0rd!' --tenant "$key_tenant")
+api_key=$(curl -sS -X POST "http://127.0.0.1:${API_PORT}/api-keys" -H "Authorization: Bearer ${key_admin}" \
+  -H 'content-type: application/json' -d '{"name":"Contract key","permissions":["*"]}' \
+  | "${VENV}/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["data"]["key"])')
+log "contract run 2: an API key, the same operations"
+contract key "x-api-key: ${api_key}" --header "Authorization: " \
+  --include-tag users --include-tag roles --include-tag audit --include-tag api-keys
+"${VENV}/bin/python" scripts/contract_coverage.py "${RUN_DIR}/contract-admin.har" openapi.json users roles audit api-keys
+"${VENV}/bin/python" scripts/contract_coverage.py "${RUN_DIR}/contract-key.har" openapi.json roles audit
+log "contract run 3: a platform superadmin, every operation"
+contract superadmin "Authorization: Bearer ${token}"
 log "all tests passed"
