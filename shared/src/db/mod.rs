@@ -265,6 +265,23 @@ impl Db {
         Ok(Db::new(client.database(&cfg.database)))
     }
 
+    /// The database through a new client that counts the commands it sends (not the driver's
+    /// own handshakes): for tests that hold a path to its number of round trips.
+    pub async fn connect_counting(cfg: &DbConfig) -> Result<(Db, Arc<std::sync::atomic::AtomicU64>), DbError> {
+        use mongodb::event::command::CommandEvent;
+        let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut options = client_options(cfg).await?;
+        let counter = count.clone();
+        options.command_event_handler = Some(mongodb::event::EventHandler::callback(move |event: CommandEvent| {
+            if let CommandEvent::Started(started) = event {
+                if !matches!(started.command_name.as_str(), "hello" | "isMaster" | "ismaster" | "saslStart" | "saslContinue") {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }));
+        Ok((Db::new(Client::with_options(options)?.database(&cfg.database)), count))
+    }
+
     /// The database name.
     pub fn name(&self) -> &str {
         self.database.name()

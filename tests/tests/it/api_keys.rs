@@ -288,3 +288,24 @@ async fn a_downgrade_clamps_the_keys_limits_to_the_new_plan() {
     let (_, _, shown) = app.call(app.request(Method::GET, &format!("/api-keys/{id}"), Some(&admin))).await;
     assert_eq!(shown["data"]["rateLimit"], json!({"requestsPerMinute": 60, "requestsPerHour": 1000, "requestsPerDay": 5000}), "{shown}");
 }
+
+/// What the authorizer costs in front of every key call, counted by the driver's command
+/// monitor: a warm authorization is two round trips, the key and then its windows.
+#[tokio::test]
+async fn a_warm_key_authorization_is_two_round_trips() {
+    use api_keys::authorizer::{Authorizer, Verdict};
+    use std::sync::atomic::Ordering::SeqCst;
+    let (db, commands) = shared::Db::connect_counting(&tenancy_tests::fresh_db_config()).await.unwrap();
+    migrations::setup(&db).await.unwrap();
+    let deps = local_api::Deps { db: db.clone(), directory: tenancy_tests::test_directory().await };
+    local_api::fixtures::seed_events_tenant(&deps).await.unwrap();
+    let authorizer = Authorizer::new(db.clone(), None);
+    let key = format!("tk_{}_{}", local_api::fixtures::API_KEY, local_api::fixtures::API_KEY_SECRET);
+    let header = |name: &str| (name == "x-api-key").then(|| key.clone());
+    let meta = shared::http::RequestMeta { request_id: "r".into(), ip: "127.0.0.1".into(), user_agent: "test".into() };
+    // Cold: the server's flavor is asked once, and lastUsedAt written.
+    assert!(matches!(authorizer.authorize(&header, &meta).await.unwrap(), Verdict::Allow { .. }));
+    let before = commands.load(SeqCst);
+    assert!(matches!(authorizer.authorize(&header, &meta).await.unwrap(), Verdict::Allow { .. }));
+    assert_eq!(commands.load(SeqCst) - before, 2);
+}
