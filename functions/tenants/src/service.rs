@@ -295,8 +295,8 @@ pub async fn customize(db: &Db, ctx: &TenantContext, changes: &CustomizationChan
 /// limits from the catalogue.
 ///
 /// A change of the audit retention it implies (a new plan's, or an enterprise tenant's own
-/// `auditRetentionDays`) is marked on the tenant in the same update, and the existing entries'
-/// `expireAt` follow: the first batches now, the rest on the retention job's schedule.
+/// `auditRetentionDays`) is marked on the tenant in the same update; the existing entries'
+/// `expireAt` follow in the retention job's resumable batches.
 pub async fn change_billing(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId, changes: &BillingChanges) -> Result<Tenant, TenantsError> {
     let registry = db.tenants(admin);
     let current = registry.get(tenant_id).await?.ok_or_else(|| TenantsError::NotFound(tenant_id.clone()))?;
@@ -335,11 +335,11 @@ pub async fn change_billing(db: &Db, admin: &SuperadminContext, tenant_id: &Tena
     if let Some(keys) = changes.plan.and_then(|p| p.limits().api_keys) {
         clamp_key_limits(db, admin, tenant_id, keys).await?;
     }
-    if moved {
-        // Bounded here; a large log carries on, resumable, in the scheduled retention job.
-        if let Err(error) = shared::audit::catch_up_retention(db, tenant_id, RETENTION_BATCHES_NOW).await {
-            tracing::warn!(%error, "audit retention not yet applied; the retention job will carry on");
-        }
+    // The entries follow on the retention job's schedule (a large log takes many batches, more
+    // than a request may wait for). Meanwhile, on a longer retention, none may expire early.
+    if retention > current.settings.audit_retention_days() {
+        let until = mongodb::bson::DateTime::from_millis(db.clock().now_ms() + RETENTION_HOLD.as_millis() as i64);
+        db.audit_retention(&shared::db::SystemContext::new("audit retention")).hold_until(tenant_id, until).await?;
     }
     Ok(tenant)
 }
@@ -357,8 +357,9 @@ async fn clamp_key_limits(db: &Db, admin: &SuperadminContext, tenant_id: &Tenant
     Ok(())
 }
 
-/// How many batches of audit entries a plan change moves before it answers.
-pub const RETENTION_BATCHES_NOW: u32 = 4;
+/// How long entries about to expire are held after a change to a longer retention: past the
+/// hourly retention job's next two runs.
+pub const RETENTION_HOLD: std::time::Duration = std::time::Duration::from_secs(3 * 3600);
 
 /// The admitted tenant's limits and this month's usage: the tenant as admission loaded it, so
 /// the count includes this call and the seats are the counter's (every user record holds one,

@@ -85,4 +85,16 @@ impl AuditRetention {
         }
         Ok(last)
     }
+
+    /// Holds `tenant`'s entries that expire before `until` until then: after a change to a
+    /// longer retention, so that none is deleted (by a TTL index) before the retention job has
+    /// moved it. One update, whatever the size of the log.
+    pub async fn hold_until(&self, tenant: &TenantId, until: DateTime) -> Result<u64, DbError> {
+        let _serial = self.db.serial().await?;
+        let result = self
+            .entries
+            .update_many(doc! {"tenantId": tenant.as_str(), "expireAt": {"$lt": until}}, doc! {"$set": {"expireAt": until}})
+            .await?;
+        Ok(result.modified_count)
+    }
 }

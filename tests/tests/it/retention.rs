@@ -45,38 +45,49 @@ async fn entries_are_kept_as_long_as_the_plan_says() {
 }
 
 #[tokio::test]
-async fn a_plan_change_moves_existing_entries_and_a_large_log_catches_up_in_the_job() {
+async fn a_plan_change_moves_existing_entries_in_resumable_batches_of_the_job() {
     let app = spawn_app().await;
     let superadmin = app.superadmin().await;
     let (_, tenant) = app.tenant_with_admin("premium", "admin@move.example").await;
-    // More entries than the billing call moves itself: the job carries on.
-    let now_batches = tenants::service::RETENTION_BATCHES_NOW as usize;
-    let old = backdated(&app.db, &tenant, RETENTION_BATCH as usize * now_batches + 7, 100, 365).await;
+    let old = backdated(&app.db, &tenant, 2 * RETENTION_BATCH as usize + 7, 100, 365).await;
     let billing = format!("/tenants/{tenant}/settings/billing");
     let (status, _, body) = app.call(app.request(Method::PATCH, &billing, Some(&superadmin)).json(&json!({"plan": "basic"}))).await;
     assert_eq!(status, 200, "{body}");
-    let record = raw_collection(&app.db, "tenants").await.find_one(doc! {"tenantId": &tenant}).await.unwrap().unwrap();
-    assert!(record.get_document("auditRetention").is_ok(), "still pending after the bounded batches: {record}");
+    let pending = || async {
+        let record = raw_collection(&app.db, "tenants").await.find_one(doc! {"tenantId": &tenant}).await.unwrap().unwrap();
+        record.get_document("auditRetention").ok().cloned()
+    };
+    assert_eq!(pending().await.unwrap().get_i64("days").unwrap(), 90, "the change is marked on the tenant");
+    // One batch a run: the job resumes where it stopped.
+    let small = audit::retention::Budget { delete_batches: 0, catch_up_batches: 1 };
+    let first = audit::retention::run(&app.db, small).await.unwrap();
+    assert_eq!((first.tenants_caught_up, first.tenants_pending), (0, 1), "{first:?}");
+    assert!(pending().await.unwrap().get_object_id("after").is_ok(), "progress is recorded");
+    assert_eq!(expiry_days(&app.db, old[0]).await, 90, "the first batch moved");
+    assert_eq!(expiry_days(&app.db, *old.last().unwrap()).await, 365, "the last not yet");
     let report = audit::retention::run(&app.db, Default::default()).await.unwrap();
     assert_eq!((report.tenants_caught_up, report.tenants_pending), (1, 0), "{report:?}");
     // 100 days old on a 90-day plan: expired, and deleted by the same run.
     assert!(report.deleted >= old.len() as u64, "{report:?}");
     assert_eq!(raw_collection(&app.db, "auditLogs").await.count_documents(doc! {"requestId": "backdated"}).await.unwrap(), 0);
-    let record = raw_collection(&app.db, "tenants").await.find_one(doc! {"tenantId": &tenant}).await.unwrap().unwrap();
-    assert!(matches!(record.get("auditRetention"), None | Some(mongodb::bson::Bson::Null)), "{record}");
+    assert!(pending().await.is_none());
 
-    // Enterprise may keep its log longer: entries within the new retention get it.
+    // A longer retention: nothing may expire before the job has moved it.
     let (status, _, _) = app
         .call(app.request(Method::PATCH, &billing, Some(&superadmin)).json(&json!({"plan": "enterprise", "auditRetentionDays": 2000})))
         .await;
     assert_eq!(status, 200);
+    audit::retention::run(&app.db, Default::default()).await.unwrap();
     let kept = backdated(&app.db, &tenant, 3, 400, 365).await;
     let (status, _, _) = app.call(app.request(Method::PATCH, &billing, Some(&superadmin)).json(&json!({"auditRetentionDays": 2555}))).await;
     assert_eq!(status, 200);
-    // The end of the entry's UTC day plus the retention: never shorter, at most a day longer.
-    assert!((2555..=2556).contains(&expiry_days(&app.db, kept[0]).await));
+    let held = raw_collection(&app.db, "auditLogs").await.find_one(doc! {"_id": kept[0]}).await.unwrap().unwrap();
+    let hold = tenants::service::RETENTION_HOLD.as_millis() as i64;
+    assert!(held.get_datetime("expireAt").unwrap().timestamp_millis() > DateTime::now().timestamp_millis() + hold - 60_000, "{held}");
     let report = audit::retention::run(&app.db, Default::default()).await.unwrap();
     assert_eq!(report.deleted, 0, "nothing unexpired goes: {report:?}");
+    // The end of the entry's UTC day plus the retention: never shorter, at most a day longer.
+    assert!((2555..=2556).contains(&expiry_days(&app.db, kept[0]).await));
     // Other plans keep theirs: a 400 that names the plan.
     let (status, _, body) = app.call(app.request(Method::PATCH, &billing, Some(&superadmin)).json(&json!({"plan": "basic", "auditRetentionDays": 400}))).await;
     assert_eq!(status, 400, "{body}");
