@@ -2,7 +2,10 @@
 schemathesis runs, read from their HAR reports: a run whose every call was refused (a 403 for a
 caller who may not, say) would otherwise pass while proving nothing about the operation.
 
-usage: contract_coverage.py REPORT.har[,REPORT.har...] openapi.json TAG [TAG ...]
+usage: contract_coverage.py [--reads] [--skip OPERATION_ID,...] REPORT.har[,REPORT.har...] openapi.json TAG [TAG ...]
+
+--reads counts only GET operations (whose 2xx a fuzzer reaches reliably), --skip leaves out the
+named operations (those the caller is documented never to get a 2xx from).
 """
 import json
 import re
@@ -10,19 +13,31 @@ import sys
 from urllib.parse import urlparse
 
 
-def operations(spec, tags):
+def operations(spec, tags, reads, skip):
     for path, item in spec["paths"].items():
         for method, op in item.items():
+            if reads and method != "get":
+                continue
+            if isinstance(op, dict) and op.get("operationId") in skip:
+                continue
             if isinstance(op, dict) and set(op.get("tags", [])) & tags:
                 pattern = "^" + re.sub(r"\{[^/]+\}", "[^/]+", path) + "$"
                 yield method.upper(), path, re.compile(pattern), op.get("operationId", f"{method} {path}")
 
 
 def main():
-    har_path, spec_path, *tags = sys.argv[1:]
+    args = sys.argv[1:]
+    reads = "--reads" in args
+    args = [a for a in args if a != "--reads"]
+    skip = set()
+    if "--skip" in args:
+        i = args.index("--skip")
+        skip = set(args[i + 1].split(","))
+        del args[i : i + 2]
+    har_path, spec_path, *tags = args
     spec = json.load(open(spec_path))
     entries = [e for path in har_path.split(",") for e in json.load(open(path))["log"]["entries"]]
-    ops = list(operations(spec, set(tags)))
+    ops = list(operations(spec, set(tags), reads, skip))
     # Literal segments win over parameters, as in the gateway: /users/me is not /users/{userId}.
     ops.sort(key=lambda o: o[1].count("{"))
     seen = {op_id: set() for *_, op_id in ops}

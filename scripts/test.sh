@@ -89,7 +89,8 @@ contract() {
 # first: the superadmin's run may suspend or change the contract tenant.
 # The key's run covers the same operations as a machine client. Key management and /users/me
 # answer it a documented 403 (only people manage keys; a key has no profile), so those count the
-# admin's 2xx; every roles and audit operation must also answer the key a 2xx.
+# admin's 2xx; every other read must also answer the key a 2xx (writes depend on the fuzzer
+# finding a valid body, which the admin's run already shows).
 log "contract run 1: a tenant admin, the users, roles, audit and api-keys operations"
 contract admin "Authorization: Bearer ${admin_token}" --include-tag users --include-tag roles --include-tag audit --include-tag api-keys
 # The key belongs to a tenant of its own: the admin's run may revoke or rotate any key of its
@@ -107,7 +108,8 @@ log "contract run 2: an API key, the same operations"
 contract key "x-api-key: ${api_key}" --header "Authorization: " \
   --include-tag users --include-tag roles --include-tag audit --include-tag api-keys
 "${VENV}/bin/python" scripts/contract_coverage.py "${RUN_DIR}/contract-admin.har" openapi.json users roles audit api-keys
-"${VENV}/bin/python" scripts/contract_coverage.py "${RUN_DIR}/contract-key.har" openapi.json roles audit
+"${VENV}/bin/python" scripts/contract_coverage.py --reads --skip getMyProfile,listApiKeys,getApiKey \
+  "${RUN_DIR}/contract-key.har" openapi.json users roles audit api-keys
 log "contract run 3: a platform superadmin, every operation"
 contract superadmin "Authorization: Bearer ${token}"
 log "all tests passed"
