@@ -211,6 +211,13 @@ impl TenantContext {
         }
     }
 
+    /// The plan's API-key limits, or the 403 naming the feature and the plan: the feature as
+    /// the tenant holds it, and the limits from the catalogue.
+    pub fn key_limits(&self) -> Result<crate::plans::KeyLimits, ApiError> {
+        self.require_feature(API_KEYS_FEATURE)?;
+        self.tenant.settings.billing.plan.limits().api_keys.ok_or_else(|| feature_missing(&self.tenant, API_KEYS_FEATURE))
+    }
+
     /// A 403 unless one of the caller's permissions covers `permission`.
     pub fn require(&self, permission: &str) -> Result<(), ApiError> {
         if self.permissions.iter().any(|p| p.covers(permission)) {

@@ -189,12 +189,16 @@ fn rejection(presented: &Presented, key: &ApiKey, now: DateTime) -> Option<&'sta
     let current = presented.matches(&key.key_hash);
     let previous = key.previous_key_hash.as_deref().is_some_and(|h| presented.matches(h));
     let in_grace = key.previous_key_valid_until.is_some_and(|until| until > now);
-    match () {
-        _ if !current && !previous => Some("wrong secret"),
-        _ if !current && !in_grace => Some("a rotated-out secret past its grace period"),
-        _ if key.status == ApiKeyStatus::Revoked => Some("revoked"),
-        _ if key.status == ApiKeyStatus::Expired || key.expires_at.is_some_and(|at| at <= now) => Some("expired"),
-        _ => None,
+    if !current && !previous {
+        Some("wrong secret")
+    } else if !current && !in_grace {
+        Some("a rotated-out secret past its grace period")
+    } else if key.status == ApiKeyStatus::Revoked {
+        Some("revoked")
+    } else if key.status == ApiKeyStatus::Expired || key.expires_at.is_some_and(|at| at <= now) {
+        Some("expired")
+    } else {
+        None
     }
 }
 

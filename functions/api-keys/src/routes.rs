@@ -21,7 +21,7 @@ type Reply = Result<Response<Body>, ApiError>;
 async fn admit_manager(state: &AppState, req: &Request, permission: &str) -> Result<(TenantContext, KeyLimits), ApiError> {
     let ctx = admit(&state.db, req, None).await?;
     ctx.require_person("API keys cannot manage API keys")?;
-    let limits = service::plan_limits(&ctx)?;
+    let limits = ctx.key_limits()?;
     ctx.require(permission)?;
     Ok((ctx, limits))
 }

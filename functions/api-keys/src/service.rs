@@ -17,15 +17,6 @@ fn keys(db: &Db, ctx: &TenantContext) -> Scoped<ApiKey> {
     db.scoped::<ApiKey>(ctx, TenantCollection::ApiKeys)
 }
 
-/// The plan's key limits, or the 403 naming the feature (admission read the plan).
-pub fn plan_limits(ctx: &TenantContext) -> Result<KeyLimits, ApiError> {
-    ctx.require_feature(shared::context::API_KEYS_FEATURE)?;
-    let plan = ctx.tenant().settings.billing.plan;
-    plan.limits().api_keys.ok_or_else(|| {
-        ApiError::Forbidden(format!("The {} plan does not include the feature {}", plan.as_str(), shared::context::API_KEYS_FEATURE))
-    })
-}
-
 /// The filter of a status as the API shows it: an active key past its expiry is expired.
 fn status_filter(status: ApiKeyStatus, now: DateTime) -> Document {
     match status {
