@@ -53,6 +53,18 @@ start_daemon() {
   fi
 }
 
+# Runs the local API as a deployed function reads its database: the connection string from
+# (moto's) Secrets Manager, never from MONGODB_URI. Seeds the secret from MONGODB_URI first.
+# Clearly fake credentials; moto is every AWS endpoint. Run it in the background (`&`): it execs
+# the API, so that `$!` is the API's own pid.
+serve_local_api() {
+  local api=$1; shift
+  local secret
+  secret=$("$api" secret)
+  exec env -u MONGODB_URI "$secret" AWS_REGION="${AWS_REGION}" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
+    AWS_ENDPOINT_URL_SECRETS_MANAGER="${MOTO_URL}" CORS_ALLOWED_ORIGIN="${CORS_ALLOWED_ORIGIN:-http://127.0.0.1:3000}" "$@" "$api" serve
+}
+
 # Stops what scripts/run.sh and scripts/test.sh start: the local API (if $api_pid is set),
 # moto and FerretDB on the current ports. Never fails, so that it is safe in an EXIT trap.
 stop_stack() {

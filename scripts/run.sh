@@ -51,7 +51,7 @@ log "running the migrations setup"
 token=$("$API" user "$DEMO_EMAIL" "$DEMO_PASSWORD" --superadmin)
 
 log "serving; Ctrl-C stops the API, moto and FerretDB"
-"$API" serve &
+serve_local_api "$API" &
 api_pid=$!
 BASE="http://127.0.0.1:${LOCAL_API_PORT}"
 wait_for 100 curl -s -o /dev/null "$BASE/" || { log "the local API did not start"; exit 1; }

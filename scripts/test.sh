@@ -62,7 +62,7 @@ set -a; eval "$("$API" bootstrap)"; set +a
 "$API" migrate up >/dev/null
 # Clearly fake, local-only passwords for moto's contract users.
 token=$("$API" user ops@platform.test 'Contract-Passw0rd!' --superadmin)
-LOCAL_API_PORT="$API_PORT" RUST_LOG=warn "$API" serve >"${RUN_DIR}/contract-api.log" 2>&1 &
+serve_local_api "$API" LOCAL_API_PORT="$API_PORT" RUST_LOG=warn >"${RUN_DIR}/contract-api.log" 2>&1 &
 api_pid=$!
 wait_for 100 curl -s -o /dev/null "http://127.0.0.1:${API_PORT}/" || { cat "${RUN_DIR}/contract-api.log" >&2; exit 1; }
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Static checks on template.yaml and openapi.json: Cognito least privilege, the PostConfirmation
 trigger, API Gateway invoke permissions, the user pool's tenant-isolation settings, the REQUEST
-authorizer (TenantAuth) and which operations use it, log groups, and the audit retention schedule.
+authorizer (TenantAuth) and which operations use it, log groups, and the audit retention schedule;
+the data URI from Secrets Manager, setup on deploy (a custom resource), the usage snapshot
+schedule, CORS (preflight mocks, gateway responses, never credentials), stage throttling, and the
+alarms, their topic and the dashboard.
 
 Run from the repository root (or anywhere):
 
@@ -20,12 +23,18 @@ The binary `authorizer` only verifies tokens (against the pool's public JWKS): i
 client ids but must not call Cognito, so its crate must not enable the feature and it has no grant.
 The binaries in PENDING_BINARIES may be built by the template before their [[bin]] exists: the output
 notes each one still missing, and treats it as not calling Cognito.
+
+The last check compares every alarm on our own metrics with the Embedded Metric Format lines that the
+Rust test `binaries` (run by scripts/test.sh) captures into target/emf/*.jsonl (or the directory in
+EMF_CAPTURE_DIR): an alarm on a metric or dimension set that is never emitted never fires. Run
+alone, this script therefore needs the cargo tests to have run first.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -93,6 +102,36 @@ COGNITO_PROBES = sorted(ALLOWED_ACTIONS) + GROUP_ACTIONS + [
     "cognito-idp:UpdateUserPool",
 ]
 INTEGRATION_ARN = re.compile(r"\$\{([A-Za-z0-9]+)\.Arn\}")
+
+# The data URI: a secret fetched at cold start, never a plain variable (lambda:GetFunctionConfiguration
+# would show it).
+SECRET_PARAM = "MongoDbUriSecretArn"
+SECRET_ENV = "MONGODB_URI_SECRET_ARN"
+PLAIN_URI_ENV = "MONGODB_URI"
+SECRET_ACTION = "secretsmanager:GetSecretValue"
+MIGRATIONS_BINARY = "migrations"
+SETUP_RESOURCE = "SetupOnDeploy"
+USAGE_SNAPSHOT_INPUT = {"action": "usage-snapshot"}
+# CORS: one admin-panel origin, a stack parameter, named by the preflights, the gateway responses and
+# (through the environment) the functions' own responses.
+ORIGIN_PARAM = "AdminPanelOrigin"
+ORIGIN_SUB = {"Fn::Sub": "'${AdminPanelOrigin}'"}
+ORIGIN_ENV = "CORS_ALLOWED_ORIGIN"
+PREFLIGHT_HEADERS = ("Access-Control-Allow-Origin", "Access-Control-Allow-Methods", "Access-Control-Allow-Headers", "Access-Control-Max-Age")
+PREFLIGHT_REQUEST_HEADERS = {"authorization", "content-type", "x-api-key"}
+# Gateway responses that must exist: the defaults, the authorizer's refusals, and throttling.
+REQUIRED_GATEWAY_RESPONSES = {"DEFAULT_4XX": None, "DEFAULT_5XX": None, "UNAUTHORIZED": None, "ACCESS_DENIED": None, "THROTTLED": "429"}
+THROTTLING_PARAMS = {"ThrottlingRateLimit": "ThrottlingRateLimit", "ThrottlingBurstLimit": "ThrottlingBurstLimit"}
+# Metrics: shared::metrics writes EMF lines in this namespace, Service = METRICS_SERVICE = the stack.
+METRICS_NAMESPACE = "Tenancy"
+METRICS_ENV = "METRICS_SERVICE"
+STACK_NAME = {"Ref": "AWS::StackName"}
+ALARM_TOPIC = "AlarmTopic"
+ALARM_EMAIL_PARAM = "AlarmEmail"
+# The unusual-access alarms the platform promises, by the metric each watches.
+ALARMED_METRICS = {"5xx", "Requests", "ScopeRefusals", "AuthFailures", "Throttles", "Latency", "MigrationErrors"}
+EMF_CAPTURE_ENV = "EMF_CAPTURE_DIR"
+EMF_CAPTURE_DEFAULT = ROOT / "target" / "emf"
 
 
 class CheckFailed(Exception):
@@ -545,7 +584,8 @@ def references(node, names: set[str], local: frozenset = frozenset()) -> set[str
     found: set[str] = set()
     if isinstance(node, dict):
         if "Ref" in node and isinstance(node["Ref"], str):
-            return {node["Ref"]} & names
+            # SAM's `!Ref Function.Alias` / `.Version` name resources generated from Function.
+            return {node["Ref"], node["Ref"].split(".")[0]} & names
         if "Fn::GetAtt" in node:
             att = node["Fn::GetAtt"]
             target = att[0] if isinstance(att, list) and att else (att.split(".")[0] if isinstance(att, str) else None)
@@ -687,8 +727,14 @@ def check_tenant_auth_scheme(template: dict) -> str:
     return f"{TENANT_AUTH}: REQUEST authorizer AuthorizerFunction, TTL 0, no identitySource"
 
 
+def is_preflight_mock(method: str, op: dict) -> bool:
+    return method == "OPTIONS" and (op.get("x-amazon-apigateway-integration") or {}).get("type") == "mock"
+
+
 def check_operation_security(template: dict) -> str:
-    """(h) Every operation states exactly one security requirement; tenant-scoped functions use TenantAuth."""
+    """(h) Every operation states exactly one security requirement; tenant-scoped functions use TenantAuth.
+    The one exception is a CORS preflight: an OPTIONS mock, unauthenticated (security: []), since
+    browsers send preflights without credentials; it reaches no function."""
     document = load_openapi()
     schemes = set(((document.get("components") or {}).get("securitySchemes")) or {})
     ops = operations(document)
@@ -697,6 +743,10 @@ def check_operation_security(template: dict) -> str:
     for method, path, op in ops:
         where = f"{method} {path}"
         security = op.get("security")
+        if is_preflight_mock(method, op):
+            require(security == [], f"{where}: a CORS preflight must be unauthenticated (security: []), found {security!r}")
+            counts["none (CORS preflight mock)"] = counts.get("none (CORS preflight mock)", 0) + 1
+            continue
         require(isinstance(security, list), f"{where}: states no security of its own")
         require(len(security) == 1, f"{where}: must have exactly one security requirement, found {security!r}")
         requirement = security[0]
@@ -711,7 +761,7 @@ def check_operation_security(template: dict) -> str:
             require(scheme == TENANT_AUTH, f"{where}: integrates {function}, so it must use {TENANT_AUTH}, not {scheme}")
         counts[scheme] = counts.get(scheme, 0) + 1
     require(TENANT_AUTH in counts, f"no operation uses {TENANT_AUTH}")
-    return f"{len(ops)} operations, one requirement each: " + ", ".join(f"{s} {n}" for s, n in sorted(counts.items()))
+    return f"{len(ops)} operations, one requirement each but the preflights: " + ", ".join(f"{s} {n}" for s, n in sorted(counts.items()))
 
 
 def check_authorizer_function(template: dict) -> str:
@@ -781,6 +831,518 @@ def check_log_groups(template: dict) -> str:
     return f"{len(fns)} functions, each with its log group"
 
 
+# ------------------------------------------------------------------ the data URI secret
+
+
+def parameters(template: dict) -> dict:
+    return template.get("Parameters") or {}
+
+
+def pattern_accepts(pattern: str, value: str) -> bool:
+    """CloudFormation matches an AllowedPattern against the whole value."""
+    return re.fullmatch(pattern, value) is not None
+
+
+def check_data_uri_secret(template: dict) -> str:
+    """(l) The data URI comes from a Secrets Manager secret: no plain or NoEcho URI parameter, no
+    MONGODB_URI anywhere, and every function has the secret's ARN and may read exactly that secret."""
+    params = parameters(template)
+    require(SECRET_PARAM in params, f"no parameter {SECRET_PARAM} (the secret holding the MongoDB connection string)")
+    param = params[SECRET_PARAM]
+    require(param.get("Type") == "String", f"{SECRET_PARAM}: Type must be String, found {param.get('Type')!r}")
+    pattern = param.get("AllowedPattern")
+    require(isinstance(pattern, str), f"{SECRET_PARAM}: needs an AllowedPattern for a Secrets Manager ARN")
+    require(
+        pattern_accepts(pattern, "arn:aws:secretsmanager:us-east-1:123456789012:secret:tenancy/mongodb-uri-AbCdEf"),
+        f"{SECRET_PARAM}: AllowedPattern {pattern!r} refuses a Secrets Manager secret ARN",
+    )
+    for bad in ("mongodb+srv://user:pass@cluster.example/", "arn:aws:ssm:us-east-1:123456789012:parameter/uri"):
+        require(not pattern_accepts(pattern, bad), f"{SECRET_PARAM}: AllowedPattern {pattern!r} accepts {bad!r}, not a secret ARN")
+    for name, p in params.items():
+        text = f"{name} {p.get('Description') or ''}".lower()
+        # A NoEcho parameter is still plain text wherever the template puts it (an environment variable).
+        require(
+            not (p.get("NoEcho") in (True, "true") and any(w in text for w in ("uri", "mongodb", "connection string"))),
+            f"parameter {name}: a NoEcho connection string still lands in plain text; pass the secret's ARN ({SECRET_PARAM})",
+        )
+    globals_env = ((((template.get("Globals") or {}).get("Function") or {}).get("Environment") or {}).get("Variables")) or {}
+    require(PLAIN_URI_ENV not in globals_env, f"Globals sets {PLAIN_URI_ENV}: readable by anyone with lambda:GetFunctionConfiguration")
+    fns = functions(template)
+    for name, resource in sorted(fns.items()):
+        own_env = (((resource.get("Properties") or {}).get("Environment") or {}).get("Variables")) or {}
+        require(PLAIN_URI_ENV not in own_env, f"{name}: sets {PLAIN_URI_ENV}: readable by anyone with lambda:GetFunctionConfiguration")
+        env = effective_env(template, resource)
+        require(
+            env.get(SECRET_ENV) == {"Ref": SECRET_PARAM},
+            f"{name}: {SECRET_ENV} must be !Ref {SECRET_PARAM} (Globals or its own), found {env.get(SECRET_ENV)!r}",
+        )
+        grants = [
+            s for s in function_policy_statements(name, resource)
+            if s.get("Effect") == "Allow" and SECRET_ACTION in as_list(s.get("Action"))
+        ]
+        require(grants, f"{name}: no statement allows {SECRET_ACTION} (Sid ReadDataUriSecret) on !Ref {SECRET_PARAM}")
+        for s in grants:
+            require(
+                as_list(s.get("Resource")) == [{"Ref": SECRET_PARAM}],
+                f"{name}: {SECRET_ACTION} must be granted on exactly !Ref {SECRET_PARAM}, found {s.get('Resource')!r}",
+            )
+    # No statement anywhere reads secrets more widely.
+    for path, s in all_statements(template.get("Resources") or {}, "Resources"):
+        actions = [a for a in as_list(s.get("Action")) if not isinstance(a, str) or a.lower().startswith("secretsmanager:") or a == "*"]
+        if s.get("Effect") == "Allow" and actions and "Principal" not in s:
+            require(
+                as_list(s.get("Resource")) == [{"Ref": SECRET_PARAM}],
+                f"{path}: grants {actions} on {s.get('Resource')!r}; only !Ref {SECRET_PARAM} may be read",
+            )
+    return f"{len(fns)} functions read the data URI from !Ref {SECRET_PARAM} ({SECRET_ENV}), none has {PLAIN_URI_ENV}"
+
+
+# ------------------------------------------------------------------ setup on deploy and the snapshot
+
+
+def migrations_function(template: dict) -> tuple[str, dict]:
+    matches = [(n, r) for n, r in functions(template).items() if binary_of(r) == MIGRATIONS_BINARY]
+    require(len(matches) == 1, f"expected exactly one function building {MIGRATIONS_BINARY!r}, found {[n for n, _ in matches]}")
+    return matches[0]
+
+
+def function_timeout(template: dict, resource: dict) -> int:
+    timeout = (resource.get("Properties") or {}).get("Timeout")
+    if timeout is None:
+        timeout = ((template.get("Globals") or {}).get("Function") or {}).get("Timeout", 3)
+    require(isinstance(timeout, int) and not isinstance(timeout, bool), f"a function Timeout must be a number, found {timeout!r}")
+    return timeout
+
+
+def check_setup_on_deploy(template: dict) -> str:
+    """(m) A custom resource runs the migrations function's setup on every deploy of new code, and
+    CloudFormation waits for it no shorter than the function may run."""
+    name, resource = migrations_function(template)
+    props = resource.get("Properties") or {}
+    alias = props.get("AutoPublishAlias")
+    require(isinstance(alias, str) and alias, f"{name}: needs AutoPublishAlias (a version per code change, for {SETUP_RESOURCE})")
+    res = resources(template)
+    require(SETUP_RESOURCE in res, f"no resource {SETUP_RESOURCE}: nothing builds the indexes before the first request")
+    setup = res[SETUP_RESOURCE]
+    kind = setup.get("Type") or ""
+    require(
+        kind.startswith("Custom::") or kind == "AWS::CloudFormation::CustomResource",
+        f"{SETUP_RESOURCE}: must be a custom resource, found {kind!r}",
+    )
+    sprops = setup.get("Properties") or {}
+    tokens = ({"Ref": f"{name}.Alias"}, {"Ref": f"{name}Alias{alias}"})
+    require(
+        sprops.get("ServiceToken") in tokens,
+        f"{SETUP_RESOURCE}: ServiceToken must be the migrations function's alias (!Ref {name}.Alias), found {sprops.get('ServiceToken')!r}",
+    )
+    require(
+        sprops.get("CodeVersion") == {"Ref": f"{name}.Version"},
+        f"{SETUP_RESOURCE}: CodeVersion must be !Ref {name}.Version, so that new code re-runs setup; found {sprops.get('CodeVersion')!r}",
+    )
+    log_group = next(
+        (
+            n for n, r in res.items()
+            if r.get("Type") == "AWS::Logs::LogGroup"
+            and sub_text((r.get("Properties") or {}).get("LogGroupName")) == f"/aws/lambda/${{{name}}}"
+        ),
+        None,
+    )
+    # Otherwise the first invocation may create the log group, and the stack's own then fails to.
+    require(
+        log_group is not None and log_group in as_list(setup.get("DependsOn")),
+        f"{SETUP_RESOURCE}: must DependsOn {name}'s log group ({log_group}), or its first run creates it and the stack's fails",
+    )
+    service_timeout = sprops.get("ServiceTimeout")
+    require(
+        isinstance(service_timeout, int) and not isinstance(service_timeout, bool),
+        f"{SETUP_RESOURCE}: ServiceTimeout must be set (seconds), found {service_timeout!r}",
+    )
+    timeout = function_timeout(template, resource)
+    require(
+        timeout <= service_timeout <= 3600,
+        f"{SETUP_RESOURCE}: ServiceTimeout {service_timeout} must be at least {name}'s Timeout {timeout} "
+        "(CloudFormation would give up on a run still in progress) and at most 3600",
+    )
+    return f"{SETUP_RESOURCE} invokes {name} (alias {alias}) per code version; ServiceTimeout {service_timeout}s >= Timeout {timeout}s"
+
+
+def check_usage_snapshot_schedule(template: dict) -> str:
+    """(n) The data growth snapshot runs on its own schedule, as a migrations action."""
+    name, resource = migrations_function(template)
+    events = ((resource.get("Properties") or {}).get("Events")) or {}
+    found = []
+    for event_name, e in events.items():
+        if not (isinstance(e, dict) and e.get("Type") == "Schedule"):
+            continue
+        eprops = e.get("Properties") or {}
+        raw = eprops.get("Input")
+        try:
+            value = json.loads(raw) if isinstance(raw, str) else None
+        except json.JSONDecodeError:
+            raise CheckFailed(f"{name}: schedule {event_name} has an Input that is not JSON: {raw!r}")
+        if value != USAGE_SNAPSHOT_INPUT:
+            continue
+        expr = eprops.get("Schedule")
+        require(
+            isinstance(expr, dict) and expr.get("Ref") in parameters(template),
+            f"{name}: schedule {event_name} must take its expression from a parameter, found {expr!r}",
+        )
+        require(eprops.get("State", "ENABLED") == "ENABLED", f"{name}: schedule {event_name} must be ENABLED")
+        found.append(f"{event_name} (!Ref {expr['Ref']})")
+    require(found, f"{name}: no Schedule event with Input {json.dumps(USAGE_SNAPSHOT_INPUT)} (the data growth snapshot)")
+    return f"{name}: usage snapshot on " + ", ".join(found)
+
+
+# ------------------------------------------------------------------ CORS and the gateway responses
+
+
+def resolve_parameter(document: dict, param: dict) -> dict:
+    ref = param.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/components/parameters/"):
+        return ((document.get("components") or {}).get("parameters") or {}).get(ref.rsplit("/", 1)[1]) or {}
+    return param
+
+
+def quoted_literal(value) -> str | None:
+    """API Gateway's static header value: a string in single quotes."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == "'":
+        return value[1:-1]
+    return None
+
+
+def check_cors_preflights(template: dict) -> str:
+    """(o) Every path has an unauthenticated OPTIONS mock naming the admin origin parameter and exactly
+    the path's methods; the origin parameter admits no wildcard; the functions get it as CORS_ALLOWED_ORIGIN."""
+    params = parameters(template)
+    require(ORIGIN_PARAM in params, f"no parameter {ORIGIN_PARAM} (the admin panel's origin)")
+    pattern = params[ORIGIN_PARAM].get("AllowedPattern")
+    require(isinstance(pattern, str), f"{ORIGIN_PARAM}: needs an AllowedPattern (one exact origin)")
+    default = params[ORIGIN_PARAM].get("Default")
+    if default is not None:
+        require(pattern_accepts(pattern, str(default)), f"{ORIGIN_PARAM}: its Default {default!r} fails its own AllowedPattern")
+    for bad in ("*", "https://*.example.com", "null", "https://admin.example.com/", "https://a.example.com,https://b.example.com"):
+        require(not pattern_accepts(pattern, bad), f"{ORIGIN_PARAM}: AllowedPattern {pattern!r} accepts {bad!r}; only one exact origin may be allowed")
+    globals_env = ((((template.get("Globals") or {}).get("Function") or {}).get("Environment") or {}).get("Variables")) or {}
+    require(
+        globals_env.get(ORIGIN_ENV) == {"Ref": ORIGIN_PARAM},
+        f"Globals: {ORIGIN_ENV} must be !Ref {ORIGIN_PARAM} (the functions' own CORS headers), found {globals_env.get(ORIGIN_ENV)!r}",
+    )
+
+    document = load_openapi()
+    paths = document.get("paths") or {}
+    require(paths, "openapi.json has no paths")
+    op_ids = [op.get("operationId") for _, _, op in operations(document)]
+    duplicates = sorted({i for i in op_ids if i is not None and op_ids.count(i) > 1})
+    require(not duplicates, f"openapi.json: operationIds must be unique, repeated: {duplicates}")
+    for path, item in paths.items():
+        where = f"OPTIONS {path}"
+        methods = [m.upper() for m in METHODS if m != "options" and isinstance(item.get(m), dict)]
+        op = item.get("options")
+        require(isinstance(op, dict), f"{path}: no OPTIONS operation; a browser's preflight for {methods} would fail")
+        require(op.get("security") == [], f"{where}: must be unauthenticated (security: []), found {op.get('security')!r}")
+        declared = {
+            resolve_parameter(document, p).get("name")
+            for p in list(item.get("parameters") or []) + list(op.get("parameters") or [])
+            if resolve_parameter(document, p).get("in") == "path"
+        }
+        missing = set(re.findall(r"\{([^}]+)\}", path)) - declared
+        require(not missing, f"{where}: path parameters {sorted(missing)} are not declared")
+        integration = op.get("x-amazon-apigateway-integration") or {}
+        require(integration.get("type") == "mock", f"{where}: must be a mock integration, found {integration.get('type')!r}")
+        template_text = (integration.get("requestTemplates") or {}).get("application/json")
+        require(
+            isinstance(template_text, str) and json.loads(template_text) == {"statusCode": 200},
+            f"{where}: requestTemplates application/json must be {{\"statusCode\": 200}}, found {template_text!r}",
+        )
+        default_response = (integration.get("responses") or {}).get("default") or {}
+        require(default_response.get("statusCode") == "200", f"{where}: responses.default.statusCode must be \"200\"")
+        answer = default_response.get("responseParameters") or {}
+        header = lambda h: answer.get(f"method.response.header.{h}")  # noqa: E731
+        require(
+            header("Access-Control-Allow-Origin") == ORIGIN_SUB,
+            f"{where}: Access-Control-Allow-Origin must be {json.dumps(ORIGIN_SUB)}, found {header('Access-Control-Allow-Origin')!r}",
+        )
+        allowed = quoted_literal(header("Access-Control-Allow-Methods"))
+        require(allowed is not None, f"{where}: Access-Control-Allow-Methods must be a quoted literal, found {header('Access-Control-Allow-Methods')!r}")
+        listed = [m.strip().upper() for m in allowed.split(",")]
+        require(
+            len(listed) == len(set(listed)) and set(listed) == set(methods) | {"OPTIONS"},
+            f"{where}: Access-Control-Allow-Methods must be the path's methods {methods} and OPTIONS, found {allowed!r}",
+        )
+        request_headers = quoted_literal(header("Access-Control-Allow-Headers"))
+        require(request_headers is not None, f"{where}: Access-Control-Allow-Headers must be a quoted literal")
+        lacking = PREFLIGHT_REQUEST_HEADERS - {h.strip().lower() for h in request_headers.split(",")}
+        require(not lacking, f"{where}: Access-Control-Allow-Headers lacks {sorted(lacking)}")
+        max_age = quoted_literal(header("Access-Control-Max-Age"))
+        require(max_age is not None and max_age.isdigit(), f"{where}: Access-Control-Max-Age must be a quoted number of seconds")
+        # API Gateway refuses a response parameter for a header the method response does not declare.
+        documented = set((((op.get("responses") or {}).get("200") or {}).get("headers")) or {})
+        for key in answer:
+            name = key.removeprefix("method.response.header.")
+            require(name in documented, f"{where}: response 200 must declare header {name} (its integration sets it)")
+        require(set(PREFLIGHT_HEADERS) <= documented, f"{where}: response 200 must declare {list(PREFLIGHT_HEADERS)}")
+    return f"{len(paths)} paths, each with an unauthenticated OPTIONS mock for !Ref {ORIGIN_PARAM} and exactly its methods"
+
+
+def check_no_cors_credentials(template: dict) -> str:
+    """(p) CORS never allows credentials (callers send Bearer tokens or keys, never cookies), and no
+    Access-Control-Allow-Origin is a wildcard."""
+    for path in (TEMPLATE, OPENAPI):
+        text = path.read_text(encoding="utf-8").lower()
+        require("access-control-allow-credentials" not in text, f"{path.name} mentions Access-Control-Allow-Credentials; credentials are never allowed")
+    wildcards = []
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, str) and key.lower().endswith("access-control-allow-origin") and isinstance(value, str) and "*" in value:
+                    wildcards.append(f"{where}/{key}")
+                walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}[{i}]")
+
+    walk(load_openapi(), "openapi.json")
+    walk(template.get("Resources") or {}, "Resources")
+    require(not wildcards, f"wildcard Access-Control-Allow-Origin at {wildcards}")
+    return "no Access-Control-Allow-Credentials anywhere, no wildcard origin"
+
+
+def check_gateway_responses(template: dict) -> str:
+    """(q) Every gateway response (the defaults, the authorizer's refusals, throttling) answers our error
+    envelope and carries the admin origin, so that a browser can read the error."""
+    responses = load_openapi().get("x-amazon-apigateway-gateway-responses") or {}
+    for name, status in REQUIRED_GATEWAY_RESPONSES.items():
+        require(name in responses, f"openapi.json x-amazon-apigateway-gateway-responses has no {name}")
+        if status is not None:
+            found = responses[name].get("statusCode")
+            require(found == status, f"gateway response {name}: statusCode must be \"{status}\", found {found!r}")
+    for name, response in responses.items():
+        headers = response.get("responseParameters") or {}
+        require(
+            headers.get("gatewayresponse.header.Access-Control-Allow-Origin") == ORIGIN_SUB,
+            f"gateway response {name}: gatewayresponse.header.Access-Control-Allow-Origin must be {json.dumps(ORIGIN_SUB)}",
+        )
+        require(
+            headers.get("gatewayresponse.header.Vary") == "'Origin'",
+            f"gateway response {name}: gatewayresponse.header.Vary must be \"'Origin'\"",
+        )
+        body = (response.get("responseTemplates") or {}).get("application/json")
+        require(isinstance(body, str), f"gateway response {name}: no application/json responseTemplate")
+        require(
+            "$context.error.messageString" in body and "\"$context.requestId\"" in body,
+            f"gateway response {name}: the envelope must take message from $context.error.messageString and "
+            f"requestId from \"$context.requestId\", found {body!r}",
+        )
+        # messageString renders as a quoted JSON string: stand in a sample of each.
+        sample = body.replace("$context.error.messageString", "\"Unauthorized\"").replace("$context.requestId", "req-1")
+        try:
+            envelope = json.loads(sample)
+        except json.JSONDecodeError as err:
+            raise CheckFailed(f"gateway response {name}: the envelope is not JSON once rendered ({err}): {body!r}")
+        require(
+            isinstance(envelope, dict) and set(envelope) == {"error", "message", "requestId"},
+            f"gateway response {name}: the envelope must have exactly error, message and requestId, found {sorted(envelope) if isinstance(envelope, dict) else envelope!r}",
+        )
+        require(isinstance(envelope["error"], str) and envelope["error"], f"gateway response {name}: error must be a non-empty reason")
+    return f"{len(responses)} gateway responses: error envelope, admin origin and Vary: Origin"
+
+
+def check_throttling(template: dict) -> str:
+    """(r) Stage throttling from parameters, with metrics; no usage plan (they need API Gateway-managed keys)."""
+    params = parameters(template)
+    apis = [(n, r) for n, r in resources(template).items() if r.get("Type") == "AWS::Serverless::Api"]
+    require(apis, "no AWS::Serverless::Api")
+    for name, api in apis:
+        props = api.get("Properties") or {}
+        settings = [
+            m for m in as_list(props.get("MethodSettings"))
+            if isinstance(m, dict) and m.get("ResourcePath") == "/*" and m.get("HttpMethod") == "*"
+        ]
+        require(settings, f"{name}: needs a MethodSettings entry for ResourcePath \"/*\", HttpMethod \"*\"")
+        for setting in settings:
+            require(setting.get("MetricsEnabled") is True, f"{name}: MethodSettings must keep MetricsEnabled: true")
+            for key, param in THROTTLING_PARAMS.items():
+                require(setting.get(key) == {"Ref": param}, f"{name}: MethodSettings {key} must be !Ref {param}, found {setting.get(key)!r}")
+                require((params.get(param) or {}).get("Type") == "Number", f"parameter {param} must exist with Type Number")
+        auth = props.get("Auth") or {}
+        require("UsagePlan" not in auth and not auth.get("ApiKeyRequired"), f"{name}: no usage plan or API Gateway key; our keys are our own")
+    plans = [n for n, r in resources(template).items() if r.get("Type") in ("AWS::ApiGateway::UsagePlan", "AWS::ApiGateway::ApiKey")]
+    require(not plans, f"usage plans need API Gateway-managed keys, ours are our own: remove {plans}")
+    return "stage throttling from " + " and ".join(THROTTLING_PARAMS.values()) + ", metrics on, no usage plan"
+
+
+# ------------------------------------------------------------------ metrics, alarms and the dashboard
+
+
+def alarm_metrics(props: dict) -> list[tuple[str, str, dict]]:
+    """(namespace, metric name, {dimension: value}) for an alarm: its one metric, or each MetricStat of its math."""
+    def one(metric: dict) -> tuple[str, str, dict]:
+        dims = {d.get("Name"): d.get("Value") for d in as_list(metric.get("Dimensions")) if isinstance(d, dict)}
+        return metric.get("Namespace"), metric.get("MetricName"), dims
+
+    if "Metrics" in props:
+        return [one((m.get("MetricStat") or {}).get("Metric") or {}) for m in as_list(props["Metrics"]) if isinstance(m, dict) and "MetricStat" in m]
+    return [one(props)]
+
+
+def alarms(template: dict) -> dict[str, dict]:
+    return {n: (r.get("Properties") or {}) for n, r in resources(template).items() if r.get("Type") == "AWS::CloudWatch::Alarm"}
+
+
+def check_metrics_env(template: dict) -> str:
+    """(s) Every function's metric lines name the stack as Service, the value the alarms watch."""
+    for name, resource in sorted(functions(template).items()):
+        env = effective_env(template, resource)
+        require(env.get(METRICS_ENV) == STACK_NAME, f"{name}: {METRICS_ENV} must be !Ref AWS::StackName, found {env.get(METRICS_ENV)!r}")
+    return f"{len(functions(template))} functions: {METRICS_ENV} = !Ref AWS::StackName"
+
+
+def check_alarms(template: dict) -> str:
+    """(t) Every alarm notifies the topic (and when it clears); the topic mails the AlarmEmail parameter; the
+    promised alarms exist and watch this stack's Service."""
+    res = resources(template)
+    require((res.get(ALARM_TOPIC) or {}).get("Type") == "AWS::SNS::Topic", f"no AWS::SNS::Topic named {ALARM_TOPIC}")
+    key = (res[ALARM_TOPIC].get("Properties") or {}).get("KmsMasterKeyId")
+    # CloudWatch cannot use the AWS managed key: alarms on such a topic fire and notify no one.
+    require(
+        not (isinstance(key, str) and key.lower().endswith("alias/aws/sns")),
+        f"{ALARM_TOPIC}: encrypted with alias/aws/sns, which CloudWatch alarms cannot publish with; use a customer-managed key",
+    )
+    param = parameters(template).get(ALARM_EMAIL_PARAM)
+    require(param is not None and param.get("AllowedPattern"), f"no parameter {ALARM_EMAIL_PARAM} with an AllowedPattern")
+    subscriptions = [
+        n for n, r in res.items()
+        if r.get("Type") == "AWS::SNS::Subscription"
+        and (r.get("Properties") or {}).get("TopicArn") == {"Ref": ALARM_TOPIC}
+        and (r.get("Properties") or {}).get("Protocol") == "email"
+        and (r.get("Properties") or {}).get("Endpoint") == {"Ref": ALARM_EMAIL_PARAM}
+    ]
+    require(subscriptions, f"no AWS::SNS::Subscription of {ALARM_TOPIC}, Protocol email, Endpoint !Ref {ALARM_EMAIL_PARAM}")
+    found = alarms(template)
+    require(found, "no AWS::CloudWatch::Alarm")
+    watched: set[str] = set()
+    for name, props in sorted(found.items()):
+        for field in ("AlarmActions", "OKActions"):
+            require({"Ref": ALARM_TOPIC} in as_list(props.get(field)), f"{name}: {field} must include !Ref {ALARM_TOPIC}")
+        require(props.get("TreatMissingData") == "notBreaching", f"{name}: TreatMissingData must be notBreaching")
+        for namespace, metric, dims in alarm_metrics(props):
+            if namespace == METRICS_NAMESPACE:
+                require(
+                    dims.get("Service") == STACK_NAME,
+                    f"{name}: {metric} must have the dimension Service = !Ref AWS::StackName (what {METRICS_ENV} emits)",
+                )
+                watched.add(metric)
+    missing = ALARMED_METRICS - watched
+    require(not missing, f"no alarm in namespace {METRICS_NAMESPACE} watches {sorted(missing)}")
+    latency = [p for p in found.values() if any(m == "Latency" for _, m, _ in alarm_metrics(p))]
+    require(any(p.get("ExtendedStatistic") == "p99" for p in latency), "the Latency alarm must use ExtendedStatistic p99")
+    return f"{len(found)} alarms notify {ALARM_TOPIC} (mailed to !Ref {ALARM_EMAIL_PARAM}); watched: {', '.join(sorted(watched))}"
+
+
+def check_dashboard(template: dict) -> str:
+    """(u) The dashboard's body is valid JSON, graphs every alarmed metric, and ranks tenants by ApiCalls
+    from every HTTP function's log group."""
+    dashboards = [(n, r.get("Properties") or {}) for n, r in resources(template).items() if r.get("Type") == "AWS::CloudWatch::Dashboard"]
+    require(dashboards, "no AWS::CloudWatch::Dashboard")
+    name, props = dashboards[0]
+    text = sub_text(props.get("DashboardBody"))
+    require(isinstance(text, str), f"{name}: DashboardBody must be a JSON string (plain or !Sub)")
+    try:
+        # Each ${X} becomes <X>: the body must be JSON with any value, and the queries keep their names.
+        body = json.loads(re.sub(r"\$\{([^}]+)\}", r"<\1>", text))
+    except json.JSONDecodeError as err:
+        raise CheckFailed(f"{name}: DashboardBody is not JSON once substituted: {err}")
+    widgets = body.get("widgets") if isinstance(body, dict) else None
+    require(isinstance(widgets, list) and widgets, f"{name}: DashboardBody has no widgets")
+    alarmed = {m for p in alarms(template).values() for ns, m, _ in alarm_metrics(p) if ns == METRICS_NAMESPACE}
+    absent = sorted(m for m in alarmed if f'"{m}"' not in text)
+    require(not absent, f"{name}: graphs none of the alarmed metrics {absent}")
+    log_groups = {}
+    for lname, r in resources(template).items():
+        m = re.fullmatch(r"/aws/lambda/\$\{([A-Za-z0-9]+)\}", sub_text((r.get("Properties") or {}).get("LogGroupName")) or "")
+        if r.get("Type") == "AWS::Logs::LogGroup" and m:
+            log_groups[m.group(1)] = lname
+    queries = [
+        (w.get("properties") or {}).get("query") or "" for w in widgets
+        if isinstance(w, dict) and w.get("type") == "log"
+    ]
+    ranking = [q for q in queries if "sum(ApiCalls)" in q and "by tenantId" in q]
+    require(ranking, f"{name}: no Logs Insights widget ranking tenants by ApiCalls (stats sum(ApiCalls) ... by tenantId)")
+    http_functions = sorted(integration_functions() & set(functions(template)))
+    for function in http_functions:
+        sources = (f"<{log_groups.get(function)}>", f"/aws/lambda/<{function}>")
+        require(
+            any(any(s in q for s in sources) for q in ranking),
+            f"{name}: the ApiCalls ranking must read {function}'s log group (${{{log_groups.get(function)}}})",
+        )
+    return f"{name}: {len(widgets)} widgets, graphs {', '.join(sorted(alarmed))}; ranks tenants over {len(http_functions)} HTTP functions"
+
+
+def emf_capture() -> tuple[dict[tuple[str, str, frozenset], set[tuple]], int, int, Path]:
+    """Every (namespace, metric, dimension set) the captured EMF lines emit, with the dimension values seen."""
+    directory = Path(os.environ.get(EMF_CAPTURE_ENV) or EMF_CAPTURE_DEFAULT)
+    files = sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
+    emitted: dict[tuple[str, str, frozenset], set[tuple]] = {}
+    lines = 0
+    for path in files:
+        for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not raw.strip():
+                continue
+            try:
+                line = json.loads(raw)
+            except json.JSONDecodeError as err:
+                raise CheckFailed(f"{path}:{number}: not JSON ({err})")
+            directives = ((line.get("_aws") or {}).get("CloudWatchMetrics")) if isinstance(line, dict) else None
+            if not isinstance(directives, list):
+                continue
+            lines += 1
+            for directive in directives:
+                namespace = directive.get("Namespace")
+                for dimset in directive.get("Dimensions") or []:
+                    # CloudWatch drops a dimension set whose values the line does not carry.
+                    if not all(isinstance(d, str) and d in line for d in dimset):
+                        continue
+                    values = tuple(sorted((d, line[d]) for d in dimset if isinstance(line[d], str)))
+                    for metric in directive.get("Metrics") or []:
+                        name = metric.get("Name") if isinstance(metric, dict) else None
+                        if name in line:
+                            emitted.setdefault((namespace, name, frozenset(dimset)), set()).add(values)
+    return emitted, lines, len(files), directory
+
+
+def check_alarms_watch_emitted_metrics(template: dict) -> str:
+    """(v) Every alarm on our own metrics watches a (namespace, metric, dimension set) that the captured EMF
+    lines emit, with any fixed dimension value seen too: an alarm on anything else never fires.
+    Alarms in AWS/* namespaces watch what AWS emits and are exempt."""
+    emitted, lines, files, directory = emf_capture()
+    require(
+        lines > 0,
+        f"no EMF lines captured in {directory} ({files} *.jsonl file(s)). The capture comes from the Rust test "
+        f"`binaries`, run by scripts/test.sh: run the cargo tests first (scripts/test.sh), or point {EMF_CAPTURE_ENV} at a capture",
+    )
+    checked = 0
+    for name, props in sorted(alarms(template).items()):
+        for namespace, metric, dims in alarm_metrics(props):
+            if isinstance(namespace, str) and namespace.startswith("AWS/"):
+                continue
+            key = (namespace, metric, frozenset(dims))
+            if key not in emitted:
+                seen = sorted(sorted(k[2]) for k in emitted if k[0] == namespace and k[1] == metric)
+                raise CheckFailed(
+                    f"{name}: watches {namespace}/{metric} by {sorted(dims)}, never emitted in {lines} captured lines"
+                    + (f"; emitted by {seen}" if seen else f"; {metric} is never emitted in {namespace}")
+                )
+            fixed = {d: v for d, v in dims.items() if isinstance(v, str)}
+            if fixed:
+                require(
+                    any(fixed.items() <= dict(values).items() for values in emitted[key]),
+                    f"{name}: watches {metric} with {fixed}, but no captured line has those values",
+                )
+            checked += 1
+    return f"{checked} alarmed metrics emitted, in {lines} EMF lines from {files} file(s) in {directory}"
+
+
 CHECKS = [
     ("(a)(b) Cognito callers: pool id and least-privilege actions", check_cognito_callers),
     ("(b) no Cognito on Resource '*', no group actions", check_no_wildcard_or_group_grants),
@@ -793,6 +1355,18 @@ CHECKS = [
     ("(i) authorizer function", check_authorizer_function),
     ("(j) audit retention schedule", check_retention_schedule),
     ("(k) function log groups", check_log_groups),
+    ("(l) data URI from Secrets Manager", check_data_uri_secret),
+    ("(m) setup on deploy (custom resource)", check_setup_on_deploy),
+    ("(n) usage snapshot schedule", check_usage_snapshot_schedule),
+    ("(o) CORS preflight mocks", check_cors_preflights),
+    ("(p) no CORS credentials, no wildcard origin", check_no_cors_credentials),
+    ("(q) gateway responses: envelope and CORS", check_gateway_responses),
+    ("(r) stage throttling", check_throttling),
+    ("(s) metrics service", check_metrics_env),
+    ("(t) alarms and their topic", check_alarms),
+    ("(u) operations dashboard", check_dashboard),
+    # Last: it needs the EMF lines the cargo tests capture.
+    ("(v) alarms watch emitted metrics", check_alarms_watch_emitted_metrics),
 ]
 
 

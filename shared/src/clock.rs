@@ -99,6 +99,12 @@ fn fixed_window(now_ms: i64, width_ms: i64, digits: usize) -> (String, u64) {
     (key, (width_ms as u64 - into).div_ceil(1000).max(1))
 }
 
+/// The UTC calendar day (`YYYY-MM-DD`) of a Unix time in ms: the key of a daily snapshot.
+pub fn calendar_day(now_ms: i64) -> String {
+    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+}
+
 /// An RFC 3339 date-time (`2026-11-28T00:00:00Z`, any offset) as a BSON date, to the
 /// millisecond; `None` if it is not one.
 pub fn parse_rfc3339(text: &str) -> Option<DateTime> {
@@ -155,6 +161,14 @@ mod tests {
         assert_eq!(day_window(at), ("20261128".to_string(), (2 * 3600 + 53 * 60) as u64));
         assert_eq!(parse_rfc3339("2026-11-28T21:07:00Z").map(|d| d.timestamp_millis()), Some(at));
         assert_eq!(parse_rfc3339("2026-11-28"), None);
+    }
+
+    #[test]
+    fn the_calendar_day_is_the_utc_date_and_turns_at_midnight() {
+        assert_eq!(calendar_day(ms(2026, Month::November, 28, 21 * 3600 + 7 * 60)), "2026-11-28");
+        assert_eq!(calendar_day(ms(2026, Month::December, 31, 86_399) + 999), "2026-12-31");
+        assert_eq!(calendar_day(ms(2027, Month::January, 1, 0)), "2027-01-01");
+        assert_eq!(calendar_day(0), "1970-01-01");
     }
 
     #[test]

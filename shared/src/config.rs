@@ -72,17 +72,54 @@ pub fn process_env() -> Env<impl Fn(&str) -> Option<String>> {
     Env(|name: &str| std::env::var(name).ok())
 }
 
+/// The variable that names the Secrets Manager secret holding the connection string.
+pub const URI_SECRET_VARIABLE: &str = "MONGODB_URI_SECRET_ARN";
+
 impl DbConfig {
+    /// What every binary reads at cold start: the connection string from `MONGODB_URI` if set
+    /// (tests, tools), else from the Secrets Manager secret named by `MONGODB_URI_SECRET_ARN`
+    /// (deployed functions, and the local stack through moto), and the rest as
+    /// [`DbConfig::from_env`]. A missing or bad secret fails the cold start with one clear log
+    /// line, which names the variable and never the value. The fetch's time is logged apart
+    /// (`secretFetchMs`), so that the bench can report it apart from init.
+    pub async fn load(app_name: &str) -> Result<Self, ConfigError> {
+        let env = process_env();
+        let result = match env.optional("MONGODB_URI") {
+            Some(_) => Self::from_env(&env, app_name),
+            None => Self::from_secret(&env, app_name).await,
+        };
+        if let Err(error) = &result {
+            tracing::error!(%error, "cold start failed: no database configuration");
+        }
+        result
+    }
+
+    async fn from_secret<F: Fn(&str) -> Option<String>>(env: &Env<F>, app_name: &str) -> Result<Self, ConfigError> {
+        let arn = env.optional(URI_SECRET_VARIABLE).ok_or(ConfigError::Missing("MONGODB_URI or MONGODB_URI_SECRET_ARN"))?;
+        let started = std::time::Instant::now();
+        let uri = crate::secrets::secret_string(&arn).await.map_err(|e| ConfigError::Invalid(URI_SECRET_VARIABLE, e.to_string()))?;
+        tracing::info!(secretFetchMs = started.elapsed().as_secs_f64() * 1000.0, "read the database connection string from Secrets Manager");
+        let uri = uri.trim();
+        if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+            return Err(ConfigError::Invalid(URI_SECRET_VARIABLE, "the secret is not a mongodb:// or mongodb+srv:// connection string".into()));
+        }
+        Self::with_uri(env, app_name, uri.to_owned())
+    }
+
     /// `MONGODB_URI`, `MONGODB_DATABASE`; `MONGODB_MAX_POOL_SIZE` (default 4) and
     /// `MONGODB_SERVER_SELECTION_TIMEOUT_MS` (default 3000) are optional.
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>, app_name: &str) -> Result<Self, ConfigError> {
+        Self::with_uri(env, app_name, env.required("MONGODB_URI")?)
+    }
+
+    fn with_uri<F: Fn(&str) -> Option<String>>(env: &Env<F>, app_name: &str, uri: String) -> Result<Self, ConfigError> {
         let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
             env.optional(name)
                 .map(|v| v.parse::<u64>().map_err(|e| ConfigError::Invalid(name, e.to_string())))
                 .unwrap_or(Ok(default))
         };
         Ok(Self {
-            uri: env.required("MONGODB_URI")?,
+            uri,
             database: env.required("MONGODB_DATABASE")?,
             app_name: app_name.to_owned(),
             max_pool_size: number("MONGODB_MAX_POOL_SIZE", 4)? as u32,

@@ -75,16 +75,11 @@ mod cognito {
         }
 
         /// A directory on `pool_id` from the environment's AWS configuration, read once at cold
-        /// start: the region, credentials and, locally, the endpoint from
-        /// `AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER`. Calls time out after 5 s, so that a
-        /// hung Cognito becomes a clean 503.
+        /// start and shared with Secrets Manager ([`crate::secrets::sdk_config`]): the region,
+        /// credentials and, locally, the endpoint from `AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER`.
+        /// Calls time out after 5 s, so that a hung Cognito becomes a clean 503.
         pub async fn from_env(pool_id: impl Into<String>) -> Self {
-            let timeouts = aws_config::timeout::TimeoutConfig::builder()
-                .operation_timeout(std::time::Duration::from_secs(5))
-                .connect_timeout(std::time::Duration::from_secs(2))
-                .build();
-            let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await;
-            Self::new(Client::new(&config), pool_id)
+            Self::new(Client::new(crate::secrets::sdk_config().await), pool_id)
         }
     }
 

@@ -110,6 +110,13 @@ impl ApiError {
         }
     }
 
+    /// Whether the tenant scope refused the operation (a query that could reach another tenant's
+    /// data): a 500 to the client, and a scope refusal in the metrics.
+    pub fn is_scope_refusal(&self) -> bool {
+        let ApiError::Internal(cause) = self else { return false };
+        cause.downcast_ref::<DbError>().is_some_and(|e| matches!(e, DbError::Refused(_)))
+    }
+
     /// What the client may read.
     fn public_message(&self) -> String {
         match self {

@@ -80,21 +80,54 @@ where
         path = %req.uri().path(),
     );
     let request_id = meta.request_id.clone();
+    let started = std::time::Instant::now();
     async move {
-        let response = match handler(req, meta.clone()).await {
+        let own_tenant = caller.as_ref().filter(|i| !i.is_superadmin()).and_then(|i| i.tenant().map(|t| t.as_str().to_owned()));
+        let cross_tenant = matches!((&own_tenant, &named_tenant), (Some(own), Some(named)) if own != named);
+        let mut scope_refusal = false;
+        let mut response = match handler(req, meta.clone()).await {
             Ok(response) => response,
             Err(error) => {
                 if error.status() == 403 {
+                    scope_refusal = cross_tenant;
                     audit_refusal(db, &meta, caller.as_ref(), named_tenant.as_deref(), &route, &error).await;
                 }
+                scope_refusal |= error.is_scope_refusal();
                 error.into_response(&request_id)
             }
         };
-        tracing::info!(status = response.status().as_u16(), "request done");
+        add_cors_headers(&mut response);
+        let status = response.status().as_u16();
+        tracing::info!(status, "request done");
+        crate::metrics::request(&crate::metrics::RequestOutcome {
+            route: &route,
+            status,
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            request_id: &request_id,
+            tenant: own_tenant.as_deref(),
+            scope_refusal,
+        });
         response
     }
     .instrument(span)
     .await
+}
+
+/// The admin panel's origin (`CORS_ALLOWED_ORIGIN`, a template parameter), read once. Lambda
+/// proxy responses carry their CORS headers themselves: API Gateway adds none to them.
+static CORS_ORIGIN: std::sync::LazyLock<Option<http::HeaderValue>> = std::sync::LazyLock::new(|| {
+    std::env::var("CORS_ALLOWED_ORIGIN").ok().filter(|o| !o.trim().is_empty()).and_then(|o| http::HeaderValue::from_str(o.trim()).ok())
+});
+
+/// The one configured origin, never a wildcard and never with credentials: the API takes its
+/// credentials in headers (a bearer token, a key), which need no cookies. `Retry-After` is
+/// exposed so that a browser client can honour a 429.
+fn add_cors_headers(response: &mut Response<Body>) {
+    let Some(origin) = CORS_ORIGIN.as_ref() else { return };
+    let headers = response.headers_mut();
+    headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    headers.insert(http::header::ACCESS_CONTROL_EXPOSE_HEADERS, http::HeaderValue::from_static("Retry-After"));
+    headers.append(http::header::VARY, http::HeaderValue::from_static("Origin"));
 }
 
 /// Audits a 403 in the caller's own tenant: `access.cross-tenant` when the request named

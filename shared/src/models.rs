@@ -364,6 +364,51 @@ pub struct AuditLog {
     pub updated_at: Option<DateTime>,
 }
 
+/// Documents and their BSON bytes: of one tenant collection, or a snapshot's totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectionUsage {
+    pub documents: u64,
+    pub bytes: u64,
+}
+
+impl CollectionUsage {
+    /// Both counts added, saturating.
+    pub fn plus(self, other: CollectionUsage) -> CollectionUsage {
+        CollectionUsage { documents: self.documents.saturating_add(other.documents), bytes: self.bytes.saturating_add(other.bytes) }
+    }
+}
+
+/// One tenant's stored data on one day (`usageSnapshots`, global): one document per tenant and
+/// UTC day, `_id` = `<tenantId>:<YYYY-MM-DD>`, so that a second run the same day replaces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageSnapshot {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub tenant_id: TenantId,
+    /// The UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    pub taken_at: DateTime,
+    /// Per tenant collection, by its name (`users`, `roles`, `apiKeys`, `auditLogs`).
+    pub collections: BTreeMap<String, CollectionUsage>,
+    pub totals: CollectionUsage,
+}
+
+impl UsageSnapshot {
+    /// The snapshot of `tenant_id` taken at `taken_at`: its day, its id and its totals follow.
+    pub fn new(tenant_id: TenantId, taken_at: DateTime, collections: BTreeMap<String, CollectionUsage>) -> Self {
+        let day = crate::clock::calendar_day(taken_at.timestamp_millis());
+        let totals = collections.values().fold(CollectionUsage::default(), |sum, c| sum.plus(*c));
+        Self { id: Self::id_for(&tenant_id, &day), tenant_id, day, taken_at, collections, totals }
+    }
+
+    /// The `_id` of a tenant's snapshot of a day: `<tenantId>:<YYYY-MM-DD>`.
+    pub fn id_for(tenant_id: &TenantId, day: &str) -> String {
+        format!("{tenant_id}:{day}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,6 +422,28 @@ mod tests {
         let back: CognitoLink = bson::from_bson(bson::to_bson(&a).unwrap()).unwrap();
         assert_eq!(back, a);
         assert_eq!(back.sub(), None);
+    }
+
+    #[test]
+    fn a_usage_snapshot_is_keyed_by_tenant_and_utc_day_and_sums_its_collections() {
+        let tenant = TenantId::parse("tn_usage").unwrap();
+        // 2026-11-28T23:59:59.999Z: still the 28th in UTC.
+        let at = DateTime::from_millis(1_795_910_399_999);
+        let collections = BTreeMap::from([
+            ("users".to_owned(), CollectionUsage { documents: 2, bytes: 300 }),
+            ("auditLogs".to_owned(), CollectionUsage { documents: 5, bytes: 1_000 }),
+        ]);
+        let snapshot = UsageSnapshot::new(tenant.clone(), at, collections);
+        assert_eq!(snapshot.day, "2026-11-28");
+        assert_eq!(snapshot.id, "tn_usage:2026-11-28");
+        assert_eq!(snapshot.totals, CollectionUsage { documents: 7, bytes: 1_300 });
+        let next = UsageSnapshot::new(tenant, DateTime::from_millis(at.timestamp_millis() + 1), BTreeMap::new());
+        assert_eq!(next.id, "tn_usage:2026-11-29");
+        assert_eq!(next.totals, CollectionUsage::default());
+        let stored = bson::to_document(&snapshot).unwrap();
+        assert_eq!(stored.get_str("_id").unwrap(), "tn_usage:2026-11-28");
+        assert_eq!(stored.get_document("collections").unwrap().get_document("users").unwrap().get_i64("bytes").unwrap(), 300);
+        assert_eq!(bson::from_document::<UsageSnapshot>(stored).unwrap(), snapshot);
     }
 
     #[test]

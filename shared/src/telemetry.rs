@@ -3,8 +3,10 @@
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the subscriber (`RUST_LOG` filters; default `info`). Safe to call twice.
-pub fn init() {
+/// Installs the subscriber (`RUST_LOG` filters; default `info`) and turns on the metric lines
+/// of [`crate::metrics`] as `function` (the binary's name). Safe to call twice.
+pub fn init(function: &'static str) {
+    crate::metrics::init(function);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .json()

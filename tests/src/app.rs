@@ -10,6 +10,7 @@ use shared::db::Db;
 use local_api::Deps;
 use shared::http::HttpFunction;
 use shared::identity::SUPERADMIN_GROUP;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// A password for moto's test users (fake, local only).
@@ -47,6 +48,18 @@ pub async fn spawn_app() -> TestApp {
 /// Starts the local API reading the time from `clock`, for tests of time bounds.
 pub async fn spawn_app_with_clock(clock: shared::clock::SharedClock) -> TestApp {
     spawn_app_on(crate::fresh_db_with_indexes().await.with_clock(clock), local_api::functions).await
+}
+
+/// Starts the local API on a database whose client counts the commands it sends to that
+/// database (`Db::connect_counting`): for tests that hold routes to their round trips. The
+/// indexes are set up and the server's flavor asked (`buildInfo`, once per handle) before the
+/// counter is zeroed; a test zeroes it again before each call it measures.
+pub async fn spawn_app_counting() -> (TestApp, Arc<AtomicU64>) {
+    let (db, commands) = Db::connect_counting(&crate::fresh_db_config()).await.expect("connect to the test database");
+    migrations::setup(&db).await.expect("setup");
+    db.flavor().await.expect("the server's flavor");
+    commands.store(0, Ordering::SeqCst);
+    (spawn_app_on(db, local_api::functions).await, commands)
 }
 
 /// Starts the local API with functions of the test's making (e.g. one with a seam).

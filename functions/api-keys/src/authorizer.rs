@@ -261,7 +261,11 @@ pub fn event_meta(event: &Value) -> RequestMeta {
 pub async fn handle_event(authorizer: &Authorizer, event: &Value) -> Result<Value, AuthorizerError> {
     let meta = event_meta(event);
     let header = |name: &str| event_header(event, name);
-    match authorizer.authorize(&header, &meta).await {
+    let started = std::time::Instant::now();
+    let verdict = authorizer.authorize(&header, &meta).await;
+    let allowed = matches!(verdict, Ok(Verdict::Allow { .. }));
+    shared::metrics::authorization(allowed, started.elapsed().as_secs_f64() * 1000.0, &meta.request_id);
+    match verdict {
         Ok(Verdict::Allow { principal_id, context }) => {
             let arn = event.get("methodArn").and_then(Value::as_str).unwrap_or_default();
             Ok(allow_response(arn, &principal_id, context))

@@ -1,11 +1,11 @@
 //! The api-keys Lambda binary: wiring only.
 
-use shared::config::{process_env, DbConfig};
+use shared::config::DbConfig;
 use shared::db::Db;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::telemetry::init();
-    let config = DbConfig::from_env(&process_env(), "tenancy-api-keys")?;
+    shared::telemetry::init("api-keys");
+    let config = DbConfig::load("tenancy-api-keys").await?;
     shared::http::run_function(api_keys::AppState::new(Db::cached(&config).await?)).await
 }

@@ -53,6 +53,7 @@ pub async fn create(state: &AppState, req: &Request, meta: &RequestMeta) -> Repl
     let (key, secret) = service::create(&state.db, &ctx, limits, &new).await?;
     let permissions: Vec<&str> = key.permissions.iter().map(|p| p.as_str()).collect();
     audit(state, &ctx, meta, Action::ApiKeyCreated, &key, doc! {"name": &key.name, "permissions": permissions}).await;
+    shared::metrics::business(shared::metrics::Business::KeysCreated, ctx.tenant_id().as_str());
     respond_one(StatusCode::CREATED, &IssuedKeyView { key: view(state, &key), secret })
 }
 

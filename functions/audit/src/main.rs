@@ -1,11 +1,11 @@
 //! The audit Lambda binary: wiring only.
 
-use shared::config::{process_env, DbConfig};
+use shared::config::DbConfig;
 use shared::db::Db;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::telemetry::init();
-    let config = DbConfig::from_env(&process_env(), "tenancy-audit")?;
+    shared::telemetry::init("audit");
+    let config = DbConfig::load("tenancy-audit").await?;
     shared::http::run_function(audit::AppState::new(Db::cached(&config).await?)).await
 }

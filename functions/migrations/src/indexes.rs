@@ -79,6 +79,8 @@ pub fn wanted() -> Vec<IndexSpec> {
         // per-entry). expireAfterSeconds 0 means "at expireAt".
         IndexSpec { ttl: Some(Duration::ZERO), ..IndexSpec::new(audit, doc! {"expireAt": 1}) },
         IndexSpec::new(global::LOCKS, doc! {"expiresAt": 1}),
+        // A tenant's usage history, newest day first.
+        IndexSpec::new(global::USAGE_SNAPSHOTS, doc! {"tenantId": 1, "day": -1}),
     ]
 }
 

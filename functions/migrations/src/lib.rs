@@ -1,8 +1,11 @@
 //! The migrations Lambda: `setup` builds the indexes, `up` runs pending migrations under a
-//! lease, `status` reports. An EventBridge scheduled event means `up`.
+//! lease, `status` reports, `usage-snapshot` records each tenant's data growth. An EventBridge
+//! scheduled event means `up`.
 
+pub mod deploy;
 pub mod indexes;
 pub mod registry;
+pub mod usage;
 
 use mongodb::bson::DateTime;
 use serde::{Deserialize, Serialize};
@@ -20,6 +23,10 @@ pub enum Action {
     Setup,
     Up,
     Status,
+    /// Measures every tenant's documents and bytes per collection, emits them as metrics and
+    /// writes today's snapshot ([`usage`]).
+    #[serde(rename = "usage-snapshot")]
+    UsageSnapshot,
 }
 
 /// The lease that keeps `up` runs apart.
@@ -42,6 +49,8 @@ pub enum MigrationError {
     Failed { name: &'static str, source: DbError },
     #[error("database error")]
     Db(#[from] DbError),
+    #[error("could not deliver the response to CloudFormation: {0}")]
+    Undelivered(String),
 }
 
 impl MigrationError {
@@ -49,7 +58,7 @@ impl MigrationError {
     pub fn is_retryable(&self) -> bool {
         match self {
             MigrationError::BadEvent(_) => false,
-            MigrationError::LockBusy | MigrationError::LockLost(_) => true,
+            MigrationError::LockBusy | MigrationError::LockLost(_) | MigrationError::Undelivered(_) => true,
             MigrationError::Failed { source, .. } | MigrationError::Db(source) => source.is_retryable(),
         }
     }
@@ -68,11 +77,12 @@ impl From<MigrationError> for lambda_runtime::Diagnostic {
     }
 }
 
-/// Reads the action: `{"action": "setup" | "up" | "status"}`, or a scheduled event, which means `up`.
+/// Reads the action: `{"action": "setup" | "up" | "status" | "usage-snapshot"}`, or a scheduled
+/// event, which means `up`.
 pub fn parse_event(event: &Value) -> Result<Action, MigrationError> {
     if let Some(action) = event.get("action") {
         return serde_json::from_value(action.clone())
-            .map_err(|_| MigrationError::BadEvent("action must be one of setup, up, status".into()));
+            .map_err(|_| MigrationError::BadEvent("action must be one of setup, up, status, usage-snapshot".into()));
     }
     let scheduled = event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
         && event.get("source").and_then(Value::as_str) == Some("aws.events");
@@ -101,6 +111,10 @@ pub enum Report {
     Up { applied: Vec<Applied>, already_applied: Vec<String> },
     #[serde(rename_all = "camelCase")]
     Status { applied: Vec<StatusEntry>, pending: Vec<String> },
+    /// The UTC day the snapshots are of, how many tenants were measured and how many snapshots
+    /// written (a rerun the same day replaces them).
+    #[serde(rename = "usage-snapshot", rename_all = "camelCase")]
+    UsageSnapshot { day: String, tenants_measured: u64, snapshots_written: u64 },
 }
 
 /// An applied migration as `status` reports it.
@@ -120,6 +134,7 @@ pub async fn run(db: &Db, directory: &dyn Directory, action: Action) -> Result<R
         Action::Setup => setup(db).await,
         Action::Up => up(db, directory, registry::MIGRATIONS, Guard::Lease, &shared::seam::NoSeam).await,
         Action::Status => status(db, &system).await,
+        Action::UsageSnapshot => usage::snapshot(db).await,
     }
 }
 
@@ -223,11 +238,39 @@ async fn status(db: &Db, system: &SystemContext) -> Result<Report, MigrationErro
     Ok(Report::Status { applied, pending })
 }
 
+/// How long an invocation may run when its caller gives no deadline (the template's timeout is
+/// 300 s).
+pub const DEFAULT_BUDGET: Duration = Duration::from_secs(240);
+
 /// The Lambda entry point: parse the event, run, return the report as JSON.
 pub async fn handle_event(db: &Db, directory: &dyn Directory, event: Value) -> Result<Value, MigrationError> {
-    let action = parse_event(&event)?;
-    let report = run(db, directory, action).await?;
-    Ok(serde_json::to_value(report).expect("reports always serialise"))
+    handle_event_within(db, directory, event, DEFAULT_BUDGET).await
+}
+
+/// [`handle_event`] with the invocation's time left, which a CloudFormation custom resource
+/// request needs (see [`deploy`]). Every run is counted in the metrics (`MigrationErrors`).
+pub async fn handle_event_within(db: &Db, directory: &dyn Directory, event: Value, budget: Duration) -> Result<Value, MigrationError> {
+    if let Some(request) = deploy::CustomResourceEvent::parse(&event) {
+        let outcome = match request {
+            Ok(request) => deploy::handle(db, directory, &request, budget).await,
+            Err(e) => Err(e),
+        };
+        let failed = outcome.as_ref().map(|body| body["Status"] != "SUCCESS").unwrap_or(true);
+        let applied = outcome.as_ref().ok().and_then(|body| body["Data"]["migrationsApplied"].as_u64()).unwrap_or(0);
+        shared::metrics::migration_run("deploy", applied, failed);
+        return outcome;
+    }
+    let outcome = match parse_event(&event) {
+        Ok(action) => run(db, directory, action).await,
+        Err(e) => Err(e),
+    };
+    let applied = match &outcome {
+        Ok(Report::Up { applied, .. }) => applied.len() as u64,
+        _ => 0,
+    };
+    let action = event.get("action").and_then(Value::as_str).unwrap_or("up");
+    shared::metrics::migration_run(action, applied, outcome.is_err());
+    Ok(serde_json::to_value(outcome?).expect("reports always serialise"))
 }
 
 #[cfg(test)]
@@ -239,6 +282,17 @@ mod tests {
     fn manual_actions_are_parsed() {
         assert_eq!(parse_event(&json!({"action": "setup"})).unwrap(), Action::Setup);
         assert_eq!(parse_event(&json!({"action": "status"})).unwrap(), Action::Status);
+        assert_eq!(parse_event(&json!({"action": "usage-snapshot"})).unwrap(), Action::UsageSnapshot);
+    }
+
+    #[test]
+    fn the_usage_snapshot_action_and_its_report_share_one_name() {
+        assert_eq!(serde_json::to_value(Action::UsageSnapshot).unwrap(), json!("usage-snapshot"));
+        let report = Report::UsageSnapshot { day: "2026-11-28".into(), tenants_measured: 2, snapshots_written: 2 };
+        assert_eq!(
+            serde_json::to_value(report).unwrap(),
+            json!({"action": "usage-snapshot", "day": "2026-11-28", "tenantsMeasured": 2, "snapshotsWritten": 2})
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The tenants context: the tenant registry, plans, settings, suspension and usage limits.
+//! The tenants context: the tenant registry, plans, settings, suspension, usage limits and the
+//! usage history (data growth).
 
 pub mod error;
 pub mod input;
@@ -47,6 +48,7 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
             "PATCH /tenants/{tenantId}/settings/customization" => routes::customize(state, &req, &meta).await,
             "PATCH /tenants/{tenantId}/settings/billing" => routes::billing(state, &req, &meta).await,
             "GET /tenants/{tenantId}/limits" => routes::limits(state, &req, &meta).await,
+            "GET /tenants/{tenantId}/usage/history" => routes::usage_history(state, &req, &meta).await,
             _ => Err(ApiError::NotFound(format!("No route for {route}"))),
         }
     })

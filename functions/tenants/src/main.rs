@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::telemetry::init();
+    shared::telemetry::init("tenants");
     let env = process_env();
-    let config = DbConfig::from_env(&env, "tenancy-tenants")?;
+    let config = DbConfig::load("tenancy-tenants").await?;
     let pool = PoolConfig::from_env(&env)?;
     let directory = Arc::new(LazyCognitoDirectory::new(pool.user_pool_id));
     shared::http::run_function(tenants::AppState::new(Db::cached(&config).await?, directory)).await

@@ -2,7 +2,7 @@
 
 use crate::input::{BillingBody, CreateTenantBody, CustomizationBody, SuspendBody, UpdateTenantBody};
 use crate::service;
-use crate::view::TenantView;
+use crate::view::{TenantView, UsageHistoryView};
 use crate::AppState;
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
@@ -48,6 +48,7 @@ pub async fn create(state: &AppState, req: &Request, meta: &RequestMeta) -> Repl
         "name": &tenant.name, "domain": tenant.domain.as_deref(), "plan": new.plan.as_str(),
     };
     audit(state, &tenant, meta, admin.identity(), Action::TenantCreated, details).await;
+    shared::metrics::business(shared::metrics::Business::TenantsCreated, tenant.tenant_id.as_str());
     one(StatusCode::CREATED, &tenant)
 }
 
@@ -148,4 +149,17 @@ pub async fn billing(state: &AppState, req: &Request, meta: &RequestMeta) -> Rep
 pub async fn limits(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
     let ctx = admit_reader(state, req, meta, true).await?;
     respond_one(StatusCode::OK, &service::limits(&state.db, &ctx).await?)
+}
+
+/// `GET /tenants/{tenantId}/usage/history` (superadmin): the tenant's daily data-growth
+/// snapshots, newest first, over the last `days` days (1 to 366, default 30). A superadmin's read
+/// of a tenant is audited there (docs/ARCHITECTURE.md §4).
+pub async fn usage_history(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
+    let (admin, tenant_id) = superadmin_on(req)?;
+    let query = Query::from_request(req, &["days"])?;
+    let days = query.integer("days", 1, service::MAX_HISTORY_DAYS, service::DEFAULT_HISTORY_DAYS)?;
+    let (tenant, snapshots) = service::usage_history(&state.db, &admin, &tenant_id, days).await?;
+    let details = doc! {"route": shared::http::route_key(req)};
+    audit(state, &tenant, meta, admin.identity(), Action::TenantAccessed, details).await;
+    respond_one(StatusCode::OK, &UsageHistoryView::new(&tenant_id, &snapshots))
 }

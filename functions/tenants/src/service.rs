@@ -11,7 +11,7 @@ use shared::db::{Db, DomainClaim, TenantCollection, TenantPage, TenantQuery, Ten
 use shared::directory::Directory;
 use shared::ids::{Domain, TenantId};
 use shared::plans::{KeyLimits, Plan};
-use shared::models::{ApiKey, Profile, Role, Tenant, TenantCounters, TenantSettings, TenantStatus, User};
+use shared::models::{ApiKey, Profile, Role, Tenant, TenantCounters, TenantSettings, TenantStatus, UsageSnapshot, User};
 use shared::seam::Seam;
 use shared::{SuperadminContext, TenantContext};
 use users::error::UsersError;
@@ -375,4 +375,20 @@ pub async fn limits(db: &Db, ctx: &TenantContext) -> Result<TenantLimits, Tenant
         current_api_calls: tenant.api_usage.get(&month).copied().unwrap_or(0),
         features: tenant.settings.features.clone(),
     })
+}
+
+/// How many days of usage history a call may ask for.
+pub const MAX_HISTORY_DAYS: u64 = 366;
+/// How many it gets without asking.
+pub const DEFAULT_HISTORY_DAYS: u64 = 30;
+
+/// A tenant and its daily usage snapshots of the last `days` UTC days (today included), newest
+/// first: the two reads at once. A tenant that does not exist is a 404, whatever snapshots remain.
+pub async fn usage_history(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId, days: u64) -> Result<(Tenant, Vec<UsageSnapshot>), TenantsError> {
+    let days = days.clamp(1, MAX_HISTORY_DAYS);
+    let first = db.clock().now_ms() - (days as i64 - 1) * 86_400_000;
+    let since = shared::clock::calendar_day(first);
+    let (registry, history) = (db.tenants(admin), db.usage_history(admin));
+    let (tenant, snapshots) = tokio::try_join!(registry.get(tenant_id), history.since(tenant_id, &since, days as i64))?;
+    Ok((found(tenant_id, tenant)?, snapshots))
 }

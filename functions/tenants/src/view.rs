@@ -3,7 +3,9 @@
 
 use serde::Serialize;
 use shared::clock::rfc3339_millis as rfc3339;
-use shared::models::{Tenant, TenantSettings, TenantStatus};
+use shared::ids::TenantId;
+use shared::models::{CollectionUsage, Tenant, TenantSettings, TenantStatus, UsageSnapshot};
+use std::collections::BTreeMap;
 
 /// A tenant as the API shows it.
 #[derive(Debug, Serialize)]
@@ -48,4 +50,35 @@ pub struct TenantLimits {
     pub max_api_calls: i64,
     pub current_api_calls: i64,
     pub features: Vec<String>,
+}
+
+/// `GET /tenants/{tenantId}/usage/history`: the tenant's daily snapshots, newest first.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageHistoryView {
+    pub tenant_id: String,
+    pub snapshots: Vec<UsageSnapshotView>,
+}
+
+impl UsageHistoryView {
+    /// The history of `tenant_id` from its snapshots, in the order given.
+    pub fn new(tenant_id: &TenantId, snapshots: &[UsageSnapshot]) -> Self {
+        Self { tenant_id: tenant_id.to_string(), snapshots: snapshots.iter().map(UsageSnapshotView::from).collect() }
+    }
+}
+
+/// One day's snapshot as the API shows it (its `_id` and tenant stay inside).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageSnapshotView {
+    pub day: String,
+    pub taken_at: String,
+    pub collections: BTreeMap<String, CollectionUsage>,
+    pub totals: CollectionUsage,
+}
+
+impl From<&UsageSnapshot> for UsageSnapshotView {
+    fn from(s: &UsageSnapshot) -> Self {
+        Self { day: s.day.clone(), taken_at: rfc3339(s.taken_at), collections: s.collections.clone(), totals: s.totals }
+    }
 }

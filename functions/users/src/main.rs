@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::telemetry::init();
+    shared::telemetry::init("users");
     let env = process_env();
-    let config = DbConfig::from_env(&env, "tenancy-users")?;
+    let config = DbConfig::load("tenancy-users").await?;
     let pool = PoolConfig::from_env(&env)?;
     let directory = Arc::new(LazyCognitoDirectory::new(pool.user_pool_id));
     shared::http::run_function(users::AppState::new(Db::cached(&config).await?, directory)).await

@@ -51,6 +51,7 @@ pub async fn invite(state: &AppState, req: &Request, meta: &RequestMeta) -> Repl
     let invitation = json_body::<InviteBody>(req)?.validate()?;
     let user = service::invite(&state.db, state.directory.as_ref(), &ctx, &invitation).await?;
     audit(state, &ctx, meta, Action::UserInvited, user.id.to_hex(), doc! {"roles": &user.roles}).await;
+    shared::metrics::business(shared::metrics::Business::UsersInvited, ctx.tenant_id().as_str());
     one(StatusCode::CREATED, &user)
 }
 

@@ -7,6 +7,7 @@ mod ledger;
 mod registry;
 mod retention;
 mod scoped;
+mod usage;
 
 pub use guard::Refusal;
 pub use keys::{KeyAuth, RefusalBudget, WindowBounds, WindowCounts, REFUSALS_PER_MINUTE};
@@ -14,6 +15,7 @@ pub use ledger::{LockGuard, Locks, MigrationLedger, MigrationRecord};
 pub use retention::AuditRetention;
 pub use registry::{CallBounds, DomainClaim, OwnTenant, TenantPage, TenantQuery, TenantRegistry, MAX_SEARCH_LEN};
 pub use scoped::{FindOptions, Scoped, UpdateOutcome};
+pub use usage::{UsageHistory, UsageMeter, MEASURE_BATCH};
 
 use crate::clock::{self, SharedClock};
 use crate::config::DbConfig;
@@ -66,6 +68,9 @@ pub mod global {
     pub const API_KEY_WINDOWS: &str = "apiKeyWindows";
     /// Each tenant's budget of audited refusals, one document per tenant.
     pub const REFUSAL_WINDOWS: &str = "refusalWindows";
+    /// Each tenant's daily data-growth snapshot, one document per tenant and UTC day
+    /// (`_id` = `<tenantId>:<YYYY-MM-DD>`).
+    pub const USAGE_SNAPSHOTS: &str = "usageSnapshots";
 }
 
 pub(crate) mod sealed {
@@ -265,16 +270,26 @@ impl Db {
         Ok(Db::new(client.database(&cfg.database)))
     }
 
-    /// The database through a new client that counts the commands it sends (not the driver's
-    /// own handshakes): for tests that hold a path to its number of round trips.
+    /// The database through a new client that counts the commands it sends to this database
+    /// (`cfg.database`, so that each test's count is its own): for tests that hold a path to its
+    /// number of round trips. Not counted: the driver's own handshakes and authentication
+    /// (`hello`, `isMaster`, `saslStart`, `saslContinue`), anything sent to another database
+    /// (`endSessions` goes to `admin`), and `buildInfo`, which [`Db::flavor`] sends once per
+    /// handle: a test warms the handle with `flavor()` first, so that no measured call pays it.
+    /// `getMore` and `killCursors` on this database count: they are round trips too.
     pub async fn connect_counting(cfg: &DbConfig) -> Result<(Db, Arc<std::sync::atomic::AtomicU64>), DbError> {
         use mongodb::event::command::CommandEvent;
         let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut options = client_options(cfg).await?;
         let counter = count.clone();
+        let database = cfg.database.clone();
         options.command_event_handler = Some(mongodb::event::EventHandler::callback(move |event: CommandEvent| {
             if let CommandEvent::Started(started) = event {
-                if !matches!(started.command_name.as_str(), "hello" | "isMaster" | "ismaster" | "saslStart" | "saslContinue") {
+                let uncounted = matches!(
+                    started.command_name.as_str(),
+                    "hello" | "isMaster" | "ismaster" | "saslStart" | "saslContinue" | "buildInfo" | "buildinfo"
+                );
+                if started.db == database && !uncounted {
                     counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
             }
@@ -310,6 +325,17 @@ impl Db {
     /// Audit retention across tenants: expired entries, and `expireAt` after a plan change.
     pub fn audit_retention(&self, _system: &SystemContext) -> AuditRetention {
         AuditRetention::new(self)
+    }
+
+    /// Data growth across tenants: documents and bytes of every tenant collection, measured
+    /// around the scope (which refuses `$collStats`), and the daily snapshots it writes.
+    pub fn usage(&self, _system: &SystemContext) -> UsageMeter {
+        UsageMeter::new(self)
+    }
+
+    /// The daily usage snapshots, read only (a superadmin's usage history).
+    pub fn usage_history(&self, _access: &impl GlobalAccess) -> UsageHistory {
+        UsageHistory::new(self)
     }
 
     /// The per-tenant budget of audited refusals.

@@ -6,7 +6,7 @@
 use serde_json::Value;
 use std::path::PathBuf;
 
-fn event_files() -> Vec<(String, Value)> {
+pub(crate) fn event_files() -> Vec<(String, Value)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events");
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("events/ exists")
@@ -24,7 +24,7 @@ fn event_files() -> Vec<(String, Value)> {
 }
 
 /// The lowest 2xx status openapi.json documents for an operation: what its event must get.
-fn documented_success(resource: &str, method: &str) -> u16 {
+pub(crate) fn documented_success(resource: &str, method: &str) -> u16 {
     let doc: Value = serde_json::from_str(local_api::OPENAPI).unwrap();
     let responses = doc["paths"][resource][method.to_ascii_lowercase()]["responses"].as_object().expect("documented operation");
     responses.keys().filter_map(|k| k.parse::<u16>().ok()).filter(|s| (200..300).contains(s)).min().expect("a 2xx response")

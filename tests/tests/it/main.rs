@@ -3,11 +3,14 @@
 mod admission;
 mod api_keys;
 mod audit_api;
+mod binaries;
 mod events;
 mod identity;
 mod isolation_props;
 mod migrations_run;
 mod retention;
+mod round_trips;
 mod scope;
 mod tenants_api;
+mod usage;
 mod users_api;

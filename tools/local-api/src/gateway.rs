@@ -62,8 +62,36 @@ fn gateway_error(status: StatusCode, message: &str, request_id: &str) -> AxumRes
     AxumResponse::builder()
         .status(status)
         .header("content-type", "application/json")
+        // As the deployed gateway responses do (openapi.json): a browser can read the error.
+        .header("access-control-allow-origin", admin_panel_origin())
+        .header("vary", "Origin")
         .body(AxumBody::from(body.to_string()))
         .expect("a valid response")
+}
+
+/// The admin panel's origin that the preflights name: the deployed stack's `AdminPanelOrigin`
+/// parameter, which reaches the functions as `CORS_ALLOWED_ORIGIN` (template.yaml); locally the
+/// same variable, or the local admin panel's address.
+fn admin_panel_origin() -> String {
+    std::env::var(CORS_ALLOWED_ORIGIN).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| DEFAULT_ADMIN_PANEL_ORIGIN.to_owned())
+}
+
+/// The variable naming the admin panel's origin.
+pub const CORS_ALLOWED_ORIGIN: &str = "CORS_ALLOWED_ORIGIN";
+/// The origin allowed when `CORS_ALLOWED_ORIGIN` is unset.
+pub const DEFAULT_ADMIN_PANEL_ORIGIN: &str = "http://127.0.0.1:3000";
+
+/// A mock's answer: 200, its headers, no body.
+fn preflight_response(headers: Vec<(String, String)>, request_id: &str) -> AxumResponse {
+    let mut response = AxumResponse::builder().status(StatusCode::OK);
+    for (name, value) in &headers {
+        response = response.header(name.as_str(), value.as_str());
+    }
+    // Only a malformed origin in the environment can make a header invalid.
+    response.body(AxumBody::empty()).unwrap_or_else(|error| {
+        tracing::error!(%error, "invalid preflight header (check CORS_ALLOWED_ORIGIN)");
+        gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error", request_id)
+    })
 }
 
 /// Flattens claims as the REST API Cognito authorizer does: every value a string, lists joined
@@ -241,6 +269,11 @@ pub async fn handle(
             return gateway_error(StatusCode::FORBIDDEN, "Local migrations are for local-api migrate only", &request_id);
         }
         return local_migration(&gateway, body, &request_id).await;
+    }
+    // A preflight is answered as API Gateway's mock integration does: no authorizer, no Lambda.
+    let preflight = if method == "OPTIONS" { gateway.routes.preflight(&path, &admin_panel_origin()) } else { None };
+    if let Some(headers) = preflight {
+        return preflight_response(headers, &request_id);
     }
     let Some(matched) = gateway.routes.find(&method, &path) else {
         return gateway_error(StatusCode::NOT_FOUND, &format!("No route for {method} {path}"), &request_id);

@@ -5,6 +5,7 @@ pub mod cognito;
 pub mod fixtures;
 pub mod gateway;
 pub mod routes;
+pub mod runtime;
 
 use axum::Router;
 use shared::config::{CognitoConfig, DbConfig};

@@ -79,8 +79,8 @@ async fn main() -> Result<(), cognito::BoxError> {
     let pool_name = env_or("COGNITO_POOL_NAME", "tenancy-local");
     match args.first().map(String::as_str) {
         Some("serve") => {
-            shared::telemetry::init();
-            let db = local_api::database(&DbConfig::from_env(&process_env(), "tenancy-local-api")?).await?;
+            shared::telemetry::init("local-api");
+            let db = local_api::database(&DbConfig::load("tenancy-local-api").await?).await?;
             let cognito_config = CognitoConfig::from_env(&process_env())?;
             let directory = local_api::moto_directory(&moto, &cognito_config.region, &cognito_config.user_pool_id);
             let gateway = local_api::gateway(local_api::Deps { db: db.clone(), directory }, cognito_config)?;
@@ -142,6 +142,39 @@ async fn main() -> Result<(), cognito::BoxError> {
             local_api::fixtures::seed_events_tenant(&local_api::Deps { db, directory }).await?;
             eprintln!("seeded {}", local_api::fixtures::TENANT);
         }
+        Some("secret") => {
+            // The connection string as the functions read it: from (moto's) Secrets Manager.
+            let uri = std::env::var("MONGODB_URI").map_err(|_| "MONGODB_URI is not set")?;
+            let arn = local_api::runtime::put_secret(&moto, &region, local_api::runtime::URI_SECRET_NAME, &uri).await?;
+            println!("MONGODB_URI_SECRET_ARN={arn}");
+        }
+        Some("invoke") if args.len() >= 2 => {
+            let path = std::path::Path::new(&args[1]);
+            let bin_dir = args.iter().position(|a| a == "--bin-dir").and_then(|i| args.get(i + 1)).map(String::as_str).unwrap_or("target/debug");
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let event: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let binary = std::path::Path::new(bin_dir).join(local_api::runtime::binary_for_event(&file_name, &event)?);
+            let config = DbConfig::from_env(&process_env(), "tenancy-local-invoke")?;
+            let client = cognito::client(&moto, &region);
+            let pool = cognito::bootstrap(&client, &moto, &region, &pool_name).await?;
+            let db = local_api::database(&config).await?;
+            let directory = local_api::moto_directory(&moto, &region, &pool.user_pool_id);
+            local_api::fixtures::prepare_for_event(&local_api::Deps { db, directory }, &file_name, &event).await?;
+            let arn = local_api::runtime::put_secret(&moto, &region, local_api::runtime::URI_SECRET_NAME, &config.uri).await?;
+            let env = local_api::runtime::function_env(&arn, &config.database, &pool, &moto);
+            eprintln!("invoking {} with {}", binary.display(), path.display());
+            let run = local_api::runtime::invoke(&binary, &env, event, std::time::Duration::from_secs(60)).await?;
+            for line in &run.stdout {
+                eprintln!("{line}");
+            }
+            eprint!("{}", run.stderr);
+            match run.outcome {
+                Some(Ok(response)) => println!("{}", serde_json::to_string_pretty(&response)?),
+                Some(Err(error)) => return Err(format!("the function failed: {error}").into()),
+                None => return Err(format!("the function answered nothing (exit: {:?})", run.exit).into()),
+            }
+        }
         Some("bootstrap") => {
             let client = cognito::client(&moto, &region);
             let pool = cognito::bootstrap(&client, &moto, &region, &pool_name).await?;
@@ -157,7 +190,7 @@ async fn main() -> Result<(), cognito::BoxError> {
         }
         _ => {
             eprintln!(
-                "usage: local-api serve | migrate setup|up|status | reset | seed-events | bootstrap | user EMAIL PASSWORD [--tenant T] [--superadmin]"
+                "usage: local-api serve | migrate setup|up|status | reset | seed-events | secret | invoke EVENT_FILE [--bin-dir DIR] | bootstrap | user EMAIL PASSWORD [--tenant T] [--superadmin]"
             );
             std::process::exit(2);
         }

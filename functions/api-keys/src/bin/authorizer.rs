@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::telemetry::init();
+    shared::telemetry::init("authorizer");
     let env = process_env();
-    let config = DbConfig::from_env(&env, "tenancy-authorizer")?;
+    let config = DbConfig::load("tenancy-authorizer").await?;
     // Without a pool, every token is refused and keys still work; a missing pool is a deploy
     // error worth a loud line, not a crash loop.
     let cognito = CognitoConfig::from_env(&env)

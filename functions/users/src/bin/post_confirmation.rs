@@ -3,17 +3,21 @@
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
-use shared::config::{process_env, DbConfig};
+use shared::config::DbConfig;
 use shared::db::Db;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::telemetry::init();
-    let config = DbConfig::from_env(&process_env(), "tenancy-post-confirmation")?;
+    shared::telemetry::init("post-confirmation");
+    let config = DbConfig::load("tenancy-post-confirmation").await?;
     let db = Db::cached(&config).await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let db = db.clone();
-        async move { users::trigger::post_confirmation(&db, event.payload).await }
+        async move {
+            let outcome = users::trigger::post_confirmation(&db, event.payload).await;
+            shared::metrics::invocation(outcome.is_err());
+            outcome
+        }
     }))
     .await
 }

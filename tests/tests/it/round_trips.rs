@@ -1,0 +1,367 @@
+//! Database round trips per route, counted with the driver's command monitor and never timed.
+//! Every route of openapi.json has a budget for its warm call in `BUDGETS`, the one table of
+//! them, which README.md prints ("Database round trips of a warm call"); a test below keeps the
+//! two equal. A route that takes more than its budget fails here, naming the route, the budget
+//! and the count; one that takes fewer fails too, so that the table stays what the code does.
+//!
+//! What is counted: every command the app's client sends to the test's own database
+//! (`Db::connect_counting`), `getMore` included; not the driver's handshakes, nor `buildInfo`
+//! (asked once per handle, before anything is measured), nor Cognito's calls.
+//!
+//! A warm call is one made after the same route was called once: admission then holds the
+//! member (60 s) and the tenant's quota bounds, the roles context the system roles' ids, the
+//! authorizer the key's windows and its fresh `lastUsedAt`. Right before each measured call
+//! the caller is admitted once more (a change of users or roles drops the member cache of the
+//! process, as it must), then the counter is zeroed. Only successful calls are measured.
+
+use reqwest::{Method, RequestBuilder};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use tenancy_tests::app::{spawn_app_counting, TestApp};
+
+/// Who makes the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    /// A platform superadmin's token (the Cognito authorizer; on the tenant-scoped routes, our
+    /// REQUEST authorizer, which costs a token no round trip).
+    Superadmin,
+    /// The tenant's admin, with a token: the REQUEST authorizer costs it no round trip.
+    TenantAdmin,
+    /// An API key of the tenant admin's: the local gateway runs the REQUEST authorizer in
+    /// process, so its two round trips (the key, its windows) are counted with the route's.
+    ApiKey,
+}
+
+impl Caller {
+    fn as_str(self) -> &'static str {
+        match self {
+            Caller::Superadmin => "superadmin",
+            Caller::TenantAdmin => "tenant admin",
+            Caller::ApiKey => "API key",
+        }
+    }
+}
+
+const OPS: Caller = Caller::Superadmin;
+const ADMIN: Caller = Caller::TenantAdmin;
+const KEY: Caller = Caller::ApiKey;
+
+/// A route's warm call as one caller: at most (and exactly) this many round trips.
+struct Budget {
+    /// `METHOD /resource`, as openapi.json names the operation.
+    route: &'static str,
+    caller: Caller,
+    round_trips: u64,
+    /// What they are, for the README.
+    what: &'static str,
+}
+
+const fn budget(route: &'static str, caller: Caller, round_trips: u64, what: &'static str) -> Budget {
+    Budget { route, caller, round_trips, what }
+}
+
+/// The one table of budgets. A tenant-scoped call's first round trip is admission's counting
+/// update of the tenant record (the member itself comes from the cache); a superadmin-only
+/// route has no admission round trip. README.md prints this table: change both together.
+const BUDGETS: &[Budget] = &[
+    budget("POST /tenants", OPS, 6, "the id checked free, the system roles, the admin's record, its `sub` after Cognito's `AdminCreateUser`, the registry insert, the audit entry"),
+    budget("GET /tenants", OPS, 2, "the page and its total, in parallel"),
+    budget("GET /tenants/{tenantId}", ADMIN, 1, "admission, whose counting update returns the tenant: the read itself"),
+    budget("GET /tenants/{tenantId}", OPS, 2, "the read, and the `tenant.accessed` entry a superadmin's read leaves"),
+    budget("PATCH /tenants/{tenantId}", OPS, 3, "a rename: the read, the conditional update, the audit entry (a domain move adds its claims)"),
+    budget("POST /tenants/{tenantId}/suspend", OPS, 2, "the update, the audit entry"),
+    budget("POST /tenants/{tenantId}/reactivate", OPS, 2, "the update, the audit entry"),
+    budget("PATCH /tenants/{tenantId}/settings/customization", ADMIN, 3, "admission, the update, the audit entry"),
+    budget("PATCH /tenants/{tenantId}/settings/billing", OPS, 5, "a plan upgrade: the read, the update, the keys' limits clamped, the audit log held for the longer retention, the audit entry"),
+    budget("GET /tenants/{tenantId}/limits", ADMIN, 1, "admission, whose counting update returns the tenant: the read itself"),
+    budget("GET /tenants/{tenantId}/usage/history", OPS, 3, "the tenant and its snapshots, in parallel, and the `tenant.accessed` entry"),
+    budget("GET /roles", ADMIN, 3, "admission, the page and its total in parallel"),
+    budget("POST /roles", ADMIN, 5, "admission, the caller's permissions afresh (record, roles), the insert, the audit entry"),
+    budget("GET /roles/{roleId}", ADMIN, 2, "admission, the read"),
+    budget("PATCH /roles/{roleId}", ADMIN, 6, "admission, the role, the caller's permissions afresh (2), the conditional update, the audit entry"),
+    budget("DELETE /roles/{roleId}", ADMIN, 7, "an unheld role: admission, the role, the caller's permissions afresh (2), its holders counted, the delete, the audit entry"),
+    budget("GET /users", ADMIN, 3, "admission, the page and its total in parallel"),
+    budget("GET /users", KEY, 5, "the authorizer's 2 (the key, its windows), admission, the page and its total in parallel"),
+    budget("POST /users", ADMIN, 8, "admission, the roles, the caller's permissions afresh (2), the record, the seat, the `sub` after Cognito's `AdminCreateUser`, the audit entry"),
+    budget("GET /users/me", ADMIN, 2, "admission, the read"),
+    budget("PATCH /users/me", ADMIN, 3, "admission, the update, the audit entry"),
+    budget("GET /users/{userId}", ADMIN, 2, "admission, the read"),
+    budget("PATCH /users/{userId}", ADMIN, 7, "a deactivation: admission, the record, its roles, the caller's permissions afresh (2), the conditional write, the audit entry (an admin's adds its admin place)"),
+    budget("DELETE /users/{userId}", ADMIN, 8, "admission, the record, its roles, the caller's permissions afresh (2), the delete, the seat freed, the audit entry (an admin's adds its admin place)"),
+    budget("POST /users/{userId}/roles", ADMIN, 10, "admission, the role, the caller's permissions afresh for the grant (2), the record, its roles, the caller's permissions afresh for the target (2), the write, the audit entry"),
+    budget("DELETE /users/{userId}/roles/{roleId}", ADMIN, 7, "admission, the record, its roles, the caller's permissions afresh (2), the write, the audit entry"),
+    budget("GET /audit-logs", ADMIN, 2, "admission, one page (cursor-paged: no total)"),
+    budget("GET /audit-logs/{auditLogId}", ADMIN, 2, "admission, the read"),
+    budget("GET /api-keys", ADMIN, 3, "admission, the total, then the page"),
+    budget("POST /api-keys", ADMIN, 6, "admission, the caller's permissions afresh (2), a place among the plan's keys, the insert, the audit entry"),
+    budget("GET /api-keys/{keyId}", ADMIN, 2, "admission, the read"),
+    budget("PATCH /api-keys/{keyId}", ADMIN, 4, "admission, the key, the conditional update, the audit entry"),
+    budget("POST /api-keys/{keyId}/revoke", ADMIN, 4, "admission, the conditional update, the place given back, the audit entry"),
+    budget("POST /api-keys/{keyId}/rotate", ADMIN, 4, "admission, the key, the conditional update, the audit entry"),
+];
+
+/// Where README.md prints the table: the first table after this line's start.
+const README_SECTION: &str = "**Database round trips of a warm call**";
+
+/// The table as README.md prints it.
+fn markdown() -> String {
+    let mut out = String::from("| route | caller | round trips | what they are |\n| --- | --- | --- | --- |\n");
+    for b in BUDGETS {
+        out.push_str(&format!("| `{}` | {} | {} | {} |\n", b.route, b.caller.as_str(), b.round_trips, b.what));
+    }
+    out
+}
+
+/// The rows of README.md's table: route, caller, round trips.
+fn readme_rows() -> Vec<(String, String, u64)> {
+    let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
+    let start = readme.find(README_SECTION).unwrap_or_else(|| panic!("README.md has no {README_SECTION}"));
+    readme[start..]
+        .lines()
+        .skip_while(|line| !line.starts_with('|'))
+        .take_while(|line| line.starts_with('|'))
+        .skip(2)
+        .map(|line| {
+            let cells: Vec<&str> = line.trim().trim_matches('|').split('|').map(str::trim).collect();
+            assert!(cells.len() >= 3, "README.md: a row of the round-trip table without route, caller and count: {line}");
+            let round_trips: u64 = cells[2].parse().unwrap_or_else(|_| panic!("README.md: not a number of round trips in {line}"));
+            (cells[0].trim_matches('`').to_owned(), cells[1].to_owned(), round_trips)
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_prints_the_budget_table() {
+    let expected: Vec<(String, String, u64)> =
+        BUDGETS.iter().map(|b| (b.route.to_owned(), b.caller.as_str().to_owned(), b.round_trips)).collect();
+    assert_eq!(readme_rows(), expected, "README.md's round-trip table differs from BUDGETS; it should read:\n\n{}", markdown());
+}
+
+/// Every operation of openapi.json (the CORS preflights, mock integrations, aside).
+fn documented_routes() -> Vec<String> {
+    let doc: Value = serde_json::from_str(local_api::OPENAPI).expect("openapi.json");
+    let mut routes = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("the document's paths") {
+        for method in ["get", "put", "post", "patch", "delete", "head"] {
+            if item.get(method).is_some() {
+                routes.push(format!("{} {path}", method.to_ascii_uppercase()));
+            }
+        }
+    }
+    routes
+}
+
+#[test]
+fn every_route_of_openapi_json_has_a_budget() {
+    let routes = documented_routes();
+    let missing: Vec<&String> = routes.iter().filter(|r| !BUDGETS.iter().any(|b| b.route == r.as_str())).collect();
+    assert!(missing.is_empty(), "routes of openapi.json without a round-trip budget (add them to BUDGETS and README.md): {missing:?}");
+    let unknown: Vec<&str> = BUDGETS.iter().map(|b| b.route).filter(|b| !routes.iter().any(|r| r.as_str() == *b)).collect();
+    assert!(unknown.is_empty(), "budgets of routes openapi.json does not have: {unknown:?}");
+}
+
+/// Who calls, with what credential.
+struct Who {
+    caller: Caller,
+    /// An ID token, or an API key.
+    credential: String,
+}
+
+impl Who {
+    fn request(&self, app: &TestApp, method: Method, path: &str, body: Option<&Value>) -> RequestBuilder {
+        let builder = match self.caller {
+            Caller::ApiKey => app.key_request(method, path, &self.credential),
+            Caller::Superadmin | Caller::TenantAdmin => app.request(method, path, Some(self.credential.as_str())),
+        };
+        match body {
+            Some(body) => builder.json(body),
+            None => builder,
+        }
+    }
+}
+
+/// Makes calls, and counts the round trips of the measured ones.
+struct Meter<'a> {
+    app: &'a TestApp,
+    commands: Arc<AtomicU64>,
+    routes: local_api::routes::RouteTable,
+    /// Route, caller, round trips.
+    measured: Vec<(String, Caller, u64)>,
+}
+
+impl Meter<'_> {
+    /// A call that must succeed, not measured: its body.
+    async fn ok(&self, who: &Who, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, _, reply) = self.app.call(who.request(self.app, method.clone(), path, body.as_ref())).await;
+        assert!((200..300).contains(&status), "{method} {path} as {}: {status} {reply}", who.caller.as_str());
+        reply
+    }
+
+    /// The warm call, measured: the caller admitted once more, the counter zeroed, the call
+    /// made (it must succeed) and its round trips recorded under the route it matched. Its body.
+    async fn measure(&mut self, who: &Who, method: Method, path: &str, body: Option<Value>) -> Value {
+        let route = {
+            let matched = self.routes.find(method.as_str(), path).unwrap_or_else(|| panic!("no route of openapi.json for {method} {path}"));
+            format!("{} {}", matched.route.method, matched.route.resource)
+        };
+        match who.caller {
+            Caller::TenantAdmin => {
+                self.ok(who, Method::GET, "/users/me", None).await;
+            }
+            Caller::ApiKey => {
+                self.ok(who, Method::GET, "/users", None).await;
+            }
+            Caller::Superadmin => {}
+        }
+        self.commands.store(0, SeqCst);
+        let (status, _, reply) = self.app.call(who.request(self.app, method.clone(), path, body.as_ref())).await;
+        let round_trips = self.commands.load(SeqCst);
+        assert!((200..300).contains(&status), "{route} as {}: {status} {reply}", who.caller.as_str());
+        self.measured.push((route, who.caller, round_trips));
+        reply
+    }
+
+    /// The route's first call, then the same call warm, measured.
+    async fn twice(&mut self, who: &Who, method: Method, path: &str, body: Option<Value>) -> Value {
+        self.ok(who, method.clone(), path, body.clone()).await;
+        self.measure(who, method, path, body).await
+    }
+
+    /// Each budget against its measured call: the failures, and the whole table.
+    fn verdict(&self) -> (Vec<String>, String) {
+        let mut failures = Vec::new();
+        let mut table = String::from("route | caller | budget | measured\n");
+        for b in BUDGETS {
+            let counts: Vec<u64> =
+                self.measured.iter().filter(|(r, c, _)| r.as_str() == b.route && *c == b.caller).map(|(_, _, n)| *n).collect();
+            let who = format!("{} as {}", b.route, b.caller.as_str());
+            table.push_str(&format!("{} | {} | {} | {:?}\n", b.route, b.caller.as_str(), b.round_trips, counts));
+            match counts.as_slice() {
+                [] => failures.push(format!("{who}: never measured")),
+                [n] if *n > b.round_trips => failures.push(format!("{who}: {n} round trips, over its budget of {}", b.round_trips)),
+                [n] if *n < b.round_trips => failures.push(format!(
+                    "{who}: {n} round trips, under its budget of {}: lower the budget to {n} in BUDGETS and README.md",
+                    b.round_trips
+                )),
+                [_] => {}
+                _ => failures.push(format!("{who}: measured more than once: {counts:?}")),
+            }
+        }
+        for (route, caller, n) in &self.measured {
+            if !BUDGETS.iter().any(|b| b.route == route.as_str() && b.caller == *caller) {
+                failures.push(format!("{route} as {}: {n} round trips, and no budget in BUDGETS", caller.as_str()));
+            }
+        }
+        (failures, table)
+    }
+}
+
+fn text(value: &Value) -> String {
+    value.as_str().unwrap_or_else(|| panic!("not a string: {value}")).to_owned()
+}
+
+#[tokio::test]
+async fn every_route_s_warm_call_keeps_to_its_round_trip_budget() {
+    let (app, commands) = spawn_app_counting().await;
+    // The tenant's creation is POST /tenants' first call.
+    let (token, tenant) = app.tenant_with_admin("basic", "admin@budgets.example").await;
+    let admin = Who { caller: Caller::TenantAdmin, credential: token };
+    let ops = Who { caller: Caller::Superadmin, credential: app.superadmin().await };
+    let routes = local_api::route_table().expect("the route table");
+    let mut m = Meter { app: &app, commands, routes, measured: Vec::new() };
+
+    // The admin's first call activates its record; the tenant and its settings.
+    let me = m.twice(&admin, Method::GET, "/users/me", None).await;
+    let admin_id = text(&me["data"]["id"]);
+    let own = format!("/tenants/{tenant}");
+    m.twice(&admin, Method::GET, &own, None).await;
+    m.twice(&admin, Method::GET, &format!("{own}/limits"), None).await;
+    let customization = format!("{own}/settings/customization");
+    m.ok(&admin, Method::PATCH, &customization, Some(json!({"theme": "dark"}))).await;
+    m.measure(&admin, Method::PATCH, &customization, Some(json!({"primaryColor": "#336699"}))).await;
+
+    // Roles: each change on a role of its own, the first one cold.
+    let roles = m.twice(&admin, Method::GET, "/roles", None).await;
+    let viewer = roles["data"]["roles"]
+        .as_array()
+        .expect("the roles")
+        .iter()
+        .find(|r| r["name"] == "viewer")
+        .map(|r| text(&r["id"]))
+        .expect("the viewer role");
+    let role = |name: &str| json!({"name": name, "permissions": ["read:users"]});
+    let cold = text(&m.ok(&admin, Method::POST, "/roles", Some(role("Cold role"))).await["data"]["id"]);
+    let warm = text(&m.measure(&admin, Method::POST, "/roles", Some(role("Warm role"))).await["data"]["id"]);
+    m.twice(&admin, Method::GET, &format!("/roles/{warm}"), None).await;
+    m.ok(&admin, Method::PATCH, &format!("/roles/{cold}"), Some(json!({"description": "Cold"}))).await;
+    m.measure(&admin, Method::PATCH, &format!("/roles/{warm}"), Some(json!({"description": "Warm"}))).await;
+    m.ok(&admin, Method::DELETE, &format!("/roles/{cold}"), None).await;
+    m.measure(&admin, Method::DELETE, &format!("/roles/{warm}"), None).await;
+
+    // Users: each change of another user on a user of its own, the first one cold.
+    m.twice(&admin, Method::GET, "/users", None).await;
+    m.twice(&admin, Method::GET, &format!("/users/{admin_id}"), None).await;
+    m.twice(&admin, Method::PATCH, "/users/me", Some(json!({"title": "Operator"}))).await;
+    let invite = |email: &str| json!({"email": email, "firstName": "New", "lastName": "Hire"});
+    m.ok(&admin, Method::POST, "/users", Some(invite("cold@budgets.example"))).await;
+    m.measure(&admin, Method::POST, "/users", Some(invite("warm@budgets.example"))).await;
+    let mut users = Vec::new();
+    for i in 0..6 {
+        let (id, _) = app.seed_user(&tenant, &format!("user{i}@budgets.example"), "user", "active").await;
+        users.push(format!("/users/{}", id.to_hex()));
+    }
+    m.ok(&admin, Method::PATCH, &users[0], Some(json!({"status": "inactive"}))).await;
+    m.measure(&admin, Method::PATCH, &users[1], Some(json!({"status": "inactive"}))).await;
+    m.ok(&admin, Method::DELETE, &users[2], None).await;
+    m.measure(&admin, Method::DELETE, &users[3], None).await;
+    let grant = json!({"roleId": viewer});
+    m.ok(&admin, Method::POST, &format!("{}/roles", users[4]), Some(grant.clone())).await;
+    m.measure(&admin, Method::POST, &format!("{}/roles", users[5]), Some(grant)).await;
+    m.ok(&admin, Method::DELETE, &format!("{}/roles/{viewer}", users[4]), None).await;
+    m.measure(&admin, Method::DELETE, &format!("{}/roles/{viewer}", users[5]), None).await;
+
+    // The audit log, which by now has entries.
+    let logs = m.twice(&admin, Method::GET, "/audit-logs", None).await;
+    let entry = text(&logs["data"]["auditLogs"][0]["id"]);
+    m.twice(&admin, Method::GET, &format!("/audit-logs/{entry}"), None).await;
+
+    // API keys: each change on a key of its own, the first one cold.
+    m.twice(&admin, Method::GET, "/api-keys", None).await;
+    let key = |name: &str| json!({"name": name, "permissions": ["read:users"]});
+    let cold = text(&m.ok(&admin, Method::POST, "/api-keys", Some(key("cold"))).await["data"]["id"]);
+    let warm = text(&m.measure(&admin, Method::POST, "/api-keys", Some(key("warm"))).await["data"]["id"]);
+    let reader = text(&m.ok(&admin, Method::POST, "/api-keys", Some(key("reader"))).await["data"]["key"]);
+    m.twice(&admin, Method::GET, &format!("/api-keys/{warm}"), None).await;
+    m.ok(&admin, Method::PATCH, &format!("/api-keys/{cold}"), Some(json!({"name": "cold 2"}))).await;
+    m.measure(&admin, Method::PATCH, &format!("/api-keys/{warm}"), Some(json!({"name": "warm 2"}))).await;
+    let rotation = json!({"gracePeriodSeconds": 0});
+    m.ok(&admin, Method::POST, &format!("/api-keys/{cold}/rotate"), Some(rotation.clone())).await;
+    m.measure(&admin, Method::POST, &format!("/api-keys/{warm}/rotate"), Some(rotation)).await;
+    m.ok(&admin, Method::POST, &format!("/api-keys/{cold}/revoke"), None).await;
+    m.measure(&admin, Method::POST, &format!("/api-keys/{warm}/revoke"), None).await;
+
+    // A read with a key: the in-process authorizer's round trips count too.
+    let machine = Who { caller: Caller::ApiKey, credential: reader };
+    m.twice(&machine, Method::GET, "/users", None).await;
+
+    // The superadmin's routes, on a second tenant (its plan changes last).
+    let created = m
+        .measure(&ops, Method::POST, "/tenants", Some(json!({"name": "Budgets B", "adminEmail": "admin@budgets-b.example", "plan": "basic"})))
+        .await;
+    let other = format!("/tenants/{}", text(&created["data"]["tenantId"]));
+    m.twice(&ops, Method::GET, "/tenants", None).await;
+    m.twice(&ops, Method::GET, &other, None).await;
+    m.twice(&ops, Method::GET, &format!("{other}/usage/history"), None).await;
+    m.ok(&ops, Method::PATCH, &other, Some(json!({"name": "Budgets B1"}))).await;
+    m.measure(&ops, Method::PATCH, &other, Some(json!({"name": "Budgets B2"}))).await;
+    m.twice(&ops, Method::POST, &format!("{other}/suspend"), Some(json!({"reason": "a budget test"}))).await;
+    m.twice(&ops, Method::POST, &format!("{other}/reactivate"), None).await;
+    let billing = format!("{other}/settings/billing");
+    m.ok(&ops, Method::PATCH, &billing, Some(json!({"billingEmail": "billing@budgets-b.example"}))).await;
+    m.measure(&ops, Method::PATCH, &billing, Some(json!({"plan": "premium"}))).await;
+
+    let (failures, table) = m.verdict();
+    println!("Database round trips of a warm call:\n{table}");
+    assert!(failures.is_empty(), "{}\n\n{table}", failures.join("\n"));
+}
