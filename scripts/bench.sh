@@ -5,17 +5,7 @@
 # tenant admin of events/. Numbers go in issue notes and the README; no test asserts timings.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
-export FERRETDB_PORT="${BENCH_FERRETDB_PORT:-27217}"
-export FERRETDB_DEBUG_PORT=$((FERRETDB_PORT + 1))
-export MOTO_PORT="${BENCH_MOTO_PORT:-5217}"
-cleanup() {
-  local status=$?
-  bash scripts/moto.sh stop >/dev/null 2>&1 || true
-  bash scripts/ferretdb.sh stop >/dev/null 2>&1 || true
-  rm -rf "${CACHE}/ferretdb-data/${FERRETDB_PORT}"
-  exit "$status"
-}
-trap cleanup EXIT
+use_throwaway_stack "${BENCH_FERRETDB_PORT:-27217}" "${BENCH_MOTO_PORT:-5217}"
 
 cargo build --locked --release -p tenants -p migrations -p users -p roles -p audit -p api-keys
 cargo build --locked --bin local-api
@@ -27,10 +17,12 @@ export MOTO_URL="http://127.0.0.1:${MOTO_PORT}" COGNITO_POOL_NAME="bench"
 set -a; eval "$("$API" bootstrap)"; set +a
 "$API" migrate setup >/dev/null
 "$API" seed-events
-# What a deployed function reads at cold start: the pool, and (locally) moto as its endpoint,
-# with clearly fake credentials.
+# What a deployed function reads at cold start: the connection string's secret (never the URI),
+# the pool, and (locally) moto as every AWS endpoint, with clearly fake credentials.
 export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
-export AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER="$MOTO_URL"
+export AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER="$MOTO_URL" AWS_ENDPOINT_URL_SECRETS_MANAGER="$MOTO_URL"
+export "$("$API" secret)"
+unset MONGODB_URI
 bench() { python3 scripts/bench/lambda_start.py "$1" "$2" --runs "${RUNS:-10}" --invocations "$3"; }
 bench target/release/tenants events/tenants-list.json 20
 bench target/release/users events/users-list.json 20
@@ -42,5 +34,9 @@ bench target/release/api-keys events/api-keys-list.json 20
 # path (the key, then one conditional update of its windows).
 bench target/release/authorizer events/api-keys-authorizer.json 5
 bench target/release/migrations events/migrations-status.json 5
+bench target/release/post-confirmation events/users-post-confirmation.json 5
+bench target/release/audit-retention events/audit-retention-scheduled.json 5
 ls -l target/release/tenants target/release/users target/release/roles target/release/audit target/release/migrations target/release/post-confirmation \
   target/release/api-keys target/release/authorizer target/release/audit-retention
+# The deployable zips, where scripts/package.sh made them.
+ls -l target/lambda/*/bootstrap.zip 2>/dev/null || echo "no zips: run scripts/package.sh for the zip sizes"

@@ -65,6 +65,20 @@ serve_local_api() {
     AWS_ENDPOINT_URL_SECRETS_MANAGER="${MOTO_URL}" CORS_ALLOWED_ORIGIN="${CORS_ALLOWED_ORIGIN:-http://127.0.0.1:3000}" "$@" "$api" serve
 }
 
+# Runs this script's FerretDB and moto on ports of their own ($1 and $2), so that a running local
+# stack (scripts/run.sh) is left alone, and stops them and removes their data on exit.
+use_throwaway_stack() {
+  export FERRETDB_PORT=$1 MOTO_PORT=$2
+  export FERRETDB_DEBUG_PORT=$((FERRETDB_PORT + 1))
+  trap throwaway_cleanup EXIT
+}
+throwaway_cleanup() {
+  local status=$?
+  stop_stack
+  rm -rf "${CACHE}/ferretdb-data/${FERRETDB_PORT}"
+  exit "$status"
+}
+
 # Stops what scripts/run.sh and scripts/test.sh start: the local API (if $api_pid is set),
 # moto and FerretDB on the current ports. Never fails, so that it is safe in an EXIT trap.
 stop_stack() {

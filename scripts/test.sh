@@ -4,26 +4,19 @@
 #   1. builds (first run) or reuses FerretDB, and makes or reuses the Python venv;
 #   2. starts a throw-away FerretDB and moto on their own loopback ports;
 #   3. runs the Rust suites (unit, integration, events, the isolation property);
-#   4. lints template.yaml with cfn-lint and checks its grants against the code;
+#   4. lints template.yaml with cfn-lint and `sam validate --lint`, and checks it against the
+#      code (grants, authorizers, CORS, alarms against the metric lines the tests captured);
 #   5. runs schemathesis against the local API, as a tenant admin, with an API key, and as a
-#      superadmin.
+#      superadmin;
+#   6. packages one function (roles) the card's way, arm64 with cargo-lambda, as a smoke test of
+#      scripts/package.sh (the full packaging of every function takes longer than CI allows; its
+#      measured time is in the README).
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
-# Ports of their own, so that a running local stack (scripts/run.sh) is left alone.
-export FERRETDB_PORT="${TEST_FERRETDB_PORT:-27117}"
-export FERRETDB_DEBUG_PORT=$((FERRETDB_PORT + 1))
-export MOTO_PORT="${TEST_MOTO_PORT:-5117}"
+use_throwaway_stack "${TEST_FERRETDB_PORT:-27117}" "${TEST_MOTO_PORT:-5117}"
 API_PORT="${TEST_API_PORT:-3117}"
-
 api_pid=""
-cleanup() {
-  local status=$?
-  stop_stack
-  rm -rf "${CACHE}/ferretdb-data/${FERRETDB_PORT}"
-  exit "$status"
-}
-trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # Tools in the background while cargo builds: both are mostly downloads on a first run.
@@ -31,12 +24,15 @@ bash scripts/ferretdb.sh build >"${RUN_DIR}/ferretdb-build.log" 2>&1 &
 ferret_build=$!
 bash scripts/venv.sh >"${RUN_DIR}/venv.log" 2>&1 &
 venv_build=$!
+bash scripts/venv.sh ship >"${RUN_DIR}/venv-ship.log" 2>&1 &
+ship_venv_build=$!
 
 log "building the workspace and its tests"
 cargo build --workspace --all-targets --locked
 
 wait "$ferret_build" || { cat "${RUN_DIR}/ferretdb-build.log" >&2; exit 1; }
 wait "$venv_build" || { cat "${RUN_DIR}/venv.log" >&2; exit 1; }
+wait "$ship_venv_build" || { cat "${RUN_DIR}/venv-ship.log" >&2; exit 1; }
 
 rm -rf "${CACHE}/ferretdb-data/${FERRETDB_PORT}"
 bash scripts/ferretdb.sh start
@@ -51,6 +47,7 @@ cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-6}" --show-ou
 log "linting template.yaml and checking its grants against the code"
 VENV="${CACHE}/venv"
 "${VENV}/bin/cfn-lint" template.yaml
+SAM_CLI_TELEMETRY=0 SAM_CLI_DISABLE_UPDATE_CHECK=1 "${CACHE}/venv-ship/bin/sam" validate --lint --region "${AWS_REGION}"
 "${VENV}/bin/python" tests/template_test.py
 
 log "contract tests: schemathesis against the local API, driven by openapi.json"
@@ -112,4 +109,9 @@ contract key "x-api-key: ${api_key}" --header "Authorization: " \
   "${RUN_DIR}/contract-key.har" openapi.json users roles audit api-keys
 log "contract run 3: a platform superadmin, every operation"
 contract superadmin "Authorization: Bearer ${token}"
+# The services are done with: free the machine for the release build.
+stop_stack
+
+log "packaging smoke test: one function, arm64, as scripts/package.sh builds every one"
+bash scripts/package.sh roles
 log "all tests passed"

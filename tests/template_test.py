@@ -1343,6 +1343,23 @@ def check_alarms_watch_emitted_metrics(template: dict) -> str:
     return f"{checked} alarmed metrics emitted, in {lines} EMF lines from {files} file(s) in {directory}"
 
 
+def check_code_uris(template: dict) -> str:
+    """Each function's CodeUri is the directory of the crate that defines its binary. SAM runs
+    cargo-lambda there (`--bin X`), so cargo selects that package alone and resolves the `shared`
+    features for it: a function links only the AWS SDKs its own crate enables. From the workspace
+    root every member would be selected, and every function would link every SDK."""
+    binaries = scan_crates()
+    seen = []
+    for name, resource in functions(template).items():
+        binary = binary_of(resource)
+        require(binary in binaries, f"{name}: no crate under functions/ defines the binary {binary!r}")
+        crate = binaries[binary][0]
+        code_uri = (resource.get("Properties") or {}).get("CodeUri")
+        require(code_uri == f"functions/{crate}", f"{name}: CodeUri is {code_uri!r}, not its crate functions/{crate}")
+        seen.append(binary)
+    return f"{len(seen)} functions build from their own crate"
+
+
 CHECKS = [
     ("(a)(b) Cognito callers: pool id and least-privilege actions", check_cognito_callers),
     ("(b) no Cognito on Resource '*', no group actions", check_no_wildcard_or_group_grants),
@@ -1365,6 +1382,7 @@ CHECKS = [
     ("(s) metrics service", check_metrics_env),
     ("(t) alarms and their topic", check_alarms),
     ("(u) operations dashboard", check_dashboard),
+    ("(w) each function builds from its own crate", check_code_uris),
     # Last: it needs the EMF lines the cargo tests capture.
     ("(v) alarms watch emitted metrics", check_alarms_watch_emitted_metrics),
 ]

@@ -5,6 +5,9 @@ Plays the Lambda Runtime API on 127.0.0.1 (the subset a custom runtime uses), st
 binary as Lambda would (AWS_LAMBDA_RUNTIME_API and the usual variables), hands it one event
 per invocation, and records:
   init_ms   process start -> first GET /invocation/next (the runtime's init phase)
+  secret_ms of which reading the connection string from Secrets Manager (the AWS
+            configuration and GetSecretValue, as the function logs it: `secretFetchMs`)
+  init_without_secret_ms   init_ms - secret_ms
   first_ms  process start -> first response (init plus a cold invocation: the Mongo
             connection is made on that first call)
   warm_ms   median of the following invocations' round trips
@@ -97,10 +100,23 @@ def one_run(binary, event, invocations, env):
         "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/bench",
         "AWS_LAMBDA_LOG_STREAM_NAME": "bench",
         "AWS_REGION": "us-east-1",
-        "RUST_LOG": "warn",
+        # Warnings, and the one info line that times the secret's fetch.
+        "RUST_LOG": "warn,shared::config=info",
     })
     started = time.monotonic()
-    proc = subprocess.Popen([binary], env=lambda_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([binary], env=lambda_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    secret_ms = []
+
+    def read_stdout():
+        for line in proc.stdout:
+            if b"secretFetchMs" in line:
+                try:
+                    secret_ms.append(float(json.loads(line)["secretFetchMs"]))
+                except (ValueError, KeyError):
+                    pass
+
+    reader = threading.Thread(target=read_stdout, daemon=True)
+    reader.start()
     try:
         if not runtime.done.wait(timeout=60):
             raise SystemExit(f"{binary} did not finish {invocations} invocations: {proc.stderr.read1(4096)!r}")
@@ -108,14 +124,19 @@ def one_run(binary, event, invocations, env):
     finally:
         proc.kill()
         proc.wait()
+        reader.join(timeout=5)
         server.shutdown()
     if runtime.errors:
         raise SystemExit(f"handler errors: {runtime.errors[:2]}")
     statuses = {json.loads(body).get("statusCode") for _, body in runtime.responses}
     first = runtime.responses[0][0]
     warm = [runtime.responses[i][0] - runtime.next_at[i] for i in range(1, len(runtime.responses))]
+    init_ms = (runtime.next_at[0] - started) * 1000
+    fetch = secret_ms[0] if secret_ms else 0.0
     return {
-        "init_ms": (runtime.next_at[0] - started) * 1000,
+        "init_ms": init_ms,
+        "secret_ms": fetch,
+        "init_without_secret_ms": init_ms - fetch,
         "first_ms": (first - started) * 1000,
         "warm_ms": statistics.median(warm) * 1000 if warm else 0.0,
         "peak_rss_mib": rss / 1024,
@@ -144,6 +165,8 @@ def main():
         "runs": args.runs,
         "invocations_per_run": args.invocations,
         "init_ms": summary("init_ms"),
+        "secret_ms": summary("secret_ms"),
+        "init_without_secret_ms": summary("init_without_secret_ms"),
         "first_invocation_ms": summary("first_ms"),
         "warm_invocation_ms": summary("warm_ms"),
         "peak_rss_mib": summary("peak_rss_mib"),

@@ -76,24 +76,14 @@ async fn every_other_event_runs_through_the_function_that_takes_its_shape() {
     for (name, event) in others {
         let deps = local_api::Deps { db: tenancy_tests::fresh_db_with_indexes().await, directory: tenancy_tests::test_directory().await };
         if event.get("triggerSource").is_some() {
-            // The PostConfirmation trigger links a pending record of the confirmed e-mail.
-            let superadmin = tenancy_tests::superadmin_context();
-            let new = tenants::input::NewTenant {
-                name: "Demo Events".into(),
-                domain: None,
-                admin_email: shared::ids::Email::parse("admin@demo-events.example").unwrap(),
-                plan: shared::plans::Plan::Basic,
-            };
-            let tenant = shared::ids::TenantId::parse(TENANT).unwrap();
-            tenants::service::create_with_id(&deps.db, deps.directory.as_ref(), &superadmin, tenant, &new).await.unwrap();
+            // The PostConfirmation trigger links the pending record of the confirmed e-mail.
+            local_api::fixtures::prepare_for_event(&deps, &name, &event).await.expect("the trigger's fixtures");
             let attributes = &event["request"]["userAttributes"];
-            let email = shared::ids::Email::parse(attributes["email"].as_str().unwrap()).unwrap();
-            let record = users::service::pending_record(&email, Default::default(), &[]);
-            let scope = shared::SystemContext::new("test").for_tenant(shared::ids::TenantId::parse(TENANT).unwrap());
-            deps.db.scoped::<shared::models::User>(&scope, shared::db::TenantCollection::Users).insert_one(&record).await.unwrap();
+            let record = tenancy_tests::raw_collection(&deps.db, "users").await
+                .find_one(mongodb::bson::doc! {"email": attributes["email"].as_str().unwrap()}).await.unwrap().expect("the pending record");
             let returned = users::trigger::post_confirmation(&deps.db, event.clone()).await.unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(returned, event, "{name}: the trigger returns its event");
-            let linked = tenancy_tests::raw_collection(&deps.db, "users").await.find_one(mongodb::bson::doc! {"_id": record.id}).await.unwrap().unwrap();
+            let linked = tenancy_tests::raw_collection(&deps.db, "users").await.find_one(mongodb::bson::doc! {"_id": record.get_object_id("_id").unwrap()}).await.unwrap().unwrap();
             assert_eq!(linked.get_str("cognitoUserId").unwrap(), attributes["sub"].as_str().unwrap(), "{name}");
             assert_eq!(linked.get_str("status").unwrap(), "active", "{name}");
             continue;
