@@ -11,7 +11,7 @@ use std::time::Duration;
 use tenancy_tests::app::moto_url;
 
 const REGION: &str = "us-east-1";
-const TIMEOUT: Duration = Duration::from_secs(60);
+const TIMEOUT: Duration = runtime::INVOCATION_TIMEOUT;
 
 /// Where cargo put the binaries: beside this test's own executable (`target/debug/deps/..`).
 fn bin_dir() -> PathBuf {
@@ -62,11 +62,8 @@ async fn every_event_runs_through_the_built_binary_of_its_function() {
     for (name, event) in super::events::event_files() {
         let db = tenancy_tests::fresh_db_with_indexes().await;
         let deps = local_api::Deps { db: db.clone(), directory: local_api::moto_directory(&moto, REGION, &pool.user_pool_id) };
-        local_api::fixtures::prepare_for_event(&deps, &name, &event).await.unwrap_or_else(|e| panic!("{name}: {e}"));
         let function = runtime::function_for_event(&name, &event).unwrap();
-        let binary = runtime::binary_for_event(&name, &event).unwrap();
-        let env = runtime::function_env(&arn, db.name(), &pool, &moto);
-        let run = runtime::invoke(&bin_dir().join(&binary), &env, event.clone(), TIMEOUT).await.unwrap();
+        let (binary, run) = runtime::invoke_event(&bin_dir(), &deps, &pool, &moto, &arn, &name, event.clone()).await.unwrap_or_else(|e| panic!("{name}: {e}"));
         let response = answered(&name, &run);
         match function.as_str() {
             "AuthorizerFunction" => {

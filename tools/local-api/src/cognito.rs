@@ -33,16 +33,23 @@ impl PoolIds {
     }
 }
 
-/// A Cognito client for moto. Credentials are explicit fakes and the endpoint is given, so the
-/// SDK never looks for real credentials or calls out (no instance-metadata probing).
-pub fn client(endpoint: &str, region: &str) -> Client {
-    let config = aws_sdk_cognitoidentityprovider::Config::builder()
+/// The AWS SDK configuration of every local client of moto. Credentials are explicit fakes and
+/// the endpoint is given, so the SDK never looks for real credentials or calls out (no
+/// instance-metadata probing).
+pub fn moto_config(endpoint: &str, region: &str) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region.to_owned()))
         .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "local-fake"))
-        .build();
-    Client::from_conf(config)
+        .credentials_provider(aws_sdk_cognitoidentityprovider::config::SharedCredentialsProvider::new(Credentials::new(
+            "testing", "testing", None, None, "local-fake",
+        )))
+        .build()
+}
+
+/// A Cognito client for moto.
+pub fn client(endpoint: &str, region: &str) -> Client {
+    Client::new(&moto_config(endpoint, region))
 }
 
 const APP_CLIENT_NAME: &str = "tenancy-local-app";

@@ -37,8 +37,8 @@ fn superadmin() -> Result<shared::SuperadminContext, BoxError> {
     Ok(shared::SuperadminContext::require(&identity)?)
 }
 
-/// Creates the events' tenant (its admin invited through `deps.directory`) and the rest.
-pub async fn seed_events_tenant(deps: &Deps) -> Result<(), BoxError> {
+/// Creates the events' tenant alone, its admin invited through `deps.directory`.
+async fn create_events_tenant(deps: &Deps) -> Result<TenantId, BoxError> {
     let tenant = TenantId::parse(TENANT)?;
     let new = tenants::input::NewTenant {
         name: "Demo Events".into(),
@@ -47,6 +47,12 @@ pub async fn seed_events_tenant(deps: &Deps) -> Result<(), BoxError> {
         plan: shared::plans::Plan::Basic,
     };
     tenants::service::create_with_id(&deps.db, deps.directory.as_ref(), &superadmin()?, tenant.clone(), &new).await?;
+    Ok(tenant)
+}
+
+/// Creates the events' tenant (its admin invited through `deps.directory`) and the rest.
+pub async fn seed_events_tenant(deps: &Deps) -> Result<(), BoxError> {
+    let tenant = create_events_tenant(deps).await?;
     let scope = SystemContext::new("event fixtures").for_tenant(tenant);
     let users = deps.db.scoped::<User>(&scope, TenantCollection::Users);
     // The events carry a fixed sub; the invited admin is linked to it as if it had signed in.
@@ -133,14 +139,7 @@ pub async fn seed_events_tenant(deps: &Deps) -> Result<(), BoxError> {
 /// trigger links). The migrations function needs nothing: its events bring their own work.
 pub async fn prepare_for_event(deps: &Deps, file_name: &str, event: &serde_json::Value) -> Result<(), BoxError> {
     if event.get("triggerSource").is_some() {
-        let tenant = TenantId::parse(TENANT)?;
-        let new = tenants::input::NewTenant {
-            name: "Demo Events".into(),
-            domain: None,
-            admin_email: Email::parse("admin@demo-events.example")?,
-            plan: shared::plans::Plan::Basic,
-        };
-        tenants::service::create_with_id(&deps.db, deps.directory.as_ref(), &superadmin()?, tenant.clone(), &new).await?;
+        let tenant = create_events_tenant(deps).await?;
         let email = event["request"]["userAttributes"]["email"].as_str().ok_or("the trigger event has no e-mail")?;
         let record = users::service::pending_record(&Email::parse(email)?, Default::default(), &[]);
         let scope = SystemContext::new("event fixtures").for_tenant(tenant);

@@ -154,17 +154,13 @@ async fn main() -> Result<(), cognito::BoxError> {
             let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
             let event: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
             let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let binary = std::path::Path::new(bin_dir).join(local_api::runtime::binary_for_event(&file_name, &event)?);
             let config = DbConfig::from_env(&process_env(), "tenancy-local-invoke")?;
             let client = cognito::client(&moto, &region);
             let pool = cognito::bootstrap(&client, &moto, &region, &pool_name).await?;
-            let db = local_api::database(&config).await?;
-            let directory = local_api::moto_directory(&moto, &region, &pool.user_pool_id);
-            local_api::fixtures::prepare_for_event(&local_api::Deps { db, directory }, &file_name, &event).await?;
+            let deps = local_api::Deps { db: local_api::database(&config).await?, directory: local_api::moto_directory(&moto, &region, &pool.user_pool_id) };
             let arn = local_api::runtime::put_secret(&moto, &region, local_api::runtime::URI_SECRET_NAME, &config.uri).await?;
-            let env = local_api::runtime::function_env(&arn, &config.database, &pool, &moto);
-            eprintln!("invoking {} with {}", binary.display(), path.display());
-            let run = local_api::runtime::invoke(&binary, &env, event, std::time::Duration::from_secs(60)).await?;
+            eprintln!("invoking the function of {}", path.display());
+            let (_, run) = local_api::runtime::invoke_event(std::path::Path::new(bin_dir), &deps, &pool, &moto, &arn, &file_name, event).await?;
             for line in &run.stdout {
                 eprintln!("{line}");
             }

@@ -219,17 +219,33 @@ pub fn function_env(secret_arn: &str, database: &str, pool: &crate::cognito::Poo
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
+/// Runs one event of `events/` as `sam local invoke` would: prepares what it needs in `deps`'
+/// database, and invokes the binary of its function from `bin_dir` with a deployed function's
+/// environment on the local stack (the database's connection string read from the secret
+/// `secret_arn`). Returns the binary's name and what the invocation came to.
+pub async fn invoke_event(
+    bin_dir: &Path,
+    deps: &crate::Deps,
+    pool: &crate::cognito::PoolIds,
+    moto_url: &str,
+    secret_arn: &str,
+    file_name: &str,
+    event: Value,
+) -> Result<(String, Invocation), BoxError> {
+    crate::fixtures::prepare_for_event(deps, file_name, &event).await?;
+    let binary = binary_for_event(file_name, &event)?;
+    let env = function_env(secret_arn, deps.db.name(), pool, moto_url);
+    let run = invoke(&bin_dir.join(&binary), &env, event, INVOCATION_TIMEOUT).await?;
+    Ok((binary, run))
+}
+
+/// How long one local invocation may take, cold start included.
+pub const INVOCATION_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Stores `value` as the secret `name` in the Secrets Manager at `endpoint` (moto), creating or
 /// updating it, and returns its ARN: what the run and test scripts seed for the functions.
 pub async fn put_secret(endpoint: &str, region: &str, name: &str, value: &str) -> Result<String, BoxError> {
-    use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
-    let config = aws_sdk_secretsmanager::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(region.to_owned()))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "local-fake"))
-        .build();
-    let client = aws_sdk_secretsmanager::Client::from_conf(config);
+    let client = aws_sdk_secretsmanager::Client::new(&crate::cognito::moto_config(endpoint, region));
     match client.create_secret().name(name).secret_string(value).send().await {
         Ok(created) => Ok(created.arn.unwrap_or_default()),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_exists_exception()) => {
