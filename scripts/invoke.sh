@@ -23,5 +23,6 @@ API=target/debug/local-api
 export MONGODB_URI="mongodb://127.0.0.1:${FERRETDB_PORT}/" MONGODB_DATABASE="invoke"
 export MOTO_URL="http://127.0.0.1:${MOTO_PORT}" COGNITO_POOL_NAME="invoke"
 set -a; eval "$("$API" bootstrap)"; set +a
+use_local_kms "$API"
 "$API" migrate setup >/dev/null
 "$API" invoke "$event"

@@ -62,7 +62,7 @@ serve_local_api() {
   local secret
   secret=$("$api" secret)
   exec env -u MONGODB_URI "$secret" AWS_REGION="${AWS_REGION}" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
-    AWS_ENDPOINT_URL_SECRETS_MANAGER="${MOTO_URL}" CORS_ALLOWED_ORIGIN="${CORS_ALLOWED_ORIGIN:-http://127.0.0.1:3000}" "$@" "$api" serve
+    AWS_ENDPOINT_URL_SECRETS_MANAGER="${MOTO_URL}" AWS_ENDPOINT_URL_KMS="${MOTO_URL}" CORS_ALLOWED_ORIGIN="${CORS_ALLOWED_ORIGIN:-http://127.0.0.1:3000}" "$@" "$api" serve
 }
 
 # Runs this script's FerretDB and moto on ports of their own ($1 and $2), so that a running local
@@ -77,6 +77,19 @@ throwaway_cleanup() {
   stop_stack
   rm -rf "${CACHE}/ferretdb-data/${FERRETDB_PORT}"
   exit "$status"
+}
+
+# The personal-data master key in moto's KMS, for every local-api command after it: exports
+# KMS_KEY_ID and moto as the KMS endpoint (clearly fake credentials). Given a recorded id ($2,
+# optional) that moto no longer has, moto's KMS lost its key material (it keeps it in memory
+# only): a new key is made and KMS_KEY_REPLACED is set to the old id.
+use_local_kms() {
+  local api=$1 recorded=${2:-}
+  local kms_env
+  kms_env=$("$api" kms-key "$recorded")
+  unset KMS_KEY_REPLACED
+  set -a; eval "$kms_env"; set +a
+  export AWS_ENDPOINT_URL_KMS="${MOTO_URL}" AWS_REGION="${AWS_REGION}" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 }
 
 # Stops what scripts/run.sh and scripts/test.sh start: the local API (if $api_pid is set),

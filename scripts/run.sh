@@ -37,10 +37,19 @@ pool_env=$("$API" bootstrap)
 echo "$pool_env"
 set -a; eval "$pool_env"; set +a
 
+# The personal-data master key: its id is recorded, so that a restarted moto (which keeps key
+# material in memory only) is noticed instead of serving data nobody can decrypt.
+kms_record="${RUN_DIR}/kms-key-id-${MOTO_PORT}"
+use_local_kms "$API" "$(cat "$kms_record" 2>/dev/null || true)"
+echo "$KMS_KEY_ID" >"$kms_record"
+
 if [ -z "$moto_kept" ]; then
   # moto keeps users in memory only: the links of an earlier run's users would point at subs
   # nobody can sign in as. Start from an empty local database instead of serving stale links.
   log "moto started afresh, without the users of earlier runs: resetting the local database ${MONGODB_DATABASE}"
+  "$API" reset
+elif [ -n "${KMS_KEY_REPLACED:-}" ]; then
+  log "moto's KMS no longer has the master key ${KMS_KEY_REPLACED}: the local personal data can't be decrypted; resetting the local database ${MONGODB_DATABASE} and its key vault"
   "$API" reset
 fi
 

@@ -41,8 +41,14 @@ export TEST_MONGODB_URI="mongodb://127.0.0.1:${FERRETDB_PORT}/"
 export TEST_MOTO_URL="http://127.0.0.1:${MOTO_PORT}"
 
 log "running the Rust test suites"
+# Every log line of the suites is kept (the test process at trace) for the personal-data scan.
+export TEST_LOG_DIR="${RUN_DIR}/test-logs"
+rm -rf "$TEST_LOG_DIR"
 # The tests wait on I/O far more than on CPU: more threads than cores keeps both busy.
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-6}" --show-output
+
+log "scanning every database the suites left and every log line they wrote for personal data in the clear"
+target/debug/pii-scan "$TEST_MONGODB_URI" "$TEST_LOG_DIR"
 
 log "linting template.yaml and checking its grants against the code"
 VENV="${CACHE}/venv"
@@ -55,6 +61,7 @@ API="${ROOT}/target/debug/local-api"
 export MONGODB_URI="$TEST_MONGODB_URI" MONGODB_DATABASE="contract_$(date +%s)_$$"
 export MOTO_URL="$TEST_MOTO_URL" COGNITO_POOL_NAME="contract-tests"
 set -a; eval "$("$API" bootstrap)"; set +a
+use_local_kms "$API"
 "$API" migrate setup >/dev/null
 "$API" migrate up >/dev/null
 # Clearly fake, local-only passwords for moto's contract users.

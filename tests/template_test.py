@@ -3,8 +3,8 @@
 trigger, API Gateway invoke permissions, the user pool's tenant-isolation settings, the REQUEST
 authorizer (TenantAuth) and which operations use it, log groups, and the audit retention schedule;
 the data URI from Secrets Manager, setup on deploy (a custom resource), the usage snapshot
-schedule, CORS (preflight mocks, gateway responses, never credentials), stage throttling, and the
-alarms, their topic and the dashboard.
+schedule, CORS (preflight mocks, gateway responses, never credentials), stage throttling, the
+alarms, their topic and the dashboard, and the personal-data KMS master key and the key vault.
 
 Run from the repository root (or anywhere):
 
@@ -23,6 +23,11 @@ The binary `authorizer` only verifies tokens (against the pool's public JWKS): i
 client ids but must not call Cognito, so its crate must not enable the feature and it has no grant.
 The binaries in PENDING_BINARIES may be built by the template before their [[bin]] exists: the output
 notes each one still missing, and treats it as not calling Cognito.
+
+Which functions use the personal-data master key (KMS GenerateDataKey and Decrypt) and the key vault
+is read from the code the same way: those whose crate enables the `shared` feature `kms`. No fallback:
+the key policy's grants, the KMS_KEY_ID / KEY_VAULT_* variables and the vault secret's grant must name
+exactly those functions. The account administers the key but may not use it.
 
 The last check compares every alarm on our own metrics with the Embedded Metric Format lines that the
 Rust test `binaries` (run by scripts/test.sh) captures into target/emf/*.jsonl (or the directory in
@@ -69,6 +74,7 @@ TENANT_AUTH = "TenantAuth"
 # Functions whose every route is tenant-scoped: each of their operations must use TenantAuth.
 TENANT_SCOPED_FUNCTIONS = {"RolesFunction", "UsersFunction", "AuditFunction", "ApiKeysFunction"}
 FALLBACK_COGNITO_BINARIES = {"users", "tenants", "migrations"}
+COGNITO_FEATURE = "cognito"
 
 ALLOWED_ACTIONS = {
     "cognito-idp:AdminCreateUser",
@@ -132,6 +138,36 @@ ALARM_EMAIL_PARAM = "AlarmEmail"
 ALARMED_METRICS = {"5xx", "Requests", "ScopeRefusals", "AuthFailures", "Throttles", "Latency", "MigrationErrors"}
 EMF_CAPTURE_ENV = "EMF_CAPTURE_DIR"
 EMF_CAPTURE_DEFAULT = ROOT / "target" / "emf"
+# Personal data (§12): the KMS master key that wraps the tenants' data keys, and the key vault. The
+# functions that use them are those whose crate enables the `shared` feature `kms`.
+KMS_FEATURE = "kms"
+PII_KEY = "PiiMasterKey"
+PII_KEY_ENV = "KMS_KEY_ID"
+VAULT_DB_PARAM = "KeyVaultDatabase"
+VAULT_DB_ENV = "KEY_VAULT_DATABASE"
+VAULT_SECRET_PARAM = "KeyVaultUriSecretArn"
+VAULT_SECRET_ENV = "KEY_VAULT_URI_SECRET_ARN"
+VAULT_ENV = (PII_KEY_ENV, VAULT_DB_ENV, VAULT_SECRET_ENV)
+# What the key's users are granted, exactly, and no one else.
+PII_KEY_USE = {"kms:GenerateDataKey", "kms:Decrypt"}
+# Actions that use the key, or hand its use out (a grant gives Decrypt without changing the key policy):
+# no action pattern of anyone but the key's users may match one.
+KMS_USE_PROBES = [
+    "kms:GenerateDataKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:GenerateDataKeyPair",
+    "kms:GenerateDataKeyPairWithoutPlaintext",
+    "kms:Decrypt",
+    "kms:Encrypt",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+    "kms:CreateGrant",
+]
+# The key must stay manageable (CloudFormation's key policy lockout check asks for PutKeyPolicy).
+KMS_ADMIN_PROBES = ["kms:PutKeyPolicy", "kms:DescribeKey", "kms:EnableKeyRotation", "kms:ScheduleKeyDeletion"]
+ACCOUNT_ROOT = "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"
+# The secrets a function may read: the data URI, and the key vault's (only the vault's users).
+READABLE_SECRETS = [[{"Ref": SECRET_PARAM}], [{"Ref": VAULT_SECRET_PARAM}]]
 
 
 class CheckFailed(Exception):
@@ -175,7 +211,7 @@ def parse_toml(path: Path) -> dict:
         raise CheckFailed(f"{path.relative_to(ROOT)} is not valid TOML: {err}") from err
 
 
-# ------------------------------------------------------------------ crates and the `cognito` feature
+# ------------------------------------------------------------------ crates and their `shared` features (`cognito`, `kms`)
 
 
 def dependency_tables(manifest: dict) -> list[dict]:
@@ -187,12 +223,12 @@ def dependency_tables(manifest: dict) -> list[dict]:
     return tables
 
 
-def shared_default_has_cognito() -> bool:
+def shared_feature_table() -> dict:
+    """The `shared` crate's own [features] table."""
     path = ROOT / "shared" / "Cargo.toml"
     if not path.exists():
-        return False
-    features = parse_toml(path).get("features") or {}
-    return "cognito" in expand_features(features, ["default"], prefix=None)
+        return {}
+    return parse_toml(path).get("features") or {}
 
 
 def expand_features(features: dict, roots: list[str], prefix: str | None) -> set[str]:
@@ -217,7 +253,11 @@ def expand_features(features: dict, roots: list[str], prefix: str | None) -> set
     return enabled
 
 
-def crate_enables_cognito(manifest: dict, workspace_shared: dict) -> bool:
+def shared_features_enabled(manifest: dict, workspace_shared: dict, shared_features: dict) -> frozenset[str]:
+    """The `shared` features a crate turns on: those its dependency on `shared` lists (its own and the
+    workspace's), shared's default unless default-features = false, and the `shared/x` its own default
+    features name; closed over shared's own [features] table (a feature that enables another)."""
+    roots: set[str] = set()
     for table in dependency_tables(manifest):
         for key, spec in table.items():
             if isinstance(spec, dict) and spec.get("package", key) != "shared":
@@ -230,42 +270,46 @@ def crate_enables_cognito(manifest: dict, workspace_shared: dict) -> bool:
             if spec.get("workspace"):
                 feats |= set(workspace_shared.get("features") or [])
                 default_features = default_features and workspace_shared.get("default-features", True)
-            if "cognito" in feats:
-                return True
-            if default_features and shared_default_has_cognito():
-                return True
+            roots |= feats
+            if default_features:
+                roots.add("default")
     own_features = manifest.get("features") or {}
-    return "cognito" in expand_features(own_features, ["default"], prefix="shared")
+    roots |= expand_features(own_features, ["default"], prefix="shared")
+    return frozenset(roots | expand_features(shared_features, sorted(roots), prefix=None))
 
 
-def scan_crates() -> dict[str, tuple[str, bool]]:
-    """binary name -> (crate directory name, crate enables shared/cognito)."""
+def scan_crates() -> dict[str, tuple[str, frozenset[str]]]:
+    """binary name -> (crate directory name, the `shared` features its crate enables)."""
     root_manifest = parse_toml(ROOT / "Cargo.toml")
     workspace_shared = ((root_manifest.get("workspace") or {}).get("dependencies") or {}).get("shared") or {}
     if not isinstance(workspace_shared, dict):
         workspace_shared = {}
-    binaries: dict[str, tuple[str, bool]] = {}
+    shared_features = shared_feature_table()
+    binaries: dict[str, tuple[str, frozenset[str]]] = {}
     for cargo in sorted(FUNCTIONS_DIR.glob("*/Cargo.toml")):
         manifest = parse_toml(cargo)
         crate = cargo.parent.name
-        enables = crate_enables_cognito(manifest, workspace_shared)
+        enabled = shared_features_enabled(manifest, workspace_shared, shared_features)
         bins = [b.get("name") for b in manifest.get("bin") or [] if b.get("name")]
         if not bins and (cargo.parent / "src" / "main.rs").exists():
             bins = [(manifest.get("package") or {}).get("name", crate)]
         for name in bins:
             require(name not in binaries, f"binary {name!r} is defined by two crates: {binaries.get(name, ('?',))[0]} and {crate}")
-            binaries[name] = (crate, enables)
+            binaries[name] = (crate, enabled)
     return binaries
+
+
+def crates_enabling(crates: dict[str, tuple[str, frozenset[str]]], feature: str) -> list[str]:
+    """The crate directories whose crate enables shared/<feature>."""
+    return sorted({crate for crate, enabled in crates.values() if feature in enabled})
 
 
 def cognito_callers(template: dict) -> tuple[dict[str, str], str]:
     """function logical id -> binary, for every function that calls Cognito; plus the source used."""
     crates = scan_crates()
     fns = {name: binary_of(r) for name, r in functions(template).items()}
-    if any(enables for _, enables in crates.values()):
-        source = "code (crates enabling shared/cognito: " + ", ".join(
-            sorted({crate for crate, enables in crates.values() if enables})
-        ) + ")"
+    if crates_enabling(crates, COGNITO_FEATURE):
+        source = "code (crates enabling shared/cognito: " + ", ".join(crates_enabling(crates, COGNITO_FEATURE)) + ")"
         callers = {}
         pending = []
         for name, binary in fns.items():
@@ -276,10 +320,10 @@ def cognito_callers(template: dict) -> tuple[dict[str, str], str]:
                 continue
             require(binary in crates, f"{name}: no functions/*/Cargo.toml defines a [[bin]] named {binary!r}")
             require(
-                not (binary == AUTHORIZER_BINARY and crates[binary][1]),
+                not (binary == AUTHORIZER_BINARY and COGNITO_FEATURE in crates[binary][1]),
                 f"{name}: the authorizer only verifies tokens; its crate {crates[binary][0]} must not enable shared/cognito",
             )
-            if crates[binary][1] and binary != TRIGGER_BINARY:
+            if COGNITO_FEATURE in crates[binary][1] and binary != TRIGGER_BINARY:
                 callers[name] = binary
         if pending:
             source += "; note: no [[bin]] yet for " + ", ".join(sorted(pending)) + " (treated as not calling Cognito)"
@@ -610,10 +654,24 @@ def references(node, names: set[str], local: frozenset = frozenset()) -> set[str
     return found
 
 
+def generated_roles(template: dict) -> dict[str, str]:
+    """The role SAM generates for each function without an explicit Role: role logical id -> function."""
+    return {f"{name}Role": name for name, r in functions(template).items() if "Role" not in (r.get("Properties") or {})}
+
+
+# The function properties SAM moves into the role it generates.
+ROLE_PROPERTIES = ("Policies", "PermissionsBoundary", "AssumeRolePolicyDocument", "RolePath")
+
+
 def check_no_cycles(template: dict) -> str:
     res = resources(template)
-    names = set(res)
+    roles = generated_roles(template)
+    # `!GetAtt XFunctionRole.Arn` (the PII key's policy) names a generated role: model it as a resource.
+    names = set(res) | set(roles)
     graph: dict[str, set[str]] = {}
+    for role, function in roles.items():
+        function_props = res[function].get("Properties") or {}
+        graph[role] = references({k: function_props[k] for k in ROLE_PROPERTIES if k in function_props}, names)
     for name, r in res.items():
         props = dict(r.get("Properties") or {})
         if r.get("Type") == "AWS::Serverless::Function":
@@ -622,6 +680,8 @@ def check_no_cycles(template: dict) -> str:
             props.pop("Events", None)
         deps = references(props, names)
         deps |= set(as_list(r.get("DependsOn"))) & names
+        if f"{name}Role" in roles:
+            deps.add(f"{name}Role")  # the function's Role is !GetAtt its generated role
         graph.setdefault(name, set()).update(deps)
         if r.get("Type") == "AWS::Serverless::Function":
             for event in ((r.get("Properties") or {}).get("Events") or {}).values():
@@ -651,7 +711,10 @@ def check_no_cycles(template: dict) -> str:
     for node in sorted(graph):
         if colour[node] == WHITE:
             visit(node, [])
-    return f"{len(graph)} resources, no dependency cycle (Cognito trigger, OpenAPI integrations and authorizer included)"
+    return (
+        f"{len(graph)} resources, no dependency cycle (generated roles, Cognito trigger, OpenAPI integrations and "
+        "authorizer included)"
+    )
 
 
 # ------------------------------------------------------------------ the REQUEST authorizer and its routes
@@ -843,21 +906,27 @@ def pattern_accepts(pattern: str, value: str) -> bool:
     return re.fullmatch(pattern, value) is not None
 
 
-def check_data_uri_secret(template: dict) -> str:
-    """(l) The data URI comes from a Secrets Manager secret: no plain or NoEcho URI parameter, no
-    MONGODB_URI anywhere, and every function has the secret's ARN and may read exactly that secret."""
-    params = parameters(template)
-    require(SECRET_PARAM in params, f"no parameter {SECRET_PARAM} (the secret holding the MongoDB connection string)")
-    param = params[SECRET_PARAM]
-    require(param.get("Type") == "String", f"{SECRET_PARAM}: Type must be String, found {param.get('Type')!r}")
+def require_secret_arn_parameter(params: dict, name: str, holds: str, sample_secret: str) -> None:
+    """A String parameter whose AllowedPattern admits a Secrets Manager secret's ARN and nothing else."""
+    require(name in params, f"no parameter {name} (the secret holding {holds})")
+    param = params[name]
+    require(param.get("Type") == "String", f"{name}: Type must be String, found {param.get('Type')!r}")
     pattern = param.get("AllowedPattern")
-    require(isinstance(pattern, str), f"{SECRET_PARAM}: needs an AllowedPattern for a Secrets Manager ARN")
+    require(isinstance(pattern, str), f"{name}: needs an AllowedPattern for a Secrets Manager ARN")
     require(
-        pattern_accepts(pattern, "arn:aws:secretsmanager:us-east-1:123456789012:secret:tenancy/mongodb-uri-AbCdEf"),
-        f"{SECRET_PARAM}: AllowedPattern {pattern!r} refuses a Secrets Manager secret ARN",
+        pattern_accepts(pattern, f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{sample_secret}"),
+        f"{name}: AllowedPattern {pattern!r} refuses a Secrets Manager secret ARN",
     )
     for bad in ("mongodb+srv://user:pass@cluster.example/", "arn:aws:ssm:us-east-1:123456789012:parameter/uri"):
-        require(not pattern_accepts(pattern, bad), f"{SECRET_PARAM}: AllowedPattern {pattern!r} accepts {bad!r}, not a secret ARN")
+        require(not pattern_accepts(pattern, bad), f"{name}: AllowedPattern {pattern!r} accepts {bad!r}, not a secret ARN")
+
+
+def check_data_uri_secret(template: dict) -> str:
+    """(l) The data URI comes from a Secrets Manager secret: no plain or NoEcho URI parameter, no
+    MONGODB_URI anywhere, and every function has the secret's ARN and may read exactly that secret
+    (and, for the functions that use the key vault, the vault's URI secret: (x))."""
+    params = parameters(template)
+    require_secret_arn_parameter(params, SECRET_PARAM, "the MongoDB connection string", "tenancy/mongodb-uri-AbCdEf")
     for name, p in params.items():
         text = f"{name} {p.get('Description') or ''}".lower()
         # A NoEcho parameter is still plain text wherever the template puts it (an environment variable).
@@ -880,19 +949,24 @@ def check_data_uri_secret(template: dict) -> str:
             s for s in function_policy_statements(name, resource)
             if s.get("Effect") == "Allow" and SECRET_ACTION in as_list(s.get("Action"))
         ]
-        require(grants, f"{name}: no statement allows {SECRET_ACTION} (Sid ReadDataUriSecret) on !Ref {SECRET_PARAM}")
+        require(
+            any(as_list(s.get("Resource")) == [{"Ref": SECRET_PARAM}] for s in grants),
+            f"{name}: no statement allows {SECRET_ACTION} (Sid ReadDataUriSecret) on !Ref {SECRET_PARAM}",
+        )
         for s in grants:
+            # The key vault's URI is the one other secret; (x) holds who may read it.
             require(
-                as_list(s.get("Resource")) == [{"Ref": SECRET_PARAM}],
-                f"{name}: {SECRET_ACTION} must be granted on exactly !Ref {SECRET_PARAM}, found {s.get('Resource')!r}",
+                as_list(s.get("Resource")) in READABLE_SECRETS,
+                f"{name}: {SECRET_ACTION} must be granted on exactly !Ref {SECRET_PARAM} (or !Ref {VAULT_SECRET_PARAM}), "
+                f"found {s.get('Resource')!r}",
             )
     # No statement anywhere reads secrets more widely.
     for path, s in all_statements(template.get("Resources") or {}, "Resources"):
         actions = [a for a in as_list(s.get("Action")) if not isinstance(a, str) or a.lower().startswith("secretsmanager:") or a == "*"]
         if s.get("Effect") == "Allow" and actions and "Principal" not in s:
             require(
-                as_list(s.get("Resource")) == [{"Ref": SECRET_PARAM}],
-                f"{path}: grants {actions} on {s.get('Resource')!r}; only !Ref {SECRET_PARAM} may be read",
+                as_list(s.get("Resource")) in READABLE_SECRETS,
+                f"{path}: grants {actions} on {s.get('Resource')!r}; only !Ref {SECRET_PARAM} (and !Ref {VAULT_SECRET_PARAM}) may be read",
             )
     return f"{len(fns)} functions read the data URI from !Ref {SECRET_PARAM} ({SECRET_ENV}), none has {PLAIN_URI_ENV}"
 
@@ -1360,6 +1434,210 @@ def check_code_uris(template: dict) -> str:
     return f"{len(seen)} functions build from their own crate"
 
 
+# ------------------------------------------------------------------ personal data: the KMS master key and the key vault
+
+
+def kms_users(template: dict) -> tuple[dict[str, str], list[str]]:
+    """function logical id -> binary, for every function whose crate enables shared/kms; plus those crates."""
+    crates = scan_crates()
+    users = {
+        name: binary for name, r in functions(template).items()
+        if (binary := binary_of(r)) in crates and KMS_FEATURE in crates[binary][1]
+    }
+    return users, crates_enabling(crates, KMS_FEATURE)
+
+
+def key_policy_principals(statement: dict) -> list[tuple[str, object]]:
+    """(kind, value) for each principal of a key policy statement: ("AWS", arn), ("Service", name), ("*", "*")."""
+    principal = statement.get("Principal")
+    if principal == "*":
+        return [("*", "*")]
+    if isinstance(principal, dict):
+        return [(kind, value) for kind, values in principal.items() for value in as_list(values)]
+    return [("?", principal)]
+
+
+def is_account_root(value) -> bool:
+    text = sub_text(value)
+    return value == {"Ref": "AWS::AccountId"} or (
+        isinstance(text, str) and (text == ACCOUNT_ROOT or re.fullmatch(r"arn:aws[a-z-]*:iam::[0-9]{12}:root|[0-9]{12}", text) is not None)
+    )
+
+
+def getatt_arn_of(value) -> str | None:
+    """X for !GetAtt X.Arn (either form), else None."""
+    att = value.get("Fn::GetAtt") if isinstance(value, dict) else None
+    if isinstance(att, list) and len(att) == 2 and att[1] == "Arn":
+        return att[0]
+    if isinstance(att, str) and att.endswith(".Arn"):
+        return att[: -len(".Arn")]
+    return None
+
+
+def use_actions_matched(pattern) -> list[str]:
+    """The key-use actions an action pattern covers (fnmatch, case-insensitive, as IAM matches)."""
+    if not isinstance(pattern, str):
+        return list(KMS_USE_PROBES)  # an intrinsic we cannot read: treat as covering everything
+    return [probe for probe in KMS_USE_PROBES if fnmatch.fnmatchcase(probe.lower(), pattern.lower())]
+
+
+def pii_key_aliases(template: dict, key: str) -> dict[str, str]:
+    """alias logical id -> its AliasName's text, for every AWS::KMS::Alias targeting the key."""
+    return {
+        name: sub_text((r.get("Properties") or {}).get("AliasName")) or ""
+        for name, r in resources(template).items()
+        if r.get("Type") == "AWS::KMS::Alias" and permission_target((r.get("Properties") or {}).get("TargetKeyId")) == key
+    }
+
+
+def check_pii_key(template: dict) -> str:
+    """(x) The personal-data master key (§12): one symmetric KMS key, rotated and retained, that the account
+    administers but never uses (no action pattern of its administration covers GenerateDataKey*, Decrypt,
+    Encrypt, ReEncrypt* or CreateGrant), and that exactly the roles of the functions whose crate enables
+    shared/kms may use, for GenerateDataKey and Decrypt only. Those functions, and no others, have
+    KMS_KEY_ID, KEY_VAULT_DATABASE and KEY_VAULT_URI_SECRET_ARN and may read the key vault's URI secret."""
+    res = resources(template)
+    keys = [n for n, r in res.items() if r.get("Type") == "AWS::KMS::Key"]
+    marked = [
+        n for n in keys
+        if n == PII_KEY
+        or re.search(r"\bpii\b|personal data", str((res[n].get("Properties") or {}).get("Description") or ""), re.I)
+        or any(re.search(r"pii", text, re.I) for text in pii_key_aliases(template, n).values())
+    ]
+    require(len(marked) == 1, f"expected exactly one KMS key for personal data ({PII_KEY}, or a description or alias naming PII), found {marked}")
+    key = marked[0]
+    resource = res[key]
+    props = resource.get("Properties") or {}
+    for policy in ("DeletionPolicy", "UpdateReplacePolicy"):
+        require(
+            resource.get(policy) == "Retain",
+            f"{key}: {policy} must be Retain (losing the key makes every tenant's personal data unreadable), found {resource.get(policy)!r}",
+        )
+    require(props.get("EnableKeyRotation") is True, f"{key}: EnableKeyRotation must be true, found {props.get('EnableKeyRotation')!r}")
+    require(props.get("KeySpec", "SYMMETRIC_DEFAULT") == "SYMMETRIC_DEFAULT", f"{key}: must be a symmetric key (KeySpec SYMMETRIC_DEFAULT)")
+    require(props.get("KeyUsage", "ENCRYPT_DECRYPT") == "ENCRYPT_DECRYPT", f"{key}: KeyUsage must be ENCRYPT_DECRYPT")
+    require(props.get("Enabled", True) is not False, f"{key}: must be Enabled")
+
+    # The key policy.
+    policy = props.get("KeyPolicy")
+    require(isinstance(policy, dict), f"{key}: KeyPolicy must be a policy document, found {type(policy).__name__}")
+    statements = as_list(policy.get("Statement"))
+    require(statements, f"{key}: KeyPolicy has no Statement")
+    roles = generated_roles(template)
+    admin_patterns: list[str] = []
+    admin_sids: list[str] = []
+    grantees: dict[str, set[str]] = {action: set() for action in PII_KEY_USE}
+    for i, s in enumerate(statements):
+        sid = s.get("Sid") or f"Statement[{i}]"
+        if s.get("Effect") != "Allow":
+            continue
+        require("NotAction" not in s, f"{key}: {sid} allows with NotAction, which covers the key's use")
+        require("NotPrincipal" not in s, f"{key}: {sid} allows with NotPrincipal, which names everyone else")
+        principals = key_policy_principals(s)
+        actions = as_list(s.get("Action"))
+        if any(kind == "AWS" and is_account_root(value) for kind, value in principals):
+            admin_sids.append(sid)
+            admin_patterns.extend(a for a in actions if isinstance(a, str))
+        using = {a if isinstance(a, str) else json.dumps(a): use_actions_matched(a) for a in actions}
+        using = {a: matched for a, matched in using.items() if matched}
+        if not using:
+            continue
+        # A statement that uses the key: it names function roles only, and exactly GenerateDataKey and Decrypt.
+        for kind, value in principals:
+            target = getatt_arn_of(value) if kind == "AWS" else None
+            require(
+                target in roles,
+                f"{key}: {sid} grants {sorted(using)} (covering {sorted({m for ms in using.values() for m in ms})}) to "
+                f"{'the account root' if kind == 'AWS' and is_account_root(value) else json.dumps(value)}; only the roles "
+                f"of the functions enabling shared/{KMS_FEATURE} may use the key (!GetAtt <Function>Role.Arn)",
+            )
+        for action in using:
+            require(
+                action in PII_KEY_USE,
+                f"{key}: {sid} grants {action!r}; the functions' roles get exactly {sorted(PII_KEY_USE)}, no wildcard, nothing else",
+            )
+            grantees[action] |= {roles[getatt_arn_of(value)] for _, value in principals}
+    require(admin_sids, f"{key}: no statement lets the account root ({ACCOUNT_ROOT}) administer the key")
+    for probe in KMS_ADMIN_PROBES:
+        require(
+            any(fnmatch.fnmatchcase(probe.lower(), p.lower()) for p in admin_patterns),
+            f"{key}: the account's administration ({', '.join(admin_sids)}) must cover {probe}",
+        )
+
+    # Who uses it: the functions whose crate enables shared/kms, read from the code.
+    users, crates = kms_users(template)
+    granted = sorted(set().union(*grantees.values()))
+    require(
+        users,
+        f"no functions/*/Cargo.toml enables shared/{KMS_FEATURE}, but {key}'s policy lets {granted} use the key: "
+        f"the code and the template disagree (shared/Cargo.toml declares [features] {KMS_FEATURE}, and each crate that "
+        "encrypts personal data enables it on its shared dependency)",
+    )
+    print(f"   KMS users from code (crates enabling shared/{KMS_FEATURE}: {', '.join(crates)}): " + ", ".join(f"{n} ({b})" for n, b in sorted(users.items())))
+    for action in sorted(PII_KEY_USE):
+        require(
+            grantees[action] == set(users),
+            f"{key}: {action} must be granted to the roles of exactly {sorted(users)}; "
+            f"missing {sorted(set(users) - grantees[action])}, extra {sorted(grantees[action] - set(users))}",
+        )
+
+    # The key vault's parameters, and the environment and grants of each function.
+    params = parameters(template)
+    require_secret_arn_parameter(params, VAULT_SECRET_PARAM, "the key vault's MongoDB connection string", "tenancy/key-vault-uri-GhIjKl")
+    vault_db = params.get(VAULT_DB_PARAM) or {}
+    require(vault_db.get("Type") == "String", f"no String parameter {VAULT_DB_PARAM} (the key vault's database)")
+    data_db = (params.get("MongoDbDatabase") or {}).get("Default")
+    require(
+        vault_db.get("Default") is not None and vault_db.get("Default") != data_db,
+        f"{VAULT_DB_PARAM}: needs a Default other than MongoDbDatabase's ({data_db!r}): where both share a cluster (locally), "
+        "the vault is a second database",
+    )
+    globals_env = ((((template.get("Globals") or {}).get("Function") or {}).get("Environment") or {}).get("Variables")) or {}
+    in_globals = [v for v in VAULT_ENV if v in globals_env]
+    require(not in_globals, f"Globals sets {in_globals}: only the functions enabling shared/{KMS_FEATURE} may have them")
+    aliases = pii_key_aliases(template, key)
+    key_ids = [{"Fn::GetAtt": [key, "Arn"]}, {"Fn::GetAtt": f"{key}.Arn"}]
+    alias_arns = {f"arn:${{AWS::Partition}}:kms:${{AWS::Region}}:${{AWS::AccountId}}:{text}" for text in aliases.values()}
+    by_alias = []
+    vault_names = {key, VAULT_SECRET_PARAM, VAULT_DB_PARAM} | set(aliases)
+    fns = functions(template)
+    for name, fn in sorted(fns.items()):
+        env = effective_env(template, fn)
+        statements = function_policy_statements(name, fn)
+        reads_vault = [
+            s for s in statements
+            if s.get("Effect") == "Allow" and SECRET_ACTION in as_list(s.get("Action"))
+            and as_list(s.get("Resource")) == [{"Ref": VAULT_SECRET_PARAM}]
+        ]
+        if name not in users:
+            has = [v for v in VAULT_ENV if v in env]
+            require(not has, f"{name} ({binary_of(fn)}): its crate does not enable shared/{KMS_FEATURE}, but it has {has}")
+            named = sorted(references(fn.get("Properties") or {}, vault_names))
+            require(not named, f"{name} ({binary_of(fn)}): its crate does not enable shared/{KMS_FEATURE}, but it references {named}")
+            continue
+        value = env.get(PII_KEY_ENV)
+        if sub_text(value) in alias_arns and not isinstance(value, str):
+            by_alias.append(name)
+        else:
+            require(
+                value in key_ids,
+                f"{name}: {PII_KEY_ENV} must be !GetAtt {key}.Arn (or the ARN of its alias, "
+                f"{sorted(alias_arns) or 'no alias'}), found {value!r}",
+            )
+        require(env.get(VAULT_DB_ENV) == {"Ref": VAULT_DB_PARAM}, f"{name}: {VAULT_DB_ENV} must be !Ref {VAULT_DB_PARAM}, found {env.get(VAULT_DB_ENV)!r}")
+        require(
+            env.get(VAULT_SECRET_ENV) == {"Ref": VAULT_SECRET_PARAM},
+            f"{name}: {VAULT_SECRET_ENV} must be !Ref {VAULT_SECRET_PARAM}, found {env.get(VAULT_SECRET_ENV)!r}",
+        )
+        require(reads_vault, f"{name}: no statement allows {SECRET_ACTION} (Sid ReadKeyVaultUriSecret) on exactly !Ref {VAULT_SECRET_PARAM}")
+    return (
+        f"{key}: rotated, retained; {', '.join(admin_sids)} administers without use; {' and '.join(sorted(PII_KEY_USE))} "
+        f"to the roles of exactly {', '.join(sorted(users))}"
+        + (f" ({', '.join(by_alias)} by the alias's ARN)" if by_alias else "")
+        + f", each with {', '.join(VAULT_ENV)} and !Ref {VAULT_SECRET_PARAM} readable; {len(fns) - len(users)} other functions have none"
+    )
+
+
 CHECKS = [
     ("(a)(b) Cognito callers: pool id and least-privilege actions", check_cognito_callers),
     ("(b) no Cognito on Resource '*', no group actions", check_no_wildcard_or_group_grants),
@@ -1383,6 +1661,7 @@ CHECKS = [
     ("(t) alarms and their topic", check_alarms),
     ("(u) operations dashboard", check_dashboard),
     ("(w) each function builds from its own crate", check_code_uris),
+    ("(x) personal-data KMS key and the key vault", check_pii_key),
     # Last: it needs the EMF lines the cargo tests capture.
     ("(v) alarms watch emitted metrics", check_alarms_watch_emitted_metrics),
 ]

@@ -104,13 +104,18 @@ pub struct AuditEvent {
 /// as substrings: `adminPassword`, `apiKeySecret`, `Authorization`…).
 const SECRET_KEYS: [&str; 7] = ["password", "secret", "token", "authorization", "apikey", "keyhash", "credential"];
 
-/// Replaces the values of secret-looking keys with `"[REDACTED]"`.
+/// Keys whose values are personal data (docs/ARCHITECTURE.md §20): an audit entry holds ids or
+/// blind indexes, never these values. Matched whole (case-insensitively), so that a key such as
+/// `billingEmailChanged` keeps its boolean.
+const PERSONAL_KEYS: [&str; 8] = ["email", "adminemail", "billingemail", "firstname", "lastname", "department", "title", "phone"];
+
+/// Replaces the values of secret-looking keys, and of personal-data keys, with `"[REDACTED]"`.
 pub fn redact(details: Document) -> Document {
     details
         .into_iter()
         .map(|(k, v)| {
             let lower = k.to_ascii_lowercase();
-            if SECRET_KEYS.iter().any(|s| lower.contains(s)) {
+            if SECRET_KEYS.iter().any(|s| lower.contains(s)) || PERSONAL_KEYS.contains(&lower.as_str()) {
                 (k, Bson::String("[REDACTED]".into()))
             } else {
                 (k, redact_value(v))
@@ -259,6 +264,17 @@ mod tests {
         let at = DateTime::from_millis(1_700_000_000_000);
         assert_eq!(expire_at(at, 30).timestamp_millis(), 1_700_000_000_000 + 30 * DAY_MS);
         assert_eq!(expire_at(at, 7 * 365).timestamp_millis(), 1_700_000_000_000 + 2555 * DAY_MS);
+    }
+
+    #[test]
+    fn personal_data_is_redacted_at_any_depth_by_whole_key() {
+        let out = redact(doc! {"adminEmail": "a@b.example", "nested": {"FirstName": "Ada", "list": [{"email": "x@y.example"}]}, "billingEmailChanged": true, "fields": ["firstName"]});
+        assert_eq!(out.get_str("adminEmail").unwrap(), "[REDACTED]");
+        let nested = out.get_document("nested").unwrap();
+        assert_eq!(nested.get_str("FirstName").unwrap(), "[REDACTED]");
+        assert_eq!(nested.get_array("list").unwrap()[0].as_document().unwrap().get_str("email").unwrap(), "[REDACTED]");
+        assert!(out.get_bool("billingEmailChanged").unwrap(), "a flag about a field is not the field");
+        assert_eq!(out.get_array("fields").unwrap()[0].as_str(), Some("firstName"), "field names are not values");
     }
 
     #[test]

@@ -128,6 +128,77 @@ impl DbConfig {
     }
 }
 
+/// The personal-data keys (docs/ARCHITECTURE.md §20): the platform's KMS master key and the key
+/// vault. In production the vault is a cluster of its own, its connection string in the secret
+/// `KEY_VAULT_URI_SECRET_ARN`; locally (no secret) it is a second database on the data server.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VaultConfig {
+    pub kms_key_id: String,
+    pub database: String,
+    /// The vault cluster's connection string; `None`: the data cluster's client.
+    pub uri: Option<String>,
+}
+
+impl std::fmt::Debug for VaultConfig {
+    // The URI may carry a password: keep it out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultConfig").field("kms_key_id", &self.kms_key_id).field("database", &self.database).field("own_cluster", &self.uri.is_some()).finish()
+    }
+}
+
+/// The variable naming the Secrets Manager secret with the vault cluster's connection string.
+pub const VAULT_URI_SECRET_VARIABLE: &str = "KEY_VAULT_URI_SECRET_ARN";
+
+impl VaultConfig {
+    /// `KMS_KEY_ID` (required), `KEY_VAULT_DATABASE` (default `<data database>_vault`), and the
+    /// vault's connection string from `KEY_VAULT_URI` (tests, tools) or the secret named by
+    /// `KEY_VAULT_URI_SECRET_ARN` (deployed functions); with neither, the data cluster's.
+    pub async fn load(data: &DbConfig) -> Result<Self, ConfigError> {
+        let env = process_env();
+        let result = async {
+            let uri = match (env.optional("KEY_VAULT_URI"), env.optional(VAULT_URI_SECRET_VARIABLE)) {
+                (Some(uri), _) => Some(uri),
+                (None, Some(arn)) => {
+                    let uri = crate::secrets::secret_string(&arn).await.map_err(|e| ConfigError::Invalid(VAULT_URI_SECRET_VARIABLE, e.to_string()))?;
+                    let uri = uri.trim().to_owned();
+                    if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+                        return Err(ConfigError::Invalid(VAULT_URI_SECRET_VARIABLE, "the secret is not a mongodb:// or mongodb+srv:// connection string".into()));
+                    }
+                    Some(uri)
+                }
+                (None, None) => None,
+            };
+            Self::from_env(&env, data, uri)
+        }
+        .await;
+        if let Err(error) = &result {
+            tracing::error!(%error, "cold start failed: no key vault configuration");
+        }
+        result
+    }
+
+    /// The settings other than the connection string, from `env`.
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>, data: &DbConfig, uri: Option<String>) -> Result<Self, ConfigError> {
+        let database = env.optional("KEY_VAULT_DATABASE").unwrap_or_else(|| format!("{}_vault", data.database));
+        if database == data.database {
+            return Err(ConfigError::Invalid("KEY_VAULT_DATABASE", "the vault must not be the data database".into()));
+        }
+        Ok(Self { kms_key_id: env.required("KMS_KEY_ID")?, database, uri })
+    }
+
+    /// The vault as a database config of its own (a small pool: it is read once per tenant and
+    /// cache period).
+    pub fn db_config(&self, data: &DbConfig) -> DbConfig {
+        DbConfig {
+            uri: self.uri.clone().unwrap_or_else(|| data.uri.clone()),
+            database: self.database.clone(),
+            app_name: format!("{}-vault", data.app_name),
+            max_pool_size: 2,
+            server_selection_timeout: data.server_selection_timeout,
+        }
+    }
+}
+
 impl CognitoConfig {
     /// `COGNITO_REGION`, `COGNITO_USER_POOL_ID`, `COGNITO_CLIENT_ID`, `COGNITO_ISSUER` and
     /// `COGNITO_JWKS_URL`. The issuer defaults to AWS's form for the region and pool, the JWKS
@@ -172,6 +243,19 @@ mod tests {
         assert_eq!(cfg.max_pool_size, 4);
         assert_eq!(cfg.server_selection_timeout, Duration::from_secs(3));
         assert!(!format!("{cfg:?}").contains("secret"));
+    }
+
+    #[test]
+    fn the_vault_needs_a_master_key_and_is_never_the_data_database() {
+        let data = DbConfig::from_env(&env(&[("MONGODB_URI", "mongodb://h"), ("MONGODB_DATABASE", "d")]), "fn").unwrap();
+        assert_eq!(VaultConfig::from_env(&env(&[]), &data, None).unwrap_err(), ConfigError::Missing("KMS_KEY_ID"));
+        let vault = VaultConfig::from_env(&env(&[("KMS_KEY_ID", "k")]), &data, None).unwrap();
+        assert_eq!(vault.database, "d_vault");
+        assert_eq!(vault.db_config(&data).uri, "mongodb://h");
+        let same = VaultConfig::from_env(&env(&[("KMS_KEY_ID", "k"), ("KEY_VAULT_DATABASE", "d")]), &data, None);
+        assert!(matches!(same, Err(ConfigError::Invalid("KEY_VAULT_DATABASE", _))));
+        let own = VaultConfig::from_env(&env(&[("KMS_KEY_ID", "k")]), &data, Some("mongodb://u:pw@vault".into())).unwrap();
+        assert!(!format!("{own:?}").contains("pw"));
     }
 
     #[test]

@@ -508,8 +508,8 @@ fn quota_exhausted(max: i64, retry_after_secs: u64) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::Email;
     use crate::models::TenantSettings;
+    use crate::pii::{Field, Key, Sealed};
 
     fn context(plan: Plan) -> TenantContext {
         let now = mongodb::bson::DateTime::now();
@@ -518,7 +518,10 @@ mod tests {
             tenant_id: TenantId::parse("tn_features").unwrap(),
             name: "F".into(),
             domain: None,
-            settings: TenantSettings::for_plan(plan, &Email::parse("b@f.example").unwrap()),
+            settings: TenantSettings::for_plan(plan, {
+                let tenant = TenantId::parse("tn_features").unwrap();
+                Sealed::seal(&Key::from_slice(&[1; 32]).unwrap(), 1, &tenant, Field::BillingEmail, "b@f.example").unwrap()
+            }),
             status: TenantStatus::Active,
             suspended_at: None,
             suspension_reason: None,

@@ -113,8 +113,9 @@ impl Email {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-    /// A stored value: normalised, and refused only if it is not shaped like an address at all.
-    fn stored(value: String) -> Result<Self, InvalidValue> {
+    /// A stored (or decrypted) value: normalised, and refused only if it is not shaped like an
+    /// address at all.
+    pub fn stored(value: String) -> Result<Self, InvalidValue> {
         let s = value.trim().to_ascii_lowercase();
         let shaped = s.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'))
             && !s.chars().any(|c| c.is_whitespace() || c.is_control());

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod metrics;
 pub mod models;
 pub mod permissions;
+pub mod pii;
 pub mod plans;
 pub mod request;
 pub mod secrets;

@@ -1,7 +1,8 @@
 //! Documents of the brief's five collections (§4.1.2), plus the usage counter. Field names are
 //! the brief's camelCase; timestamps are BSON dates.
 
-use crate::ids::{Email, Permission, TenantId};
+use crate::ids::{Permission, TenantId};
+use crate::pii::Sealed;
 use crate::plans::Plan;
 use mongodb::bson::{oid::ObjectId, DateTime};
 use serde::{Deserialize, Serialize};
@@ -45,7 +46,8 @@ pub struct Customization {
 pub struct Billing {
     pub plan: Plan,
     pub max_api_calls: i64,
-    pub billing_email: String,
+    /// Personal data: sealed under the tenant's data key (`pii::Field::BillingEmail`).
+    pub billing_email: Sealed,
 }
 
 /// Limits, features and branding of a tenant.
@@ -65,13 +67,13 @@ pub struct TenantSettings {
 
 impl TenantSettings {
     /// Settings for a new tenant on `plan`, straight from the catalogue.
-    pub fn for_plan(plan: Plan, billing_email: &Email) -> Self {
+    pub fn for_plan(plan: Plan, billing_email: Sealed) -> Self {
         let limits = plan.limits();
         Self {
             max_users: limits.max_users,
             features: plan.features(),
             customization: Customization { theme: Some("default".into()), ..Customization::default() },
-            billing: Billing { plan, max_api_calls: limits.max_api_calls, billing_email: billing_email.to_string() },
+            billing: Billing { plan, max_api_calls: limits.max_api_calls, billing_email },
             audit_retention_days: None,
         }
     }
@@ -187,7 +189,8 @@ impl<'de> Deserialize<'de> for CognitoLink {
     }
 }
 
-/// A user's name and job.
+/// A user's name and job, in the clear: what the API takes and shows. It is stored only as a
+/// [`SealedProfile`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Profile {
@@ -199,6 +202,21 @@ pub struct Profile {
     pub department: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+}
+
+/// A user's name and job as stored: the names, department and title are personal data, sealed
+/// under the tenant's data key; the avatar is a URL of the tenant's choosing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SealedProfile {
+    pub first_name: Sealed,
+    pub last_name: Sealed,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<Sealed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<Sealed>,
 }
 
 /// Where a user is in its life.
@@ -231,8 +249,14 @@ pub struct User {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_id: Option<TenantId>,
     pub cognito_user_id: CognitoLink,
-    pub email: Email,
-    pub profile: Profile,
+    /// Personal data: sealed under the tenant's data key. Lookups go through `emailHash`.
+    pub email: Sealed,
+    /// The tenant's blind index of the e-mail (HMAC under its index key): lookups and the
+    /// unique `{tenantId, emailHash}` index. Absent only on records from before encryption,
+    /// until the migration reaches them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_hash: Option<String>,
+    pub profile: SealedProfile,
     /// Role ids (hex ObjectIds), as in the brief.
     pub roles: Vec<String>,
     pub status: UserStatus,

@@ -56,6 +56,7 @@ pub async fn spawn_app_with_clock(clock: shared::clock::SharedClock) -> TestApp 
 /// counter is zeroed; a test zeroes it again before each call it measures.
 pub async fn spawn_app_counting() -> (TestApp, Arc<AtomicU64>) {
     let (db, commands) = Db::connect_counting(&crate::fresh_db_config()).await.expect("connect to the test database");
+    let db = crate::with_keyring(db).await;
     migrations::setup(&db).await.expect("setup");
     db.flavor().await.expect("the server's flavor");
     commands.store(0, Ordering::SeqCst);
@@ -67,10 +68,21 @@ pub async fn spawn_app_with(functions: impl FnOnce(&Deps) -> Vec<Arc<dyn HttpFun
     spawn_app_on(crate::fresh_db_with_indexes().await, functions).await
 }
 
+/// Starts the local API on a database of the test's making (e.g. one whose keyring's KMS is
+/// down), with a fresh user pool.
+pub async fn spawn_app_on_db(db: Db) -> TestApp {
+    spawn_app_on(db, local_api::functions).await
+}
+
 async fn spawn_app_on(db: Db, functions: impl FnOnce(&Deps) -> Vec<Arc<dyn HttpFunction>>) -> TestApp {
     let moto = moto_url();
     let cognito = cognito::client(&moto, REGION);
     let pool = cognito::bootstrap(&cognito, &moto, REGION, &crate::unique_name("pool")).await.expect("bootstrap the pool");
+    serve_on(db, functions, cognito, pool).await
+}
+
+async fn serve_on(db: Db, functions: impl FnOnce(&Deps) -> Vec<Arc<dyn HttpFunction>>, cognito: Cognito, pool: PoolIds) -> TestApp {
+    let moto = moto_url();
     let config = CognitoConfig {
         region: pool.region.clone(),
         user_pool_id: pool.user_pool_id.clone(),
@@ -89,6 +101,12 @@ async fn spawn_app_on(db: Db, functions: impl FnOnce(&Deps) -> Vec<Arc<dyn HttpF
 }
 
 impl TestApp {
+    /// A second local API, as another execution environment of the same deployment: the same
+    /// user pool, on `db` (this app's database with, say, another keyring).
+    pub async fn beside(&self, db: Db) -> TestApp {
+        serve_on(db, local_api::functions, self.cognito.clone(), self.pool.clone()).await
+    }
+
     /// An ID token for a user made on the fly.
     pub async fn token(&self, email: &str, tenant: Option<&str>, groups: &[&str]) -> String {
         cognito::ensure_user(&self.cognito, &self.pool, email, PASSWORD, tenant, groups).await.expect("user");
@@ -126,18 +144,19 @@ impl TestApp {
             .unwrap_or_else(|| panic!("role {role}"))
             .get_object_id("_id")
             .unwrap();
-        let id = mongodb::bson::oid::ObjectId::new();
+        // Sealed as the service seals it, then written as a document of its own making.
+        let tenant_id = shared::ids::TenantId::parse(tenant).unwrap();
+        let profile = shared::models::Profile { first_name: "Test".into(), last_name: "User".into(), ..Default::default() };
+        let email = shared::ids::Email::parse(email).unwrap();
+        let record = users::person::pending_record(&self.db, &tenant_id, &email, &profile, &[]).await.expect("a sealed record");
+        let id = record.id;
         let link = if cognito_user_id.is_empty() { format!("pending:{id}") } else { cognito_user_id.to_owned() };
         let now = mongodb::bson::DateTime::now();
-        crate::raw_collection(&self.db, "users")
-            .await
-            .insert_one(doc! {
-                "_id": id, "tenantId": tenant, "cognitoUserId": link, "email": email,
-                "profile": {"firstName": "Test", "lastName": "User"}, "roles": [role_id.to_hex()],
-                "status": status, "createdAt": now, "updatedAt": now,
-            })
-            .await
-            .unwrap();
+        let mut document = mongodb::bson::to_document(&record).unwrap();
+        document.extend(doc! {
+            "tenantId": tenant, "cognitoUserId": link, "roles": [role_id.to_hex()], "status": status, "createdAt": now, "updatedAt": now,
+        });
+        crate::raw_collection(&self.db, "users").await.insert_one(document).await.unwrap();
         let admins = i64::from(role == "admin" && status != "inactive");
         crate::raw_collection(&self.db, "tenants")
             .await

@@ -29,9 +29,79 @@ pub fn fresh_db_config() -> DbConfig {
     }
 }
 
-/// A fresh database with its own client (each test has its own runtime).
+/// When `TEST_LOG_DIR` is set (the test command sets it), every log line of this test process,
+/// at `trace` (the SDK and HTTP stacks held at `info`, as in the functions), goes to
+/// `$TEST_LOG_DIR/it-<pid>.jsonl`, for the scan that finds no personal data in logs. Every
+/// test's harness calls this; the first call installs it.
+pub fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Some(dir) = std::env::var_os("TEST_LOG_DIR") else { return };
+        std::fs::create_dir_all(&dir).expect("the log directory");
+        let path = std::path::Path::new(&dir).join(format!("it-{}.jsonl", std::process::id()));
+        let file = std::fs::File::create(&path).expect("the log file");
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(shared::telemetry::filter("trace"))
+            .with_current_span(true)
+            .flatten_event(true)
+            .with_writer(std::sync::Mutex::new(file))
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
+}
+
+/// A fresh database with its own client (each test has its own runtime), and its personal-data
+/// keyring: moto's KMS, and a fresh vault database beside it (`<name>_vault`).
 pub async fn fresh_db() -> Db {
-    Db::connect(&fresh_db_config()).await.expect("connect to the test database")
+    capture_logs();
+    with_keyring(Db::connect(&fresh_db_config()).await.expect("connect to the test database")).await
+}
+
+/// The KMS master key of this test process, made once in moto (the id outlives the runtime of
+/// the test that made it; every test has its own client).
+pub async fn kms_key_id() -> String {
+    static KEY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    KEY.get_or_init(|| async {
+        let client = kms_client(&app::moto_url());
+        let key = client.create_key().description("tenancy tests: personal data").send().await.expect("a KMS key in moto");
+        key.key_metadata.expect("key metadata").key_id
+    })
+    .await
+    .clone()
+}
+
+/// A KMS client for an endpoint (moto, or a closed port for the KMS-down path).
+pub fn kms_client(endpoint: &str) -> aws_sdk_kms::Client {
+    aws_sdk_kms::Client::new(&local_api::cognito::moto_config(endpoint, "us-east-1"))
+}
+
+/// The name of `db`'s vault database.
+pub fn vault_name(db: &Db) -> String {
+    format!("{}_vault", db.name())
+}
+
+/// The vault of `db`, through a client of the test's own.
+pub async fn vault_database(db: &Db) -> mongodb::Database {
+    mongodb::Client::with_uri_str(mongodb_uri()).await.expect("client").database(&vault_name(db))
+}
+
+/// A keyring on `db`'s vault over `wrapper` (a counting or failing KMS in some tests).
+pub async fn keyring_with(db: &Db, wrapper: std::sync::Arc<dyn shared::pii::KeyWrapper>) -> std::sync::Arc<shared::pii::Keyring> {
+    let vault = shared::pii::KeyVault::new(vault_database(db).await);
+    std::sync::Arc::new(shared::pii::Keyring::new(wrapper, vault, db.clock().clone()))
+}
+
+/// moto's KMS under this process's master key.
+pub async fn moto_kms() -> std::sync::Arc<shared::pii::AwsKms> {
+    std::sync::Arc::new(shared::pii::AwsKms::with_client(kms_client(&app::moto_url()), kms_key_id().await))
+}
+
+/// `db` with a keyring on moto's KMS and its own vault.
+pub async fn with_keyring(db: Db) -> Db {
+    capture_logs();
+    let keyring = keyring_with(&db, moto_kms().await).await;
+    db.with_keyring(keyring)
 }
 
 /// A fresh database with the migrations `setup` applied (indexes in place).
@@ -68,4 +138,20 @@ pub async fn test_directory() -> shared::directory::SharedDirectory {
 pub async fn raw_collection(db: &Db, collection: &str) -> mongodb::Collection<mongodb::bson::Document> {
     let client = mongodb::Client::with_uri_str(mongodb_uri()).await.expect("client");
     client.database(db.name()).collection(collection)
+}
+
+/// The stored user record of `email`, in whichever tenant holds it: found as the service finds
+/// it, by each tenant's blind index (the e-mail itself is stored only sealed).
+pub async fn user_by_email(db: &Db, email: &str) -> Option<mongodb::bson::Document> {
+    use mongodb::bson::doc;
+    let email = shared::ids::Email::parse(email).expect("an e-mail");
+    let users = raw_collection(db, "users").await;
+    let tenants = users.distinct("tenantId", doc! {}).await.expect("tenant ids");
+    for tenant in tenants.iter().filter_map(|t| t.as_str()).filter_map(|t| shared::ids::TenantId::parse(t).ok()) {
+        let Ok(hash) = db.keyring().expect("a keyring").email_index(&tenant, &email).await else { continue };
+        if let Some(found) = users.find_one(doc! {"tenantId": tenant.as_str(), "emailHash": hash}).await.expect("a read") {
+            return Some(found);
+        }
+    }
+    None
 }

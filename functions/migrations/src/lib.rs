@@ -4,6 +4,7 @@
 
 pub mod deploy;
 pub mod indexes;
+pub mod personal;
 pub mod registry;
 pub mod usage;
 
@@ -27,6 +28,12 @@ pub enum Action {
     /// writes today's snapshot ([`usage`]).
     #[serde(rename = "usage-snapshot")]
     UsageSnapshot,
+    /// A new data key for the event's `tenantId`, and its personal data re-encrypted under it;
+    /// with `"resume": true`, finishes an earlier rotation without a new key ([`personal`]).
+    #[serde(rename = "rotate-key")]
+    RotateKey,
+    /// Destroys the event's `tenantId`'s personal-data keys ([`personal::shred`]).
+    Shred,
 }
 
 /// The lease that keeps `up` runs apart.
@@ -51,6 +58,12 @@ pub enum MigrationError {
     Db(#[from] DbError),
     #[error("could not deliver the response to CloudFormation: {0}")]
     Undelivered(String),
+}
+
+impl From<shared::pii::PiiError> for MigrationError {
+    fn from(e: shared::pii::PiiError) -> Self {
+        MigrationError::Db(DbError::Pii(e))
+    }
 }
 
 impl MigrationError {
@@ -82,7 +95,7 @@ impl From<MigrationError> for lambda_runtime::Diagnostic {
 pub fn parse_event(event: &Value) -> Result<Action, MigrationError> {
     if let Some(action) = event.get("action") {
         return serde_json::from_value(action.clone())
-            .map_err(|_| MigrationError::BadEvent("action must be one of setup, up, status, usage-snapshot".into()));
+            .map_err(|_| MigrationError::BadEvent("action must be one of setup, up, status, usage-snapshot, rotate-key, shred".into()));
     }
     let scheduled = event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
         && event.get("source").and_then(Value::as_str) == Some("aws.events");
@@ -110,11 +123,25 @@ pub enum Report {
     #[serde(rename_all = "camelCase")]
     Up { applied: Vec<Applied>, already_applied: Vec<String> },
     #[serde(rename_all = "camelCase")]
-    Status { applied: Vec<StatusEntry>, pending: Vec<String> },
+    Status { applied: Vec<StatusEntry>, pending: Vec<String>, personal_data: PersonalDataStatus },
     /// The UTC day the snapshots are of, how many tenants were measured and how many snapshots
     /// written (a rerun the same day replaces them).
     #[serde(rename = "usage-snapshot", rename_all = "camelCase")]
     UsageSnapshot { day: String, tenants_measured: u64, snapshots_written: u64 },
+    #[serde(rename = "rotate-key")]
+    RotateKey(personal::RotationReport),
+    #[serde(rename = "shred")]
+    Shred(personal::ShredReport),
+}
+
+/// What `status` reports of personal data: how much plaintext the sealing migration has still
+/// to seal (zero once it has run), and how many tenants have keys in the vault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PersonalDataStatus {
+    pub remaining: personal::Remaining,
+    pub remaining_total: u64,
+    pub tenants_with_keys: u64,
 }
 
 /// An applied migration as `status` reports it.
@@ -126,7 +153,8 @@ pub struct StatusEntry {
     pub duration_ms: i64,
 }
 
-/// Runs one action. `directory` is the user pool, for the migrations that repair user records.
+/// Runs one action that names no tenant. `directory` is the user pool, for the migrations that
+/// repair user records. `rotate-key` and `shred` name their tenant: see [`run_event`].
 #[tracing::instrument(skip(db, directory))]
 pub async fn run(db: &Db, directory: &dyn Directory, action: Action) -> Result<Report, MigrationError> {
     let system = SystemContext::new("migrations");
@@ -135,7 +163,38 @@ pub async fn run(db: &Db, directory: &dyn Directory, action: Action) -> Result<R
         Action::Up => up(db, directory, registry::MIGRATIONS, Guard::Lease, &shared::seam::NoSeam).await,
         Action::Status => status(db, &system).await,
         Action::UsageSnapshot => usage::snapshot(db).await,
+        Action::RotateKey | Action::Shred => Err(MigrationError::BadEvent("rotate-key and shred name a tenant: {\"action\": …, \"tenantId\": …}".into())),
     }
+}
+
+/// Runs the action an event asks for, tenant-naming ones included:
+/// `{"action": "rotate-key", "tenantId": "tn_…", "resume": false}` or
+/// `{"action": "shred", "tenantId": "tn_…"}`. A rotation holds the migrations lease, so that it
+/// never runs beside `up` or another rotation.
+pub async fn run_event(db: &Db, directory: &dyn Directory, event: &Value) -> Result<Report, MigrationError> {
+    let action = parse_event(event)?;
+    if !matches!(action, Action::RotateKey | Action::Shred) {
+        return run(db, directory, action).await;
+    }
+    let tenant = event
+        .get("tenantId")
+        .and_then(Value::as_str)
+        .and_then(|t| shared::ids::TenantId::parse(t).ok())
+        .ok_or_else(|| MigrationError::BadEvent("rotate-key and shred need a valid tenantId".into()))?;
+    let system = SystemContext::new("migrations");
+    if action == Action::Shred {
+        return Ok(Report::Shred(personal::shred(db, &tenant).await?));
+    }
+    let resume = event.get("resume").and_then(Value::as_bool).unwrap_or(false);
+    let owner = mongodb::bson::oid::ObjectId::new().to_hex();
+    let Some(lease) = db.locks(&system).try_acquire(LOCK_NAME, &owner, LOCK_TTL).await? else {
+        return Err(MigrationError::LockBusy);
+    };
+    let result = personal::rotate(db, &system, &tenant, resume, &shared::seam::NoSeam).await;
+    if let Err(e) = lease.release().await {
+        tracing::warn!(error = %e, "could not release the migrations lease");
+    }
+    Ok(Report::RotateKey(result?))
 }
 
 /// How `up` keeps concurrent runs apart. Deployments always take the lease; `Unguarded` exists
@@ -235,7 +294,10 @@ async fn status(db: &Db, system: &SystemContext) -> Result<Report, MigrationErro
             duration_ms: r.duration_ms,
         })
         .collect();
-    Ok(Report::Status { applied, pending })
+    let remaining = personal::remaining(db, system).await?;
+    let tenants_with_keys = db.keyring()?.vault().tenants_with_keys().await?.len() as u64;
+    let personal_data = PersonalDataStatus { remaining, remaining_total: remaining.total(), tenants_with_keys };
+    Ok(Report::Status { applied, pending, personal_data })
 }
 
 /// How long an invocation may run when its caller gives no deadline (the template's timeout is
@@ -260,10 +322,7 @@ pub async fn handle_event_within(db: &Db, directory: &dyn Directory, event: Valu
         shared::metrics::migration_run("deploy", applied, failed);
         return outcome;
     }
-    let outcome = match parse_event(&event) {
-        Ok(action) => run(db, directory, action).await,
-        Err(e) => Err(e),
-    };
+    let outcome = run_event(db, directory, &event).await;
     let applied = match &outcome {
         Ok(Report::Up { applied, .. }) => applied.len() as u64,
         _ => 0,

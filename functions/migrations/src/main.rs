@@ -12,7 +12,7 @@ async fn main() -> Result<(), Error> {
     let env = process_env();
     let config = DbConfig::load("tenancy-migrations").await?;
     let directory = std::sync::Arc::new(LazyCognitoDirectory::new(PoolConfig::from_env(&env)?.user_pool_id));
-    let db = Db::cached(&config).await?;
+    let db = Db::cached_with_keyring(&config).await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let (db, directory) = (db.clone(), directory.clone());
         // The time left, so that a deploy's `up` stops in time to answer CloudFormation.

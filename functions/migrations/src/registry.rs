@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "002-tenant-counters", run: tenant_counters },
     Migration { name: "003-link-cognito-users", run: link_cognito_users },
     Migration { name: "004-audit-retention-per-plan", run: audit_retention_per_plan },
+    Migration { name: shared::pii::SEAL_MIGRATION, run: crate::personal::seal_personal_data },
 ];
 
 /// 004: every tenant's audit entries were written with one year's retention; now each plan has

@@ -12,5 +12,5 @@ async fn main() -> Result<(), lambda_http::Error> {
     let config = DbConfig::load("tenancy-tenants").await?;
     let pool = PoolConfig::from_env(&env)?;
     let directory = Arc::new(LazyCognitoDirectory::new(pool.user_pool_id));
-    shared::http::run_function(tenants::AppState::new(Db::cached(&config).await?, directory)).await
+    shared::http::run_function(tenants::AppState::new(Db::cached_with_keyring(&config).await?, directory)).await
 }

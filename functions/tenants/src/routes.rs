@@ -34,8 +34,9 @@ async fn audit(state: &AppState, tenant: &Tenant, meta: &RequestMeta, identity: 
     audit::record_best_effort(&state.db, tenant, meta, identity, event).await;
 }
 
-fn one(status: StatusCode, tenant: &Tenant) -> Reply {
-    respond_one(status, &TenantView::from(tenant))
+/// A tenant as the API shows it: its billing e-mail opened.
+async fn one(state: &AppState, status: StatusCode, tenant: &Tenant) -> Reply {
+    respond_one(status, &service::view(&state.db, tenant).await?)
 }
 
 /// `POST /tenants` (superadmin).
@@ -49,7 +50,7 @@ pub async fn create(state: &AppState, req: &Request, meta: &RequestMeta) -> Repl
     };
     audit(state, &tenant, meta, admin.identity(), Action::TenantCreated, details).await;
     shared::metrics::business(shared::metrics::Business::TenantsCreated, tenant.tenant_id.as_str());
-    one(StatusCode::CREATED, &tenant)
+    one(state, StatusCode::CREATED, &tenant).await
 }
 
 /// `GET /tenants` (superadmin).
@@ -67,14 +68,14 @@ pub async fn list(state: &AppState, req: &Request) -> Reply {
         return Err(ApiError::invalid("search", format!("must be at most {MAX_SEARCH_LEN} characters, none of them control characters")));
     }
     let found = service::list(&state.db, &admin, &TenantQuery { status, search, page, limit }).await?;
-    let tenants: Vec<TenantView> = found.tenants.iter().map(TenantView::from).collect();
+    let tenants: Vec<TenantView> = futures_util::future::try_join_all(found.tenants.iter().map(|t| service::view(&state.db, t))).await?;
     respond_list("tenants", &tenants, &Pagination::new(page, limit, found.total))
 }
 
 /// `GET /tenants/{tenantId}` (superadmin, or a member of that tenant).
 pub async fn get(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
     let ctx = admit_reader(state, req, meta, false).await?;
-    one(StatusCode::OK, ctx.tenant())
+    one(state, StatusCode::OK, ctx.tenant()).await
 }
 
 /// Admits the caller to the path's tenant: any member (an active user of that tenant) may read
@@ -97,7 +98,7 @@ pub async fn update(state: &AppState, req: &Request, meta: &RequestMeta) -> Repl
     let tenant = service::update(&state.db, &admin, &tenant_id, &changes, state.seam.as_ref()).await?;
     let details = doc! {"name": changes.name.as_deref(), "domain": changes.domain.as_ref().map(|d| d.as_str())};
     audit(state, &tenant, meta, admin.identity(), Action::TenantUpdated, details).await;
-    one(StatusCode::OK, &tenant)
+    one(state, StatusCode::OK, &tenant).await
 }
 
 /// `POST /tenants/{tenantId}/suspend` (superadmin).
@@ -106,7 +107,7 @@ pub async fn suspend(state: &AppState, req: &Request, meta: &RequestMeta) -> Rep
     let reason = optional_json_body::<SuspendBody>(req)?.validate()?;
     let tenant = service::suspend(&state.db, &admin, &tenant_id, reason.as_deref()).await?;
     audit(state, &tenant, meta, admin.identity(), Action::TenantSuspended, doc! {"reason": reason}).await;
-    one(StatusCode::OK, &tenant)
+    one(state, StatusCode::OK, &tenant).await
 }
 
 /// `POST /tenants/{tenantId}/reactivate` (superadmin).
@@ -114,7 +115,7 @@ pub async fn reactivate(state: &AppState, req: &Request, meta: &RequestMeta) -> 
     let (admin, tenant_id) = superadmin_on(req)?;
     let tenant = service::reactivate(&state.db, &admin, &tenant_id).await?;
     audit(state, &tenant, meta, admin.identity(), Action::TenantReactivated, doc! {}).await;
-    one(StatusCode::OK, &tenant)
+    one(state, StatusCode::OK, &tenant).await
 }
 
 /// `PATCH /tenants/{tenantId}/settings/customization` (a member with `update:tenant`, or a
@@ -130,7 +131,7 @@ pub async fn customize(state: &AppState, req: &Request, meta: &RequestMeta) -> R
         "theme": changes.theme.as_deref(),
     };
     audit(state, &tenant, meta, ctx.identity(), Action::TenantCustomizationUpdated, details).await;
-    one(StatusCode::OK, &tenant)
+    one(state, StatusCode::OK, &tenant).await
 }
 
 /// `PATCH /tenants/{tenantId}/settings/billing` (superadmin).
@@ -142,7 +143,7 @@ pub async fn billing(state: &AppState, req: &Request, meta: &RequestMeta) -> Rep
         "plan": changes.plan.map(|p| p.as_str()), "billingEmailChanged": changes.billing_email.is_some(),
     };
     audit(state, &tenant, meta, admin.identity(), Action::TenantBillingUpdated, details).await;
-    one(StatusCode::OK, &tenant)
+    one(state, StatusCode::OK, &tenant).await
 }
 
 /// `GET /tenants/{tenantId}/limits` (superadmin, or a member of that tenant).

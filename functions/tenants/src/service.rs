@@ -3,7 +3,7 @@
 
 use crate::error::TenantsError;
 use crate::input::{BillingChanges, CustomizationChanges, NewTenant, TenantChanges};
-use crate::view::TenantLimits;
+use crate::view::{TenantLimits, TenantView};
 use mongodb::bson::{doc, oid::ObjectId, Document};
 use shared::clock::month_window;
 use shared::context::SuperadminTenantScope;
@@ -12,6 +12,7 @@ use shared::directory::Directory;
 use shared::ids::{Domain, TenantId};
 use shared::plans::{KeyLimits, Plan};
 use shared::models::{ApiKey, Profile, Role, Tenant, TenantCounters, TenantSettings, TenantStatus, UsageSnapshot, User};
+use shared::pii::Field;
 use shared::seam::Seam;
 use shared::{SuperadminContext, TenantContext};
 use users::error::UsersError;
@@ -19,7 +20,11 @@ use users::error::UsersError;
 /// Creates a tenant with its three system roles and its admin, as one unit. MongoDB
 /// transactions are not available everywhere, nor can they span Cognito, so this is a saga
 /// whose ids are fixed up front:
-/// 1. the domain is claimed (the 409);
+/// 0. the tenant's personal-data keys are made in the vault (insert-if-absent under its id: a
+///    retry reuses them) and the admin's record and billing e-mail are sealed, so that a KMS
+///    outage fails here, before anything else is written;
+/// 1. the domain is claimed (the 409), then the admin's e-mail in the global e-mail index (an
+///    e-mail belongs to one tenant);
 /// 2. the system roles (the roles crate's) and the admin's pending record are written under the
 ///    new, not yet registered id, invisible to everyone since no one can be admitted to it;
 /// 3. the admin is created in Cognito, which sends the invitation, and its `sub` is stored
@@ -44,6 +49,9 @@ pub async fn create_with_id(
     if registry.get(&tenant_id).await?.is_some() {
         return Err(TenantsError::Exists(tenant_id));
     }
+    db.keyring()?.create_tenant_keys(&tenant_id).await.map_err(shared::db::DbError::from)?;
+    let scope = admin.acting_for(tenant_id.clone());
+    let records = Records::new(db, &tenant_id, new).await?;
     let claimed_now = match &new.domain {
         None => false,
         Some(domain) => match registry.claim_domain(domain, &tenant_id).await? {
@@ -52,8 +60,6 @@ pub async fn create_with_id(
             DomainClaim::AlreadyHeld => false,
         },
     };
-    let scope = admin.acting_for(tenant_id.clone());
-    let records = Records::new(new);
     let mut done = Done::default();
     let result = create_records(db, directory, &registry, &scope, new, &records, &mut done).await;
     if let Err(error) = &result {
@@ -68,7 +74,7 @@ pub async fn create_with_id(
             }
             Ok(None) => {
                 tracing::warn!(tenantId = %tenant_id, %error, "tenant creation failed; compensating");
-                compensate(db, directory, &registry, &scope, new.domain.as_ref().filter(|_| claimed_now), &records, &done).await;
+                compensate(db, directory, &registry, &scope, new.domain.as_ref().filter(|_| claimed_now), &new.admin_email, &records, &done).await;
             }
             Err(read) => {
                 tracing::error!(tenantId = %tenant_id, %error, %read, "tenant creation's outcome is unknown; nothing undone");
@@ -84,20 +90,26 @@ pub async fn create_with_id(
 struct Records {
     roles: Vec<Role>,
     admin: User,
+    /// The admin's e-mail, sealed as the tenant's first billing contact.
+    billing_email: shared::pii::Sealed,
 }
 
 impl Records {
-    fn new(new: &NewTenant) -> Self {
+    async fn new(db: &Db, tenant_id: &TenantId, new: &NewTenant) -> Result<Self, TenantsError> {
         let roles = roles::service::system_roles();
         let admin_role = roles.iter().filter(|r| r.name == roles::service::ADMIN_ROLE).cloned().collect::<Vec<_>>();
         let profile = Profile { first_name: "Admin".into(), last_name: "User".into(), ..Profile::default() };
-        Self { admin: users::service::pending_record(&new.admin_email, profile, &admin_role), roles }
+        let admin = users::person::pending_record(db, tenant_id, &new.admin_email, &profile, &admin_role).await?;
+        let billing_email = db.keyring()?.seal(tenant_id, Field::BillingEmail, new.admin_email.as_str()).await.map_err(shared::db::DbError::from)?;
+        Ok(Self { admin, roles, billing_email })
     }
 }
 
 /// Which steps have run, so that compensation undoes only those.
 #[derive(Default)]
 struct Done {
+    /// Whether this attempt claimed the admin's e-mail in the global index.
+    email_claimed: bool,
     roles: bool,
     admin_record: bool,
     /// The `sub` of the admin's directory user, once provisioned.
@@ -114,6 +126,10 @@ async fn create_records(
     done: &mut Done,
 ) -> Result<Tenant, TenantsError> {
     let tenant_id = scope.scope_tenant();
+    done.email_claimed = users::service::claim_email(db, scope, &new.admin_email).await.map_err(|e| match e {
+        UsersError::EmailTaken => TenantsError::AdminEmailTaken,
+        other => TenantsError::Directory(other),
+    })?;
     roles::service::seed_system_roles(db, scope, &records.roles)
         .await
         .map_err(|source| TenantsError::CreationFailed { step: "roles", source })?;
@@ -135,7 +151,7 @@ async fn create_records(
         tenant_id: tenant_id.clone(),
         name: new.name.clone(),
         domain: new.domain.as_ref().map(|d| d.to_string()),
-        settings: TenantSettings::for_plan(new.plan, &new.admin_email),
+        settings: TenantSettings::for_plan(new.plan, records.billing_email.clone()),
         status: TenantStatus::Active,
         suspended_at: None,
         suspension_reason: None,
@@ -163,6 +179,7 @@ async fn compensate(
     registry: &TenantRegistry,
     scope: &SuperadminTenantScope,
     claimed_domain: Option<&Domain>,
+    admin_email: &shared::ids::Email,
     records: &Records,
     done: &Done,
 ) {
@@ -170,7 +187,7 @@ async fn compensate(
     let role_ids: Vec<ObjectId> = records.roles.iter().map(|r| r.id).collect();
     let mut undo: Vec<(&str, Result<(), String>)> = Vec::new();
     if let Some(sub) = &done.admin_sub {
-        users::service::discard_directory_user(db, directory, scope, &records.admin.email, sub).await;
+        users::service::discard_directory_user(db, directory, scope, admin_email, sub).await;
     }
     if done.admin_record {
         let deleted = db.scoped::<User>(scope, TenantCollection::Users).delete_one(doc! {"_id": records.admin.id}).await;
@@ -180,6 +197,9 @@ async fn compensate(
         let deleted = db.scoped::<Role>(scope, TenantCollection::Roles).delete_many(doc! {"_id": {"$in": role_ids}}).await;
         undo.push(("roles", deleted.map(drop).map_err(|e| e.to_string())));
     }
+    if done.email_claimed {
+        users::service::release_email(db, tenant_id, admin_email).await;
+    }
     if let Some(d) = claimed_domain {
         undo.push(("domain claim", registry.release_domain(d.as_str(), tenant_id).await.map(drop).map_err(|e| e.to_string())));
     }
@@ -188,6 +208,17 @@ async fn compensate(
             tracing::error!(tenantId = %tenant_id, what, %error, "compensation failed; manual clean-up needed");
         }
     }
+}
+
+/// The API's view of a tenant, its billing e-mail opened. A value that does not open is an
+/// error, logged with the tenant's id, never shown as garbage.
+pub async fn view(db: &Db, tenant: &Tenant) -> Result<TenantView, TenantsError> {
+    let sealed = &tenant.settings.billing.billing_email;
+    let opened = db.keyring()?.open(&tenant.tenant_id, Field::BillingEmail, sealed).await.map_err(|error| {
+        tracing::error!(tenantId = %tenant.tenant_id, %error, "the billing e-mail does not open");
+        shared::db::DbError::from(error)
+    })?;
+    Ok(TenantView::new(tenant, opened))
 }
 
 /// A page of tenants.
@@ -324,7 +355,8 @@ pub async fn change_billing(db: &Db, admin: &SuperadminContext, tenant_id: &Tena
         next.audit_retention_days = Some(days);
     }
     if let Some(email) = &changes.billing_email {
-        set.insert("settings.billing.billingEmail", email.as_str());
+        let sealed = db.keyring()?.seal(tenant_id, Field::BillingEmail, email.as_str()).await.map_err(shared::db::DbError::from)?;
+        set.insert("settings.billing.billingEmail", sealed.to_bson());
     }
     let retention = next.audit_retention_days();
     let moved = retention != current.settings.audit_retention_days();

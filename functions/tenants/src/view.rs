@@ -4,7 +4,8 @@
 use serde::Serialize;
 use shared::clock::rfc3339_millis as rfc3339;
 use shared::ids::TenantId;
-use shared::models::{CollectionUsage, Tenant, TenantSettings, TenantStatus, UsageSnapshot};
+use shared::models::{CollectionUsage, Customization, Tenant, TenantStatus, UsageSnapshot};
+use shared::plans::Plan;
 use std::collections::BTreeMap;
 
 /// A tenant as the API shows it.
@@ -15,7 +16,7 @@ pub struct TenantView {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
-    pub settings: TenantSettings,
+    pub settings: SettingsView,
     pub status: TenantStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suspended_at: Option<String>,
@@ -25,13 +26,43 @@ pub struct TenantView {
     pub updated_at: String,
 }
 
-impl From<&Tenant> for TenantView {
-    fn from(t: &Tenant) -> Self {
+/// A tenant's settings as the API shows them: the billing e-mail opened.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettingsView {
+    pub max_users: i64,
+    pub features: Vec<String>,
+    pub customization: Customization,
+    pub billing: BillingView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_retention_days: Option<i64>,
+}
+
+/// The plan and billing contact.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BillingView {
+    pub plan: Plan,
+    pub max_api_calls: i64,
+    pub billing_email: String,
+}
+
+impl TenantView {
+    /// The view of `t`, whose sealed billing e-mail opens to `billing_email`.
+    pub fn new(t: &Tenant, billing_email: String) -> Self {
+        let s = &t.settings;
+        let settings = SettingsView {
+            max_users: s.max_users,
+            features: s.features.clone(),
+            customization: s.customization.clone(),
+            billing: BillingView { plan: s.billing.plan, max_api_calls: s.billing.max_api_calls, billing_email },
+            audit_retention_days: s.audit_retention_days,
+        };
         Self {
             tenant_id: t.tenant_id.to_string(),
             name: t.name.clone(),
             domain: t.domain.clone(),
-            settings: t.settings.clone(),
+            settings,
             status: t.status,
             suspended_at: t.suspended_at.map(rfc3339),
             suspension_reason: t.suspension_reason.clone(),

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod input;
+pub mod person;
 mod routes;
 pub mod service;
 pub mod trigger;

@@ -22,8 +22,10 @@ async fn audit(state: &AppState, ctx: &TenantContext, meta: &RequestMeta, action
     record_best_effort(&state.db, ctx.tenant(), meta, ctx.identity(), event).await;
 }
 
-fn one(status: StatusCode, user: &User) -> Reply {
-    respond_one(status, &UserView::from(user))
+/// A record as the API shows it: its personal data opened.
+async fn one(state: &AppState, ctx: &TenantContext, status: StatusCode, user: User) -> Reply {
+    let person = crate::person::open(&state.db, ctx.tenant_id(), user).await?;
+    respond_one(status, &UserView::from(&person))
 }
 
 /// `GET /users` (`read:users`): `page`, `limit`, `status`, `role`, and an exact `email`.
@@ -50,9 +52,9 @@ pub async fn invite(state: &AppState, req: &Request, meta: &RequestMeta) -> Repl
     ctx.require("create:users")?;
     let invitation = json_body::<InviteBody>(req)?.validate()?;
     let user = service::invite(&state.db, state.directory.as_ref(), &ctx, &invitation).await?;
-    audit(state, &ctx, meta, Action::UserInvited, user.id.to_hex(), doc! {"roles": &user.roles}).await;
+    audit(state, &ctx, meta, Action::UserInvited, user.user.id.to_hex(), doc! {"roles": &user.user.roles}).await;
     shared::metrics::business(shared::metrics::Business::UsersInvited, ctx.tenant_id().as_str());
-    one(StatusCode::CREATED, &user)
+    respond_one(StatusCode::CREATED, &UserView::from(&user))
 }
 
 const NO_PROFILE: &str = "An API key has no profile of its own";
@@ -62,7 +64,8 @@ pub async fn me(state: &AppState, req: &Request) -> Reply {
     let ctx = admit(&state.db, req, None).await?;
     ctx.require_person(NO_PROFILE)?;
     ctx.require("read:profile")?;
-    one(StatusCode::OK, &service::me(&state.db, &ctx).await?)
+    let user = service::me(&state.db, &ctx).await?;
+    one(state, &ctx, StatusCode::OK, user).await
 }
 
 /// `PATCH /users/me` (`update:profile`).
@@ -73,7 +76,7 @@ pub async fn update_me(state: &AppState, req: &Request, meta: &RequestMeta) -> R
     let changes = json_body::<UpdateProfileBody>(req)?.validate()?;
     let user = service::update_me(&state.db, &ctx, &changes).await?;
     audit(state, &ctx, meta, Action::UserProfileUpdated, user.id.to_hex(), changed_fields(&changes, None)).await;
-    one(StatusCode::OK, &user)
+    one(state, &ctx, StatusCode::OK, user).await
 }
 
 /// Which fields a change touched, never their values (they are personal data).
@@ -98,7 +101,8 @@ pub async fn get(state: &AppState, req: &Request) -> Reply {
     let ctx = admit(&state.db, req, None).await?;
     ctx.require("read:users")?;
     let id = path_object_id(req, "userId")?;
-    one(StatusCode::OK, &service::get(&state.db, &ctx, id).await?)
+    let user = service::get(&state.db, &ctx, id).await?;
+    one(state, &ctx, StatusCode::OK, user).await
 }
 
 /// `PATCH /users/{userId}` (`update:users`).
@@ -109,7 +113,7 @@ pub async fn update(state: &AppState, req: &Request, meta: &RequestMeta) -> Repl
     let changes = json_body::<UpdateUserBody>(req)?.validate()?;
     let user = service::update(&state.db, state.directory.as_ref(), &ctx, id, &changes).await?;
     audit(state, &ctx, meta, Action::UserUpdated, id.to_hex(), changed_fields(&changes.profile, changes.status)).await;
-    one(StatusCode::OK, &user)
+    one(state, &ctx, StatusCode::OK, user).await
 }
 
 /// `DELETE /users/{userId}` (`delete:users`).
@@ -130,7 +134,7 @@ pub async fn assign_role(state: &AppState, req: &Request, meta: &RequestMeta) ->
     let role = json_body::<AssignRoleBody>(req)?.validate()?;
     let user = service::assign_role(&state.db, &ctx, id, role).await?;
     audit(state, &ctx, meta, Action::UserRoleAssigned, id.to_hex(), doc! {"roleId": role.to_hex()}).await;
-    one(StatusCode::OK, &user)
+    one(state, &ctx, StatusCode::OK, user).await
 }
 
 /// `DELETE /users/{userId}/roles/{roleId}` (`update:users`).
@@ -141,5 +145,5 @@ pub async fn remove_role(state: &AppState, req: &Request, meta: &RequestMeta) ->
     let role = path_object_id(req, "roleId")?;
     let user = service::remove_role(&state.db, &ctx, id, role).await?;
     audit(state, &ctx, meta, Action::UserRoleRemoved, id.to_hex(), doc! {"roleId": role.to_hex()}).await;
-    one(StatusCode::OK, &user)
+    one(state, &ctx, StatusCode::OK, user).await
 }

@@ -4,13 +4,15 @@
 
 use crate::error::UsersError;
 use crate::input::{Invitation, ProfileChanges, UserChanges};
+use crate::person::{self, Person};
 use mongodb::bson::{doc, oid::ObjectId, Document};
 use roles::service::{by_ids, system_role_id, ADMIN_ROLE, DEFAULT_ROLE};
 use shared::context::forget_tenant_members;
 use shared::db::{Db, DbError, FindOptions, Scoped, TenantCollection, TenantScope};
 use shared::directory::{Directory, DirectoryError};
 use shared::ids::{Email, Permission};
-use shared::models::{CognitoLink, Profile, Role, User, UserStatus};
+use shared::models::{Profile, Role, User, UserStatus};
+use shared::pii::EmailClaim;
 use shared::permissions::first_not_held;
 use shared::TenantContext;
 
@@ -31,8 +33,8 @@ pub struct UserQuery {
     pub limit: u64,
 }
 
-/// A page of the tenant's users, newest first, and how many match.
-pub async fn list(db: &Db, ctx: &TenantContext, query: &UserQuery) -> Result<(Vec<User>, u64), UsersError> {
+/// A page of the tenant's users, newest first, opened, and how many match.
+pub async fn list(db: &Db, ctx: &TenantContext, query: &UserQuery) -> Result<(Vec<Person>, u64), UsersError> {
     let mut filter = Document::new();
     if let Some(status) = query.status {
         filter.insert("status", status.as_str());
@@ -41,7 +43,7 @@ pub async fn list(db: &Db, ctx: &TenantContext, query: &UserQuery) -> Result<(Ve
         filter.insert("roles", role.to_hex());
     }
     if let Some(email) = &query.email {
-        filter.insert("email", email.as_str());
+        filter.extend(person::email_filter(db, ctx.tenant_id(), email).await?);
     }
     let options = FindOptions {
         sort: Some(doc! {"createdAt": -1, "_id": -1}),
@@ -49,7 +51,8 @@ pub async fn list(db: &Db, ctx: &TenantContext, query: &UserQuery) -> Result<(Ve
         limit: Some(query.limit as i64),
     };
     let users = users(db, ctx);
-    Ok(tokio::try_join!(users.find(filter.clone(), options), users.count_documents(filter))?)
+    let (page, total) = tokio::try_join!(users.find(filter.clone(), options), users.count_documents(filter))?;
+    Ok((person::open_all(db, ctx.tenant_id(), page).await?, total))
 }
 
 /// One user of the caller's tenant; another tenant's id is as unknown as a missing one.
@@ -135,9 +138,10 @@ enum DirectoryAction {
 /// tenant's `custom:tenantId`. Anything else (a record whose invitation is still being made or
 /// that predates links, an e-mail changed or reused, another tenant's account) is not this
 /// record's to delete or disable, and is left alone.
-async fn act_on_own_directory_user(directory: &dyn Directory, ctx: &TenantContext, user: &User, action: DirectoryAction) -> Result<(), UsersError> {
+async fn act_on_own_directory_user(db: &Db, directory: &dyn Directory, ctx: &TenantContext, user: &User, action: DirectoryAction) -> Result<(), UsersError> {
     let Some(sub) = user.cognito_user_id.sub() else { return Ok(()) };
-    match directory.get_user(&user.email).await.map_err(UsersError::Directory)? {
+    let email = person::email(db, ctx.tenant_id(), user).await?;
+    match directory.get_user(&email).await.map_err(UsersError::Directory)? {
         Some(found) if found.sub == sub && found.tenant.as_deref() == Some(ctx.tenant_id().as_str()) => {}
         _ => {
             tracing::warn!(userId = %user.id, "the directory user of this e-mail is not this record's; left alone");
@@ -145,8 +149,8 @@ async fn act_on_own_directory_user(directory: &dyn Directory, ctx: &TenantContex
         }
     }
     directory_done(match action {
-        DirectoryAction::Delete => directory.delete_user(&user.email).await,
-        DirectoryAction::Enable(enabled) => directory.set_enabled(&user.email, enabled).await,
+        DirectoryAction::Delete => directory.delete_user(&email).await,
+        DirectoryAction::Enable(enabled) => directory.set_enabled(&email, enabled).await,
     })
 }
 
@@ -195,9 +199,10 @@ async fn take_seat(db: &Db, ctx: &TenantContext, admin: bool) -> Result<(), User
 /// is deleted again. The caller owns the record and its seat, and undoes them on an error.
 pub async fn provision(db: &Db, directory: &dyn Directory, scope: &impl TenantScope, record: &User) -> Result<User, UsersError> {
     let tenant = scope.scope_tenant();
-    let sub = match directory.create_user(&record.email, tenant).await {
+    let email = person::email(db, tenant, record).await?;
+    let sub = match directory.create_user(&email, tenant).await {
         Ok(sub) => sub,
-        Err(first) => match directory.get_user(&record.email).await.map_err(UsersError::Directory)? {
+        Err(first) => match directory.get_user(&email).await.map_err(UsersError::Directory)? {
             Some(found) if found.tenant.as_deref() == Some(tenant.as_str()) && !linked(db, scope, &found.sub).await? => {
                 tracing::warn!(userId = %record.id, error = %first, "adopting the directory user of a lost reply");
                 found.sub
@@ -216,7 +221,7 @@ pub async fn provision(db: &Db, directory: &dyn Directory, scope: &impl TenantSc
     match stored {
         Ok(Some(user)) => Ok(user),
         other => {
-            discard_directory_user(db, directory, scope, &record.email, &sub).await;
+            discard_directory_user(db, directory, scope, &email, &sub).await;
             Err(match other {
                 Err(e) => e.into(),
                 _ => UsersError::Concurrent,
@@ -229,28 +234,13 @@ async fn linked(db: &Db, scope: &impl TenantScope, sub: &str) -> Result<bool, Db
     Ok(users(db, scope).find_one(doc! {"cognitoUserId": sub}).await?.is_some())
 }
 
-/// A new pending record with its id fixed up front (the sentinel `pending:<id>` until linked).
-pub fn pending_record(email: &Email, profile: Profile, roles: &[Role]) -> User {
-    let id = ObjectId::new();
-    User {
-        id,
-        tenant_id: None,
-        cognito_user_id: CognitoLink::Pending(id),
-        email: email.clone(),
-        profile,
-        roles: roles.iter().map(|r| r.id.to_hex()).collect(),
-        status: UserStatus::Pending,
-        last_login_at: None,
-        created_at: None,
-        updated_at: None,
-    }
-}
-
-/// The invitation: a small saga. (1) The pending record is written; (2) a seat is taken, and an
-/// admin place if it carries the admin role; (3) Cognito creates the user and sends the
-/// invitation; (4) its `sub` is stored. A failure undoes what was done, in reverse: no orphan
-/// record, no orphan Cognito user, and the seat is free again.
-pub async fn invite(db: &Db, directory: &dyn Directory, ctx: &TenantContext, inv: &Invitation) -> Result<User, UsersError> {
+/// The invitation: a small saga. (0) The record is sealed (the tenant's keys: a KMS outage
+/// fails here, before any write), checked against the tenant's users by blind index, and its
+/// e-mail claimed in the global index (an e-mail belongs to one tenant); (1) the pending record
+/// is written; (2) a seat is taken, and an admin place if it carries the admin role; (3) Cognito
+/// creates the user and sends the invitation; (4) its `sub` is stored. A failure undoes what was
+/// done, in reverse: no orphan record, claim or Cognito user, and the seat is free again.
+pub async fn invite(db: &Db, directory: &dyn Directory, ctx: &TenantContext, inv: &Invitation) -> Result<Person, UsersError> {
     if ctx.tenant().counters.is_none() {
         return Err(UsersError::CountersMissing);
     }
@@ -270,22 +260,58 @@ pub async fn invite(db: &Db, directory: &dyn Directory, ctx: &TenantContext, inv
     no_escalation(db, ctx, &roles).await?;
     let admin = roles.iter().any(|r| r.is_system && r.name == ADMIN_ROLE);
     let profile = Profile { first_name: inv.first_name.clone(), last_name: inv.last_name.clone(), ..Profile::default() };
-    let record = pending_record(&inv.email, profile, &roles);
+    let tenant = ctx.tenant_id();
+    let record = person::pending_record(db, tenant, &inv.email, &profile, &roles).await?;
     let users = users(db, ctx);
-    users.insert_one(&record).await.map_err(|e| match e {
-        DbError::Duplicate => UsersError::AlreadyUser,
-        other => other.into(),
-    })?;
+    // The unique {tenantId, emailHash} index catches a race once the sealing migration has
+    // built it; this lookup answers before anything is written, and also finds old plaintext.
+    if users.find_one(person::email_filter(db, tenant, &inv.email).await?).await?.is_some() {
+        return Err(UsersError::AlreadyUser);
+    }
+    let claimed = claim_email(db, ctx, &inv.email).await?;
+    let undo_claim = || async {
+        if claimed {
+            release_email(db, tenant, &inv.email).await;
+        }
+    };
+    if let Err(e) = users.insert_one(&record).await {
+        undo_claim().await;
+        return Err(match e {
+            DbError::Duplicate => UsersError::AlreadyUser,
+            other => other.into(),
+        });
+    }
     if let Err(e) = take_seat(db, ctx, admin).await {
         undo_record(db, ctx, &record, None).await;
+        undo_claim().await;
         return Err(e);
     }
     match provision(db, directory, ctx, &record).await {
-        Ok(user) => Ok(user),
+        Ok(user) => Ok(Person { user, email: inv.email.clone(), profile }),
         Err(e) => {
             undo_record(db, ctx, &record, Some(admin)).await;
+            undo_claim().await;
             Err(e)
         }
+    }
+}
+
+/// Claims `email` for the scope's tenant in the global e-mail index (the platform-keyed HMAC):
+/// another tenant's is a 409. Returns whether this call made the claim, so that only a claim it
+/// made is undone.
+pub async fn claim_email(db: &Db, scope: &impl TenantScope, email: &Email) -> Result<bool, UsersError> {
+    match db.keyring()?.claim_email(scope.scope_tenant(), email).await.map_err(DbError::from)? {
+        EmailClaim::Claimed => Ok(true),
+        EmailClaim::Held => Ok(false),
+        EmailClaim::Taken => Err(UsersError::EmailTaken),
+    }
+}
+
+/// Releases the tenant's global index entry of `email`; best effort, logged by tenant only.
+pub async fn release_email(db: &Db, tenant: &shared::ids::TenantId, email: &Email) {
+    let released = async { db.keyring()?.release_email(tenant, email).await.map_err(DbError::from) };
+    if let Err(error) = released.await {
+        tracing::error!(tenantId = %tenant, %error, "could not release an e-mail's global index entry");
     }
 }
 
@@ -303,26 +329,11 @@ async fn undo_record(db: &Db, ctx: &TenantContext, record: &User, seat: Option<b
     }
 }
 
-fn profile_set(changes: &ProfileChanges) -> Document {
-    let mut set = Document::new();
-    for (field, value) in [
-        ("profile.firstName", &changes.first_name),
-        ("profile.lastName", &changes.last_name),
-        ("profile.avatar", &changes.avatar),
-        ("profile.department", &changes.department),
-        ("profile.title", &changes.title),
-    ] {
-        if let Some(value) = value {
-            set.insert(field, value);
-        }
-    }
-    set
-}
-
 /// Changes the caller's own profile (never its status, roles or e-mail).
 pub async fn update_me(db: &Db, ctx: &TenantContext, changes: &ProfileChanges) -> Result<User, UsersError> {
     let id = ctx.user_id().ok_or(UsersError::SelfChange("change a profile for"))?;
-    users(db, ctx).find_one_and_update(doc! {"_id": id}, doc! {"$set": profile_set(changes)}, false).await?.ok_or(UsersError::NotFound(id))
+    let set = person::profile_set(db, ctx.tenant_id(), changes).await?;
+    users(db, ctx).find_one_and_update(doc! {"_id": id}, doc! {"$set": set}, false).await?.ok_or(UsersError::NotFound(id))
 }
 
 fn directory_done(result: Result<(), DirectoryError>) -> Result<(), UsersError> {
@@ -344,7 +355,7 @@ pub async fn update(db: &Db, directory: &dyn Directory, ctx: &TenantContext, id:
     for _ in 0..TRIES {
         let user = get(db, ctx, id).await?;
         not_above_caller(db, ctx, &user).await?;
-        let mut set = profile_set(&changes.profile);
+        let mut set = person::profile_set(db, ctx.tenant_id(), &changes.profile).await?;
         let Some(status) = changes.status.filter(|s| *s != user.status) else {
             if set.is_empty() {
                 return Ok(user);
@@ -364,7 +375,7 @@ pub async fn update(db: &Db, directory: &dyn Directory, ctx: &TenantContext, id:
             if admin && !own.take_admin_place().await? {
                 return Err(UsersError::LastAdmin);
             }
-            let written = match act_on_own_directory_user(directory, ctx, &user, DirectoryAction::Enable(false)).await {
+            let written = match act_on_own_directory_user(db, directory, ctx, &user, DirectoryAction::Enable(false)).await {
                 Ok(()) => users.find_one_and_update(as_read(&user), doc! {"$set": set}, false).await.map_err(UsersError::from),
                 Err(e) => Err(e),
             };
@@ -373,7 +384,7 @@ pub async fn update(db: &Db, directory: &dyn Directory, ctx: &TenantContext, id:
             }
             written?
         } else {
-            act_on_own_directory_user(directory, ctx, &user, DirectoryAction::Enable(true)).await?;
+            act_on_own_directory_user(db, directory, ctx, &user, DirectoryAction::Enable(true)).await?;
             let written = users.find_one_and_update(as_read(&user), doc! {"$set": set}, false).await?;
             if written.is_some() && admin {
                 own.adjust_counters(0, 1).await?;
@@ -404,11 +415,13 @@ pub async fn delete(db: &Db, directory: &dyn Directory, ctx: &TenantContext, id:
         if admin && !own.take_admin_place().await? {
             return Err(UsersError::LastAdmin);
         }
-        let removed = match act_on_own_directory_user(directory, ctx, &user, DirectoryAction::Delete).await {
+        let email = person::email(db, ctx.tenant_id(), &user).await?;
+        let removed = match act_on_own_directory_user(db, directory, ctx, &user, DirectoryAction::Delete).await {
             Ok(()) => users.delete_one(as_read(&user)).await.map_err(UsersError::from),
             Err(e) => Err(e),
         };
         if removed.as_ref().is_ok_and(|n| *n == 1) {
+            release_email(db, ctx.tenant_id(), &email).await;
             own.adjust_counters(-1, 0).await?;
             forget_tenant_members(db, ctx.tenant_id());
             return Ok(());

@@ -67,7 +67,7 @@ pub async fn link(db: &Db, tenant: &TenantId, email: &Email, sub: &str) -> Resul
         return Ok(());
     }
     let users = db.scoped::<User>(&system.for_tenant(tenant.clone()), TenantCollection::Users);
-    let Some(record) = users.find_one(doc! {"email": email.as_str()}).await? else {
+    let Some(record) = users.find_one(crate::person::email_filter(db, tenant, email).await?).await? else {
         tracing::warn!(tenantId = %tenant, %sub, "a confirmed user without a user record; not linked");
         return Ok(());
     };

@@ -1,8 +1,10 @@
-//! Response bodies, as the OpenAPI document describes them. The Cognito link stays inside.
+//! Response bodies, as the OpenAPI document describes them. The Cognito link, the sealed
+//! values and the blind index stay inside: a view is made from an opened [`Person`].
 
 use serde::Serialize;
 use shared::clock::rfc3339_millis;
-use shared::models::{Profile, User, UserStatus};
+use crate::person::Person;
+use shared::models::{Profile, UserStatus};
 
 /// A user as the API shows it.
 #[derive(Debug, Serialize)]
@@ -19,12 +21,13 @@ pub struct UserView {
     pub updated_at: String,
 }
 
-impl From<&User> for UserView {
-    fn from(u: &User) -> Self {
+impl From<&Person> for UserView {
+    fn from(p: &Person) -> Self {
+        let u = &p.user;
         Self {
             id: u.id.to_hex(),
-            email: u.email.to_string(),
-            profile: u.profile.clone(),
+            email: p.email.to_string(),
+            profile: p.profile.clone(),
             roles: u.roles.clone(),
             status: u.status,
             last_login_at: u.last_login_at.map(rfc3339_millis),

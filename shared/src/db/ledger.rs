@@ -36,6 +36,11 @@ impl MigrationLedger {
         Ok(cursor.try_collect().await?)
     }
 
+    /// Whether the migration `name` has been applied: one read by `_id`.
+    pub async fn is_applied(&self, name: &str) -> Result<bool, DbError> {
+        Ok(self.collection.find_one(doc! {"_id": name}).await?.is_some())
+    }
+
     /// Records a migration as applied. `false` if it was already recorded.
     pub async fn record(&self, record: &MigrationRecord) -> Result<bool, DbError> {
         match self.collection.insert_one(record).await.map_err(DbError::from) {

@@ -20,6 +20,7 @@ pub use usage::{UsageHistory, UsageMeter, MEASURE_BATCH};
 use crate::clock::{self, SharedClock};
 use crate::config::DbConfig;
 use crate::ids::TenantId;
+use crate::pii::Keyring;
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
 use std::collections::HashMap;
@@ -147,6 +148,9 @@ pub enum DbError {
     Encode(#[from] mongodb::bson::ser::Error),
     #[error("database error")]
     Other(#[source] mongodb::error::Error),
+    /// Personal data could not be sealed, opened or indexed (docs/ARCHITECTURE.md §20).
+    #[error("personal data: {0}")]
+    Pii(#[from] crate::pii::PiiError),
 }
 
 // By hand rather than `#[from]`, which would also make the refusal the error's source and
@@ -162,6 +166,7 @@ impl DbError {
     pub fn is_retryable(&self) -> bool {
         match self {
             DbError::Unavailable(_) => true,
+            DbError::Pii(e) => e.is_unavailable(),
             DbError::Other(e) => {
                 e.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR)
                     || e.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR)
@@ -212,6 +217,8 @@ pub struct Db {
     database: Database,
     flavor: Arc<OnceCell<ServerFlavor>>,
     clock: SharedClock,
+    /// Seals and opens personal data; only the functions that handle it have one.
+    keyring: Option<Arc<Keyring>>,
 }
 
 impl Db {
@@ -225,7 +232,49 @@ impl Db {
     }
 
     fn new(database: Database) -> Db {
-        Db { database, flavor: Arc::new(OnceCell::new()), clock: clock::system() }
+        Db { database, flavor: Arc::new(OnceCell::new()), clock: clock::system(), keyring: None }
+    }
+
+    /// The same database, sealing and opening personal data with `keyring`.
+    pub fn with_keyring(mut self, keyring: Arc<Keyring>) -> Db {
+        self.keyring = Some(keyring);
+        self
+    }
+
+    /// The same database with the personal-data keyring that `vault` describes: KMS (the SDK,
+    /// configured from the environment when first used) and the vault database, through the
+    /// data cluster's client or, when the vault has a cluster of its own, a cached client of
+    /// its own. Nothing connects before the first use.
+    #[cfg(feature = "kms")]
+    pub async fn with_vault(self, data: &DbConfig, vault: &crate::config::VaultConfig) -> Result<Db, DbError> {
+        static VAULT_CLIENT: OnceCell<Client> = OnceCell::const_new();
+        let database = match &vault.uri {
+            None => self.database.client().database(&vault.database),
+            Some(_) => {
+                let config = vault.db_config(data);
+                let client = VAULT_CLIENT.get_or_try_init(|| async { Ok::<_, DbError>(Client::with_options(client_options(&config).await?)?) }).await?;
+                client.database(&vault.database)
+            }
+        };
+        let kms = Arc::new(crate::pii::AwsKms::new(vault.kms_key_id.clone()));
+        let keyring = Keyring::new(kms, crate::pii::KeyVault::new(database), self.clock.clone());
+        Ok(self.with_keyring(Arc::new(keyring)))
+    }
+
+    /// The cached database with the keyring the environment describes ([`VaultConfig::load`]):
+    /// what the functions that handle personal data open at cold start.
+    ///
+    /// [`VaultConfig::load`]: crate::config::VaultConfig::load
+    #[cfg(feature = "kms")]
+    pub async fn cached_with_keyring(data: &DbConfig) -> Result<Db, Box<dyn std::error::Error + Send + Sync>> {
+        let vault = crate::config::VaultConfig::load(data).await?;
+        Ok(Db::cached(data).await?.with_vault(data, &vault).await?)
+    }
+
+    /// The keyring of personal data. A function built without one refuses to touch personal
+    /// data rather than store it in the clear.
+    pub fn keyring(&self) -> Result<&Keyring, DbError> {
+        self.keyring.as_deref().ok_or(DbError::Pii(crate::pii::PiiError::NotConfigured))
     }
 
     /// The same database, reading the time from `clock` (tests move time instead of sleeping).
@@ -343,6 +392,24 @@ impl Db {
         RefusalBudget::new(self)
     }
 
+    /// Whether records from before personal data was encrypted may remain: until the sealing
+    /// migration ([`crate::pii::SEAL_MIGRATION`]) is applied, reads take unversioned plaintext
+    /// as old data and e-mail lookups also try the plaintext field. Once applied, remembered for
+    /// the process's life; until then asked again at most once a minute, so a warm call pays
+    /// no round trip for it.
+    pub async fn plaintext_may_remain(&self) -> Result<bool, DbError> {
+        static SEEN: LazyLock<std::sync::Mutex<HashMap<String, (bool, i64)>>> = LazyLock::new(Default::default);
+        let now = self.clock.now_ms();
+        if let Some((migrated, at)) = SEEN.lock().expect("poisoned").get(self.name()).copied() {
+            if migrated || now - at < 60_000 {
+                return Ok(!migrated);
+            }
+        }
+        let migrated = self.migration_ledger(&SystemContext::new("personal data")).is_applied(crate::pii::SEAL_MIGRATION).await?;
+        SEEN.lock().expect("poisoned").insert(self.name().to_owned(), (migrated, now));
+        Ok(!migrated)
+    }
+
     /// The record of applied migrations.
     pub fn migration_ledger(&self, _system: &SystemContext) -> MigrationLedger {
         MigrationLedger::new(self.database.collection(global::MIGRATIONS))
@@ -388,6 +455,17 @@ impl Indexes {
     pub async fn create(&self, collection: &str, index: mongodb::IndexModel) -> Result<(), DbError> {
         self.database.collection::<mongodb::bson::Document>(collection).create_index(index).await?;
         Ok(())
+    }
+
+    /// Drops the index `name`; one that does not exist (or a collection that does not) is
+    /// already gone. Returns whether it dropped one.
+    pub async fn drop(&self, collection: &str, name: &str) -> Result<bool, DbError> {
+        match self.database.collection::<mongodb::bson::Document>(collection).drop_index(name).await {
+            Ok(()) => Ok(true),
+            // IndexNotFound, NamespaceNotFound.
+            Err(e) if matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 27 || c.code == 26) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

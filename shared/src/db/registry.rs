@@ -102,6 +102,20 @@ impl TenantRegistry {
         found.map(bson::from_document).transpose().map_err(Into::into)
     }
 
+    /// One field of a tenant's record (`path` dotted), read alone: for system jobs that must not
+    /// depend on the rest of a record decoding (an old record's unknown plan, say).
+    pub async fn field(&self, tenant_id: &TenantId, path: &str) -> Result<Option<Bson>, DbError> {
+        let found = self.tenants.find_one(doc! {"tenantId": tenant_id.as_str()}).projection(doc! {path: 1}).await?;
+        let mut value = found.map(Bson::Document);
+        for part in path.split('.') {
+            value = match value {
+                Some(Bson::Document(mut d)) => d.remove(part),
+                _ => None,
+            };
+        }
+        Ok(value)
+    }
+
     /// The ids of up to `limit` tenants matching `filter`, after the record `after` in `_id`
     /// order: for system jobs that walk the registry in batches.
     pub async fn ids(&self, filter: Document, after: Option<bson::oid::ObjectId>, limit: i64) -> Result<Vec<(bson::oid::ObjectId, TenantId)>, DbError> {

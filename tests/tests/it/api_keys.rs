@@ -119,7 +119,7 @@ async fn a_key_acts_in_its_tenant_with_what_both_it_and_its_creator_hold() {
     // The creator demoted to viewer: the key keeps read:users, loses create:users at once in
     // this process (other processes within the 60 s cache bound).
     let superadmin = app.superadmin().await;
-    let admin_id = raw_collection(&app.db, "users").await.find_one(doc! {"tenantId": &tenant, "email": "admin@machine.example"}).await.unwrap().unwrap().get_object_id("_id").unwrap();
+    let admin_id = tenancy_tests::user_by_email(&app.db, "admin@machine.example").await.unwrap().get_object_id("_id").unwrap();
     let viewer = raw_collection(&app.db, "roles").await.find_one(doc! {"tenantId": &tenant, "name": "viewer"}).await.unwrap().unwrap().get_object_id("_id").unwrap();
     raw_collection(&app.db, "users").await.update_one(doc! {"_id": admin_id}, doc! {"$set": {"roles": [viewer.to_hex()]}}).await.unwrap();
     shared::context::forget_tenant_members(&app.db, &shared::ids::TenantId::parse(&tenant).unwrap());
@@ -296,6 +296,7 @@ async fn a_warm_key_authorization_is_two_round_trips() {
     use api_keys::authorizer::{Authorizer, Verdict};
     use std::sync::atomic::Ordering::SeqCst;
     let (db, commands) = shared::Db::connect_counting(&tenancy_tests::fresh_db_config()).await.unwrap();
+    let db = tenancy_tests::with_keyring(db).await;
     migrations::setup(&db).await.unwrap();
     let deps = local_api::Deps { db: db.clone(), directory: tenancy_tests::test_directory().await };
     local_api::fixtures::seed_events_tenant(&deps).await.unwrap();

@@ -36,7 +36,19 @@ async fn stack() -> (local_api::cognito::PoolIds, String) {
     (pool, arn)
 }
 
+/// Keeps a run's log lines for the personal-data log scan, when the test command asks for it.
+fn keep_log_lines(run: &Invocation) {
+    let Some(dir) = std::env::var_os("TEST_LOG_DIR") else { return };
+    use std::io::Write;
+    let path = std::path::Path::new(&dir).join(format!("binaries-{}.jsonl", std::process::id()));
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("the binaries' log file");
+    for line in &run.stdout {
+        writeln!(file, "{line}").expect("a log line");
+    }
+}
+
 fn answered(name: &str, run: &Invocation) -> Value {
+    keep_log_lines(run);
     match &run.outcome {
         Some(Ok(response)) => response.clone(),
         other => panic!("{name}: {other:?}\nstdout: {:?}\nstderr: {}", run.stdout, run.stderr),
@@ -59,11 +71,12 @@ async fn every_event_runs_through_the_built_binary_of_its_function() {
     let moto = moto_url();
     let mut metric_lines = Vec::new();
     let mut binaries_run = std::collections::HashSet::new();
+    let kms = tenancy_tests::kms_key_id().await;
     for (name, event) in super::events::event_files() {
         let db = tenancy_tests::fresh_db_with_indexes().await;
         let deps = local_api::Deps { db: db.clone(), directory: local_api::moto_directory(&moto, REGION, &pool.user_pool_id) };
         let function = runtime::function_for_event(&name, &event).unwrap();
-        let (binary, run) = runtime::invoke_event(&bin_dir(), &deps, &pool, &moto, &arn, &name, event.clone()).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (binary, run) = runtime::invoke_event(&bin_dir(), &deps, &pool, &moto, &arn, &kms, &name, event.clone()).await.unwrap_or_else(|e| panic!("{name}: {e}"));
         let response = answered(&name, &run);
         match function.as_str() {
             "AuthorizerFunction" => {
@@ -109,7 +122,7 @@ async fn a_missing_or_bad_secret_fails_the_cold_start_with_a_clear_line() {
     let bad = runtime::put_secret(&moto, REGION, &tenancy_tests::unique_name("bad"), "not a connection string").await.unwrap();
     let missing = format!("arn:aws:secretsmanager:{REGION}:123456789012:secret:{}", tenancy_tests::unique_name("none"));
     for (arn, expected) in [(missing.as_str(), "GetSecretValue"), (bad.as_str(), "not a mongodb:// or mongodb+srv:// connection string")] {
-        let env = runtime::function_env(arn, "unused", &pool, &moto);
+        let env = runtime::function_env(arn, "unused", &tenancy_tests::kms_key_id().await, &pool, &moto);
         let event = super::events::event_files().into_iter().find(|(n, _)| n == "roles-list.json").unwrap().1;
         let run = runtime::invoke(&bin_dir().join("roles"), &env, event, TIMEOUT).await.unwrap();
         assert!(run.outcome.is_none(), "no invocation is served: {:?}", run.outcome);
@@ -172,7 +185,7 @@ async fn the_setup_custom_resource_answers_cloudformation_and_delete_keeps_the_d
     let moto = moto_url();
     // A database nobody set up: the deploy is what makes its indexes.
     let db = tenancy_tests::fresh_db().await;
-    let env = runtime::function_env(&arn, db.name(), &pool, &moto);
+    let env = runtime::function_env(&arn, db.name(), &tenancy_tests::kms_key_id().await, &pool, &moto);
     let migrations = bin_dir().join("migrations");
     let (url, mut puts) = response_url().await;
     let mut metric_lines = Vec::new();
@@ -215,7 +228,7 @@ async fn the_setup_custom_resource_answers_cloudformation_and_delete_keeps_the_d
     metric_lines.extend(checked_metric_lines("Delete", &delete));
 
     // A setup that cannot run is FAILED, with its reason, and still answered.
-    let broken = runtime::function_env(&arn, "no/such$database", &pool, &moto);
+    let broken = runtime::function_env(&arn, "no/such$database", &tenancy_tests::kms_key_id().await, &pool, &moto);
     let failed = runtime::invoke(&migrations, &broken, custom_resource("Create", &url), TIMEOUT).await.unwrap();
     let (_, body) = puts.recv().await.expect("the failed Create's response");
     assert_eq!(body["Status"], "FAILED", "{body}");

@@ -79,8 +79,7 @@ async fn every_other_event_runs_through_the_function_that_takes_its_shape() {
             // The PostConfirmation trigger links the pending record of the confirmed e-mail.
             local_api::fixtures::prepare_for_event(&deps, &name, &event).await.expect("the trigger's fixtures");
             let attributes = &event["request"]["userAttributes"];
-            let record = tenancy_tests::raw_collection(&deps.db, "users").await
-                .find_one(mongodb::bson::doc! {"email": attributes["email"].as_str().unwrap()}).await.unwrap().expect("the pending record");
+            let record = tenancy_tests::user_by_email(&deps.db, attributes["email"].as_str().unwrap()).await.expect("the pending record");
             let returned = users::trigger::post_confirmation(&deps.db, event.clone()).await.unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(returned, event, "{name}: the trigger returns its event");
             let linked = tenancy_tests::raw_collection(&deps.db, "users").await.find_one(mongodb::bson::doc! {"_id": record.get_object_id("_id").unwrap()}).await.unwrap().unwrap();

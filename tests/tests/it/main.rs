@@ -8,6 +8,7 @@ mod events;
 mod identity;
 mod isolation_props;
 mod migrations_run;
+mod personal_data;
 mod retention;
 mod round_trips;
 mod scope;

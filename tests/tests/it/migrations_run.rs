@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio::time::timeout;
 use shared::db::{Db, SystemContext, TenantCollection};
 use shared::ids::{Email, TenantId};
-use shared::models::{CognitoLink, Profile, User, UserStatus};
+use shared::models::{Profile, User};
 use shared::DbError;
 use tenancy_tests::{fresh_db, fresh_db_with_indexes};
 
@@ -49,33 +49,26 @@ async fn setup_creates_every_index_and_a_second_setup_changes_nothing() {
     assert_eq!(index_names(&db).await, after_first);
 }
 
-fn user(email: &str) -> User {
-    let id = mongodb::bson::oid::ObjectId::new();
-    User {
-        id,
-        tenant_id: None,
-        cognito_user_id: CognitoLink::Pending(id),
-        email: Email::parse(email).unwrap(),
-        profile: Profile { first_name: "A".into(), last_name: "B".into(), ..Default::default() },
-        roles: vec![],
-        status: UserStatus::Pending,
-        last_login_at: None,
-        created_at: None,
-        updated_at: None,
-    }
+/// A pending record of `tenant`, sealed by its keys (made if absent).
+async fn user(db: &Db, tenant: &TenantId, email: &str) -> User {
+    db.keyring().unwrap().create_tenant_keys(tenant).await.unwrap();
+    let profile = Profile { first_name: "A".into(), last_name: "B".into(), ..Default::default() };
+    users::person::pending_record(db, tenant, &Email::parse(email).unwrap(), &profile, &[]).await.unwrap()
 }
 
 #[tokio::test]
 async fn unique_indexes_hold_per_tenant_and_allow_many_pending_users() {
     let db = fresh_db_with_indexes().await;
+    // The per-tenant uniqueness of e-mails is the blind index's, built by the sealing migration.
+    run(&db, Action::Up).await.unwrap();
     let system = SystemContext::new("test");
     let (a, b) = (TenantId::generate(), TenantId::generate());
-    let users_a = db.scoped::<User>(&system.for_tenant(a), TenantCollection::Users);
-    let users_b = db.scoped::<User>(&system.for_tenant(b), TenantCollection::Users);
-    users_a.insert_one(&user("one@x.example")).await.unwrap();
-    users_a.insert_one(&user("two@x.example")).await.expect("a second pending user must not collide");
-    users_b.insert_one(&user("one@x.example")).await.expect("the same e-mail in another tenant is fine");
-    let dup = users_a.insert_one(&user("one@x.example")).await.unwrap_err();
+    let users_a = db.scoped::<User>(&system.for_tenant(a.clone()), TenantCollection::Users);
+    let users_b = db.scoped::<User>(&system.for_tenant(b.clone()), TenantCollection::Users);
+    users_a.insert_one(&user(&db, &a, "one@x.example").await).await.unwrap();
+    users_a.insert_one(&user(&db, &a, "two@x.example").await).await.expect("a second pending user must not collide");
+    users_b.insert_one(&user(&db, &b, "one@x.example").await).await.expect("the same e-mail in another tenant is fine");
+    let dup = users_a.insert_one(&user(&db, &a, "one@x.example").await).await.unwrap_err();
     assert!(matches!(dup, DbError::Duplicate), "{dup:?}");
 }
 
@@ -183,11 +176,11 @@ async fn without_the_lease_the_same_interleaving_runs_the_migration_twice() {
 async fn status_tells_the_truth_before_and_after_up() {
     let db = fresh_db_with_indexes().await;
     let all: Vec<String> = MIGRATIONS.iter().map(|m| m.name.to_owned()).collect();
-    let Report::Status { applied, pending } = run(&db, Action::Status).await.unwrap() else { panic!() };
+    let Report::Status { applied, pending, .. } = run(&db, Action::Status).await.unwrap() else { panic!() };
     assert!(applied.is_empty());
     assert_eq!(pending, all);
     run(&db, Action::Up).await.unwrap();
-    let Report::Status { applied, pending } = run(&db, Action::Status).await.unwrap() else { panic!() };
+    let Report::Status { applied, pending, .. } = run(&db, Action::Status).await.unwrap() else { panic!() };
     assert!(pending.is_empty());
     assert_eq!(applied.iter().map(|a| a.name.clone()).collect::<Vec<_>>(), all);
     assert!(applied[0].applied_at.starts_with("20"));

@@ -83,7 +83,7 @@ const BUDGETS: &[Budget] = &[
     budget("DELETE /roles/{roleId}", ADMIN, 7, "an unheld role: admission, the role, the caller's permissions afresh (2), its holders counted, the delete, the audit entry"),
     budget("GET /users", ADMIN, 3, "admission, the page and its total in parallel"),
     budget("GET /users", KEY, 5, "the authorizer's 2 (the key, its windows), admission, the page and its total in parallel"),
-    budget("POST /users", ADMIN, 8, "admission, the roles, the caller's permissions afresh (2), the record, the seat, the `sub` after Cognito's `AdminCreateUser`, the audit entry"),
+    budget("POST /users", ADMIN, 9, "admission, the roles, the caller's permissions afresh (2), the blind-index lookup of the e-mail, the record, the seat, the `sub` after Cognito's `AdminCreateUser`, the audit entry"),
     budget("GET /users/me", ADMIN, 2, "admission, the read"),
     budget("PATCH /users/me", ADMIN, 3, "admission, the update, the audit entry"),
     budget("GET /users/{userId}", ADMIN, 2, "admission, the read"),

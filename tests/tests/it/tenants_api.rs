@@ -60,7 +60,8 @@ async fn creating_a_tenant_makes_its_three_system_roles_and_its_admin_user() {
     assert_eq!(perms(2), ["read:*"]);
 
     let admin = raw_collection(&app.db, "users").await.find_one(doc! {"tenantId": id}).await.unwrap().unwrap();
-    assert_eq!(admin.get_str("email").unwrap(), "admin@acme.example");
+    assert_eq!(tenancy_tests::user_by_email(&app.db, "admin@acme.example").await.unwrap().get_object_id("_id"), admin.get_object_id("_id"));
+    assert!(matches!(admin.get("email"), Some(mongodb::bson::Bson::Binary(_))), "the e-mail is stored sealed: {admin:?}");
     assert_eq!(admin.get_array("roles").unwrap()[0].as_str().unwrap(), found[0].get_object_id("_id").unwrap().to_hex());
     // The admin was created in Cognito (which sends the invitation) and linked by its sub.
     let cognito = app.cognito.admin_get_user().user_pool_id(&app.pool.user_pool_id).username("admin@acme.example").send().await.unwrap();
@@ -157,22 +158,24 @@ async fn a_taken_domain_is_a_409() {
 async fn a_failure_part_way_through_creation_leaves_nothing_behind() {
     let app = spawn_app().await;
     let token = app.superadmin().await;
-    // A trap: a global unique index on users.email and a user that already holds the admin's
-    // address, so that the admin user insert (after the roles) fails.
+    // A trap: a global unique index on users.status and a record elsewhere that is already
+    // pending, so that the admin's pending record insert (after the roles) fails.
     let users = raw_collection(&app.db, "users").await;
     users
-        .create_index(mongodb::IndexModel::builder().keys(doc! {"email": 1}).options(
+        .create_index(mongodb::IndexModel::builder().keys(doc! {"status": 1}).options(
             mongodb::options::IndexOptions::builder().unique(true).name("trap".to_string()).build(),
         ).build())
         .await
         .unwrap();
-    users.insert_one(doc! {"tenantId": "tn_elsewhere", "email": "admin@acme.example"}).await.unwrap();
+    users.insert_one(doc! {"tenantId": "tn_elsewhere", "status": "pending"}).await.unwrap();
     let (status, _, body) = app.call(app.request(Method::POST, "/tenants", Some(&token)).json(&acme())).await;
     assert_eq!(status, 500, "{body}");
     assert_eq!(body["message"], "An unexpected error occurred");
     assert_eq!(count(&app, "tenants", doc! {}).await, 0);
     assert_eq!(count(&app, "roles", doc! {}).await, 0, "the roles were compensated");
     assert_eq!(count(&app, "users", doc! {}).await, 1, "only the trap's user remains");
+    let claims = tenancy_tests::vault_database(&app.db).await.collection::<mongodb::bson::Document>("emailIndex").count_documents(doc! {}).await.unwrap();
+    assert_eq!(claims, 0, "the admin's global e-mail claim was released");
     assert_eq!(count(&app, "tenantDomains", doc! {}).await, 0, "the domain claim was released");
     users.drop_index("trap").await.unwrap();
     app.create_tenant(&token, acme()).await;

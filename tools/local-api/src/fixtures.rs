@@ -74,18 +74,12 @@ pub async fn seed_events_tenant(deps: &Deps) -> Result<(), BoxError> {
         roles.insert_one(&role).await?;
     }
     let viewer = roles.find_one(doc! {"name": "viewer"}).await?.ok_or("no viewer role")?;
-    let member = User {
-        id: ObjectId::parse_str(MEMBER)?,
-        tenant_id: None,
-        cognito_user_id: CognitoLink::Linked("0f1e2d3c-0000-4000-8000-0000000000b2".into()),
-        email: Email::parse("member@demo-events.example")?,
-        profile: Profile { first_name: "Mem".into(), last_name: "Ber".into(), ..Profile::default() },
-        roles: vec![viewer.id.to_hex(), ROLES[1].0.to_owned()],
-        status: UserStatus::Active,
-        last_login_at: None,
-        created_at: None,
-        updated_at: None,
-    };
+    let profile = Profile { first_name: "Mem".into(), last_name: "Ber".into(), ..Profile::default() };
+    let mut member = users::person::pending_record(&deps.db, shared::db::TenantScope::scope_tenant(&scope), &Email::parse("member@demo-events.example")?, &profile, &[]).await?;
+    member.id = ObjectId::parse_str(MEMBER)?;
+    member.cognito_user_id = CognitoLink::Linked("0f1e2d3c-0000-4000-8000-0000000000b2".into());
+    member.roles = vec![viewer.id.to_hex(), ROLES[1].0.to_owned()];
+    member.status = UserStatus::Active;
     users.insert_one(&member).await?;
     deps.db.own_tenant(&scope).adjust_counters(1, 0).await?;
     let key_id = ObjectId::parse_str(API_KEY)?;
@@ -141,8 +135,8 @@ pub async fn prepare_for_event(deps: &Deps, file_name: &str, event: &serde_json:
     if event.get("triggerSource").is_some() {
         let tenant = create_events_tenant(deps).await?;
         let email = event["request"]["userAttributes"]["email"].as_str().ok_or("the trigger event has no e-mail")?;
-        let record = users::service::pending_record(&Email::parse(email)?, Default::default(), &[]);
-        let scope = SystemContext::new("event fixtures").for_tenant(tenant);
+        let scope = SystemContext::new("event fixtures").for_tenant(tenant.clone());
+        let record = users::person::pending_record(&deps.db, &tenant, &Email::parse(email)?, &Profile::default(), &[]).await?;
         deps.db.scoped::<User>(&scope, TenantCollection::Users).insert_one(&record).await?;
         return Ok(());
     }

@@ -40,7 +40,7 @@ async fn local_migration(gateway: &Gateway, body: axum::body::Body, request_id: 
     };
     let event: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let outcome = match migrations::parse_event(&event) {
-        Ok(action) => migrations::run(&gateway.deps.db, gateway.deps.directory.as_ref(), action).await.map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Ok(_) => migrations::run_event(&gateway.deps.db, gateway.deps.directory.as_ref(), &event).await.map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
         Err(e) => Err((StatusCode::BAD_REQUEST, e.to_string())),
     };
     match outcome {

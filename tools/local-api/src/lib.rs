@@ -102,7 +102,8 @@ pub async fn serve_until(
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await
 }
 
-/// Connects to the configured database through the cached client.
-pub async fn database(config: &DbConfig) -> Result<Db, shared::DbError> {
-    Db::cached(config).await
+/// Connects to the configured database through the cached client, with the personal-data
+/// keyring (`KMS_KEY_ID`, the vault database beside it; moto's KMS locally).
+pub async fn database(config: &DbConfig) -> Result<Db, cognito::BoxError> {
+    Ok(Db::cached_with_keyring(config).await.map_err(|e| e.to_string())?)
 }

@@ -1,9 +1,15 @@
 //! `local-api`: the local stack's Rust half.
 //!   local-api serve                     serve every route on 127.0.0.1:$LOCAL_API_PORT (3000)
 //!   local-api migrate setup|up|status   run the migrations handler once; print its report
+//!                                       (these and `serve` also read KMS_KEY_ID, and moto's KMS
+//!                                       through AWS_ENDPOINT_URL_KMS)
+//!   local-api migrate rotate-key|shred TENANT [--resume]
+//!                                       rotate or shred one tenant's personal-data keys
 //!   local-api reset                     drop the local database (loopback URIs only)
 //!   local-api seed-events               seed the tenant, users and roles that events/ name
 //!   local-api bootstrap                 make (or find) the user pool in moto; print its ids
+//!   local-api kms-key [ID]              make (or keep, if moto still has ID) the personal-data
+//!                                       master key in moto's KMS; print KMS_KEY_ID=…
 //!   local-api user EMAIL PASSWORD [--tenant T] [--superadmin]
 //!                                       make (or update) a user; print its ID token
 //! `serve` and `migrate` read MONGODB_URI and MONGODB_DATABASE; `serve` also the COGNITO_*
@@ -96,9 +102,13 @@ async fn main() -> Result<(), cognito::BoxError> {
             let _ = lease.await;
             served?;
         }
-        Some("migrate") if args.len() == 2 => {
-            let event = serde_json::json!({"action": args[1]});
-            let action = migrations::parse_event(&event)?;
+        Some("migrate") if args.len() >= 2 => {
+            let mut event = serde_json::json!({"action": args[1]});
+            if let Some(tenant) = args.get(2) {
+                event["tenantId"] = tenant.clone().into();
+                event["resume"] = args.iter().any(|a| a == "--resume").into();
+            }
+            migrations::parse_event(&event)?;
             let db = local_api::database(&DbConfig::from_env(&process_env(), "tenancy-local-migrate")?).await?;
             let report = match db.locks(&SystemContext::new("local-api")).holder(SERVE_LEASE).await? {
                 Some(owner) => {
@@ -119,7 +129,7 @@ async fn main() -> Result<(), cognito::BoxError> {
                 None => {
                     let pool = shared::config::PoolConfig::from_env(&process_env())?;
                     let directory = local_api::moto_directory(&moto, &region, &pool.user_pool_id);
-                    serde_json::to_value(migrations::run(&db, directory.as_ref(), action).await?)?
+                    serde_json::to_value(migrations::run_event(&db, directory.as_ref(), &event).await?)?
                 }
             };
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -133,7 +143,10 @@ async fn main() -> Result<(), cognito::BoxError> {
             }
             let client = mongodb::Client::with_uri_str(&config.uri).await?;
             client.database(&config.database).drop().await?;
-            eprintln!("dropped the local database {}", config.database);
+            // The local vault is the second database beside it: its keys open nothing any more.
+            let vault = std::env::var("KEY_VAULT_DATABASE").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| format!("{}_vault", config.database));
+            client.database(&vault).drop().await?;
+            eprintln!("dropped the local database {} and its key vault {vault}", config.database);
         }
         Some("seed-events") => {
             let db = local_api::database(&DbConfig::from_env(&process_env(), "tenancy-local-seed")?).await?;
@@ -160,7 +173,8 @@ async fn main() -> Result<(), cognito::BoxError> {
             let deps = local_api::Deps { db: local_api::database(&config).await?, directory: local_api::moto_directory(&moto, &region, &pool.user_pool_id) };
             let arn = local_api::runtime::put_secret(&moto, &region, local_api::runtime::URI_SECRET_NAME, &config.uri).await?;
             eprintln!("invoking the function of {}", path.display());
-            let (_, run) = local_api::runtime::invoke_event(std::path::Path::new(bin_dir), &deps, &pool, &moto, &arn, &file_name, event).await?;
+            let kms_key_id = std::env::var("KMS_KEY_ID").map_err(|_| "KMS_KEY_ID is not set")?;
+            let (_, run) = local_api::runtime::invoke_event(std::path::Path::new(bin_dir), &deps, &pool, &moto, &arn, &kms_key_id, &file_name, event).await?;
             for line in &run.stdout {
                 eprintln!("{line}");
             }
@@ -170,6 +184,28 @@ async fn main() -> Result<(), cognito::BoxError> {
                 Some(Err(error)) => return Err(format!("the function failed: {error}").into()),
                 None => return Err(format!("the function answered nothing (exit: {:?})", run.exit).into()),
             }
+        }
+        Some("kms-key") => {
+            // The personal-data master key in moto's KMS. moto keeps key material in memory
+            // only: a recorded id it no longer has is replaced, and said so, because nothing
+            // sealed under the old key can be read any more.
+            let kms = aws_sdk_kms::Client::new(&cognito::moto_config(&moto, &region));
+            let recorded = args.get(1).filter(|id| !id.is_empty());
+            let kept = match recorded {
+                Some(id) => kms.describe_key().key_id(id).send().await.ok().and_then(|d| d.key_metadata).filter(|m| m.enabled).map(|m| m.key_id),
+                None => None,
+            };
+            let id = match kept {
+                Some(id) => id,
+                None => {
+                    let created = kms.create_key().description("tenancy-local: personal data (fake, local only)").send().await?;
+                    if let Some(old) = recorded {
+                        println!("KMS_KEY_REPLACED={old}");
+                    }
+                    created.key_metadata.ok_or("CreateKey returned no key")?.key_id
+                }
+            };
+            println!("KMS_KEY_ID={id}");
         }
         Some("bootstrap") => {
             let client = cognito::client(&moto, &region);
@@ -186,7 +222,7 @@ async fn main() -> Result<(), cognito::BoxError> {
         }
         _ => {
             eprintln!(
-                "usage: local-api serve | migrate setup|up|status | reset | seed-events | secret | invoke EVENT_FILE [--bin-dir DIR] | bootstrap | user EMAIL PASSWORD [--tenant T] [--superadmin]"
+                "usage: local-api serve | migrate setup|up|status | reset | seed-events | secret | invoke EVENT_FILE [--bin-dir DIR] | bootstrap | kms-key [ID] | user EMAIL PASSWORD [--tenant T] [--superadmin]"
             );
             std::process::exit(2);
         }

@@ -196,12 +196,17 @@ pub const LOCAL_ADMIN_PANEL_ORIGIN: &str = crate::gateway::DEFAULT_ADMIN_PANEL_O
 pub const URI_SECRET_NAME: &str = "tenancy-local/mongodb-uri";
 
 /// A function's environment as template.yaml gives it, pointed at the local stack: the
-/// connection string's secret (never the URI itself), the database, the pool, moto as every
-/// AWS endpoint with clearly fake credentials, and the metrics' service name.
-pub fn function_env(secret_arn: &str, database: &str, pool: &crate::cognito::PoolIds, moto_url: &str) -> Vec<(String, String)> {
+/// connection string's secret (never the URI itself), the database, the KMS master key and the
+/// vault database beside the data (the local vault has no cluster of its own), the pool, moto as
+/// every AWS endpoint with clearly fake credentials, and the metrics' service name.
+pub fn function_env(secret_arn: &str, database: &str, kms_key_id: &str, pool: &crate::cognito::PoolIds, moto_url: &str) -> Vec<(String, String)> {
+    let vault = format!("{database}_vault");
     let pairs = [
         ("MONGODB_URI_SECRET_ARN", secret_arn),
         ("MONGODB_DATABASE", database),
+        ("KMS_KEY_ID", kms_key_id),
+        ("KEY_VAULT_DATABASE", &vault),
+        ("AWS_ENDPOINT_URL_KMS", moto_url),
         ("COGNITO_REGION", &pool.region),
         ("COGNITO_USER_POOL_ID", &pool.user_pool_id),
         ("COGNITO_CLIENT_ID", &pool.client_id),
@@ -229,12 +234,13 @@ pub async fn invoke_event(
     pool: &crate::cognito::PoolIds,
     moto_url: &str,
     secret_arn: &str,
+    kms_key_id: &str,
     file_name: &str,
     event: Value,
 ) -> Result<(String, Invocation), BoxError> {
     crate::fixtures::prepare_for_event(deps, file_name, &event).await?;
     let binary = binary_for_event(file_name, &event)?;
-    let env = function_env(secret_arn, deps.db.name(), pool, moto_url);
+    let env = function_env(secret_arn, deps.db.name(), kms_key_id, pool, moto_url);
     let run = invoke(&bin_dir.join(&binary), &env, event, INVOCATION_TIMEOUT).await?;
     Ok((binary, run))
 }

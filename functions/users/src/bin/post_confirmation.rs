@@ -10,7 +10,7 @@ use shared::db::Db;
 async fn main() -> Result<(), Error> {
     shared::telemetry::init("post-confirmation");
     let config = DbConfig::load("tenancy-post-confirmation").await?;
-    let db = Db::cached(&config).await?;
+    let db = Db::cached_with_keyring(&config).await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let db = db.clone();
         async move {
