@@ -48,7 +48,7 @@ rm -rf "$TEST_LOG_DIR"
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-6}" --show-output
 
 log "scanning every database the suites left and every log line they wrote for personal data in the clear"
-target/debug/pii-scan "$TEST_MONGODB_URI" "$TEST_LOG_DIR"
+target/debug/pii_scan "$TEST_MONGODB_URI" "$TEST_LOG_DIR"
 
 log "linting template.yaml and checking its grants against the code"
 VENV="${CACHE}/venv"

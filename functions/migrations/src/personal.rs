@@ -208,6 +208,20 @@ pub struct SealReport {
     pub shared_emails: Vec<SharedEmail>,
 }
 
+/// Every tenant id of the registry, read in `_id` order and batches (ids only: a tenant's other
+/// fields need not decode).
+async fn tenant_ids(db: &Db, system: &SystemContext) -> Result<Vec<TenantId>, DbError> {
+    let registry = db.tenants(system);
+    let (mut ids, mut after) = (Vec::new(), None);
+    loop {
+        let batch = registry.ids(doc! {}, after, BATCH).await?;
+        let Some((last, _)) = batch.last() else { break };
+        after = Some(*last);
+        ids.extend(batch.into_iter().map(|(_, tenant)| tenant));
+    }
+    Ok(ids)
+}
+
 /// 005: seals everything stored before encryption (see the module docs), then builds the
 /// unique `{tenantId, emailHash}` index and drops the plaintext one. Shredded tenants are
 /// skipped: nothing of theirs can be sealed any more.
@@ -217,27 +231,20 @@ pub fn seal_personal_data(deps: Deps<'_>) -> BoxFuture<'_, Result<u64, DbError>>
 
 /// The body of 005, with its report.
 pub async fn seal(db: &Db, system: &SystemContext) -> Result<SealReport, DbError> {
-    let registry = db.tenants(system);
     let keys = db.keyring()?;
     let mut report = SealReport::default();
-    let mut after = None;
-    loop {
-        let batch = registry.ids(doc! {}, after, BATCH).await?;
-        let Some((last, _)) = batch.last() else { break };
-        after = Some(*last);
-        for (_, tenant) in batch {
-            match keys.create_tenant_keys(&tenant).await {
-                Ok(()) => {}
-                Err(PiiError::Shredded(_)) => continue,
-                Err(e) => return Err(pii(e)),
-            }
-            let version = keys.current_version(&tenant).await.map_err(pii)?;
-            report.tenants += 1;
-            report.records_sealed += rewrite_users(db, &tenant, version, &shared::seam::NoSeam).await?;
-            report.records_sealed += u64::from(rewrite_billing(db, system, &tenant, version).await?);
-            report.audit_entries_rewritten += rewrite_audit(db, &tenant).await?;
-            claim_emails(db, &tenant, &mut report).await?;
+    for tenant in tenant_ids(db, system).await? {
+        match keys.create_tenant_keys(&tenant).await {
+            Ok(()) => {}
+            Err(PiiError::Shredded(_)) => continue,
+            Err(e) => return Err(pii(e)),
         }
+        let version = keys.current_version(&tenant).await.map_err(pii)?;
+        report.tenants += 1;
+        report.records_sealed += rewrite_users(db, &tenant, version, &shared::seam::NoSeam).await?;
+        report.records_sealed += u64::from(rewrite_billing(db, system, &tenant, version).await?);
+        report.audit_entries_rewritten += rewrite_audit(db, &tenant).await?;
+        claim_emails(db, &tenant, &mut report).await?;
     }
     let remaining = remaining(db, system).await?;
     if remaining.total() > 0 {
@@ -278,19 +285,13 @@ impl Remaining {
 pub async fn remaining(db: &Db, system: &SystemContext) -> Result<Remaining, DbError> {
     let registry = db.tenants(system);
     let mut remaining = Remaining::default();
-    let mut after = None;
-    loop {
-        let batch = registry.ids(doc! {}, after, BATCH).await?;
-        let Some((last, _)) = batch.last() else { break };
-        after = Some(*last);
-        for (_, tenant) in batch {
-            remaining.users += users(db, &tenant).count_documents(doc! {"emailHash": {"$exists": false}}).await?;
-            let scope = SystemContext::new("personal data").for_tenant(tenant.clone());
-            let audit = db.scoped::<AuditLog>(&scope, TenantCollection::AuditLogs);
-            remaining.audit_entries += audit.count_documents(doc! {"details.adminEmail": {"$exists": true}}).await?;
-            let billing = registry.field(&tenant, Field::BillingEmail.path()).await?;
-            remaining.tenants += u64::from(matches!(billing, Some(Bson::String(_))));
-        }
+    for tenant in tenant_ids(db, system).await? {
+        remaining.users += users(db, &tenant).count_documents(doc! {"emailHash": {"$exists": false}}).await?;
+        let scope = SystemContext::new("personal data").for_tenant(tenant.clone());
+        let audit = db.scoped::<AuditLog>(&scope, TenantCollection::AuditLogs);
+        remaining.audit_entries += audit.count_documents(doc! {"details.adminEmail": {"$exists": true}}).await?;
+        let billing = registry.field(&tenant, Field::BillingEmail.path()).await?;
+        remaining.tenants += u64::from(matches!(billing, Some(Bson::String(_))));
     }
     Ok(remaining)
 }
