@@ -419,7 +419,8 @@ async fn role_permissions(db: &Db, tenant: &TenantId, role_ids: &[String]) -> Re
 
 /// Counts the call in the tenant record, bounded in the filter by the monthly quota and the
 /// per-minute window. The first try uses the remembered bounds; a miss reads the tenant to tell
-/// why (suspended, a bound reached, or a plan change that moved the bounds) and tries again.
+/// why (shredded, suspended, a bound reached, or a plan change that moved the bounds) and tries
+/// again.
 async fn count_call(db: &Db, tenant_id: &TenantId, quota: Quota, feature: Option<&'static str>) -> Result<Tenant, ApiError> {
     let registry = db.tenants(&SystemContext::new("admission"));
     let now = db.clock().now_ms();
@@ -448,6 +449,9 @@ async fn count_call(db: &Db, tenant_id: &TenantId, quota: Quota, feature: Option
             .get(tenant_id)
             .await?
             .ok_or_else(|| ApiError::Forbidden(format!("Tenant {tenant_id} does not exist")))?;
+        if tenant.keys_shredded_at.is_some() {
+            return Err(ApiError::Forbidden(format!("Tenant {tenant_id}'s personal data was shredded; it admits no one")));
+        }
         match tenant.status {
             TenantStatus::Active => {}
             TenantStatus::Suspended => {
@@ -530,6 +534,7 @@ mod tests {
             counters: None,
             api_key_count: 0,
             audit_retention: None,
+            keys_shredded_at: None,
             created_at: now,
             updated_at: now,
         };

@@ -59,6 +59,7 @@ mod cognito {
     use super::*;
     use aws_sdk_cognitoidentityprovider::error::{ProvideErrorMetadata, SdkError};
     use aws_sdk_cognitoidentityprovider::types::{AttributeType, DeliveryMediumType};
+    use aws_sdk_cognitoidentityprovider::config::http::HttpResponse;
     use aws_sdk_cognitoidentityprovider::Client;
 
     /// The Cognito user pool through the AWS SDK.
@@ -122,28 +123,43 @@ mod cognito {
         AttributeType::builder().name(name).value(value).build().map_err(|e| DirectoryError::Rejected(e.to_string()))
     }
 
-    /// Sorts an SDK failure: the network or a timeout is `Unavailable` (retry may help), a
-    /// service answer is `Rejected`, unless `known` recognises it.
-    fn classify<E, R>(error: SdkError<E, R>, known: impl Fn(&E) -> Option<DirectoryError>) -> DirectoryError
+    /// Cognito error codes a retry may get past: throttling and Cognito's own failures.
+    const TRANSIENT: &[&str] = &["TooManyRequestsException", "LimitExceededException", "InternalErrorException", "ThrottlingException"];
+
+    /// Sorts an SDK failure: the network, a timeout, throttling or a 5xx is `Unavailable` (a
+    /// 503: a retry may help); an answer `known` recognises is what it says; a refused value is
+    /// `InvalidInput`. Anything else is `Rejected`, permanent (a missing user pool, access
+    /// denied, an unexpected refusal): a 500 that an operator must act on, so it also writes an
+    /// error line and a `DependencyErrors` metric, which an alarm watches. Only the error code
+    /// goes into the line: Cognito's messages may repeat what they were given (an e-mail).
+    fn classify<E>(error: SdkError<E, HttpResponse>, known: impl Fn(&E) -> Option<DirectoryError>) -> DirectoryError
     where
         E: std::error::Error + ProvideErrorMetadata + 'static,
-        R: std::fmt::Debug,
     {
-        match &error {
-            SdkError::ServiceError(service) => known(service.err()).unwrap_or_else(|| {
-                let message = service.err().to_string();
-                match service.err().code() {
-                    Some("InvalidParameterException") => DirectoryError::InvalidInput(message),
-                    // Throttled: a retry later may succeed, so it is a 503 like an outage.
-                    Some("TooManyRequestsException" | "LimitExceededException") => DirectoryError::Unavailable(message),
-                    _ => DirectoryError::Rejected(message),
+        let code = match &error {
+            SdkError::ServiceError(service) => {
+                if let Some(known) = known(service.err()) {
+                    return known;
                 }
-            }),
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-                DirectoryError::Unavailable(format!("{error:?}").chars().take(300).collect())
+                let code = service.err().code().unwrap_or("Unknown");
+                let status = service.raw().status().as_u16();
+                if code == "InvalidParameterException" {
+                    return DirectoryError::InvalidInput(code.to_owned());
+                }
+                if TRANSIENT.contains(&code) || status >= 500 || status == 429 {
+                    return DirectoryError::Unavailable(code.to_owned());
+                }
+                code.to_owned()
             }
-            _ => DirectoryError::Rejected(format!("{error:?}").chars().take(300).collect()),
-        }
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+                return DirectoryError::Unavailable(format!("{error:?}").chars().take(300).collect());
+            }
+            // The request could not even be built: configuration (region, credentials).
+            _ => "ConstructionFailure".to_owned(),
+        };
+        crate::metrics::dependency_error(crate::metrics::Dependency::Cognito, &code);
+        tracing::error!(dependency = "Cognito", code = %code, "the user directory refused the request permanently: check the user pool (exists) and the function's permissions on it");
+        DirectoryError::Rejected(code)
     }
 
     fn attr<'a>(attributes: &'a [AttributeType], name: &str) -> Option<&'a str> {

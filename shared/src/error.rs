@@ -45,6 +45,10 @@ impl Check {
     }
 }
 
+/// The `Retry-After` of every 503: the database's monitor looks again within a second of a
+/// refused call, and KMS, Cognito or the vault are retried by their SDKs already.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 2;
+
 /// Every error an HTTP handler can return.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -60,6 +64,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A body that is not declared `application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("{message}")]
     TooManyRequests { message: String, retry_after_secs: u64 },
     #[error("the database is unavailable")]
@@ -90,9 +97,15 @@ impl ApiError {
         ApiError::BadRequest { message: "The request is invalid".into(), details }
     }
 
-    /// An opaque 500 around any cause (logged, never shown).
+    /// An opaque 500 around any cause (logged, never shown); a 503 when somewhere in its chain
+    /// a service that may come back failed (the database, KMS, the vault, the user directory):
+    /// an outage is never a 500, whichever context's error wraps it.
     pub fn internal(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
-        ApiError::Internal(Box::new(cause))
+        if transient_cause(&cause) {
+            ApiError::Unavailable(Box::new(cause))
+        } else {
+            ApiError::Internal(Box::new(cause))
+        }
     }
 
     /// The status: the only place errors become numbers.
@@ -104,6 +117,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -147,11 +161,29 @@ impl ApiError {
         })
         .expect("the error envelope always serialises");
         let mut builder = Response::builder().status(status).header("content-type", "application/json");
+        // Every 503 says when to come back, whatever made it; a 4xx other than a 429 never does.
         if let ApiError::TooManyRequests { retry_after_secs, .. } = &self {
             builder = builder.header("retry-after", retry_after_secs.to_string());
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
+            builder = builder.header("retry-after", UNAVAILABLE_RETRY_AFTER_SECS.to_string());
         }
         builder.body(Body::Text(body)).expect("a valid response")
     }
+}
+
+/// Whether `error` or one of its sources is a failure that a retry may get past.
+fn transient_cause(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        let transient = e.downcast_ref::<DbError>().is_some_and(DbError::is_retryable)
+            || e.downcast_ref::<crate::pii::PiiError>().is_some_and(crate::pii::PiiError::is_unavailable)
+            || e.downcast_ref::<crate::directory::DirectoryError>().is_some_and(|d| matches!(d, crate::directory::DirectoryError::Unavailable(_)));
+        if transient {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 fn cause_chain(error: &dyn std::error::Error) -> String {
@@ -225,5 +257,32 @@ mod tests {
     fn an_unavailable_database_is_a_503() {
         let e = ApiError::from(DbError::Unavailable(mongodb::error::Error::custom("down")));
         assert_eq!(e.status(), 503);
+    }
+
+    #[test]
+    fn an_outage_wrapped_in_a_context_s_error_is_a_503_not_a_500() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("creation failed at a step")]
+        struct Step(#[source] DbError);
+        let wrapped = ApiError::internal(Step(DbError::Unavailable(mongodb::error::Error::custom("down"))));
+        assert_eq!(wrapped.status(), 503);
+        let kms = ApiError::internal(Step(DbError::Pii(crate::pii::PiiError::Kms("timeout".into()))));
+        assert_eq!(kms.status(), 503);
+        let permanent = ApiError::internal(Step(DbError::Duplicate));
+        assert_eq!(permanent.status(), 500);
+    }
+
+    #[test]
+    fn every_503_carries_retry_after_and_a_404_or_413_does_not() {
+        let unavailable = ApiError::from(DbError::Unavailable(mongodb::error::Error::custom("down"))).into_response("r");
+        assert_eq!(unavailable.status(), 503);
+        assert_eq!(unavailable.headers()["retry-after"], UNAVAILABLE_RETRY_AFTER_SECS.to_string());
+        let kms = ApiError::from(DbError::Pii(crate::pii::PiiError::Kms("throttled".into()))).into_response("r");
+        assert_eq!(kms.status(), 503);
+        assert!(kms.headers().contains_key("retry-after"));
+        for refusal in [ApiError::NotFound("no".into()), ApiError::PayloadTooLarge("big".into()), ApiError::internal(std::io::Error::other("x"))] {
+            let response = refusal.into_response("r");
+            assert!(!response.headers().contains_key("retry-after"), "{}", response.status());
+        }
     }
 }

@@ -62,7 +62,7 @@ pub type BoxedResponse<'a> = futures_util::future::BoxFuture<'a, Response<Body>>
 /// Runs a handler inside a span carrying `requestId` (and, once admitted, `tenantId`), and
 /// turns its error into the JSON envelope. Every HTTP Lambda's entry point goes through here,
 /// so this is also where every 403 of a caller with a tenant is audited in that tenant's log
-/// (rate-limited per tenant, see [`crate::audit::record_refusal`]).
+/// (on a budget per actor, see [`crate::audit::record_refusal`]).
 pub async fn serve<F, Fut>(db: &Db, req: Request, handler: F) -> Response<Body>
 where
     F: FnOnce(Request, RequestMeta) -> Fut,
@@ -85,7 +85,12 @@ where
         let own_tenant = caller.as_ref().filter(|i| !i.is_superadmin()).and_then(|i| i.tenant().map(|t| t.as_str().to_owned()));
         let cross_tenant = matches!((&own_tenant, &named_tenant), (Some(own), Some(named)) if own != named);
         let mut scope_refusal = false;
-        let mut response = match handler(req, meta.clone()).await {
+        // A write's body is JSON or nothing, on every route, those that read none included.
+        let outcome = match json_or_no_body(&req) {
+            Ok(()) => handler(req, meta.clone()).await,
+            Err(unsupported) => Err(unsupported),
+        };
+        let mut response = match outcome {
             Ok(response) => response,
             Err(error) => {
                 if error.status() == 403 {
@@ -246,22 +251,52 @@ fn body_bytes(req: &Request) -> Result<&[u8], ApiError> {
 }
 
 /// A required JSON body as `T` (which should deny unknown fields). Malformed JSON, a wrong
-/// type or an unknown field is a 400 naming the field; an oversized body is a 413.
+/// type or an unknown field is a 400 naming the field; an oversized body is a 413; a body not
+/// declared `application/json` is a 415.
 pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     let bytes = body_bytes(req)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid("body", "a JSON body is required"));
     }
+    require_json(req)?;
     parse_json(bytes)
 }
 
-/// An optional JSON body: absent or empty is `T::default()`.
+/// An optional JSON body: absent or empty is `T::default()`, whatever its content type (a
+/// revocation sent with no body and no header is valid); any other body must be JSON, as for
+/// [`json_body`].
 pub fn optional_json_body<T: DeserializeOwned + Default>(req: &Request) -> Result<T, ApiError> {
     let bytes = body_bytes(req)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
+    require_json(req)?;
     parse_json(bytes)
+}
+
+/// A write (`POST`, `PUT`, `PATCH`, `DELETE`) carries a JSON body or none: anything else is a
+/// 415 before the handler runs, so a route that reads no body (a revocation) refuses a text
+/// body just as one that reads it does.
+fn json_or_no_body(req: &Request) -> Result<(), ApiError> {
+    let write = matches!(*req.method(), http::Method::POST | http::Method::PUT | http::Method::PATCH | http::Method::DELETE);
+    let bytes: &[u8] = req.body().as_ref();
+    if !write || bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    require_json(req)
+}
+
+/// A body must be declared `application/json` (parameters such as `charset` allowed, case
+/// ignored): a form or text body that happens to parse as JSON is still refused, so that a
+/// browser's form post can never act as a JSON client.
+fn require_json(req: &Request) -> Result<(), ApiError> {
+    let declared = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let essence = declared.split(';').next().unwrap_or_default().trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType("The body must be JSON, sent with Content-Type: application/json".into()))
+    }
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -337,5 +372,43 @@ impl Query {
                 .filter(|n| (min..=max).contains(n))
                 .ok_or_else(|| ApiError::invalid(name, format!("must be an integer from {min} to {max}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod body_tests {
+    use super::*;
+
+    #[derive(Debug, Default, serde::Deserialize)]
+    struct Named {
+        #[allow(dead_code)]
+        name: Option<String>,
+    }
+
+    fn request(content_type: Option<&str>, body: &str) -> Request {
+        let mut builder = http::Request::builder().method("POST").uri("/roles");
+        if let Some(t) = content_type {
+            builder = builder.header("content-type", t);
+        }
+        builder.body(Body::from(body.to_owned())).unwrap()
+    }
+
+    #[test]
+    fn a_body_not_declared_json_is_a_415_and_json_with_parameters_or_any_case_is_accepted() {
+        for declared in [Some("text/plain"), Some("application/x-www-form-urlencoded"), Some("application/jsonp"), None] {
+            let error = json_body::<Named>(&request(declared, r#"{"name":"x"}"#)).unwrap_err();
+            assert_eq!(error.status(), 415, "{declared:?}");
+            assert_eq!(optional_json_body::<Named>(&request(declared, r#"{"name":"x"}"#)).unwrap_err().status(), 415);
+        }
+        for declared in ["application/json", "Application/JSON; charset=UTF-8", "application/json ;charset=utf-8"] {
+            assert!(json_body::<Named>(&request(Some(declared), r#"{"name":"x"}"#)).is_ok(), "{declared}");
+        }
+    }
+
+    #[test]
+    fn an_empty_body_without_a_content_type_stays_valid_where_the_body_is_optional() {
+        assert!(optional_json_body::<Named>(&request(None, "")).is_ok());
+        assert!(optional_json_body::<Named>(&request(Some("text/plain"), "")).is_ok());
+        assert_eq!(json_body::<Named>(&request(None, "")).unwrap_err().status(), 400);
     }
 }

@@ -21,6 +21,7 @@ const BY_ROUTE: &[&str] = &["Service", "Function", "Route"];
 const BY_FUNCTION: &[&str] = &["Service", "Function"];
 const BY_SERVICE: &[&str] = &["Service"];
 const BY_COLLECTION: &[&str] = &["Service", "Collection"];
+const BY_DEPENDENCY: &[&str] = &["Service", "Dependency"];
 
 /// Where lines go, and the two values every line carries. Unset (tests of the code in process)
 /// means nothing is written.
@@ -149,6 +150,48 @@ pub fn data_growth(tenant: &crate::ids::TenantId, collection: &str, documents: u
         line.set("tenantId", tenant.as_str());
         line.set("Collection", collection);
         line.metrics(&[BY_COLLECTION], &[("Documents", Unit::Count, documents as f64), ("Bytes", Unit::Bytes, bytes as f64)]);
+        line
+    });
+}
+
+/// One correction of a tenant counter by the reconciliation job (`seats`, `admins` or
+/// `apiKeyCount`): `CounterCorrections` is its size, `|to - from|`, so any non-zero Sum is a
+/// drift found (docs/ARCHITECTURE.md §12). The tenant, counter and values are properties.
+pub fn counter_correction(tenant: &crate::ids::TenantId, counter: &str, from: i64, to: i64) {
+    emit(|mut line| {
+        line.set("tenantId", tenant.as_str());
+        line.set("counter", counter);
+        line.set("from", from);
+        line.set("to", to);
+        line.metrics(&[BY_SERVICE], &[("CounterCorrections", Unit::Count, (to - from).unsigned_abs() as f64)]);
+        line
+    });
+}
+
+/// A service the platform depends on, as the `Dependency` dimension names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    Kms,
+    Cognito,
+}
+
+impl Dependency {
+    fn name(self) -> &'static str {
+        match self {
+            Dependency::Kms => "KMS",
+            Dependency::Cognito => "Cognito",
+        }
+    }
+}
+
+/// A permanent error of a dependency (a missing or disabled key, a missing user pool, access
+/// denied): `DependencyErrors`, by service (what the alarm watches) and by dependency. The
+/// error code is a property.
+pub fn dependency_error(dependency: Dependency, code: &str) {
+    emit(|mut line| {
+        line.set("Dependency", dependency.name());
+        line.set("code", code);
+        line.metrics(&[BY_SERVICE, BY_DEPENDENCY], &[("DependencyErrors", Unit::Count, 1.0)]);
         line
     });
 }

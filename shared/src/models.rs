@@ -121,6 +121,12 @@ pub struct Tenant {
     /// (docs/ARCHITECTURE.md §13); cleared once it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_retention: Option<PendingRetention>,
+    /// When the tenant's personal-data keys were shredded (docs/ARCHITECTURE.md §20), set by
+    /// the `shred` job before it destroys them. From then on no one is admitted to the tenant,
+    /// its personal fields show as unavailable without a key being asked for, and its status
+    /// and billing no longer change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_shredded_at: Option<DateTime>,
     pub created_at: DateTime,
     pub updated_at: DateTime,
 }
@@ -142,6 +148,47 @@ pub struct TenantCounters {
     pub seats: i64,
     /// Pending or active users holding the admin role: the last one cannot go.
     pub admins: i64,
+}
+
+/// The tenant-record field holding the id of the last counter move: after a lost reply, whether
+/// the move was this one; and the recount's condition (docs/ARCHITECTURE.md §12).
+pub const COUNTER_MOVE: &str = "counterMove";
+
+/// The tenant-record field holding when each collection's counters last moved, by the
+/// collection they count ([`Counted::moved_at`]). Stamped with the db clock by the move itself,
+/// so that the recount can tell a saga still between its two writes from a drift (§12).
+pub const COUNTER_MOVED_AT: &str = "counterMovedAt";
+
+/// The field a write that changes what a user or key record holds stamps (with the db clock),
+/// together with its markers and `markerOp`; a record's creation is its `createdAt`. The recount
+/// leaves a counter alone while one of its records has either within the settle window (§12).
+pub const MARKED_AT: &str = "markedAt";
+
+/// Which counters a move changes, named by the collection of the records they count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// `counters.seats` and `counters.admins`, counted from `users`.
+    Users,
+    /// `apiKeyCount`, counted from `apiKeys`.
+    ApiKeys,
+}
+
+impl Counted {
+    /// The collection's name: its key under [`COUNTER_MOVED_AT`].
+    pub fn collection(self) -> &'static str {
+        match self {
+            Counted::Users => "users",
+            Counted::ApiKeys => "apiKeys",
+        }
+    }
+
+    /// The path of this collection's stamp under [`COUNTER_MOVED_AT`].
+    pub fn moved_at(self) -> &'static str {
+        match self {
+            Counted::Users => "counterMovedAt.users",
+            Counted::ApiKeys => "counterMovedAt.apiKeys",
+        }
+    }
 }
 
 /// How a user record is tied to Cognito. A pending user has no Cognito id yet; it stores a
@@ -260,12 +307,36 @@ pub struct User {
     /// Role ids (hex ObjectIds), as in the brief.
     pub roles: Vec<String>,
     pub status: UserStatus,
+    /// Whether the record holds a seat of `counters.seats` (docs/ARCHITECTURE.md §12). Absent
+    /// on records from before the markers: a user record always held one ([`User::holds_seat`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seat_held: Option<bool>,
+    /// Whether the record holds a place of `counters.admins`. Absent on records from before the
+    /// markers: held iff pending or active with the admin role ([`User::holds_admin_place`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_held: Option<bool>,
+    /// The operation that last wrote the markers: after a lost reply, whether the write was ours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marker_op: Option<ObjectId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_login_at: Option<DateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<DateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<DateTime>,
+}
+
+impl User {
+    /// Whether the record holds a seat: its marker, or (absent) always.
+    pub fn holds_seat(&self) -> bool {
+        self.seat_held.unwrap_or(true)
+    }
+
+    /// Whether the record holds an admin place: its marker, or (absent) whether it is pending or
+    /// active with `admin_role` (the tenant's admin role id, hex).
+    pub fn holds_admin_place(&self, admin_role: &str) -> bool {
+        self.admin_held.unwrap_or_else(|| self.status != UserStatus::Inactive && self.roles.iter().any(|r| r == admin_role))
+    }
 }
 
 /// The well-known principal that system-made records name as their creator
@@ -349,6 +420,13 @@ pub struct ApiKey {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<DateTime>,
     pub status: ApiKeyStatus,
+    /// Whether the key holds a place of the tenant's `apiKeyCount` (docs/ARCHITECTURE.md §13).
+    /// Absent on keys from before the marker: held iff active ([`ApiKey::holds_place`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place_held: Option<bool>,
+    /// The operation that last wrote the marker: after a lost reply, whether the write was ours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marker_op: Option<ObjectId>,
     /// The creating user's record: the key never holds more than its creator holds now.
     pub created_by: ObjectId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -359,6 +437,13 @@ pub struct ApiKey {
     pub created_at: Option<DateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<DateTime>,
+}
+
+impl ApiKey {
+    /// Whether the key holds a place: its marker, or (absent) whether its stored status is active.
+    pub fn holds_place(&self) -> bool {
+        self.place_held.unwrap_or(self.status == ApiKeyStatus::Active)
+    }
 }
 
 /// One audit entry (`auditLogs`, tenant-scoped). `expireAt` drives retention: a TTL index where

@@ -13,7 +13,8 @@ pub struct RequestMeta {
 }
 
 impl RequestMeta {
-    /// API Gateway's request id (else Lambda's), the source IP and the user agent.
+    /// API Gateway's request id (else Lambda's), the source IP (`requestContext.identity.sourceIp`,
+    /// never a header) and the user agent. The audit writer bounds what it stores of them.
     pub fn from_request(req: &Request) -> Self {
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let (gateway_id, source_ip) = match req.request_context_ref() {
@@ -25,9 +26,9 @@ impl RequestMeta {
             .or_else(|| req.lambda_context_ref().map(|c| c.request_id.clone()))
             .filter(|id| !id.is_empty())
             .unwrap_or_else(|| mongodb::bson::oid::ObjectId::new().to_hex());
-        let ip = source_ip
-            .or_else(|| header("x-forwarded-for").and_then(|v| v.split(',').next().map(|s| s.trim().to_owned())))
-            .unwrap_or_default();
+        // The gateway's own view of the peer only: `X-Forwarded-For` is whatever the caller
+        // wrote, and refusal budgets are kept per source address (docs/ARCHITECTURE.md §13).
+        let ip = source_ip.unwrap_or_default();
         Self { request_id, ip, user_agent: header("user-agent").unwrap_or_default() }
     }
 }

@@ -31,6 +31,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub cognito: Cognito,
     pub pool: PoolIds,
+    /// The credential of the local control route (`POST /_local/migrations`).
+    pub control_token: local_api::control::ControlToken,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -61,6 +63,12 @@ pub async fn spawn_app_counting() -> (TestApp, Arc<AtomicU64>) {
     db.flavor().await.expect("the server's flavor");
     commands.store(0, Ordering::SeqCst);
     (spawn_app_on(db, local_api::functions).await, commands)
+}
+
+/// Starts the local API on a fresh database reached through `uri` (a fault proxy's, see
+/// [`crate::proxy::FaultProxy`]), its indexes set up through it.
+pub async fn spawn_app_at(uri: &str) -> TestApp {
+    spawn_app_on(crate::fresh_db_at(uri).await, local_api::functions).await
 }
 
 /// Starts the local API with functions of the test's making (e.g. one with a seam).
@@ -94,10 +102,11 @@ async fn serve_on(db: Db, functions: impl FnOnce(&Deps) -> Vec<Arc<dyn HttpFunct
     let gateway = local_api::gateway_with(deps.clone(), functions(&deps), config).expect("the gateway");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let address = format!("http://{}", listener.local_addr().unwrap());
+    let control_token = gateway.control_token.clone();
     let server = tokio::spawn(async move {
         local_api::serve(listener, gateway).await.expect("serve");
     });
-    TestApp { address, db, deps, http: reqwest::Client::new(), cognito, pool, server }
+    TestApp { address, db, deps, http: reqwest::Client::new(), cognito, pool, control_token, server }
 }
 
 impl TestApp {

@@ -3,6 +3,7 @@
 
 
 pub mod app;
+pub mod proxy;
 
 use shared::config::DbConfig;
 use shared::db::Db;
@@ -102,6 +103,18 @@ pub async fn with_keyring(db: Db) -> Db {
     capture_logs();
     let keyring = keyring_with(&db, moto_kms().await).await;
     db.with_keyring(keyring)
+}
+
+/// A fresh database with its keyring, reached through `uri` (a [`proxy::FaultProxy`]'s), with
+/// the migrations `setup` applied through it.
+pub async fn fresh_db_at(uri: &str) -> Db {
+    capture_logs();
+    // The deployed selection timeout (3 s), not the tests' 10 s: a call that does reach the
+    // driver during an outage fails as a deployed one would.
+    let config = DbConfig { uri: uri.to_owned(), server_selection_timeout: Duration::from_secs(3), ..fresh_db_config() };
+    let db = with_keyring(Db::connect(&config).await.expect("connect through the proxy")).await;
+    migrations::setup(&db).await.expect("setup");
+    db
 }
 
 /// A fresh database with the migrations `setup` applied (indexes in place).

@@ -5,21 +5,24 @@
 //!
 //! For a key it checks, in order: the key parses; it exists, by its global id; the secret's
 //! hash matches in constant time (the current secret, or the one a rotation replaced while its
-//! grace lasts); the key is active and not expired. It then counts the call in the key's
-//! minute, hour and day windows with one conditional update. A full window does not deny: an
-//! authorizer can only allow or deny, and a deny is a 403, so the verdict rides in the context
-//! (`retryAfter`) and admission answers the 429 before it counts anything. The tenant's status
-//! and monthly quota stay with admission.
+//! grace lasts); the key is active and not expired. An id that names no key goes the same way
+//! up to and including the comparison (one key read, two comparisons with a dummy digest) and
+//! spends the same refusal budgets, so that neither time nor round trips tell it from a known
+//! key with a wrong secret; only a known key's audit entry, inside its budgets, differs. It
+//! then counts the call in the key's minute, hour and day windows with one conditional update.
+//! A full window does not deny: an authorizer can only allow or deny, and a deny is a 403, so
+//! the verdict rides in the context (`retryAfter`) and admission answers the 429 before it
+//! counts anything. The tenant's status and monthly quota stay with admission.
 //!
 //! A warm key call costs two round trips: the key, then the windows. `lastUsedAt` adds a third,
 //! concurrent with the second, at most once a minute per key.
 
 use crate::jwt::{TokenError, Verifier};
-use crate::secret::Presented;
+use crate::secret::{Presented, DUMMY_HASH};
 use lru::LruCache;
 use mongodb::bson::{doc, oid::ObjectId, DateTime};
 use serde_json::{json, Map, Value};
-use shared::audit::{record_refusal, Action, AuditEvent};
+use shared::audit::{record_key_refusal, Action, AuditEvent};
 use shared::clock::{day_window, hour_window, minute_window};
 use shared::config::CognitoConfig;
 use shared::db::{Db, DbError, KeyAuth, SystemContext, WindowBounds, WindowCounts};
@@ -114,15 +117,21 @@ impl Authorizer {
     async fn authorize_key(&self, raw: &str, meta: &RequestMeta) -> Result<Verdict, AuthorizerFailure> {
         let Some(presented) = Presented::parse(raw) else { return Ok(Verdict::Unauthorized("malformed API key")) };
         let auth = self.db.key_auth(&SystemContext::new("authorizer"));
-        let Some((tenant, key)) = auth.get(presented.key_id).await? else { return Ok(Verdict::Unauthorized("unknown API key")) };
+        let found = auth.get(presented.key_id).await?;
         let now = self.db.clock().now();
+        let Some((tenant, key)) = found else {
+            // The same work as a known key's wrong secret: two comparisons, then the budgets.
+            let _ = std::hint::black_box(presented.matches(DUMMY_HASH) | presented.matches(DUMMY_HASH));
+            record_key_refusal(&self.db, presented.key_id, meta, None).await;
+            return Ok(Verdict::Unauthorized("unknown API key"));
+        };
         if let Some(reason) = rejection(&presented, &key, now) {
             let event = AuditEvent {
                 action: Action::AccessKeyRejected,
                 resource_id: Some(key.id.to_hex()),
                 details: doc! {"reason": reason, "keyName": &key.name},
             };
-            record_refusal(&self.db, &tenant, meta, Some(format!("apikey:{}", key.id.to_hex())), event).await;
+            record_key_refusal(&self.db, key.id, meta, Some((&tenant, event))).await;
             tracing::info!(reason, tenantId = %tenant, "authorizer refused an API key");
             return Ok(Verdict::Unauthorized("API key refused"));
         }
@@ -183,11 +192,12 @@ impl Authorizer {
     }
 }
 
-/// Why a presented key is refused, if it is. Both hashes are always compared, so that the time
-/// taken does not tell a current secret from a replaced one.
+/// Why a presented key is refused, if it is. Two hashes are always compared (the previous one,
+/// or the dummy digest when there is none), so that the time taken tells neither a current
+/// secret from a replaced one nor a key from an unknown id.
 fn rejection(presented: &Presented, key: &ApiKey, now: DateTime) -> Option<&'static str> {
     let current = presented.matches(&key.key_hash);
-    let previous = key.previous_key_hash.as_deref().is_some_and(|h| presented.matches(h));
+    let previous = presented.matches(key.previous_key_hash.as_deref().unwrap_or(DUMMY_HASH)) && key.previous_key_hash.is_some();
     let in_grace = key.previous_key_valid_until.is_some_and(|until| until > now);
     if !current && !previous {
         Some("wrong secret")
@@ -311,6 +321,8 @@ mod tests {
             expires_at: None,
             last_used_at: None,
             status: ApiKeyStatus::Active,
+            place_held: None,
+            marker_op: None,
             created_by: ObjectId::new(),
             rotated_at: None,
             revoked_at: None,

@@ -46,7 +46,8 @@ pub async fn list(state: &AppState, req: &Request) -> Reply {
     respond_list("apiKeys", &views, &Pagination::new(page, limit, total))
 }
 
-/// `POST /api-keys` (`create:api-keys`).
+/// `POST /api-keys` (`create:api-keys`): the key's permissions within the caller's
+/// (`service::may_issue`).
 pub async fn create(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
     let (ctx, limits) = admit_manager(state, req, "create:api-keys").await?;
     let new = json_body::<CreateKeyBody>(req)?.validate(limits, state.db.clock().now())?;
@@ -64,7 +65,8 @@ pub async fn get(state: &AppState, req: &Request) -> Reply {
     respond_one(StatusCode::OK, &view(state, &service::get(&state.db, &ctx, id).await?))
 }
 
-/// `PATCH /api-keys/{keyId}` (`update:api-keys`): name and limits.
+/// `PATCH /api-keys/{keyId}` (`update:api-keys`): name and limits, by the key's creator or a
+/// member holding all the key carries (`service::may_issue`).
 pub async fn update(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
     let (ctx, limits) = admit_manager(state, req, "update:api-keys").await?;
     let id = path_object_id(req, "keyId")?;
@@ -75,7 +77,9 @@ pub async fn update(state: &AppState, req: &Request, meta: &RequestMeta) -> Repl
     respond_one(StatusCode::OK, &view(state, &key))
 }
 
-/// `POST /api-keys/{keyId}/revoke` (`delete:api-keys`).
+/// `POST /api-keys/{keyId}/revoke` (`delete:api-keys`), whoever made the key: revocation takes
+/// a grant away and hands out nothing, and whoever may revoke must be able to stop a leaked key
+/// at once. It is audited (`api-key.revoked`), so its author is known.
 pub async fn revoke(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
     let (ctx, _) = admit_manager(state, req, "delete:api-keys").await?;
     let id = path_object_id(req, "keyId")?;
@@ -84,7 +88,8 @@ pub async fn revoke(state: &AppState, req: &Request, meta: &RequestMeta) -> Repl
     respond_one(StatusCode::OK, &view(state, &key))
 }
 
-/// `POST /api-keys/{keyId}/rotate` (`update:api-keys`).
+/// `POST /api-keys/{keyId}/rotate` (`update:api-keys`): a new secret is an issuance, so only
+/// the key's creator or a member holding all the key carries gets one (`service::may_issue`).
 pub async fn rotate(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
     let (ctx, _) = admit_manager(state, req, "update:api-keys").await?;
     let id = path_object_id(req, "keyId")?;

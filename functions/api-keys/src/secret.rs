@@ -56,6 +56,12 @@ pub fn hash(secret: &str) -> String {
     data_encoding::HEXLOWER.encode(&Sha256::digest(secret.as_bytes())[..])
 }
 
+/// What a presented secret is compared with when its key id names no key: SHA-256 of the
+/// empty string, which no well-formed (43-character) secret hashes to. Comparing with it costs
+/// what comparing with a stored hash costs, so that an unknown id and a known id with a wrong
+/// secret take the same time (docs/ARCHITECTURE.md §13).
+pub const DUMMY_HASH: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
 /// A key as presented: its id and its secret, both well-formed. Anything else is `None`, before
 /// any database read.
 #[derive(Clone, PartialEq, Eq)]
@@ -136,5 +142,12 @@ mod tests {
         assert!(!presented.matches(&data_encoding::HEXLOWER.encode(&flipped_last)), "a difference in the last byte counts");
         let truncated = &issued.hash[..62];
         assert!(!presented.matches(truncated), "a shorter stored hash never matches");
+    }
+
+    #[test]
+    fn the_dummy_digest_is_a_real_digest_no_secret_matches() {
+        assert_eq!(DUMMY_HASH, hash(""));
+        let presented = Presented::parse(&full_key(ObjectId::new(), &issue().unwrap().secret)).unwrap();
+        assert!(!presented.matches(DUMMY_HASH));
     }
 }

@@ -7,7 +7,9 @@ use crate::secret;
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use shared::db::{Db, FindOptions, Scoped, TenantCollection};
 use shared::error::ApiError;
-use shared::models::{ApiKey, ApiKeyStatus};
+use shared::ids::Permission;
+use shared::models::{ApiKey, ApiKeyStatus, MARKED_AT};
+use shared::seam::{NoSeam, Seam};
 use shared::permissions::first_not_held;
 use shared::plans::KeyLimits;
 use shared::TenantContext;
@@ -44,18 +46,67 @@ pub async fn get(db: &Db, ctx: &TenantContext, id: ObjectId) -> Result<ApiKey, K
     keys(db, ctx).find_one(doc! {"_id": id}).await?.ok_or(KeysError::NotFound(id))
 }
 
-/// Issues a key: its permissions within the caller's, checked against its roles as they are
-/// now, and a place among the plan's keys taken by one conditional update before the key is
-/// written (given back if the write fails). Returns the key and its whole secret.
-pub async fn create(db: &Db, ctx: &TenantContext, limits: KeyLimits, new: &NewKey) -> Result<(ApiKey, String), KeysError> {
-    let held = ctx.fresh_permissions(db).await?;
-    if let Some(missing) = first_not_held(&held, &new.permissions) {
-        return Err(KeysError::Escalation(missing.to_string()));
+/// What a caller asks to act through: a key about to be made, or one that exists.
+#[derive(Debug, Clone, Copy)]
+pub enum Grant<'a> {
+    /// A new key carrying these permissions: they are granted now, so the caller must hold
+    /// them all, creator though it will be.
+    New(&'a [Permission]),
+    /// An existing key: its new secret, or a change of its limits.
+    Existing(&'a ApiKey),
+}
+
+/// The one grant check of every path that hands out a usable secret (creation, rotation) or
+/// changes what a key may do (its name and limits): whoever receives the secret can act as the
+/// key's creator, so this is an issuance (docs/ARCHITECTURE.md §13).
+///
+/// A new key's permissions must all be held by the caller, read afresh. An existing key may be
+/// handled by its creator (the key acts for its creator and never holds more than the creator
+/// holds now, so a creator gains nothing through it), or by a member holding, read afresh,
+/// every permission the key carries. Anyone else gets a 403, which `shared::http::serve`
+/// audits as `access.denied`. Callers run it before any secret is drawn or anything written.
+pub async fn may_issue(db: &Db, ctx: &TenantContext, grant: Grant<'_>) -> Result<(), KeysError> {
+    let (carried, refused): (&[Permission], fn(String) -> KeysError) = match grant {
+        Grant::New(permissions) => (permissions, KeysError::Escalation),
+        Grant::Existing(key) if ctx.user_id() == Some(key.created_by) => return Ok(()),
+        Grant::Existing(key) => (&key.permissions, KeysError::ActsBeyond),
+    };
+    match first_not_held(&ctx.fresh_permissions(db).await?, carried) {
+        Some(missing) => Err(refused(missing.to_string())),
+        None => Ok(()),
     }
+}
+
+/// A new key's public id: 12 bytes from the OS generator in the 24-hex form of an `ObjectId`,
+/// so that the key format and the path parsing stay as they were and older keys keep working.
+/// Not `ObjectId::new()`: its time, process and counter would let two keys of one's own tenant
+/// bracket another tenant's key made between them (docs/ARCHITECTURE.md §13).
+fn new_key_id() -> Result<ObjectId, KeysError> {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).map_err(|_| KeysError::Entropy)?;
+    Ok(ObjectId::from_bytes(bytes))
+}
+
+/// Issues a key: its permissions within the caller's (the grant check, [`may_issue`]), and a
+/// place among the plan's keys taken by one conditional update before the key is written
+/// (given back if the write fails). Returns the key and its whole secret.
+pub async fn create(db: &Db, ctx: &TenantContext, limits: KeyLimits, new: &NewKey) -> Result<(ApiKey, String), KeysError> {
+    create_with(db, ctx, limits, new, &NoSeam).await
+}
+
+/// The point of a key's creation between its place and its insert, where a test runs the
+/// recount (docs/ARCHITECTURE.md §12).
+pub const PLACE_TAKEN: &str = "api_keys.create.placed";
+
+/// [`create`], telling `seam` when the place is taken and the key not yet written
+/// ([`PLACE_TAKEN`]); deployments pass `NoSeam`.
+pub async fn create_with(db: &Db, ctx: &TenantContext, limits: KeyLimits, new: &NewKey, seam: &dyn Seam) -> Result<(ApiKey, String), KeysError> {
+    may_issue(db, ctx, Grant::New(&new.permissions)).await?;
+    let id = new_key_id()?;
     let creator = ctx.user_id().ok_or_else(|| ApiError::Forbidden("Only a member of the tenant can own an API key".into()))?;
     take_place(db, ctx, limits).await?;
+    seam.reached(PLACE_TAKEN).await;
     let issued = secret::issue().map_err(|_| KeysError::Entropy);
-    let id = ObjectId::new();
     let written = match issued {
         Ok(issued) => {
             let key = ApiKey {
@@ -71,23 +122,51 @@ pub async fn create(db: &Db, ctx: &TenantContext, limits: KeyLimits, new: &NewKe
                 expires_at: new.expires_at,
                 last_used_at: None,
                 status: ApiKeyStatus::Active,
+                // It holds the place just taken (§13): the reconciliation job counts it.
+                place_held: Some(true),
+                marker_op: None,
                 created_by: creator,
                 rotated_at: None,
                 revoked_at: None,
                 created_at: None,
                 updated_at: None,
             };
-            keys(db, ctx).insert_one(&key).await.map(|k| (k, issued.secret)).map_err(KeysError::from)
+            insert_key(db, ctx, &key).await.map(|k| (k, issued.secret))
         }
-        Err(e) => Err(e),
+        Err(e) => Err((e, true)),
     };
     match written {
         Ok((key, secret)) => Ok((key, secret::full_key(id, &secret))),
-        Err(e) => {
+        Err((e, false)) => Err(e),
+        Err((e, true)) => {
             if let Err(error) = db.own_tenant(ctx).give_back_key_places(1).await {
-                tracing::error!(%error, "could not give back an API key place");
+                tracing::error!(%error, "could not give back an API key place; the reconciliation job corrects apiKeyCount");
             }
             Err(e)
+        }
+    }
+}
+
+/// Writes a new key. A lost reply is settled by reading the key back before its place is given
+/// back: a key stored with this very hash was written by this call. An error says whether the
+/// key surely was not written (its place is then given back).
+async fn insert_key(db: &Db, ctx: &TenantContext, key: &ApiKey) -> Result<ApiKey, (KeysError, bool)> {
+    let error = match keys(db, ctx).insert_one(key).await {
+        Ok(key) => return Ok(key),
+        Err(e) if !e.outcome_unknown() => return Err((e.into(), true)),
+        Err(e) => e,
+    };
+    match keys(db, ctx).find_one(doc! {"_id": key.id}).await {
+        Ok(Some(stored)) if stored.key_hash == key.key_hash => {
+            tracing::warn!(keyId = %key.id, %error, "an API key insert's reply was lost; it was applied");
+            Ok(stored)
+        }
+        Ok(_) => Err((error.into(), true)),
+        Err(reread) => {
+            // The key may exist, holding its place: the place stays taken, and the job corrects
+            // apiKeyCount if it does not.
+            tracing::error!(keyId = %key.id, %error, %reread, "an API key insert's outcome is unknown; the reconciliation job corrects apiKeyCount");
+            Err((error.into(), false))
         }
     }
 }
@@ -101,10 +180,21 @@ async fn take_place(db: &Db, ctx: &TenantContext, limits: KeyLimits) -> Result<(
         return Ok(());
     }
     let now = db.clock().now();
-    let expired = keys(db, ctx)
-        .update_many(doc! {"status": "active", "expiresAt": {"$lte": now}}, doc! {"$set": {"status": "expired"}}, false)
-        .await?;
-    own.give_back_key_places(expired.modified as i64).await?;
+    // Each key gives back only the place it holds, and the marker is cleared by the same write;
+    // after a lost reply the keys tagged with this operation are the ones it expired. `markedAt`
+    // keeps the recount off apiKeyCount until the places given back below have surely moved it.
+    let op = ObjectId::new();
+    let filter = doc! {"status": "active", "expiresAt": {"$lte": now}, "placeHeld": {"$ne": false}};
+    let update = doc! {"$set": {"status": "expired", "placeHeld": false, "markerOp": op, MARKED_AT: now}};
+    let expired = match keys(db, ctx).update_many(filter, update, false).await {
+        Ok(outcome) => outcome.modified,
+        Err(e) if !e.outcome_unknown() => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "expiring keys: the reply was lost; counting what it did");
+            keys(db, ctx).count_documents(doc! {"markerOp": op}).await?
+        }
+    };
+    own.give_back_key_places(expired as i64).await?;
     if own.take_key_place(plan, limits.max_keys).await? {
         return Ok(());
     }
@@ -124,9 +214,11 @@ fn active(id: ObjectId, now: DateTime) -> Document {
     doc! {"_id": id, "status": "active", "$or": [{"expiresAt": {"$exists": false}}, {"expiresAt": {"$gt": now}}]}
 }
 
-/// Renames a key and/or changes its limits, within the plan's bounds.
+/// Renames a key and/or changes its limits, within the plan's bounds. The key's calls are its
+/// creator's, so changing it is acting through it: the grant check ([`may_issue`]) comes first.
 pub async fn update(db: &Db, ctx: &TenantContext, limits: KeyLimits, id: ObjectId, changes: &KeyChanges) -> Result<ApiKey, KeysError> {
     let current = get(db, ctx, id).await?;
+    may_issue(db, ctx, Grant::Existing(&current)).await?;
     let mut set = Document::new();
     if let Some(name) = &changes.name {
         set.insert("name", name.as_str());
@@ -144,20 +236,51 @@ pub async fn update(db: &Db, ctx: &TenantContext, limits: KeyLimits, id: ObjectI
 /// back. An expired key is a 409: it is refused already, and its place is reclaimed when needed.
 pub async fn revoke(db: &Db, ctx: &TenantContext, id: ObjectId) -> Result<ApiKey, KeysError> {
     let now = db.clock().now();
-    let update = doc! {"$set": {"status": "revoked", "revokedAt": now}, "$unset": {"previousKeyHash": "", "previousKeyValidUntil": ""}};
-    match keys(db, ctx).find_one_and_update(active(id, now), update, false).await? {
+    // The marker is cleared by the revoking write itself, conditional on the key holding it; the
+    // place follows only a write that applied (after a lost reply, one the re-read shows to be
+    // this one), so a retry never gives it back twice.
+    let op = ObjectId::new();
+    let mut filter = active(id, now);
+    filter.insert("placeHeld", doc! {"$ne": false});
+    let update = doc! {
+        "$set": {"status": "revoked", "revokedAt": now, "placeHeld": false, "markerOp": op, MARKED_AT: now},
+        "$unset": {"previousKeyHash": "", "previousKeyValidUntil": ""},
+    };
+    let written = match keys(db, ctx).find_one_and_update(filter, update, false).await {
+        Ok(written) => written,
+        Err(e) if !e.outcome_unknown() => return Err(e.into()),
+        Err(e) => match keys(db, ctx).find_one(doc! {"_id": id}).await {
+            Ok(Some(key)) if key.marker_op == Some(op) => {
+                tracing::warn!(keyId = %id, error = %e, "a revocation's reply was lost; it was applied");
+                Some(key)
+            }
+            Ok(_) => return Err(e.into()),
+            Err(reread) => {
+                tracing::error!(keyId = %id, error = %e, %reread, "a revocation's outcome is unknown; the reconciliation job corrects apiKeyCount");
+                return Err(e.into());
+            }
+        },
+    };
+    match written {
         Some(key) => {
-            db.own_tenant(ctx).give_back_key_places(1).await?;
+            // The key is revoked whatever happens here: a failure is the job's to correct.
+            if let Err(error) = db.own_tenant(ctx).give_back_key_places(1).await {
+                tracing::error!(keyId = %id, %error, "a revoked key's place was not given back; the reconciliation job corrects apiKeyCount");
+            }
             Ok(key)
         }
         None => Err(not_active(db, ctx, id).await),
     }
 }
 
-/// Issues a new secret; the old one keeps working for `grace`, then stops. Conditional on the
-/// secret read, so that two racing rotations cannot both claim to have replaced it.
+/// Issues a new secret; the old one keeps working for `grace`, then stops. A new secret is an
+/// issuance: the grant check ([`may_issue`]) runs before any secret is drawn. The key's
+/// permissions and creator never change, so the check cannot go stale before the write, which
+/// is conditional on the secret read, so that two racing rotations cannot both claim to have
+/// replaced it.
 pub async fn rotate(db: &Db, ctx: &TenantContext, id: ObjectId, grace: Duration) -> Result<(ApiKey, String), KeysError> {
     let current = get(db, ctx, id).await?;
+    may_issue(db, ctx, Grant::Existing(&current)).await?;
     let issued = secret::issue().map_err(|_| KeysError::Entropy)?;
     let now = db.clock().now();
     let until = DateTime::from_millis(now.timestamp_millis() + grace.as_millis() as i64);
@@ -176,5 +299,26 @@ pub async fn rotate(db: &Db, ctx: &TenantContext, id: ObjectId, grace: Duration)
             Ok(key) => Err(KeysError::NotActive(id, crate::view::status_at(&key, now).as_str())),
             Err(e) => Err(e),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ObjectId::new()` starts with the current time in seconds and ends with a per-process
+    /// counter, so ids made in a row sit a second apart and count up by one. Random ids do
+    /// neither (for 32 of them, a chance below one in a million of a false failure).
+    #[test]
+    fn key_ids_carry_neither_the_time_nor_a_counter() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let ids: Vec<ObjectId> = (0..32).map(|_| new_key_id().unwrap()).collect();
+        let near_now = ids.iter().filter(|id| (id.timestamp().timestamp_millis() / 1000 - now).abs() <= 86_400).count();
+        assert!(near_now <= 1, "{near_now} of 32 ids start with today's time: {ids:?}");
+        let counter = |id: &ObjectId| u32::from_be_bytes([0, id.bytes()[9], id.bytes()[10], id.bytes()[11]]);
+        let successive = ids.windows(2).filter(|w| counter(&w[1]) == counter(&w[0]).wrapping_add(1) & 0xff_ffff).count();
+        assert!(successive <= 1, "{successive} ids follow their predecessor's counter: {ids:?}");
+        assert_eq!(ids.iter().map(|id| id.to_hex()).collect::<std::collections::HashSet<_>>().len(), 32);
+        assert!(ids.iter().all(|id| id.to_hex().len() == 24), "the 24-hex form of today's keys");
     }
 }

@@ -1,6 +1,6 @@
 //! The retention job (the `audit-retention` binary, on a schedule): brings each tenant's
 //! entries to its plan's retention after a change, then deletes what has expired, in bounded
-//! batches, idempotently. With a TTL index (MongoDB) it is the backstop; on FerretDB, which has
+//! batches, idempotently, and the refusal budgets past their last minute. With a TTL index (MongoDB) it is the backstop; on FerretDB, which has
 //! none, it does the work (docs/ARCHITECTURE.md §13).
 
 use shared::audit::{catch_up_retention, RETENTION_BATCH};
@@ -36,6 +36,9 @@ pub struct RetentionReport {
     pub deleted: u64,
     /// Whether every expired entry is gone (else the budget ran out first).
     pub complete: bool,
+    /// Refusal budgets (`refusalWindows`, one per key id, address or actor) past their last
+    /// minute, deleted: anyone can name a new source, so they would otherwise grow for good.
+    pub refusal_budgets_deleted: u64,
 }
 
 /// One run of the job.
@@ -65,6 +68,14 @@ pub async fn run(db: &Db, budget: Budget) -> Result<RetentionReport, DbError> {
             break;
         }
     }
-    tracing::info!(deleted = report.deleted, complete = report.complete, pending = report.tenants_pending, "audit retention run");
+    let budgets = db.refusal_budget(&system);
+    for _ in 0..budget.delete_batches {
+        let deleted = budgets.delete_expired(RETENTION_BATCH).await?;
+        report.refusal_budgets_deleted += deleted;
+        if deleted < RETENTION_BATCH as u64 {
+            break;
+        }
+    }
+    tracing::info!(deleted = report.deleted, refusal_budgets_deleted = report.refusal_budgets_deleted, complete = report.complete, pending = report.tenants_pending, "audit retention run");
     Ok(report)
 }

@@ -83,6 +83,9 @@ pub fn wanted() -> Vec<IndexSpec> {
         // Retention: each entry carries its own expireAt (the brief's TTL on timestamp, made
         // per-entry). expireAfterSeconds 0 means "at expireAt".
         IndexSpec { ttl: Some(Duration::ZERO), ..IndexSpec::new(audit, doc! {"expireAt": 1}) },
+        // Refusal budgets (one per key id, address or actor) end a minute after their last
+        // counted minute; the audit retention job deletes them where the server cannot.
+        IndexSpec { ttl: Some(Duration::ZERO), ..IndexSpec::new(global::REFUSAL_WINDOWS, doc! {"expireAt": 1}) },
         IndexSpec::new(global::LOCKS, doc! {"expiresAt": 1}),
         // A tenant's usage history, newest day first.
         IndexSpec::new(global::USAGE_SNAPSHOTS, doc! {"tenantId": 1, "day": -1}),

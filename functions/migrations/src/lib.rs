@@ -2,6 +2,7 @@
 //! lease, `status` reports, `usage-snapshot` records each tenant's data growth. An EventBridge
 //! scheduled event means `up`.
 
+pub mod counters;
 pub mod deploy;
 pub mod indexes;
 pub mod personal;
@@ -34,6 +35,10 @@ pub enum Action {
     RotateKey,
     /// Destroys the event's `tenantId`'s personal-data keys ([`personal::shred`]).
     Shred,
+    /// Recounts every tenant's seats, admins and key places and corrects a counter that drifted
+    /// ([`counters`]).
+    #[serde(rename = "reconcile-counters")]
+    ReconcileCounters,
 }
 
 /// The lease that keeps `up` runs apart.
@@ -48,6 +53,9 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(20);
 pub enum MigrationError {
     #[error("unrecognised event: {0}")]
     BadEvent(String),
+    /// `shred` named a tenant the registry does not hold; nothing was written.
+    #[error("Tenant {0} not found")]
+    UnknownTenant(shared::ids::TenantId),
     #[error("another run holds the migrations lease")]
     LockBusy,
     #[error("the migrations lease was lost (it expired and another run took it); stopped before {0}")]
@@ -70,7 +78,7 @@ impl MigrationError {
     /// Whether invoking again later may succeed: a busy lease or a transient database error.
     pub fn is_retryable(&self) -> bool {
         match self {
-            MigrationError::BadEvent(_) => false,
+            MigrationError::BadEvent(_) | MigrationError::UnknownTenant(_) => false,
             MigrationError::LockBusy | MigrationError::LockLost(_) | MigrationError::Undelivered(_) => true,
             MigrationError::Failed { source, .. } | MigrationError::Db(source) => source.is_retryable(),
         }
@@ -90,12 +98,12 @@ impl From<MigrationError> for lambda_runtime::Diagnostic {
     }
 }
 
-/// Reads the action: `{"action": "setup" | "up" | "status" | "usage-snapshot"}`, or a scheduled
+/// Reads the action: `{"action": "setup" | "up" | "status" | "usage-snapshot" | "reconcile-counters" | …}`, or a scheduled
 /// event, which means `up`.
 pub fn parse_event(event: &Value) -> Result<Action, MigrationError> {
     if let Some(action) = event.get("action") {
         return serde_json::from_value(action.clone())
-            .map_err(|_| MigrationError::BadEvent("action must be one of setup, up, status, usage-snapshot, rotate-key, shred".into()));
+            .map_err(|_| MigrationError::BadEvent("action must be one of setup, up, status, usage-snapshot, rotate-key, shred, reconcile-counters".into()));
     }
     let scheduled = event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
         && event.get("source").and_then(Value::as_str) == Some("aws.events");
@@ -132,6 +140,8 @@ pub enum Report {
     RotateKey(personal::RotationReport),
     #[serde(rename = "shred")]
     Shred(personal::ShredReport),
+    #[serde(rename = "reconcile-counters")]
+    ReconcileCounters(counters::ReconcileReport),
 }
 
 /// What `status` reports of personal data: how much plaintext the sealing migration has still
@@ -163,6 +173,7 @@ pub async fn run(db: &Db, directory: &dyn Directory, action: Action) -> Result<R
         Action::Up => up(db, directory, registry::MIGRATIONS, Guard::Lease, &shared::seam::NoSeam).await,
         Action::Status => status(db, &system).await,
         Action::UsageSnapshot => usage::snapshot(db).await,
+        Action::ReconcileCounters => counters::reconcile(db, &shared::seam::NoSeam).await,
         Action::RotateKey | Action::Shred => Err(MigrationError::BadEvent("rotate-key and shred name a tenant: {\"action\": …, \"tenantId\": …}".into())),
     }
 }
@@ -342,6 +353,7 @@ mod tests {
         assert_eq!(parse_event(&json!({"action": "setup"})).unwrap(), Action::Setup);
         assert_eq!(parse_event(&json!({"action": "status"})).unwrap(), Action::Status);
         assert_eq!(parse_event(&json!({"action": "usage-snapshot"})).unwrap(), Action::UsageSnapshot);
+        assert_eq!(parse_event(&json!({"action": "reconcile-counters"})).unwrap(), Action::ReconcileCounters);
     }
 
     #[test]

@@ -10,10 +10,11 @@
 //! idempotent: a run that stops is resumed by running it again.
 
 use crate::registry::Deps;
+use crate::MigrationError;
 use futures_util::future::BoxFuture;
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use serde::Serialize;
-use shared::db::{Db, DbError, FindOptions, Scoped, SystemContext, TenantCollection};
+use shared::db::{Db, DbError, FindOptions, Scoped, SystemContext, TenantCollection, KEYS_SHREDDED_AT};
 use shared::ids::{Email, TenantId};
 use shared::models::{AuditLog, User};
 use shared::pii::{EmailClaim, Field, PiiError, Sealed};
@@ -332,11 +333,26 @@ pub struct ShredReport {
     pub shredded: bool,
 }
 
-/// `shred`: destroys the tenant's wrapped data and index keys in the vault, with a tombstone,
-/// and its global e-mail index entries. Every sealed value of the tenant is unreadable from
-/// then on, in live data and in any backup of the data cluster. Idempotent.
-pub async fn shred(db: &Db, tenant: &TenantId) -> Result<ShredReport, DbError> {
-    db.keyring()?.shred(tenant).await.map_err(pii)?;
+/// `shred`: marks the tenant `keysShreddedAt` in the registry, then destroys its wrapped data
+/// and index keys in the vault, with a tombstone, and its global e-mail index entries. Every
+/// sealed value of the tenant is unreadable from then on, in live data and in any backup of the
+/// data cluster.
+///
+/// The marker comes first, so that from the moment the keys start to go no one is admitted to
+/// the tenant, its views stop asking for them, and its status and billing stop changing
+/// (docs/ARCHITECTURE.md §20). A run that stops in between is finished by running it again:
+/// it is idempotent, and the marker keeps its first date. A tenant id the registry does not
+/// hold is refused ([`MigrationError::UnknownTenant`]) before anything is written: a typo must
+/// not tombstone an id for ever.
+pub async fn shred(db: &Db, tenant: &TenantId) -> Result<ShredReport, MigrationError> {
+    let registry = db.tenants(&SystemContext::new("shred"));
+    if registry.field(tenant, "tenantId").await?.is_none() {
+        return Err(MigrationError::UnknownTenant(tenant.clone()));
+    }
+    let keys = db.keyring()?;
+    let unmarked = doc! {KEYS_SHREDDED_AT: {"$exists": false}};
+    registry.set_if(tenant, unmarked, doc! {KEYS_SHREDDED_AT: db.clock().now()}).await?;
+    keys.shred(tenant).await.map_err(pii)?;
     tracing::warn!(tenantId = %tenant, "personal-data keys shredded");
     Ok(ShredReport { tenant_id: tenant.to_string(), shredded: true })
 }

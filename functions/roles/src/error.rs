@@ -13,6 +13,8 @@ pub enum RolesError {
     System(String),
     #[error("A role named {0} already exists")]
     NameTaken(String),
+    #[error("The name {0} is a system role's, whatever its case; choose another")]
+    SystemName(String),
     #[error("The role is held by {0} user(s); remove it from them first, or delete with ?force=true")]
     Held(u64),
     #[error("The caller cannot grant {0}, which it does not hold")]
@@ -30,7 +32,7 @@ impl From<RolesError> for ApiError {
         match e {
             RolesError::NotFound(_) => ApiError::NotFound(e.to_string()),
             RolesError::System(_) | RolesError::Escalation(_) => ApiError::Forbidden(e.to_string()),
-            RolesError::NameTaken(_) | RolesError::Held(_) | RolesError::Concurrent => ApiError::Conflict(e.to_string()),
+            RolesError::NameTaken(_) | RolesError::SystemName(_) | RolesError::Held(_) | RolesError::Concurrent => ApiError::Conflict(e.to_string()),
             RolesError::Db(db) => db.into(),
             RolesError::Api(api) => api,
         }

@@ -103,6 +103,16 @@ async fn no_escalation(db: &Db, ctx: &TenantContext, wanted: &[Permission]) -> R
     }
 }
 
+/// A custom role may not take a system role's name in any case (`Admin`, `VIEWER`): a holder
+/// or an admin reading a list of roles would take it for the system role.
+fn not_a_system_name(name: &str) -> Result<(), RolesError> {
+    let lower = name.to_lowercase();
+    if SYSTEM_ROLES.iter().any(|(system, _, _)| lower == *system) {
+        return Err(RolesError::SystemName(name.to_owned()));
+    }
+    Ok(())
+}
+
 fn named(name: &str) -> impl Fn(DbError) -> RolesError + '_ {
     move |e| match e {
         DbError::Duplicate => RolesError::NameTaken(name.to_owned()),
@@ -110,8 +120,10 @@ fn named(name: &str) -> impl Fn(DbError) -> RolesError + '_ {
     }
 }
 
-/// Creates a custom role; it may grant only what the caller holds. One round trip.
+/// Creates a custom role, never under a system role's name; it may grant only what the caller
+/// holds. One round trip.
 pub async fn create(db: &Db, ctx: &TenantContext, new: &NewRole) -> Result<Role, RolesError> {
+    not_a_system_name(&new.name)?;
     no_escalation(db, ctx, &new.permissions).await?;
     let role = Role {
         id: ObjectId::new(),
@@ -134,6 +146,9 @@ pub async fn update(db: &Db, ctx: &TenantContext, id: ObjectId, changes: &RoleCh
     let current = get(db, ctx, id).await?;
     if current.is_system {
         return Err(RolesError::System(current.name));
+    }
+    if let Some(name) = &changes.name {
+        not_a_system_name(name)?;
     }
     let mut wanted = current.permissions.clone();
     wanted.extend(changes.permissions.iter().flatten().cloned());
@@ -184,4 +199,19 @@ pub async fn delete(db: &Db, ctx: &TenantContext, id: ObjectId, force: bool) -> 
         return Err(RolesError::NotFound(id));
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_system_role_s_name_in_any_case_is_refused() {
+        for taken in ["admin", "Admin", "VIEWER", "User", "uSeR"] {
+            assert!(matches!(not_a_system_name(taken), Err(RolesError::SystemName(_))), "{taken}");
+        }
+        for free in ["Administrator", "viewers", "Support", "admin team"] {
+            assert!(not_a_system_name(free).is_ok(), "{free}");
+        }
+    }
 }

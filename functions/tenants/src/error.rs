@@ -23,6 +23,9 @@ pub enum TenantsError {
     Directory(#[source] users::error::UsersError),
     #[error("The tenant's counters are being set up; try again shortly")]
     CountersMissing,
+    /// Its personal-data keys were shredded: its status and billing no longer change.
+    #[error("Tenant {0}'s personal data was shredded; its status and billing can no longer change")]
+    Shredded(TenantId),
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
@@ -35,7 +38,7 @@ impl From<TenantsError> for ApiError {
             TenantsError::Api(api) => api,
             TenantsError::DomainTaken(_) => ApiError::Conflict(e.to_string()),
             TenantsError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            TenantsError::Exists(_) | TenantsError::Concurrent(_) => ApiError::Conflict(e.to_string()),
+            TenantsError::Exists(_) | TenantsError::Concurrent(_) | TenantsError::Shredded(_) => ApiError::Conflict(e.to_string()),
             // The id was registered concurrently (an onboarding retry): the other attempt won.
             TenantsError::CreationFailed { step: "tenant record", source: DbError::Duplicate } => {
                 ApiError::Conflict("The tenant is being created by another request".into())

@@ -3,16 +3,16 @@
 
 use crate::error::TenantsError;
 use crate::input::{BillingChanges, CustomizationChanges, NewTenant, TenantChanges};
-use crate::view::{TenantLimits, TenantView};
+use crate::view::{Opened, TenantLimits, TenantView, Unavailable};
 use mongodb::bson::{doc, oid::ObjectId, Document};
 use shared::clock::month_window;
 use shared::context::SuperadminTenantScope;
-use shared::db::{Db, DomainClaim, TenantCollection, TenantPage, TenantQuery, TenantRegistry, TenantScope};
+use shared::db::{not_shredded, Db, DomainClaim, TenantCollection, TenantPage, TenantQuery, TenantRegistry, TenantScope};
 use shared::directory::Directory;
 use shared::ids::{Domain, TenantId};
 use shared::plans::{KeyLimits, Plan};
 use shared::models::{ApiKey, Profile, Role, Tenant, TenantCounters, TenantSettings, TenantStatus, UsageSnapshot, User};
-use shared::pii::Field;
+use shared::pii::{Field, PiiError};
 use shared::seam::Seam;
 use shared::{SuperadminContext, TenantContext};
 use users::error::UsersError;
@@ -160,6 +160,7 @@ async fn create_records(
         counters: Some(TenantCounters { seats: 1, admins: 1 }),
         api_key_count: 0,
         audit_retention: None,
+        keys_shredded_at: None,
         created_at: now,
         updated_at: now,
     };
@@ -210,15 +211,34 @@ async fn compensate(
     }
 }
 
-/// The API's view of a tenant, its billing e-mail opened. A value that does not open is an
-/// error, logged with the tenant's id, never shown as garbage.
+/// The API's view of one tenant, its billing e-mail opened (list pages open nothing:
+/// [`TenantView::listed`]).
 pub async fn view(db: &Db, tenant: &Tenant) -> Result<TenantView, TenantsError> {
+    Ok(TenantView::new(tenant, billing_email(db, tenant).await?))
+}
+
+/// The billing e-mail, or why it can't be shown. What is wrong with the record (its tenant
+/// shredded, the value failing authentication) is shown as unavailable, never as garbage and
+/// never as a failure of the page; a failing key service stays an error (503, or 500 if
+/// permanent). A shredded tenant's value is not even tried: no vault read, no KMS call.
+async fn billing_email(db: &Db, tenant: &Tenant) -> Result<Opened, TenantsError> {
+    if tenant.keys_shredded_at.is_some() {
+        return Ok(Opened::Unavailable(Unavailable::Shredded));
+    }
     let sealed = &tenant.settings.billing.billing_email;
-    let opened = db.keyring()?.open(&tenant.tenant_id, Field::BillingEmail, sealed).await.map_err(|error| {
-        tracing::error!(tenantId = %tenant.tenant_id, %error, "the billing e-mail does not open");
-        shared::db::DbError::from(error)
-    })?;
-    Ok(TenantView::new(tenant, opened))
+    match db.keyring()?.open(&tenant.tenant_id, Field::BillingEmail, sealed).await {
+        Ok(email) => Ok(Opened::Value(email)),
+        // Keys destroyed without the marker: shredded before it existed, or a shred under way.
+        Err(PiiError::Shredded(_)) => Ok(Opened::Unavailable(Unavailable::Shredded)),
+        Err(error @ (PiiError::Integrity { .. } | PiiError::UnknownVersion { .. })) => {
+            tracing::error!(tenantId = %tenant.tenant_id, %error, "the billing e-mail does not open; shown as corrupt");
+            Ok(Opened::Unavailable(Unavailable::Corrupt))
+        }
+        Err(error) => {
+            tracing::error!(tenantId = %tenant.tenant_id, %error, "the billing e-mail could not be opened");
+            Err(shared::db::DbError::from(error).into())
+        }
+    }
 }
 
 /// A page of tenants.
@@ -228,6 +248,19 @@ pub async fn list(db: &Db, admin: &SuperadminContext, query: &TenantQuery) -> Re
 
 fn found(tenant_id: &TenantId, tenant: Option<Tenant>) -> Result<Tenant, TenantsError> {
     tenant.ok_or_else(|| TenantsError::NotFound(tenant_id.clone()))
+}
+
+/// The outcome of a write guarded by [`not_shredded`]: the tenant it returned, or on a miss
+/// why (missing, shredded, or changed in between).
+async fn unless_shredded(registry: &TenantRegistry, tenant_id: &TenantId, updated: Option<Tenant>) -> Result<Tenant, TenantsError> {
+    if let Some(tenant) = updated {
+        return Ok(tenant);
+    }
+    Err(match registry.get(tenant_id).await? {
+        None => TenantsError::NotFound(tenant_id.clone()),
+        Some(t) if t.keys_shredded_at.is_some() => TenantsError::Shredded(tenant_id.clone()),
+        Some(_) => TenantsError::Concurrent(tenant_id.clone()),
+    })
 }
 
 /// Renames a tenant and/or moves it to another domain. The new domain is claimed first; the
@@ -292,7 +325,8 @@ pub async fn update(
     Ok(updated)
 }
 
-/// Suspends a tenant: its members' calls get a 403 until it is reactivated.
+/// Suspends a tenant: its members' calls get a 403 until it is reactivated. A shredded tenant's
+/// status no longer changes (409).
 pub async fn suspend(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId, reason: Option<&str>) -> Result<Tenant, TenantsError> {
     let mut set = doc! {"status": TenantStatus::Suspended.as_str(), "suspendedAt": db.clock().now()};
     let unset: &[&str] = match reason {
@@ -302,13 +336,17 @@ pub async fn suspend(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId, r
         }
         None => &["suspensionReason"],
     };
-    found(tenant_id, db.tenants(admin).update(tenant_id, set, unset).await?)
+    let registry = db.tenants(admin);
+    let updated = registry.update_where(tenant_id, not_shredded(), set, unset).await?;
+    unless_shredded(&registry, tenant_id, updated).await
 }
 
-/// Reactivates a tenant.
+/// Reactivates a tenant, unless it is shredded (409): its members could not sign in to it again.
 pub async fn reactivate(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId) -> Result<Tenant, TenantsError> {
     let set = doc! {"status": TenantStatus::Active.as_str()};
-    found(tenant_id, db.tenants(admin).update(tenant_id, set, &["suspendedAt", "suspensionReason"]).await?)
+    let registry = db.tenants(admin);
+    let updated = registry.update_where(tenant_id, not_shredded(), set, &["suspendedAt", "suspensionReason"]).await?;
+    unless_shredded(&registry, tenant_id, updated).await
 }
 
 /// Merges the given customization fields into the tenant's, leaving the others as they are.
@@ -323,7 +361,7 @@ pub async fn customize(db: &Db, ctx: &TenantContext, changes: &CustomizationChan
 }
 
 /// Changes the billing contact and/or the plan; a plan change resets the tenant's features and
-/// limits from the catalogue.
+/// limits from the catalogue. A shredded tenant's billing no longer changes (409).
 ///
 /// A change of the audit retention it implies (a new plan's, or an enterprise tenant's own
 /// `auditRetentionDays`) is marked on the tenant in the same update; the existing entries'
@@ -331,6 +369,9 @@ pub async fn customize(db: &Db, ctx: &TenantContext, changes: &CustomizationChan
 pub async fn change_billing(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId, changes: &BillingChanges) -> Result<Tenant, TenantsError> {
     let registry = db.tenants(admin);
     let current = registry.get(tenant_id).await?.ok_or_else(|| TenantsError::NotFound(tenant_id.clone()))?;
+    if current.keys_shredded_at.is_some() {
+        return Err(TenantsError::Shredded(tenant_id.clone()));
+    }
     let plan = changes.plan.unwrap_or(current.settings.billing.plan);
     if changes.audit_retention_days.is_some() && plan != Plan::Enterprise {
         return Err(shared::error::ApiError::invalid("auditRetentionDays", format!("the {} plan keeps its audit log {} days; only enterprise configures it", plan.as_str(), plan.limits().audit_retention_days)).into());
@@ -355,7 +396,11 @@ pub async fn change_billing(db: &Db, admin: &SuperadminContext, tenant_id: &Tena
         next.audit_retention_days = Some(days);
     }
     if let Some(email) = &changes.billing_email {
-        let sealed = db.keyring()?.seal(tenant_id, Field::BillingEmail, email.as_str()).await.map_err(shared::db::DbError::from)?;
+        let sealed = db.keyring()?.seal(tenant_id, Field::BillingEmail, email.as_str()).await.map_err(|e| match e {
+            // Shredded since the read above.
+            PiiError::Shredded(_) => TenantsError::Shredded(tenant_id.clone()),
+            other => shared::db::DbError::from(other).into(),
+        })?;
         set.insert("settings.billing.billingEmail", sealed.to_bson());
     }
     let retention = next.audit_retention_days();
@@ -363,7 +408,8 @@ pub async fn change_billing(db: &Db, admin: &SuperadminContext, tenant_id: &Tena
     if moved {
         set.insert("auditRetention", doc! {"days": retention});
     }
-    let tenant = found(tenant_id, registry.update(tenant_id, set, &unset).await?)?;
+    let updated = registry.update_where(tenant_id, not_shredded(), set, &unset).await?;
+    let tenant = unless_shredded(&registry, tenant_id, updated).await?;
     if let Some(keys) = changes.plan.and_then(|p| p.limits().api_keys) {
         clamp_key_limits(db, admin, tenant_id, keys).await?;
     }

@@ -18,8 +18,17 @@ pub enum UsersError {
     AlreadyUser,
     #[error("The user's invitation is still being made; try again shortly")]
     Unlinked,
-    #[error("The e-mail already belongs to an existing account")]
+    /// The one refusal of an invitation for a reason outside the caller's tenant: the address
+    /// is claimed by another tenant, or the user directory holds an account for it that is not
+    /// this invitation's (another tenant's, a platform operator's). Every such path answers
+    /// exactly this, so that no answer tells an admin whether an address has an account
+    /// elsewhere; the tenant's hourly budget of refusals bounds how often it can be asked.
+    #[error("This address cannot be invited. Check it, or ask the person to contact support.")]
     EmailTaken,
+    /// The tenant's refused invitations of this hour are spent: every invitation is refused
+    /// until the hour ends (the whole seconds until then), whatever its address.
+    #[error("Too many invitations were refused this hour; invitations resume at the next hour")]
+    RefusalsSpent(u64),
     #[error("Every seat of the plan ({0} users) is taken")]
     NoSeat(i64),
     #[error("The tenant's counters are being set up; try again shortly")]
@@ -56,6 +65,7 @@ impl From<UsersError> for ApiError {
             | UsersError::Pending
             | UsersError::Concurrent => ApiError::Conflict(e.to_string()),
             UsersError::SelfChange(_) | UsersError::Escalation(_) | UsersError::Outranked(_) => ApiError::Forbidden(e.to_string()),
+            UsersError::RefusalsSpent(retry_after_secs) => ApiError::TooManyRequests { message: e.to_string(), retry_after_secs },
             UsersError::CountersMissing => ApiError::Unavailable(Box::new(e)),
             UsersError::Directory(DirectoryError::Unavailable(_)) => ApiError::Unavailable(Box::new(e)),
             // Cognito refused a value this service passed on (an address it will not take).

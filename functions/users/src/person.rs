@@ -103,16 +103,26 @@ pub async fn pending_record(db: &Db, tenant: &TenantId, email: &Email, profile: 
         profile: seal_profile(db, tenant, profile).await?,
         roles: roles.iter().map(|r| r.id.to_hex()).collect(),
         status: UserStatus::Pending,
+        // Absent markers: the record holds a seat (and an admin place with the admin role) from its insert (§12).
+        seat_held: None,
+        admin_held: None,
+        marker_op: None,
         last_login_at: None,
         created_at: None,
         updated_at: None,
     })
 }
 
+/// The tenant's blind index of `email` (what records hold as `emailHash`): how an audit entry
+/// or a log line names an address, never in clear.
+pub async fn email_index(db: &Db, tenant: &TenantId, email: &Email) -> Result<String, DbError> {
+    Ok(db.keyring()?.email_index(tenant, email).await?)
+}
+
 /// The filter that finds the record of `email`: by the blind index and, while records from
 /// before encryption may remain (`Db::plaintext_may_remain`), by the old plaintext field too.
 pub async fn email_filter(db: &Db, tenant: &TenantId, email: &Email) -> Result<Document, DbError> {
-    let hash = db.keyring()?.email_index(tenant, email).await?;
+    let hash = email_index(db, tenant, email).await?;
     Ok(if db.plaintext_may_remain().await? {
         doc! {"$or": [{"emailHash": &hash}, {"email": email.as_str()}]}
     } else {

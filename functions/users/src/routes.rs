@@ -1,6 +1,7 @@
 //! Thin handlers: admit, authorize, parse, call the service, shape the response, audit. Audit
 //! entries name users by id, never by e-mail.
 
+use crate::error::UsersError;
 use crate::input::{AssignRoleBody, InviteBody, UpdateProfileBody, UpdateUserBody};
 use crate::service::{self, UserQuery};
 use crate::view::UserView;
@@ -46,15 +47,47 @@ pub async fn list(state: &AppState, req: &Request) -> Reply {
     respond_list("users", &views, &Pagination::new(page, limit, total))
 }
 
-/// `POST /users` (`create:users`): the invitation.
+/// `POST /users` (`create:users`): the invitation. A global refusal (the address is held
+/// outside the tenant) is audited, naming the address by its blind index only; the service
+/// bounds how many an hour there can be, and the invitations refused past that bound are
+/// counted in one summary entry a minute (`access.refusals-dropped`, source `invite:<tenant>`).
 pub async fn invite(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
     let ctx = admit(&state.db, req, None).await?;
     ctx.require("create:users")?;
     let invitation = json_body::<InviteBody>(req)?.validate()?;
-    let user = service::invite(&state.db, state.directory.as_ref(), &ctx, &invitation).await?;
+    let user = match service::invite(&state.db, state.directory.as_ref(), &ctx, &invitation).await {
+        Ok(user) => user,
+        Err(refused @ UsersError::EmailTaken) => {
+            audit_refused_invitation(state, &ctx, meta, &invitation.email, &refused).await;
+            return Err(refused.into());
+        }
+        // Past the hour's budget nothing is looked up, and the 429s are counted, not listed.
+        Err(spent @ UsersError::RefusalsSpent(_)) => {
+            let source = shared::db::RefusalSource::Invitations(ctx.tenant_id().clone());
+            shared::audit::record_past_budget(&state.db, ctx.tenant_id(), &source, meta, Some(ctx.identity().actor_id())).await;
+            return Err(spent.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     audit(state, &ctx, meta, Action::UserInvited, user.user.id.to_hex(), doc! {"roles": &user.user.roles}).await;
     shared::metrics::business(shared::metrics::Business::UsersInvited, ctx.tenant_id().as_str());
     respond_one(StatusCode::CREATED, &UserView::from(&user))
+}
+
+/// The audit entry of a refused invitation, `user.invitation-refused`, with the reason
+/// the caller was given (never why: the tenant's admins read this log too) and the address's
+/// blind index (`emailHash`, as user records hold it). Best effort, like every audit write.
+async fn audit_refused_invitation(state: &AppState, ctx: &TenantContext, meta: &RequestMeta, email: &Email, refused: &UsersError) {
+    let email_hash = match crate::person::email_index(&state.db, ctx.tenant_id(), email).await {
+        Ok(hash) => hash,
+        Err(error) => {
+            tracing::error!(%error, "could not index the address of a refused invitation; audited without it");
+            String::new()
+        }
+    };
+    let details = doc! {"reason": refused.to_string(), "emailHash": email_hash};
+    let event = AuditEvent { action: Action::UserInvitationRefused, resource_id: None, details };
+    record_best_effort(&state.db, ctx.tenant(), meta, ctx.identity(), event).await;
 }
 
 const NO_PROFILE: &str = "An API key has no profile of its own";

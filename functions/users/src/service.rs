@@ -1,6 +1,8 @@
 //! The users context's rules. Every counter move rides on a user-record write that matched:
-//! the record filter pins the state (its status and exact roles) that the counter
-//! decision was made from, and a miss gives the counter back and reads again.
+//! the record filter pins the state (its status, exact roles and markers) that the counter
+//! decision was made from, and a miss gives the counter back and reads again. The write sets
+//! the markers (`seatHeld`, `adminHeld`) with its operation id, so that after a lost reply a
+//! re-read tells whether it applied (docs/ARCHITECTURE.md §12).
 
 use crate::error::UsersError;
 use crate::input::{Invitation, ProfileChanges, UserChanges};
@@ -11,7 +13,8 @@ use shared::context::forget_tenant_members;
 use shared::db::{Db, DbError, FindOptions, Scoped, TenantCollection, TenantScope};
 use shared::directory::{Directory, DirectoryError};
 use shared::ids::{Email, Permission};
-use shared::models::{Profile, Role, User, UserStatus};
+use shared::models::{Profile, Role, User, UserStatus, MARKED_AT};
+use shared::seam::{NoSeam, Seam};
 use shared::pii::EmailClaim;
 use shared::permissions::first_not_held;
 use shared::TenantContext;
@@ -76,15 +79,101 @@ fn holds(user: &User, role: &ObjectId) -> bool {
     user.roles.iter().any(|r| *r == role.to_hex())
 }
 
-/// Whether the user counts against the admins counter: pending or active, with the admin role.
-fn counted_admin(user: &User, admin_role: &ObjectId) -> bool {
-    user.status != UserStatus::Inactive && holds(user, admin_role)
+/// The record as read: its status, its exact roles and its markers (`seatHeld`, `adminHeld`,
+/// absent pinned as absent). A write filtered on it matches only if none changed since, so the
+/// counter moves and permission checks made from the read hold.
+fn as_read(user: &User) -> Document {
+    let mut filter = doc! {"_id": user.id, "status": user.status.as_str(), "roles": user.roles.clone()};
+    for (field, held) in [("seatHeld", user.seat_held), ("adminHeld", user.admin_held)] {
+        match held {
+            Some(held) => filter.insert(field, held),
+            None => filter.insert(field, doc! {"$exists": false}),
+        };
+    }
+    filter
 }
 
-/// The record as read: its status and its exact roles. A write filtered on it matches only if
-/// neither changed since, so the counter moves and permission checks made from the read hold.
-fn as_read(user: &User) -> Document {
-    doc! {"_id": user.id, "status": user.status.as_str(), "roles": user.roles.clone()}
+/// What a counter-coupled write of a user record came to (docs/ARCHITECTURE.md §12).
+enum Written<T> {
+    /// It applied: its reply, or the re-read after a lost one, says so.
+    Applied(T),
+    /// Its filter matched nothing: the record changed since it was read.
+    Missed,
+    /// It did not apply: a definite refusal, or a lost reply whose re-read shows no change.
+    Failed(DbError),
+    /// Its reply was lost and the re-read failed too: nothing is compensated, and the
+    /// reconciliation job corrects whatever counter is off.
+    Unknown(DbError),
+}
+
+/// The markers a record holds after a write, `$set` by that same write with the operation's id
+/// (`markerOp`), so that after a lost reply a re-read tells whether the write was this one, and
+/// its time (`markedAt`), so that the recount leaves the counters alone while the saga may still
+/// be between this write and its counter move (docs/ARCHITECTURE.md §12).
+fn markers(db: &Db, seat: bool, admin: bool, op: ObjectId) -> Document {
+    doc! {"seatHeld": seat, "adminHeld": admin, "markerOp": op, MARKED_AT: db.clock().now()}
+}
+
+/// A record whose seat marker is cleared is being removed (a deletion, or an invitation's
+/// compensation, stopped between clearing it and deleting it): only a deletion acts on it.
+fn removing(user: &User) -> Result<(), UsersError> {
+    match user.seat_held {
+        Some(false) => Err(UsersError::NotFound(user.id)),
+        _ => Ok(()),
+    }
+}
+
+/// One `findAndModify` of a user record whose `$set` carries [`markers`] with `op`. A lost reply
+/// is settled by reading the record again: it applied iff the record carries `op`.
+async fn write_record(users: &Scoped<User>, id: ObjectId, filter: Document, update: Document, op: ObjectId) -> Written<User> {
+    let error = match users.find_one_and_update(filter, update, false).await {
+        Ok(Some(user)) => return Written::Applied(user),
+        Ok(None) => return Written::Missed,
+        Err(e) if !e.outcome_unknown() => return Written::Failed(e),
+        Err(e) => e,
+    };
+    match users.find_one(doc! {"_id": id}).await {
+        Ok(Some(user)) if user.marker_op == Some(op) => {
+            tracing::warn!(userId = %id, %error, "a user write's reply was lost; it was applied");
+            Written::Applied(user)
+        }
+        Ok(_) => Written::Failed(error),
+        Err(reread) => {
+            tracing::error!(userId = %id, %error, %reread, "a user write's outcome is unknown; the reconciliation job corrects the counters");
+            Written::Unknown(error)
+        }
+    }
+}
+
+/// One conditional delete of a user record. A lost reply is settled by reading again: the
+/// record gone means removed by this delete (a racing delete of the same record is the one case
+/// this cannot tell; it would free the seat twice, and the reconciliation job corrects that).
+async fn delete_record(users: &Scoped<User>, id: ObjectId, filter: Document) -> Written<()> {
+    let error = match users.delete_one(filter).await {
+        Ok(1) => return Written::Applied(()),
+        Ok(_) => return Written::Missed,
+        Err(e) if !e.outcome_unknown() => return Written::Failed(e),
+        Err(e) => e,
+    };
+    match users.find_one(doc! {"_id": id}).await {
+        Ok(None) => {
+            tracing::warn!(userId = %id, %error, "a user delete's reply was lost; it was applied");
+            Written::Applied(())
+        }
+        Ok(Some(_)) => Written::Failed(error),
+        Err(reread) => {
+            tracing::error!(userId = %id, %error, %reread, "a user delete's outcome is unknown; the reconciliation job corrects the counters");
+            Written::Unknown(error)
+        }
+    }
+}
+
+/// Moves the counters after the record write that justifies them applied. The change stands
+/// whatever happens here: a failure is logged, and the reconciliation job corrects the counter.
+async fn follow_record(db: &Db, ctx: &TenantContext, seats: i64, admins: i64) {
+    if let Err(error) = db.own_tenant(ctx).adjust_counters(seats, admins).await {
+        tracing::error!(tenantId = %ctx.tenant_id(), seats, admins, %error, "a counter did not follow its record; the reconciliation job corrects it");
+    }
 }
 
 /// Counter-coupled changes need the tenant's counters (set by migration 002 on older tenants).
@@ -208,6 +297,9 @@ pub async fn provision(db: &Db, directory: &dyn Directory, scope: &impl TenantSc
                 found.sub
             }
             Some(_) => return Err(UsersError::EmailTaken),
+            // The directory said "exists" and then found none (deleted in between): a refusal
+            // like the others, never a different answer.
+            None if matches!(first, DirectoryError::Exists) => return Err(UsersError::EmailTaken),
             None => return Err(UsersError::Directory(first)),
         },
     };
@@ -234,16 +326,49 @@ async fn linked(db: &Db, scope: &impl TenantScope, sub: &str) -> Result<bool, Db
     Ok(users(db, scope).find_one(doc! {"cognitoUserId": sub}).await?.is_some())
 }
 
-/// The invitation: a small saga. (0) The record is sealed (the tenant's keys: a KMS outage
-/// fails here, before any write), checked against the tenant's users by blind index, and its
-/// e-mail claimed in the global index (an e-mail belongs to one tenant); (1) the pending record
-/// is written; (2) a seat is taken, and an admin place if it carries the admin role; (3) Cognito
-/// creates the user and sends the invitation; (4) its `sub` is stored. A failure undoes what was
-/// done, in reverse: no orphan record, claim or Cognito user, and the seat is free again.
+/// The invitation: a small saga, whose checks run the caller's own business first and anything
+/// global last, so that no answer about the tenant itself depends on other tenants.
+/// (0) The tenant's budget of refused invitations is read (a spent one is a 429 for every
+/// address); the roles are checked; the record is sealed (the tenant's keys: a KMS outage fails
+/// here, before any write) and checked against the tenant's users by blind index; (1) the
+/// pending record is written; (2) a seat is taken, and an admin place if it carries the admin
+/// role; (3) only then is the e-mail claimed in the global index (an e-mail belongs to one
+/// tenant); (4) Cognito creates the user and sends the invitation; (5) its `sub` is stored. A
+/// failure undoes what was done, in reverse: no orphan record, claim or Cognito user, and the
+/// seat is free again. A global refusal (3 or 4) is [`UsersError::EmailTaken`], whatever its
+/// cause, and takes a place in the budget; with none left it is a 429 like the rest of the hour.
 pub async fn invite(db: &Db, directory: &dyn Directory, ctx: &TenantContext, inv: &Invitation) -> Result<Person, UsersError> {
+    invite_with(db, directory, ctx, inv, &NoSeam).await
+}
+
+/// The point of an invitation between its record's insert and its seat, where a test runs the
+/// recount (docs/ARCHITECTURE.md §12).
+pub const INVITATION_RECORDED: &str = "users.invitation.recorded";
+
+/// [`invite`], telling `seam` when the record is written and its seat not yet taken
+/// ([`INVITATION_RECORDED`]); deployments pass `NoSeam`.
+pub async fn invite_with(db: &Db, directory: &dyn Directory, ctx: &TenantContext, inv: &Invitation, seam: &dyn Seam) -> Result<Person, UsersError> {
     if ctx.tenant().counters.is_none() {
         return Err(UsersError::CountersMissing);
     }
+    let refusals = db.invitation_refusals(ctx);
+    if let Some(retry_after) = refusals.spent().await? {
+        return Err(UsersError::RefusalsSpent(retry_after));
+    }
+    match make_invitation(db, directory, ctx, inv, seam).await {
+        Err(UsersError::EmailTaken) => {
+            // Racing refusals may have taken the hour's last place since the check.
+            if !refusals.take().await? {
+                let (_, retry_after) = shared::clock::hour_window(db.clock().now_ms());
+                return Err(UsersError::RefusalsSpent(retry_after));
+            }
+            Err(UsersError::EmailTaken)
+        }
+        other => other,
+    }
+}
+
+async fn make_invitation(db: &Db, directory: &dyn Directory, ctx: &TenantContext, inv: &Invitation, seam: &dyn Seam) -> Result<Person, UsersError> {
     let roles = match &inv.roles {
         Some(ids) => {
             let found = by_ids(db, ctx, ids).await?;
@@ -268,24 +393,35 @@ pub async fn invite(db: &Db, directory: &dyn Directory, ctx: &TenantContext, inv
     if users.find_one(person::email_filter(db, tenant, &inv.email).await?).await?.is_some() {
         return Err(UsersError::AlreadyUser);
     }
-    let claimed = claim_email(db, ctx, &inv.email).await?;
-    let undo_claim = || async {
-        if claimed {
-            release_email(db, tenant, &inv.email).await;
-        }
-    };
     if let Err(e) = users.insert_one(&record).await {
-        undo_claim().await;
+        // A lost reply may hide a written record that holds no seat yet: remove it by its id.
+        if e.outcome_unknown() {
+            undo_record(db, ctx, &record, None).await;
+        }
         return Err(match e {
             DbError::Duplicate => UsersError::AlreadyUser,
             other => other.into(),
         });
     }
+    seam.reached(INVITATION_RECORDED).await;
     if let Err(e) = take_seat(db, ctx, admin).await {
         undo_record(db, ctx, &record, None).await;
-        undo_claim().await;
         return Err(e);
     }
+    // Global from here on: the tenant's own answers (its members, its seats) are settled, so a
+    // full tenant says so for every address, whoever else holds it.
+    let claimed = match claim_email(db, ctx, &inv.email).await {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            undo_record(db, ctx, &record, Some(admin)).await;
+            return Err(e);
+        }
+    };
+    let undo_claim = || async {
+        if claimed {
+            release_email(db, tenant, &inv.email).await;
+        }
+    };
     match provision(db, directory, ctx, &record).await {
         Ok(user) => Ok(Person { user, email: inv.email.clone(), profile }),
         Err(e) => {
@@ -297,8 +433,8 @@ pub async fn invite(db: &Db, directory: &dyn Directory, ctx: &TenantContext, inv
 }
 
 /// Claims `email` for the scope's tenant in the global e-mail index (the platform-keyed HMAC):
-/// another tenant's is a 409. Returns whether this call made the claim, so that only a claim it
-/// made is undone.
+/// another tenant's is [`UsersError::EmailTaken`], the one global refusal. Returns whether this
+/// call made the claim, so that only a claim it made is undone.
 pub async fn claim_email(db: &Db, scope: &impl TenantScope, email: &Email) -> Result<bool, UsersError> {
     match db.keyring()?.claim_email(scope.scope_tenant(), email).await.map_err(DbError::from)? {
         EmailClaim::Claimed => Ok(true),
@@ -316,16 +452,32 @@ pub async fn release_email(db: &Db, tenant: &shared::ids::TenantId, email: &Emai
 }
 
 /// Compensation: removes the record and, if `seat` (with whether it took an admin place),
-/// frees what the removal justifies. Best effort, logged.
+/// frees what it holds. A record whose seat was taken gives it up before it goes, as a deletion
+/// does (§12): its markers cleared, then the counters, then the record. Best effort, logged.
 async fn undo_record(db: &Db, ctx: &TenantContext, record: &User, seat: Option<bool>) {
-    let removed = users(db, ctx).delete_one(doc! {"_id": record.id}).await;
-    let outcome = match (removed, seat) {
-        (Ok(1), Some(admin)) => db.own_tenant(ctx).adjust_counters(-1, -i64::from(admin)).await,
-        (Ok(_), _) => Ok(()),
-        (Err(e), _) => Err(e),
+    let users = users(db, ctx);
+    // Only a record that still holds its seat is this compensation's to free.
+    let holding = doc! {"_id": record.id, "seatHeld": {"$ne": false}};
+    let filter = match seat {
+        None => holding,
+        Some(admin) => {
+            let op = ObjectId::new();
+            match write_record(&users, record.id, holding, doc! {"$set": markers(db, false, false, op)}, op).await {
+                Written::Applied(_) => follow_record(db, ctx, -1, -i64::from(admin)).await,
+                Written::Missed => return,
+                Written::Failed(error) | Written::Unknown(error) => {
+                    tracing::error!(userId = %record.id, %error, "compensation of an invitation failed; manual clean-up needed");
+                    return;
+                }
+            }
+            doc! {"_id": record.id, "markerOp": op}
+        }
     };
-    if let Err(error) = outcome {
-        tracing::error!(userId = %record.id, %error, "compensation of an invitation failed; manual clean-up needed");
+    match delete_record(&users, record.id, filter).await {
+        Written::Applied(()) | Written::Missed => {}
+        Written::Failed(error) | Written::Unknown(error) => {
+            tracing::error!(userId = %record.id, %error, "compensation of an invitation failed; manual clean-up needed");
+        }
     }
 }
 
@@ -354,6 +506,7 @@ pub async fn update(db: &Db, directory: &dyn Directory, ctx: &TenantContext, id:
     let (users, own) = (users(db, ctx), db.own_tenant(ctx));
     for _ in 0..TRIES {
         let user = get(db, ctx, id).await?;
+        removing(&user)?;
         not_above_caller(db, ctx, &user).await?;
         let mut set = person::profile_set(db, ctx.tenant_id(), &changes.profile).await?;
         let Some(status) = changes.status.filter(|s| *s != user.status) else {
@@ -369,39 +522,68 @@ pub async fn update(db: &Db, directory: &dyn Directory, ctx: &TenantContext, id:
             return Err(UsersError::Pending);
         }
         counted(ctx)?;
-        let admin = holds(&user, &admin_role);
+        let held = user.holds_admin_place(&admin_role.to_hex());
+        let op = ObjectId::new();
         set.insert("status", status.as_str());
         let written = if status == UserStatus::Inactive {
-            if admin && !own.take_admin_place().await? {
+            // The bounded move comes first: it is the last-admin check. Given back only when the
+            // record write surely did not apply.
+            if held && !own.take_admin_place().await? {
                 return Err(UsersError::LastAdmin);
             }
+            set.extend(markers(db, user.holds_seat(), false, op));
             let written = match act_on_own_directory_user(db, directory, ctx, &user, DirectoryAction::Enable(false)).await {
-                Ok(()) => users.find_one_and_update(as_read(&user), doc! {"$set": set}, false).await.map_err(UsersError::from),
-                Err(e) => Err(e),
+                Ok(()) => write_record(&users, id, as_read(&user), doc! {"$set": set}, op).await,
+                Err(e) => {
+                    if held {
+                        give_back_admin_place(db, ctx).await;
+                    }
+                    return Err(e);
+                }
             };
-            if admin && !matches!(written, Ok(Some(_))) {
+            if held && matches!(written, Written::Missed | Written::Failed(_)) {
                 give_back_admin_place(db, ctx).await;
             }
-            written?
+            written
         } else {
+            let admin = holds(&user, &admin_role);
             act_on_own_directory_user(db, directory, ctx, &user, DirectoryAction::Enable(true)).await?;
-            let written = users.find_one_and_update(as_read(&user), doc! {"$set": set}, false).await?;
-            if written.is_some() && admin {
-                own.adjust_counters(0, 1).await?;
+            set.extend(markers(db, user.holds_seat(), admin, op));
+            let written = write_record(&users, id, as_read(&user), doc! {"$set": set}, op).await;
+            if matches!(written, Written::Applied(_)) && admin && !held {
+                follow_record(db, ctx, 0, 1).await;
             }
             written
         };
-        if let Some(user) = written {
-            forget_tenant_members(db, ctx.tenant_id());
-            return Ok(user);
+        match written {
+            Written::Applied(user) => {
+                forget_tenant_members(db, ctx.tenant_id());
+                return Ok(user);
+            }
+            Written::Missed => continue,
+            Written::Failed(e) | Written::Unknown(e) => return Err(e.into()),
         }
     }
     Err(UsersError::Concurrent)
 }
 
-/// Deletes a user: its admin place first (the last admin stays), then the Cognito user, then
-/// the record; the seat is freed only by the request whose removal matched.
+/// Deletes a user: its admin place first (the last admin stays), then the Cognito user; then the
+/// record gives up its seat before it goes (§12): its markers are cleared by a write conditional
+/// on the record as read, the seat is freed, and the record is deleted only if that write is
+/// still its last. Between any two steps a fresh trace (`counterMovedAt`, `markedAt`) exists, or
+/// the markers and the counters agree, so the recount never takes a deletion for a drift. The
+/// seat is freed only by the request whose clearing applied.
 pub async fn delete(db: &Db, directory: &dyn Directory, ctx: &TenantContext, id: ObjectId) -> Result<(), UsersError> {
+    delete_with(db, directory, ctx, id, &NoSeam).await
+}
+
+/// The point of a deletion between its record's markers cleared and its seat freed, where a
+/// test runs the recount (docs/ARCHITECTURE.md §12).
+pub const DELETION_CLEARED: &str = "users.delete.cleared";
+
+/// [`delete`], telling `seam` when the record's markers are cleared and its seat not yet freed
+/// ([`DELETION_CLEARED`]); deployments pass `NoSeam`.
+pub async fn delete_with(db: &Db, directory: &dyn Directory, ctx: &TenantContext, id: ObjectId, seam: &dyn Seam) -> Result<(), UsersError> {
     if ctx.user_id() == Some(id) {
         return Err(UsersError::SelfChange("delete"));
     }
@@ -411,25 +593,54 @@ pub async fn delete(db: &Db, directory: &dyn Directory, ctx: &TenantContext, id:
     for _ in 0..TRIES {
         let user = get(db, ctx, id).await?;
         not_above_caller(db, ctx, &user).await?;
-        let admin = counted_admin(&user, &admin_role);
+        // What the record holds is what its removal frees (§12); the admin place is taken first,
+        // bounded (the last admin stays), and given back only if the removal surely did not apply.
+        let admin = user.holds_admin_place(&admin_role.to_hex());
         if admin && !own.take_admin_place().await? {
             return Err(UsersError::LastAdmin);
         }
-        let email = person::email(db, ctx.tenant_id(), &user).await?;
-        let removed = match act_on_own_directory_user(db, directory, ctx, &user, DirectoryAction::Delete).await {
-            Ok(()) => users.delete_one(as_read(&user)).await.map_err(UsersError::from),
-            Err(e) => Err(e),
+        let email = match person::email(db, ctx.tenant_id(), &user).await {
+            Ok(email) => email,
+            Err(e) => {
+                if admin {
+                    give_back_admin_place(db, ctx).await;
+                }
+                return Err(e.into());
+            }
         };
-        if removed.as_ref().is_ok_and(|n| *n == 1) {
-            release_email(db, ctx.tenant_id(), &email).await;
-            own.adjust_counters(-1, 0).await?;
-            forget_tenant_members(db, ctx.tenant_id());
-            return Ok(());
+        if let Err(e) = act_on_own_directory_user(db, directory, ctx, &user, DirectoryAction::Delete).await {
+            if admin {
+                give_back_admin_place(db, ctx).await;
+            }
+            return Err(e);
         }
-        if admin {
-            give_back_admin_place(db, ctx).await;
+        let op = ObjectId::new();
+        let cleared = write_record(&users, id, as_read(&user), doc! {"$set": markers(db, false, false, op)}, op).await;
+        match cleared {
+            Written::Applied(_) => {}
+            Written::Unknown(e) => return Err(e.into()),
+            Written::Missed | Written::Failed(_) => {
+                if admin {
+                    give_back_admin_place(db, ctx).await;
+                }
+                if let Written::Failed(e) = cleared {
+                    return Err(e.into());
+                }
+                continue;
+            }
         }
-        removed?;
+        seam.reached(DELETION_CLEARED).await;
+        follow_record(db, ctx, -i64::from(user.holds_seat()), 0).await;
+        // A miss: another deletion cleared it again since, and removes it (or has).
+        match delete_record(&users, id, doc! {"_id": id, "markerOp": op}).await {
+            Written::Applied(()) => {
+                release_email(db, ctx.tenant_id(), &email).await;
+                forget_tenant_members(db, ctx.tenant_id());
+                return Ok(());
+            }
+            Written::Missed => {}
+            Written::Failed(e) | Written::Unknown(e) => return Err(e.into()),
+        }
     }
     Err(UsersError::Concurrent)
 }
@@ -446,6 +657,7 @@ pub async fn assign_role(db: &Db, ctx: &TenantContext, id: ObjectId, role_id: Ob
     let users = users(db, ctx);
     for _ in 0..TRIES {
         let user = get(db, ctx, id).await?;
+        removing(&user)?;
         not_above_caller(db, ctx, &user).await?;
         if user.cognito_user_id.sub().is_none() {
             return Err(UsersError::Unlinked);
@@ -453,12 +665,22 @@ pub async fn assign_role(db: &Db, ctx: &TenantContext, id: ObjectId, role_id: Ob
         if holds(&user, &role_id) {
             return Ok(user);
         }
-        if let Some(user) = users.find_one_and_update(as_read(&user), doc! {"$addToSet": {"roles": role_id.to_hex()}}, false).await? {
-            if role_id == admin_role && user.status != UserStatus::Inactive {
-                db.own_tenant(ctx).adjust_counters(0, 1).await?;
+        // The record's marker comes with the role, and the counter follows only a write that
+        // applied (after a lost reply, one the re-read shows to be this one).
+        let held = user.holds_admin_place(&admin_role.to_hex());
+        let gains = role_id == admin_role && user.status != UserStatus::Inactive && !held;
+        let op = ObjectId::new();
+        let update = doc! {"$addToSet": {"roles": role_id.to_hex()}, "$set": markers(db, user.holds_seat(), held || gains, op)};
+        match write_record(&users, id, as_read(&user), update, op).await {
+            Written::Applied(user) => {
+                if gains {
+                    follow_record(db, ctx, 0, 1).await;
+                }
+                forget_tenant_members(db, ctx.tenant_id());
+                return Ok(user);
             }
-            forget_tenant_members(db, ctx.tenant_id());
-            return Ok(user);
+            Written::Missed => {}
+            Written::Failed(e) | Written::Unknown(e) => return Err(e.into()),
         }
     }
     Err(UsersError::Concurrent)
@@ -474,6 +696,7 @@ pub async fn remove_role(db: &Db, ctx: &TenantContext, id: ObjectId, role_id: Ob
     let (users, own) = (users(db, ctx), db.own_tenant(ctx));
     for _ in 0..TRIES {
         let user = get(db, ctx, id).await?;
+        removing(&user)?;
         not_above_caller(db, ctx, &user).await?;
         if user.cognito_user_id.sub().is_none() {
             return Err(UsersError::Unlinked);
@@ -481,17 +704,24 @@ pub async fn remove_role(db: &Db, ctx: &TenantContext, id: ObjectId, role_id: Ob
         if !holds(&user, &role_id) {
             return Err(UsersError::RoleNotHeld(role_id));
         }
-        let admin = role_id == admin_role && user.status != UserStatus::Inactive;
-        if admin && !own.take_admin_place().await? {
+        let held = user.holds_admin_place(&admin_role.to_hex());
+        let loses = role_id == admin_role && held;
+        if loses && !own.take_admin_place().await? {
             return Err(UsersError::LastAdmin);
         }
-        let written = users.find_one_and_update(as_read(&user), doc! {"$pull": {"roles": role_id.to_hex()}}, false).await;
-        if admin && !matches!(written, Ok(Some(_))) {
+        let op = ObjectId::new();
+        let update = doc! {"$pull": {"roles": role_id.to_hex()}, "$set": markers(db, user.holds_seat(), held && !loses, op)};
+        let written = write_record(&users, id, as_read(&user), update, op).await;
+        if loses && matches!(written, Written::Missed | Written::Failed(_)) {
             give_back_admin_place(db, ctx).await;
         }
-        if let Some(user) = written? {
-            forget_tenant_members(db, ctx.tenant_id());
-            return Ok(user);
+        match written {
+            Written::Applied(user) => {
+                forget_tenant_members(db, ctx.tenant_id());
+                return Ok(user);
+            }
+            Written::Missed => {}
+            Written::Failed(e) | Written::Unknown(e) => return Err(e.into()),
         }
     }
     Err(UsersError::Concurrent)

@@ -2,6 +2,8 @@
 //! global collections. Nothing here hands out a raw `Collection` of a tenant collection.
 
 pub mod guard;
+mod health;
+pub mod invitations;
 mod keys;
 mod ledger;
 mod registry;
@@ -10,10 +12,11 @@ mod scoped;
 mod usage;
 
 pub use guard::Refusal;
-pub use keys::{KeyAuth, RefusalBudget, WindowBounds, WindowCounts, REFUSALS_PER_MINUTE};
+pub use health::{NoAvailableServer, ServerState};
+pub use keys::{KeyAuth, RefusalBudget, RefusalSource, WindowBounds, WindowCounts, REFUSALS_PER_MINUTE};
 pub use ledger::{LockGuard, Locks, MigrationLedger, MigrationRecord};
 pub use retention::AuditRetention;
-pub use registry::{CallBounds, DomainClaim, OwnTenant, TenantPage, TenantQuery, TenantRegistry, MAX_SEARCH_LEN};
+pub use registry::{not_shredded, CallBounds, DomainClaim, OwnTenant, TenantPage, TenantQuery, TenantRegistry, KEYS_SHREDDED_AT, MAX_SEARCH_LEN};
 pub use scoped::{FindOptions, Scoped, UpdateOutcome};
 pub use usage::{UsageHistory, UsageMeter, MEASURE_BATCH};
 
@@ -27,8 +30,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use tokio::sync::{Mutex, OwnedMutexGuard, OnceCell};
 
-/// One client per execution environment: Lambda reuses it across invocations.
-static CLIENT: OnceCell<Client> = OnceCell::const_new();
+/// One client per execution environment: Lambda reuses it across invocations. Its monitoring
+/// events feed the [`health::Health`] beside it.
+static CLIENT: OnceCell<(Client, Arc<health::Health>)> = OnceCell::const_new();
 
 /// The tenant-scoped collections of the brief. Each document carries `tenantId`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +178,23 @@ impl DbError {
             _ => false,
         }
     }
+
+    /// Whether a write that failed this way may have been applied all the same: the command may
+    /// have reached the server and only its reply was lost (a connection cut, a timeout). Not a
+    /// definite refusal: a server's answer, a scope refusal, an encoding error, or no server
+    /// selected (nothing was sent). Such a write is re-read before anything is compensated or a
+    /// counter moved (docs/ARCHITECTURE.md §12).
+    pub fn outcome_unknown(&self) -> bool {
+        use mongodb::error::ErrorKind;
+        match self {
+            DbError::Unavailable(e) | DbError::Other(e) => !matches!(
+                e.kind.as_ref(),
+                // `Custom`: refused before sending, no server being available (`NoAvailableServer`).
+                ErrorKind::ServerSelection { .. } | ErrorKind::Command(_) | ErrorKind::Write(_) | ErrorKind::InsertMany(_) | ErrorKind::Custom(_)
+            ),
+            _ => false,
+        }
+    }
 }
 
 impl From<mongodb::error::Error> for DbError {
@@ -209,7 +230,15 @@ pub enum ServerFlavor {
 }
 
 /// One write at a time per database, in this process, on FerretDB only (see [`Db::serial`]).
-static SERIALS: LazyLock<std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>> = LazyLock::new(Default::default);
+static SERIALS: LazyLock<std::sync::Mutex<HashMap<String, Arc<Serial>>>> = LazyLock::new(Default::default);
+
+/// A database's write serialisation, and how often it was taken (tests check that an outage
+/// takes it never).
+#[derive(Debug, Default)]
+struct Serial {
+    lock: Arc<Mutex<()>>,
+    taken: std::sync::atomic::AtomicU64,
+}
 
 /// A handle on the application database.
 #[derive(Debug, Clone)]
@@ -219,20 +248,20 @@ pub struct Db {
     clock: SharedClock,
     /// Seals and opens personal data; only the functions that handle it have one.
     keyring: Option<Arc<Keyring>>,
+    /// The client's servers as its monitoring events describe them.
+    health: Arc<health::Health>,
 }
 
 impl Db {
     /// The database through the per-process cached client (Lambda, the local API). The first
     /// caller's URI wins; the client connects lazily, on the first operation.
     pub async fn cached(cfg: &DbConfig) -> Result<Db, DbError> {
-        let client = CLIENT
-            .get_or_try_init(|| async { Ok::<_, DbError>(Client::with_options(client_options(cfg).await?)?) })
-            .await?;
-        Ok(Db::new(client.database(&cfg.database)))
+        let (client, health) = CLIENT.get_or_try_init(|| monitored_client(client_options(cfg))).await?;
+        Ok(Db::new(client.database(&cfg.database), health.clone()))
     }
 
-    fn new(database: Database) -> Db {
-        Db { database, flavor: Arc::new(OnceCell::new()), clock: clock::system(), keyring: None }
+    fn new(database: Database, health: Arc<health::Health>) -> Db {
+        Db { database, flavor: Arc::new(OnceCell::new()), clock: clock::system(), keyring: None, health }
     }
 
     /// The same database, sealing and opening personal data with `keyring`.
@@ -293,12 +322,54 @@ impl Db {
     /// process (docs/ARCHITECTURE.md §6). On MongoDB, whose writes are atomic per document,
     /// nothing waits. Across processes FerretDB offers no such guarantee: the local stack runs
     /// every writer in one process (`local-api migrate` goes through the running API).
+    ///
+    /// An outage must not turn it into a queue (each holder waiting out its server selection in
+    /// turn): with no server known available ([`Db::server_state`], from the driver's monitoring
+    /// events, no round trip), a write is refused at once as [`DbError::Unavailable`], before
+    /// the lock; and a write already waiting for it is refused as soon as the state turns.
     pub(crate) async fn serial(&self) -> Result<Option<OwnedMutexGuard<()>>, DbError> {
+        self.refuse_if_no_server()?;
         if self.flavor().await? == ServerFlavor::MongoDb {
             return Ok(None);
         }
-        let lock = SERIALS.lock().expect("poisoned").entry(self.name().to_owned()).or_default().clone();
-        Ok(Some(lock.lock_owned().await))
+        let serial = SERIALS.lock().expect("poisoned").entry(self.name().to_owned()).or_default().clone();
+        let mut state = self.health.subscribe();
+        let guard = tokio::select! {
+            guard = serial.lock.clone().lock_owned() => guard,
+            _ = state.wait_for(|s| *s == ServerState::Unavailable) => return Err(self.no_server()),
+        };
+        self.refuse_if_no_server()?;
+        serial.taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Some(guard))
+    }
+
+    fn refuse_if_no_server(&self) -> Result<(), DbError> {
+        if self.health.state() == ServerState::Unavailable {
+            return Err(self.no_server());
+        }
+        Ok(())
+    }
+
+    fn no_server(&self) -> DbError {
+        self.health.probe(self.database.client());
+        DbError::Unavailable(mongodb::error::Error::custom(NoAvailableServer))
+    }
+
+    /// What the driver's monitoring events say of the servers now.
+    pub fn server_state(&self) -> ServerState {
+        self.health.state()
+    }
+
+    /// Waits until the driver's monitoring events say `state` (tests wait for an outage to be
+    /// seen, or for its end, rather than sleeping).
+    pub async fn until_server_state(&self, state: ServerState) {
+        let _ = self.health.subscribe().wait_for(|s| *s == state).await;
+    }
+
+    /// How many times this process took this database's write serialisation (tests check that
+    /// an outage takes it never).
+    pub fn serial_taken(&self) -> u64 {
+        SERIALS.lock().expect("poisoned").get(self.name()).map_or(0, |s| s.taken.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     /// The server's flavor, asked once (`buildInfo`) and remembered.
@@ -315,8 +386,8 @@ impl Db {
 
     /// The database through a new client of its own: for tests, whose runtimes come and go.
     pub async fn connect(cfg: &DbConfig) -> Result<Db, DbError> {
-        let client = Client::with_options(client_options(cfg).await?)?;
-        Ok(Db::new(client.database(&cfg.database)))
+        let (client, health) = monitored_client(client_options(cfg)).await?;
+        Ok(Db::new(client.database(&cfg.database), health))
     }
 
     /// The database through a new client that counts the commands it sends to this database
@@ -343,7 +414,8 @@ impl Db {
                 }
             }
         }));
-        Ok((Db::new(Client::with_options(options)?.database(&cfg.database)), count))
+        let (client, health) = monitored_client(async { Ok(options) }).await?;
+        Ok((Db::new(client.database(&cfg.database), health), count))
     }
 
     /// The database name.
@@ -387,7 +459,7 @@ impl Db {
         UsageHistory::new(self)
     }
 
-    /// The per-tenant budget of audited refusals.
+    /// The budgets of audited refusals, one per source (a key id, an address, an actor).
     pub fn refusal_budget(&self, _system: &SystemContext) -> RefusalBudget {
         RefusalBudget::new(self)
     }
@@ -467,6 +539,14 @@ impl Indexes {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// A client whose monitoring events feed a [`health::Health`] of its own.
+async fn monitored_client(options: impl std::future::Future<Output = Result<ClientOptions, DbError>>) -> Result<(Client, Arc<health::Health>), DbError> {
+    let mut options = options.await?;
+    let health = health::Health::new();
+    options.sdam_event_handler = Some(health.handler());
+    Ok((Client::with_options(options)?, health))
 }
 
 async fn client_options(cfg: &DbConfig) -> Result<ClientOptions, DbError> {

@@ -4,7 +4,7 @@
 use super::guard;
 use super::{global, Db, DbError};
 use crate::ids::{Domain, TenantId};
-use crate::models::{Tenant, TenantStatus};
+use crate::models::{Counted, Tenant, TenantStatus, COUNTER_MOVE};
 use futures_util::TryStreamExt;
 use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::options::ReturnDocument;
@@ -75,6 +75,15 @@ pub const STALE_CLAIM: std::time::Duration = std::time::Duration::from_secs(600)
 /// Longest search text accepted; longer input is a client error before it gets here.
 pub const MAX_SEARCH_LEN: usize = 100;
 
+/// The marker of a tenant whose personal-data keys were shredded ([`Tenant::keys_shredded_at`]).
+pub const KEYS_SHREDDED_AT: &str = "keysShreddedAt";
+
+/// The condition of a write that must not apply to a shredded tenant (a status or billing
+/// change): with it in the filter, a shred that lands between a read and the write wins.
+pub fn not_shredded() -> Document {
+    doc! {KEYS_SHREDDED_AT: {"$exists": false}}
+}
+
 impl TenantRegistry {
     fn stamp_updated(&self, update: &mut Document) {
         let now = self.db.clock().now();
@@ -114,6 +123,13 @@ impl TenantRegistry {
             };
         }
         Ok(value)
+    }
+
+    /// Several fields of a tenant's record (top-level names or dotted paths), read together in
+    /// one read so that they are of one moment; `None` if the tenant is missing.
+    pub async fn fields(&self, tenant_id: &TenantId, paths: &[&str]) -> Result<Option<Document>, DbError> {
+        let projection: Document = paths.iter().map(|p| (p.to_string(), Bson::Int32(1))).collect();
+        Ok(self.tenants.find_one(doc! {"tenantId": tenant_id.as_str()}).projection(projection).await?)
     }
 
     /// The ids of up to `limit` tenants matching `filter`, after the record `after` in `_id`
@@ -233,13 +249,15 @@ impl TenantRegistry {
     /// under both bounds: one round trip. Each bound is a literal in the filter, guarded by what
     /// it was read from (the plan and its `maxApiCalls`), so a refused call is never counted;
     /// the window fields the caller knows to be stale are removed in the same update. `None` if
-    /// the tenant is missing, not active, at a bound, or on another plan.
+    /// the tenant is missing, not active, shredded, at a bound, or on another plan.
     pub async fn count_call(&self, tenant_id: &TenantId, bounds: &CallBounds) -> Result<Option<Tenant>, DbError> {
         let month = format!("apiUsage.{}", bounds.month);
         let minute = format!("minuteUsage.{}", bounds.minute);
         let mut filter = doc! {
             "tenantId": tenant_id.as_str(),
             "status": TenantStatus::Active.as_str(),
+            // A shredded tenant admits no one, whatever its status (docs/ARCHITECTURE.md §20).
+            KEYS_SHREDDED_AT: {"$exists": false},
             "settings.billing.plan": bounds.plan.as_str(),
             "settings.billing.maxApiCalls": bounds.max_calls,
             // `$not: {$gte}` also matches a window with no field yet; FerretDB has no `$expr` `$lt`.
@@ -372,14 +390,14 @@ impl OwnTenant {
             filter.insert("counters.seats", doc! {"$lt": max_users});
         }
         let update = doc! {"$inc": {"counters.seats": 1_i64, "counters.admins": i64::from(admin)}};
-        self.registry.write_one(filter, update).await
+        self.move_counter(Counted::Users, filter, update).await
     }
 
     /// Takes one admin place away unless it is the last one: `false` if it is (or the tenant has
     /// no counters yet). The bound is a literal in the filter.
     pub async fn take_admin_place(&self) -> Result<bool, DbError> {
         let filter = doc! {"tenantId": self.tenant_id.as_str(), "counters.admins": {"$gt": 1_i64}};
-        self.registry.write_one(filter, doc! {"$inc": {"counters.admins": -1_i64}}).await
+        self.move_counter(Counted::Users, filter, doc! {"$inc": {"counters.admins": -1_i64}}).await
     }
 
     /// Moves the counters by the given amounts, unbounded: frees a seat, or gives back or adds
@@ -389,7 +407,7 @@ impl OwnTenant {
             return Ok(());
         }
         let filter = doc! {"tenantId": self.tenant_id.as_str(), "counters": {"$exists": true}};
-        self.registry.write_one(filter, doc! {"$inc": {"counters.seats": seats, "counters.admins": admins}}).await.map(drop)
+        self.move_counter(Counted::Users, filter, doc! {"$inc": {"counters.seats": seats, "counters.admins": admins}}).await.map(drop)
     }
 
     /// Takes a place for one more active API key: one conditional update whose bound is the
@@ -401,7 +419,7 @@ impl OwnTenant {
             "settings.billing.plan": plan.as_str(),
             "apiKeyCount": {"$not": {"$gte": max_keys}},
         };
-        self.registry.write_one(filter, doc! {"$inc": {"apiKeyCount": 1_i64}}).await
+        self.move_counter(Counted::ApiKeys, filter, doc! {"$inc": {"apiKeyCount": 1_i64}}).await
     }
 
     /// Gives back `n` key places, after the key writes that freed them matched.
@@ -410,7 +428,36 @@ impl OwnTenant {
             return Ok(());
         }
         let filter = doc! {"tenantId": self.tenant_id.as_str(), "apiKeyCount": {"$gte": n}};
-        self.registry.write_one(filter, doc! {"$inc": {"apiKeyCount": -n}}).await.map(drop)
+        self.move_counter(Counted::ApiKeys, filter, doc! {"$inc": {"apiKeyCount": -n}}).await.map(drop)
+    }
+
+    /// One counter move, tagged with a fresh operation id in `counterMove` by the same update,
+    /// so that a lost reply can be settled: the record is re-read, and the move happened iff the
+    /// tag is this one (`Ok(true)`). A definite refusal, or a move that did not happen, is the
+    /// error; so is a move whose outcome the re-read could not learn either (logged: the
+    /// reconciliation job corrects the counter, docs/ARCHITECTURE.md §12). A caller therefore
+    /// never moves a counter twice: `Ok(true)` means moved exactly once, an error not at all as
+    /// far as can be known. The same update stamps `counterMovedAt.<collection>` ([`Counted`]):
+    /// every counter write goes through here, so the recount sees each move's time.
+    async fn move_counter(&self, counted: Counted, filter: Document, mut update: Document) -> Result<bool, DbError> {
+        let op = bson::oid::ObjectId::new();
+        update.insert("$set", doc! {COUNTER_MOVE: op, counted.moved_at(): self.registry.db.clock().now()});
+        let error = match self.registry.write_one(filter, update).await {
+            Ok(matched) => return Ok(matched),
+            Err(e) if !e.outcome_unknown() => return Err(e),
+            Err(e) => e,
+        };
+        match self.registry.field(&self.tenant_id, COUNTER_MOVE).await {
+            Ok(Some(Bson::ObjectId(last))) if last == op => {
+                tracing::warn!(tenantId = %self.tenant_id, %error, "a counter move's reply was lost; it was applied");
+                Ok(true)
+            }
+            Ok(_) => Err(error),
+            Err(reread) => {
+                tracing::error!(tenantId = %self.tenant_id, %error, %reread, "a counter move's outcome is unknown; the reconciliation job will correct the counter");
+                Err(error)
+            }
+        }
     }
 
     /// `$set`s fields under `settings.customization` and returns the tenant afterwards.

@@ -31,6 +31,8 @@ mod aws {
     use super::*;
     use aws_sdk_kms::primitives::Blob;
     use aws_sdk_kms::types::DataKeySpec;
+    use aws_sdk_kms::config::http::HttpResponse;
+    use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
     use aws_sdk_kms::Client;
     use std::collections::HashMap;
     use tokio::sync::OnceCell;
@@ -65,8 +67,38 @@ mod aws {
         context.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
-    fn failed<E: std::error::Error + 'static>(e: E) -> PiiError {
-        PiiError::Kms(aws_sdk_kms::error::DisplayErrorContext(&e).to_string())
+    /// KMS error codes a retry may get past: throttling, KMS's own failures, a key that is
+    /// briefly unavailable. Any other refusal is about the key or our permissions (missing,
+    /// disabled, pending deletion, access denied, a ciphertext under another key): no retry
+    /// helps, and someone must act.
+    const TRANSIENT: &[&str] =
+        &["ThrottlingException", "LimitExceededException", "KMSInternalException", "DependencyTimeoutException", "KeyUnavailableException"];
+
+    /// Sorts a KMS failure: transient (the network, a timeout, throttling, a 5xx) is
+    /// [`PiiError::Kms`], a 503; permanent is [`PiiError::KmsRefused`], a 500 with an error
+    /// line and a `DependencyErrors` metric, which an alarm watches.
+    fn failed<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> PiiError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let text = aws_sdk_kms::error::DisplayErrorContext(&error).to_string();
+        let code = match &error {
+            SdkError::ServiceError(service) => {
+                let code = service.err().code().unwrap_or("Unknown");
+                let status = service.raw().status().as_u16();
+                if TRANSIENT.contains(&code) || status >= 500 || status == 429 {
+                    return PiiError::Kms(text);
+                }
+                code.to_owned()
+            }
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => return PiiError::Kms(text),
+            // The request could not even be built: configuration (region, credentials).
+            _ => "ConstructionFailure".to_owned(),
+        };
+        crate::metrics::dependency_error(crate::metrics::Dependency::Kms, &code);
+        // The code and operation only: KMS's message names the key, which says enough with them.
+        tracing::error!(dependency = "KMS", operation, code = %code, "KMS refused the request permanently: check the master key (exists, enabled) and the function's permissions on it");
+        PiiError::KmsRefused(format!("{operation}: {code}: {text}"))
     }
 
     impl KeyWrapper for AwsKms {
@@ -81,7 +113,7 @@ mod aws {
                     .set_encryption_context(Some(context_map(context)))
                     .send()
                     .await
-                    .map_err(failed)?;
+                    .map_err(|e| failed("GenerateDataKey", e))?;
                 let plaintext = out.plaintext.ok_or_else(|| PiiError::Kms("GenerateDataKey returned no plaintext".into()))?;
                 let wrapped = out.ciphertext_blob.ok_or_else(|| PiiError::Kms("GenerateDataKey returned no ciphertext".into()))?;
                 Ok(WrappedKey { plaintext: Key::from_slice(plaintext.as_ref())?, wrapped: wrapped.into_inner() })
@@ -99,7 +131,7 @@ mod aws {
                     .set_encryption_context(Some(context_map(context)))
                     .send()
                     .await
-                    .map_err(failed)?;
+                    .map_err(|e| failed("Decrypt", e))?;
                 let plaintext = out.plaintext.ok_or_else(|| PiiError::Kms("Decrypt returned no plaintext".into()))?;
                 Key::from_slice(plaintext.as_ref())
             })

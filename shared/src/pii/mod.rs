@@ -67,9 +67,15 @@ impl Field {
 /// Why personal data could not be sealed, opened or indexed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PiiError {
-    /// KMS could not be reached or refused: nothing is written, and a retry may help (503).
+    /// KMS could not be reached, timed out, throttled or failed on its side: nothing is
+    /// written, and a retry may help (503).
     #[error("the key service is unavailable: {0}")]
     Kms(String),
+    /// KMS refused for good: the master key is missing, disabled or pending deletion, access is
+    /// denied, or a ciphertext is under another key. No retry helps: a 500, alarmed
+    /// (`DependencyErrors`), for an operator to act on.
+    #[error("the key service refused the request: {0}")]
+    KmsRefused(String),
     /// The vault could not be read or written (503).
     #[error("the key vault is unavailable: {0}")]
     Vault(String),

@@ -258,9 +258,10 @@ async fn an_expired_key_is_refused_and_gives_its_place_back() {
     assert_eq!(status, 409, "an expired key cannot be changed");
 }
 
-/// Refusals are audited in the caller's tenant, at most 20 a minute per tenant.
+/// Refusals are audited in the caller's tenant, at most 20 a minute per actor (the rest counted
+/// in a summary entry, tests/tests/it/refusals.rs).
 #[tokio::test]
-async fn refusals_are_audited_and_rate_limited_per_tenant() {
+async fn refusals_are_audited_and_rate_limited_per_actor() {
     // A still clock: the flood cannot straddle two minutes.
     let app = spawn_app_with_clock(ManualClock::starting_now()).await;
     let (admin, tenant) = app.tenant_with_admin("basic", "admin@probe.example").await;
@@ -272,8 +273,10 @@ async fn refusals_are_audited_and_rate_limited_per_tenant() {
     let (_, user) = app.seed_user(&tenant, "user@probe.example", "user", "active").await;
     let flood = (0..40).map(|_| app.call(app.request(Method::GET, "/roles", Some(&user))));
     assert!(futures_util::future::join_all(flood).await.iter().all(|r| r.0 == 403));
-    let refusals = raw_collection(&app.db, "auditLogs").await.count_documents(doc! {"tenantId": &tenant, "resource": "access"}).await.unwrap();
-    assert_eq!(refusals, shared::db::REFUSALS_PER_MINUTE as u64, "the first refusal plus the flood, capped");
+    let denied = raw_collection(&app.db, "auditLogs").await.count_documents(doc! {"tenantId": &tenant, "action": "access.denied"}).await.unwrap();
+    assert_eq!(denied, shared::db::REFUSALS_PER_MINUTE as u64, "the flood, capped by the member's own budget");
+    let summary = raw_collection(&app.db, "auditLogs").await.find_one(doc! {"tenantId": &tenant, "action": "access.refusals-dropped"}).await.unwrap().expect("a summary");
+    assert_eq!(summary.get_document("details").unwrap().get_i64("dropped").unwrap(), 40 - shared::db::REFUSALS_PER_MINUTE);
 }
 
 /// A downgrade brings every key within the new plan's bounds on the next call.

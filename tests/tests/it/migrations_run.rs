@@ -25,7 +25,7 @@ async fn run(db: &Db, action: Action) -> Result<Report, MigrationError> {
 async fn index_names(db: &Db) -> Vec<(String, String)> {
     let indexes = db.indexes(&SystemContext::new("test"));
     let mut all = Vec::new();
-    for collection in ["tenants", "tenantDomains", "users", "roles", "apiKeys", "auditLogs", "locks", "usageSnapshots"] {
+    for collection in ["tenants", "tenantDomains", "users", "roles", "apiKeys", "auditLogs", "locks", "usageSnapshots", "refusalWindows"] {
         for model in indexes.list(collection).await.unwrap() {
             all.push((collection.to_owned(), model.options.and_then(|o| o.name).unwrap_or_default()));
         }
@@ -324,14 +324,15 @@ async fn a_legacy_tenant_admin_signs_in_after_the_migration() {
 async fn a_serving_local_api_runs_migrations_for_local_api_migrate_and_refuses_browsers() {
     let app = tenancy_tests::app::spawn_app().await;
     let url = format!("{}{}", app.address, local_api::LOCAL_MIGRATIONS_PATH);
-    let response = app.http.post(&url).json(&serde_json::json!({"action": "status"})).send().await.unwrap();
+    let post = || app.http.post(&url).header(local_api::control::CONTROL_TOKEN_HEADER, app.control_token.expose());
+    let response = post().json(&serde_json::json!({"action": "status"})).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let report: serde_json::Value = response.json().await.unwrap();
     assert_eq!(report["action"], "status");
     assert_eq!(report["pending"].as_array().unwrap().len(), MIGRATIONS.len());
-    let from_a_page = app.http.post(&url).header("origin", "http://evil.example").json(&serde_json::json!({"action": "up"})).send().await.unwrap();
+    let from_a_page = post().header("origin", "http://evil.example").json(&serde_json::json!({"action": "up"})).send().await.unwrap();
     assert_eq!(from_a_page.status(), 403);
-    let not_json = app.http.post(&url).header("content-type", "text/plain").body("{\"action\":\"up\"}").send().await.unwrap();
+    let not_json = post().header("content-type", "text/plain").body("{\"action\":\"up\"}").send().await.unwrap();
     assert_eq!(not_json.status(), 403);
     let Report::Status { applied, .. } = run(&app.db, Action::Status).await.unwrap() else { panic!() };
     assert!(applied.is_empty(), "the refused calls ran nothing");

@@ -96,6 +96,8 @@ pub async fn seed_events_tenant(deps: &Deps) -> Result<(), BoxError> {
         expires_at: None,
         last_used_at: None,
         status: ApiKeyStatus::Active,
+        place_held: None,
+        marker_op: None,
         created_by: admin.id,
         rotated_at: None,
         revoked_at: None,
@@ -140,8 +142,36 @@ pub async fn prepare_for_event(deps: &Deps, file_name: &str, event: &serde_json:
         deps.db.scoped::<User>(&scope, TenantCollection::Users).insert_one(&record).await?;
         return Ok(());
     }
+    if event.get("action").and_then(serde_json::Value::as_str) == Some("reconcile-counters") {
+        return plant_counter_drift(deps).await;
+    }
     if crate::runtime::function_for_event(file_name, event)? == "MigrationsFunction" {
         return Ok(());
     }
     seed_events_tenant(deps).await
+}
+
+/// The reconciliation's event: the events' tenant with its `apiKeyCount` one high, as a lost
+/// reply once left it, so that the job corrects it and prints its `CounterCorrections` line.
+/// Seeded an hour back: the recount leaves alone a counter whose records are younger than its
+/// settle window, since a request may be between its writes (docs/ARCHITECTURE.md §12).
+async fn plant_counter_drift(deps: &Deps) -> Result<(), BoxError> {
+    let past = Deps { db: deps.db.clone().with_clock(std::sync::Arc::new(HourBehind)), directory: deps.directory.clone() };
+    seed_events_tenant(&past).await?;
+    let system = SystemContext::new("event fixtures");
+    let planted = deps.db.tenants(&system).update_many(doc! {"tenantId": TENANT}, doc! {"$inc": {"apiKeyCount": 1_i64}}).await?;
+    if planted != 1 {
+        return Err("the events' tenant is missing".into());
+    }
+    Ok(())
+}
+
+/// The system clock an hour back, for fixtures that must look settled.
+#[derive(Debug)]
+struct HourBehind;
+
+impl shared::clock::Clock for HourBehind {
+    fn now_ms(&self) -> i64 {
+        shared::clock::SystemClock.now_ms() - 3_600_000
+    }
 }

@@ -20,6 +20,18 @@ use std::sync::Arc;
 /// limit is far lower, and they answer 413 themselves).
 const MAX_PAYLOAD: usize = 1024 * 1024;
 
+/// API Gateway's quota on a REST API request's "total combined size of request line and header
+/// values": 10,240 bytes. Past it API Gateway refuses the request with its `REQUEST_TOO_LARGE`
+/// gateway response, a 413 (not a 431, which it never sends), and so does the local gateway.
+/// Counted here as the request line plus every header's name and value, which is at least what
+/// API Gateway counts: nothing the local gateway lets through would be refused when deployed.
+pub const MAX_REQUEST_LINE_AND_HEADERS: usize = 10_240;
+
+/// The `Retry-After` of the gateway's own 503s (an authorizer that cannot decide): long enough
+/// for a blip of the database or the JWKS to pass, short enough not to stall a client. The
+/// deployed `AUTHORIZER_FAILURE` gateway response in openapi.json says the same.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
+
 /// Everything the local gateway serves with.
 pub struct Gateway {
     pub routes: RouteTable,
@@ -31,6 +43,9 @@ pub struct Gateway {
     pub functions: std::collections::HashMap<&'static str, Arc<dyn shared::http::HttpFunction>>,
     /// The database and directory, for the migrations `local-api migrate` runs through here.
     pub deps: crate::Deps,
+    /// The credential `POST /_local/migrations` demands (`crate::control`); `local-api serve`
+    /// writes it to the token file.
+    pub control_token: crate::control::ControlToken,
 }
 
 /// Runs a migrations action in this process for `local-api migrate` (see `SERVE_LEASE`).
@@ -39,17 +54,36 @@ async fn local_migration(gateway: &Gateway, body: axum::body::Body, request_id: 
         return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large", request_id);
     };
     let event: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let outcome = match migrations::parse_event(&event) {
-        Ok(_) => migrations::run_event(&gateway.deps.db, gateway.deps.directory.as_ref(), &event).await.map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-        Err(e) => Err((StatusCode::BAD_REQUEST, e.to_string())),
-    };
-    match outcome {
+    match migrations::run_event(&gateway.deps.db, gateway.deps.directory.as_ref(), &event).await {
         Ok(report) => AxumResponse::builder()
             .status(StatusCode::OK)
             .header("content-type", "application/json")
             .body(AxumBody::from(serde_json::to_string(&report).expect("reports serialise")))
             .expect("a valid response"),
-        Err((status, message)) => gateway_error(status, &message, request_id),
+        Err(error) => {
+            let (status, message) = migration_failure(&error);
+            if status.is_server_error() {
+                tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "local migration failed");
+            } else {
+                tracing::info!(error = %error, "local migration refused");
+            }
+            gateway_error(status, &message, request_id)
+        }
+    }
+}
+
+/// How a failed migrations action answers on the local route: the status, and a message of our
+/// own. Only a refused event's text (which names what the event lacks, or the unknown tenant it
+/// named) is shown as it is; a fault's cause goes to the log, never into the body.
+fn migration_failure(error: &migrations::MigrationError) -> (StatusCode, String) {
+    use migrations::MigrationError as E;
+    match error {
+        E::BadEvent(_) => (StatusCode::BAD_REQUEST, error.to_string()),
+        // It names the id the caller gave, nothing else: `shred` of a typo writes nothing.
+        E::UnknownTenant(_) => (StatusCode::NOT_FOUND, error.to_string()),
+        E::LockBusy | E::LockLost(_) => (StatusCode::CONFLICT, "Another migrations run holds the lease; try again when it ends".into()),
+        e if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "The database is temporarily unavailable; try again shortly".into()),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "The migration failed; the local API's log says why".into()),
     }
 }
 
@@ -59,14 +93,17 @@ fn gateway_error(status: StatusCode, message: &str, request_id: &str) -> AxumRes
         "message": message,
         "requestId": request_id,
     });
-    AxumResponse::builder()
+    let mut response = AxumResponse::builder()
         .status(status)
         .header("content-type", "application/json")
         // As the deployed gateway responses do (openapi.json): a browser can read the error.
         .header("access-control-allow-origin", admin_panel_origin())
-        .header("vary", "Origin")
-        .body(AxumBody::from(body.to_string()))
-        .expect("a valid response")
+        .header("vary", "Origin");
+    // A 503 is worth retrying, and says when; no other status of the gateway's is.
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response = response.header("retry-after", UNAVAILABLE_RETRY_AFTER_SECS.to_string()).header("access-control-expose-headers", "Retry-After");
+    }
+    response.body(AxumBody::from(body.to_string())).expect("a valid response")
 }
 
 /// The admin panel's origin that the preflights name: the deployed stack's `AdminPanelOrigin`
@@ -227,9 +264,11 @@ async fn authorize(
                     tracing::info!(reason, "authorizer refused the call");
                     Err(gateway_error(StatusCode::UNAUTHORIZED, "Unauthorized", request_id))
                 }
+                // It could not decide (the database or the JWKS unreachable): API Gateway's
+                // AUTHORIZER_FAILURE, a 503 with Retry-After in openapi.json. Never an allow.
                 Err(error) => {
                     tracing::error!(%error, "authorizer failure");
-                    Err(gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error", request_id))
+                    Err(gateway_error(StatusCode::SERVICE_UNAVAILABLE, "Authorizer unavailable", request_id))
                 }
             }
         }
@@ -251,17 +290,45 @@ async fn authorize(
 /// The security scheme of the one REQUEST authorizer (openapi.json).
 pub const TENANT_AUTH: &str = "TenantAuth";
 
-/// Serves one request: route, authorize, invoke, answer.
+/// The size API Gateway's header quota counts: the request line, and every header's name and
+/// value.
+fn request_line_and_headers_len(parts: &http::request::Parts) -> usize {
+    let line = parts.method.as_str().len() + 1 + parts.uri.to_string().len() + " HTTP/1.1".len();
+    line + parts.headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum::<usize>()
+}
+
+/// Serves one request: route, authorize, invoke, answer. The request runs on a task of its
+/// own, as a Lambda runs to completion whatever its client does: a client that hangs up drops
+/// this future, and with it only the wait for the answer, never the handler's writes halfway.
 pub async fn handle(
     State(gateway): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: axum::extract::Request,
 ) -> AxumResponse {
     let request_id = mongodb::bson::oid::ObjectId::new().to_hex();
+    match tokio::spawn(serve_request(gateway, peer, req, request_id.clone())).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::error!(%error, "the request's task failed");
+            gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error", &request_id)
+        }
+    }
+}
+
+async fn serve_request(gateway: Arc<Gateway>, peer: SocketAddr, req: axum::extract::Request, request_id: String) -> AxumResponse {
     let (parts, body) = req.into_parts();
+    if request_line_and_headers_len(&parts) > MAX_REQUEST_LINE_AND_HEADERS {
+        return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request Too Long", &request_id);
+    }
     let method = parts.method.as_str().to_owned();
     let path = parts.uri.path().to_owned();
     if method == "POST" && path == crate::LOCAL_MIGRATIONS_PATH {
+        // Any local process can reach loopback: only one holding the serving process's token
+        // (readable by its user alone) may run an action.
+        if !gateway.control_token.matches(parts.headers.get(crate::control::CONTROL_TOKEN_HEADER).map(|v| v.as_bytes())) {
+            tracing::warn!("a local migration without the control token was refused");
+            return gateway_error(StatusCode::UNAUTHORIZED, "Unauthorized", &request_id);
+        }
         // For `local-api migrate` only: never from a web page (which sends an Origin, and cannot
         // send JSON cross-origin without a preflight this server does not answer).
         let json = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
@@ -321,6 +388,29 @@ pub async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_migration_answers_its_own_message_never_its_cause() {
+        use migrations::MigrationError as E;
+        let unavailable = E::Db(shared::db::DbError::Unavailable(std::io::Error::other("server selection timeout: 127.0.0.1:9").into()));
+        let (status, message) = migration_failure(&unavailable);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!message.contains("127.0.0.1"), "{message}");
+        let (status, message) = migration_failure(&E::Undelivered("https://internal.example/secret-path".into()));
+        assert!(!message.contains("secret-path"), "{status} {message}");
+        assert_eq!(migration_failure(&E::LockBusy).0, StatusCode::CONFLICT);
+        let (status, message) = migration_failure(&E::BadEvent("rotate-key and shred need a valid tenantId".into()));
+        assert_eq!((status, message.contains("tenantId")), (StatusCode::BAD_REQUEST, true));
+    }
+
+    #[test]
+    fn only_a_503_of_the_gateway_s_says_when_to_retry() {
+        let unavailable = gateway_error(StatusCode::SERVICE_UNAVAILABLE, "Authorizer unavailable", "r");
+        assert_eq!(unavailable.headers()["retry-after"], UNAVAILABLE_RETRY_AFTER_SECS.to_string().as_str());
+        for status in [StatusCode::NOT_FOUND, StatusCode::PAYLOAD_TOO_LARGE, StatusCode::UNAUTHORIZED, StatusCode::INTERNAL_SERVER_ERROR] {
+            assert!(gateway_error(status, "x", "r").headers().get("retry-after").is_none(), "{status}");
+        }
+    }
 
     #[test]
     fn claims_are_flattened_as_the_rest_authorizer_does() {

@@ -2,6 +2,7 @@
 //! bootstrap.
 
 pub mod cognito;
+pub mod control;
 pub mod fixtures;
 pub mod gateway;
 pub mod routes;
@@ -68,6 +69,7 @@ pub fn gateway_with(deps: Deps, functions: Vec<Arc<dyn HttpFunction>>, cognito: 
         authorizer: api_keys::authorizer::Authorizer::new(deps.db.clone(), Some(cognito)),
         functions: functions.into_iter().map(|f| (f.logical_id(), f)).collect(),
         deps,
+        control_token: control::ControlToken::generate().map_err(|e| e.to_string())?,
     })
 }
 
@@ -84,7 +86,8 @@ pub const SERVE_LEASE: &str = "local-api-serve";
 pub const SERVE_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The path, outside openapi.json, where a serving local API runs a migrations action for
-/// `local-api migrate`. Loopback only, like the whole local API.
+/// `local-api migrate`. Loopback only, like the whole local API, and only with the serving
+/// process's control token ([`control`]).
 pub const LOCAL_MIGRATIONS_PATH: &str = "/_local/migrations";
 
 /// Serves until the listener fails (or the task is dropped).

@@ -17,8 +17,12 @@
 //! AWS_REGION (default us-east-1) and COGNITO_POOL_NAME (default tenancy-local).
 //!
 //! While `serve` runs it holds a lease on its database; `migrate` then sends its action to that
-//! process instead of writing beside it (FerretDB serialises writes within one process only).
+//! process instead of writing beside it (FerretDB serialises writes within one process only),
+//! with the control token `serve` wrote to `<checkout>/.cache/run/local-api-<port>.token`
+//! (local_api::control): the port from the lease, the checkout from this binary's own path, so
+//! from any working directory.
 
+use local_api::control::{self, CONTROL_TOKEN_HEADER};
 use local_api::{cognito, LOCAL_MIGRATIONS_PATH, SERVE_LEASE, SERVE_LEASE_TTL};
 use shared::config::{process_env, CognitoConfig, DbConfig};
 use shared::db::{Db, SystemContext};
@@ -94,12 +98,16 @@ async fn main() -> Result<(), cognito::BoxError> {
             // Loopback only: this is a developer tool, never a public server.
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
             let address = listener.local_addr()?;
+            // The token file exists before the lease names this address, so that whoever finds
+            // the lease finds the token; it goes (on drop) after the lease, on every way out.
+            let token_file = control::TokenFile::write(&control::checkout()?, address.port(), &gateway.control_token)?;
             let (stop_renewing, lease) = hold_serve_lease(&db, &format!("serve@{address}")).await?;
             eprintln!("local API listening on http://{address}");
             let served = local_api::serve_until(listener, gateway, shutdown_signal()).await;
             // Give the lease back, so that a restart or a migration need not wait for it to expire.
             let _ = stop_renewing.send(());
             let _ = lease.await;
+            drop(token_file);
             served?;
         }
         Some("migrate") if args.len() >= 2 => {
@@ -112,10 +120,15 @@ async fn main() -> Result<(), cognito::BoxError> {
             let db = local_api::database(&DbConfig::from_env(&process_env(), "tenancy-local-migrate")?).await?;
             let report = match db.locks(&SystemContext::new("local-api")).holder(SERVE_LEASE).await? {
                 Some(owner) => {
-                    let address = owner.strip_prefix("serve@").ok_or("the serve lease names no address")?;
-                    eprintln!("a local API serves this database at {address}: running {} through it", args[1]);
+                    // Only the port comes from the database: the token goes to loopback, never
+                    // to a host a database document names.
+                    let port = control::lease_port(&owner).ok_or("the serve lease names no address")?;
+                    let token = control::read_token(&control::checkout()?, port)
+                        .map_err(|e| format!("a local API holds the serve lease on port {port}, but its control token is unreadable ({e}); is it another checkout's?"))?;
+                    eprintln!("a local API serves this database on port {port}: running {} through it", args[1]);
                     let response = reqwest::Client::new()
-                        .post(format!("http://{address}{LOCAL_MIGRATIONS_PATH}"))
+                        .post(format!("http://127.0.0.1:{port}{LOCAL_MIGRATIONS_PATH}"))
+                        .header(CONTROL_TOKEN_HEADER, token.expose())
                         .json(&event)
                         .send()
                         .await?;

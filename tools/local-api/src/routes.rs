@@ -246,6 +246,20 @@ mod tests {
         assert_eq!(listed("AuditResource"), resources);
     }
 
+    /// An authorizer that cannot decide is a 503 with Retry-After deployed (an authorizer
+    /// Lambda's error is API Gateway's AUTHORIZER_CONFIGURATION_ERROR, its failure to decide
+    /// AUTHORIZER_FAILURE) as locally, with the same delay.
+    #[test]
+    fn the_authorizer_s_failures_are_documented_as_503s_with_the_local_retry_after() {
+        let doc: Value = serde_json::from_str(crate::OPENAPI).unwrap();
+        for name in ["AUTHORIZER_FAILURE", "AUTHORIZER_CONFIGURATION_ERROR"] {
+            let response = &doc["x-amazon-apigateway-gateway-responses"][name];
+            assert_eq!(response["statusCode"], "503", "{name}");
+            let retry_after = format!("'{}'", crate::gateway::UNAVAILABLE_RETRY_AFTER_SECS);
+            assert_eq!(response["responseParameters"]["gatewayresponse.header.Retry-After"], retry_after.as_str(), "{name}");
+        }
+    }
+
     #[test]
     fn paths_match_with_parameters() {
         let t = table();
