@@ -151,9 +151,10 @@ mod cognito {
                 }
                 code.to_owned()
             }
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-                return DirectoryError::Unavailable(format!("{error:?}").chars().take(300).collect());
-            }
+            // The kind only: a response that could not be read may hold the user's attributes.
+            SdkError::TimeoutError(_) => return DirectoryError::Unavailable("Cognito timed out".into()),
+            SdkError::DispatchFailure(_) => return DirectoryError::Unavailable("Cognito could not be reached".into()),
+            SdkError::ResponseError(_) => return DirectoryError::Unavailable("Cognito's answer could not be read".into()),
             // The request could not even be built: configuration (region, credentials).
             _ => "ConstructionFailure".to_owned(),
         };

@@ -67,9 +67,12 @@ impl FaultProxy {
     /// While on, new connections are closed as soon as they are accepted, and turning it on
     /// cuts every open connection: to the driver, the server is gone.
     pub fn set_refusing(&self, on: bool) {
+        // Under the connections' lock, which the accept loop holds from its check to its push,
+        // so that no connection accepted just before can outlive the switch.
+        let mut connections = self.state.connections.lock().expect("poisoned");
         self.state.refusing.store(on, Ordering::SeqCst);
         if on {
-            for connection in self.state.connections.lock().expect("poisoned").drain(..) {
+            for connection in connections.drain(..) {
                 connection.abort();
             }
         }
@@ -127,7 +130,15 @@ fn upstream_address(upstream: &str) -> (String, String) {
 
 async fn accept_loop(listener: TcpListener, state: Arc<State>) {
     loop {
-        let Ok((client, peer)) = listener.accept().await else { continue };
+        let (client, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // Out of descriptors, say: wait for the next accept rather than spin on the error.
+            Err(_) => {
+                tokio::task::yield_now().await;
+                continue;
+            }
+        };
+        let mut connections = state.connections.lock().expect("poisoned");
         if !peer.ip().is_loopback() || state.refusing.load(Ordering::SeqCst) || state.open.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
             state.refused.fetch_add(1, Ordering::SeqCst);
             drop(client);
@@ -141,7 +152,6 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
             let _ = relay(client, task_state).await;
         })
         .abort_handle();
-        let mut connections = state.connections.lock().expect("poisoned");
         connections.retain(|c| !c.is_finished());
         connections.push(handle);
     }

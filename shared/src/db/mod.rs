@@ -185,13 +185,22 @@ impl DbError {
     /// selected (nothing was sent). Such a write is re-read before anything is compensated or a
     /// counter moved (docs/ARCHITECTURE.md §12).
     pub fn outcome_unknown(&self) -> bool {
-        use mongodb::error::ErrorKind;
+        use mongodb::error::{ErrorKind, WriteFailure};
         match self {
-            DbError::Unavailable(e) | DbError::Other(e) => !matches!(
-                e.kind.as_ref(),
-                // `Custom`: refused before sending, no server being available (`NoAvailableServer`).
-                ErrorKind::ServerSelection { .. } | ErrorKind::Command(_) | ErrorKind::Write(_) | ErrorKind::InsertMany(_) | ErrorKind::Custom(_)
-            ),
+            DbError::Unavailable(e) | DbError::Other(e) => {
+                // A retried write's error may follow a first attempt that was applied.
+                if e.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR) && !e.contains_label("NoWritesPerformed") {
+                    return true;
+                }
+                match e.kind.as_ref() {
+                    // Applied, only its write concern was not met.
+                    ErrorKind::Write(WriteFailure::WriteConcernError(_)) => true,
+                    ErrorKind::InsertMany(m) => m.write_concern_error.is_some(),
+                    // `Custom`: refused before sending, no server being available (`NoAvailableServer`).
+                    ErrorKind::ServerSelection { .. } | ErrorKind::Command(_) | ErrorKind::Write(_) | ErrorKind::Custom(_) => false,
+                    _ => true,
+                }
+            }
             _ => false,
         }
     }
@@ -204,6 +213,10 @@ impl From<mongodb::error::Error> for DbError {
             ErrorKind::ServerSelection { .. } | ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } => {
                 DbError::Unavailable(e)
             }
+            // A primary stepping down or a server shutting down (an election, Atlas maintenance):
+            // the driver retries once, and if its retry finds no primary within the selection
+            // timeout it returns this first error, which a later call gets past.
+            ErrorKind::Command(c) if STATE_CHANGE_CODES.contains(&c.code) => DbError::Unavailable(e),
             ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == 11000 => DbError::Duplicate,
             ErrorKind::Command(c) if c.code == 11000 => DbError::Duplicate,
             // FerretDB reports a unique-index violation inside findAndModify as an internal
@@ -219,6 +232,12 @@ impl From<mongodb::error::Error> for DbError {
     }
 }
 
+/// The server's "not primary" and "shutting down" error codes (HostUnreachable,
+/// HostNotFound, NetworkTimeout, ShutdownInProgress, PrimarySteppedDown,
+/// ExceededTimeLimit, SocketException, NotWritablePrimary, InterruptedAtShutdown,
+/// InterruptedDueToReplStateChange, NotPrimaryNoSecondaryOk, NotPrimaryOrSecondary).
+const STATE_CHANGE_CODES: &[i32] = &[6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436];
+
 /// Which server is behind the URI: it decides one workaround (see [`Db::serial`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerFlavor {
@@ -228,6 +247,10 @@ pub enum ServerFlavor {
     /// lose updates, conditional ones included: compare-and-set is not atomic there either.
     FerretDb,
 }
+
+/// How long a write waits for the monitor's fresh look before it is refused (see
+/// [`Db::serial`]): longer than a check of a live server takes, far shorter than a queue.
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(1_000);
 
 /// One write at a time per database, in this process, on FerretDB only (see [`Db::serial`]).
 static SERIALS: LazyLock<std::sync::Mutex<HashMap<String, Arc<Serial>>>> = LazyLock::new(Default::default);
@@ -325,34 +348,52 @@ impl Db {
     ///
     /// An outage must not turn it into a queue (each holder waiting out its server selection in
     /// turn): with no server known available ([`Db::server_state`], from the driver's monitoring
-    /// events, no round trip), a write is refused at once as [`DbError::Unavailable`], before
-    /// the lock; and a write already waiting for it is refused as soon as the state turns.
+    /// events, no round trip), a write asks the monitor for one fresh look and, unless it
+    /// finds a server within [`RECHECK`], is refused as [`DbError::Unavailable`], before the
+    /// lock; and a write already waiting for it takes the same look as soon as the state
+    /// turns. Every caller of an outage is refused side by side, never one after another.
     pub(crate) async fn serial(&self) -> Result<Option<OwnedMutexGuard<()>>, DbError> {
-        self.refuse_if_no_server()?;
+        self.refuse_if_no_server().await?;
         if self.flavor().await? == ServerFlavor::MongoDb {
             return Ok(None);
         }
         let serial = SERIALS.lock().expect("poisoned").entry(self.name().to_owned()).or_default().clone();
-        let mut state = self.health.subscribe();
-        let guard = tokio::select! {
-            guard = serial.lock.clone().lock_owned() => guard,
-            _ = state.wait_for(|s| *s == ServerState::Unavailable) => return Err(self.no_server()),
+        let guard = loop {
+            let mut state = self.health.subscribe();
+            let turned = async move {
+                let _ = state.wait_for(|s| *s == ServerState::Unavailable).await;
+            };
+            tokio::select! {
+                guard = serial.lock.clone().lock_owned() => break guard,
+                () = turned => {}
+            }
+            // The state turned while waiting: leave the queue, and come back only if the
+            // monitor sees a server again at once (a blip), never to wait out an outage.
+            self.refuse_if_no_server().await?;
         };
-        self.refuse_if_no_server()?;
+        // The state may have turned as the lock came free: the same fresh look, lock in hand
+        // (the other waiters, seeing the same state, look side by side, not after it).
+        self.refuse_if_no_server().await?;
         serial.taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(Some(guard))
     }
 
-    fn refuse_if_no_server(&self) -> Result<(), DbError> {
-        if self.health.state() == ServerState::Unavailable {
-            return Err(self.no_server());
+    /// With no server known available, asks the monitor to look again and refuses unless it
+    /// finds one within [`RECHECK`]: one failed heartbeat, or a connection reset that marked
+    /// the server unknown, is then no refusal, and a real outage still fails every caller
+    /// side by side.
+    async fn refuse_if_no_server(&self) -> Result<(), DbError> {
+        if self.health.state() != ServerState::Unavailable {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    fn no_server(&self) -> DbError {
         self.health.probe(self.database.client());
-        DbError::Unavailable(mongodb::error::Error::custom(NoAvailableServer))
+        let mut state = self.health.subscribe();
+        // The watch's guard must not live across an await: only whether the state turned.
+        let turned = async move { state.wait_for(|s| *s != ServerState::Unavailable).await.is_ok() };
+        if matches!(tokio::time::timeout(RECHECK, turned).await, Ok(true)) {
+            return Ok(());
+        }
+        Err(DbError::Unavailable(mongodb::error::Error::custom(NoAvailableServer)))
     }
 
     /// What the driver's monitoring events say of the servers now.

@@ -102,6 +102,27 @@ async fn with_the_database_unreachable_every_write_is_a_503_at_once_and_none_wai
     assert!(app.db.serial_taken() > taken);
 }
 
+#[tokio::test]
+async fn a_write_right_after_a_blip_takes_the_monitor_s_fresh_look_instead_of_a_503() {
+    let proxy = FaultProxy::start(&tenancy_tests::mongodb_uri()).await;
+    let app = spawn_app_at(&proxy.uri()).await;
+    let (admin, _) = warm_admin(&app).await;
+
+    // One cut connection marks the server unknown; the server itself is back at once.
+    proxy.set_refusing(true);
+    let _ = app.db.ping().await;
+    tokio::time::timeout(Duration::from_secs(30), app.db.until_server_state(ServerState::Unavailable))
+        .await
+        .expect("the driver's monitoring reports the cut");
+    proxy.set_refusing(false);
+
+    // The write asks the monitor to look again (its next heartbeat would come only seconds
+    // later), finds the server, and goes through: a blip is no refusal.
+    let (status, _, body) = app.call(app.request(Method::POST, "/roles", Some(&admin)).json(&new_role(0))).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(app.db.server_state(), ServerState::Available);
+}
+
 /// `clients` concurrent clients, `each` calls apiece, half reads and half writes, against the
 /// local API with the database up: the statuses that were not a success, and the p99 in ms.
 async fn mixed_load(app: &TestApp, admin: &str, tenant: &str, clients: usize, each: usize) -> (Vec<u16>, f64) {
