@@ -1,10 +1,10 @@
 //! The audit writer every context uses: one entry per mutating call, with secrets redacted.
 
 use crate::db::{Db, DbError, RefusalSource, SystemContext, TenantCollection};
-use crate::request::RequestMeta;
 use crate::identity::{Identity, Principal};
 use crate::ids::TenantId;
 use crate::models::{AuditLog, Tenant};
+use crate::request::RequestMeta;
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use sha2::{Digest, Sha256};
 use std::num::NonZeroUsize;
@@ -356,18 +356,27 @@ pub fn summary_id(tenant: &TenantId, source: &RefusalSource, now_ms: i64) -> Obj
 /// created at the first drop (as the audit writer builds every entry, with the tenant's
 /// retention) and incremented after (`details.dropped`). So nothing is dropped silently, and a
 /// flood costs the log one entry a minute per source.
-async fn record_dropped(db: &Db, tenant: &TenantId, source: &RefusalSource, meta: &RequestMeta, actor: Option<String>) -> Result<(), DbError> {
+async fn record_dropped(
+    db: &Db,
+    tenant: &TenantId,
+    source: &RefusalSource,
+    meta: &RequestMeta,
+    actor: Option<String>,
+) -> Result<(), DbError> {
     let now = db.clock().now();
     let id = summary_id(tenant, source, now.timestamp_millis());
     let log = db.scoped::<AuditLog>(&SystemContext::new("audit").for_tenant(tenant.clone()), TenantCollection::AuditLogs);
     let increment = doc! {"$inc": {"details.dropped": 1_i64}};
     let cached = (db.name().to_owned(), id);
-    if SUMMARIES.lock().expect("poisoned").get(&cached).is_some() && log.update_one(doc! {"_id": id}, increment.clone(), false).await?.matched == 1 {
+    if SUMMARIES.lock().expect("poisoned").get(&cached).is_some()
+        && log.update_one(doc! {"_id": id}, increment.clone(), false).await?.matched == 1
+    {
         return Ok(());
     }
     let Some(record_of) = db.tenants(&SystemContext::new("audit refusals")).get(tenant).await? else { return Ok(()) };
     let (minute, _) = crate::clock::minute_window(now.timestamp_millis());
-    let event = AuditEvent { action: Action::AccessRefusalsDropped, resource_id: None, details: doc! {"source": source.id(), "minute": minute} };
+    let event =
+        AuditEvent { action: Action::AccessRefusalsDropped, resource_id: None, details: doc! {"source": source.id(), "minute": minute} };
     let summary = entry(id, now, record_of.settings.audit_retention_days(), meta, actor, event);
     let mut on_insert = Document::new();
     for (field, value) in mongodb::bson::to_document(&summary)? {
@@ -414,7 +423,11 @@ mod tests {
         assert_eq!(truncate("héllo", 2), "hé");
         assert_eq!(truncate("hé", 5), "hé");
         let meta = RequestMeta { request_id: "r".repeat(1000), ip: "1.2.3.4".into(), user_agent: "é".repeat(1000) };
-        let event = AuditEvent { action: Action::AccessDenied, resource_id: None, details: doc! {"reason": "x".repeat(9000), "deep": {"path": ["y".repeat(9000)]}} };
+        let event = AuditEvent {
+            action: Action::AccessDenied,
+            resource_id: None,
+            details: doc! {"reason": "x".repeat(9000), "deep": {"path": ["y".repeat(9000)]}},
+        };
         let built = entry(ObjectId::new(), DateTime::now(), 30, &meta, Some("z".repeat(500)), event);
         assert_eq!(built.user_agent.chars().count(), MAX_USER_AGENT_CHARS);
         assert_eq!(built.request_id.len(), MAX_ID_CHARS);
@@ -445,7 +458,9 @@ mod tests {
 
     #[test]
     fn personal_data_is_redacted_at_any_depth_by_whole_key() {
-        let out = redact(doc! {"adminEmail": "a@b.example", "nested": {"FirstName": "Ada", "list": [{"email": "x@y.example"}]}, "billingEmailChanged": true, "fields": ["firstName"]});
+        let out = redact(
+            doc! {"adminEmail": "a@b.example", "nested": {"FirstName": "Ada", "list": [{"email": "x@y.example"}]}, "billingEmailChanged": true, "fields": ["firstName"]},
+        );
         assert_eq!(out.get_str("adminEmail").unwrap(), "[REDACTED]");
         let nested = out.get_document("nested").unwrap();
         assert_eq!(nested.get_str("FirstName").unwrap(), "[REDACTED]");

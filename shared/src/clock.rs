@@ -60,14 +60,10 @@ pub fn system() -> SharedClock {
 /// The usage month (`YYYY-MM`, UTC) of a Unix time in ms, and the whole seconds until the next
 /// one begins (at least 1: a `Retry-After` of 0 would invite an immediate retry).
 pub fn month_window(now_ms: i64) -> (String, u64) {
-    let now = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let now = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let (year, month) = (now.year(), now.month());
     let (next_year, next_month) = if month == Month::December { (year + 1, Month::January) } else { (year, month.next()) };
-    let next = Date::from_calendar_date(next_year, next_month, 1)
-        .expect("the first of a month is a valid date")
-        .midnight()
-        .assume_utc();
+    let next = Date::from_calendar_date(next_year, next_month, 1).expect("the first of a month is a valid date").midnight().assume_utc();
     let millis = (next - now).whole_milliseconds().max(0) as u64;
     (format!("{year:04}-{:02}", u8::from(month)), millis.div_ceil(1000).max(1))
 }

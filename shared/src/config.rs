@@ -98,10 +98,16 @@ impl DbConfig {
         let arn = env.optional(URI_SECRET_VARIABLE).ok_or(ConfigError::Missing("MONGODB_URI or MONGODB_URI_SECRET_ARN"))?;
         let started = std::time::Instant::now();
         let uri = crate::secrets::secret_string(&arn).await.map_err(|e| ConfigError::Invalid(URI_SECRET_VARIABLE, e.to_string()))?;
-        tracing::info!(secretFetchMs = started.elapsed().as_secs_f64() * 1000.0, "read the database connection string from Secrets Manager");
+        tracing::info!(
+            secretFetchMs = started.elapsed().as_secs_f64() * 1000.0,
+            "read the database connection string from Secrets Manager"
+        );
         let uri = uri.trim();
         if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
-            return Err(ConfigError::Invalid(URI_SECRET_VARIABLE, "the secret is not a mongodb:// or mongodb+srv:// connection string".into()));
+            return Err(ConfigError::Invalid(
+                URI_SECRET_VARIABLE,
+                "the secret is not a mongodb:// or mongodb+srv:// connection string".into(),
+            ));
         }
         Self::with_uri(env, app_name, uri.to_owned())
     }
@@ -114,9 +120,7 @@ impl DbConfig {
 
     fn with_uri<F: Fn(&str) -> Option<String>>(env: &Env<F>, app_name: &str, uri: String) -> Result<Self, ConfigError> {
         let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
-            env.optional(name)
-                .map(|v| v.parse::<u64>().map_err(|e| ConfigError::Invalid(name, e.to_string())))
-                .unwrap_or(Ok(default))
+            env.optional(name).map(|v| v.parse::<u64>().map_err(|e| ConfigError::Invalid(name, e.to_string()))).unwrap_or(Ok(default))
         };
         Ok(Self {
             uri,
@@ -142,7 +146,11 @@ pub struct VaultConfig {
 impl std::fmt::Debug for VaultConfig {
     // The URI may carry a password: keep it out of logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VaultConfig").field("kms_key_id", &self.kms_key_id).field("database", &self.database).field("own_cluster", &self.uri.is_some()).finish()
+        f.debug_struct("VaultConfig")
+            .field("kms_key_id", &self.kms_key_id)
+            .field("database", &self.database)
+            .field("own_cluster", &self.uri.is_some())
+            .finish()
     }
 }
 
@@ -159,10 +167,15 @@ impl VaultConfig {
             let uri = match (env.optional("KEY_VAULT_URI"), env.optional(VAULT_URI_SECRET_VARIABLE)) {
                 (Some(uri), _) => Some(uri),
                 (None, Some(arn)) => {
-                    let uri = crate::secrets::secret_string(&arn).await.map_err(|e| ConfigError::Invalid(VAULT_URI_SECRET_VARIABLE, e.to_string()))?;
+                    let uri = crate::secrets::secret_string(&arn)
+                        .await
+                        .map_err(|e| ConfigError::Invalid(VAULT_URI_SECRET_VARIABLE, e.to_string()))?;
                     let uri = uri.trim().to_owned();
                     if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
-                        return Err(ConfigError::Invalid(VAULT_URI_SECRET_VARIABLE, "the secret is not a mongodb:// or mongodb+srv:// connection string".into()));
+                        return Err(ConfigError::Invalid(
+                            VAULT_URI_SECRET_VARIABLE,
+                            "the secret is not a mongodb:// or mongodb+srv:// connection string".into(),
+                        ));
                     }
                     Some(uri)
                 }
@@ -206,9 +219,7 @@ impl CognitoConfig {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         let region = env.required("COGNITO_REGION")?;
         let user_pool_id = env.required("COGNITO_USER_POOL_ID")?;
-        let issuer = env
-            .optional("COGNITO_ISSUER")
-            .unwrap_or_else(|| format!("https://cognito-idp.{region}.amazonaws.com/{user_pool_id}"));
+        let issuer = env.optional("COGNITO_ISSUER").unwrap_or_else(|| format!("https://cognito-idp.{region}.amazonaws.com/{user_pool_id}"));
         let jwks_url = env.optional("COGNITO_JWKS_URL").unwrap_or_else(|| format!("{issuer}/.well-known/jwks.json"));
         Ok(Self { client_id: env.required("COGNITO_CLIENT_ID")?, region, user_pool_id, issuer, jwks_url })
     }

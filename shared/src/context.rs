@@ -111,8 +111,7 @@ impl TenantContext {
     /// names, if any: a member may only name its own; a superadmin must name one.
     pub async fn admit(db: &Db, identity: &Identity, target: Option<&TenantId>, quota: Quota) -> Result<Self, ApiError> {
         if identity.is_superadmin() {
-            let tenant_id =
-                target.ok_or_else(|| ApiError::Forbidden("A superadmin must name the tenant it acts for".into()))?;
+            let tenant_id = target.ok_or_else(|| ApiError::Forbidden("A superadmin must name the tenant it acts for".into()))?;
             let tenant = db
                 .tenants(&SystemContext::new("admission"))
                 .get(tenant_id)
@@ -128,10 +127,7 @@ impl TenantContext {
         // A key whose window is full was let through by the authorizer only to be refused here,
         // before anything is counted (an authorizer can only allow or deny).
         if let Some(retry_after_secs) = identity.retry_after() {
-            return Err(ApiError::TooManyRequests {
-                message: "The API key's rate limit is reached".into(),
-                retry_after_secs,
-            });
+            return Err(ApiError::TooManyRequests { message: "The API key's rate limit is reached".into(), retry_after_secs });
         }
         let (member, record) = membership(db, own, identity).await?;
         // A key is admitted only while the plan has the feature: a bound of the counting filter,
@@ -398,7 +394,11 @@ async fn touch_last_login(db: &Db, tenant: &TenantId, user: &User) -> Result<(),
         None => Bson::Document(doc! {"$exists": false}),
     };
     users
-        .update_one(doc! {"_id": user.id, "status": UserStatus::Active.as_str(), "lastLoginAt": seen}, doc! {"$set": {"lastLoginAt": now}}, false)
+        .update_one(
+            doc! {"_id": user.id, "status": UserStatus::Active.as_str(), "lastLoginAt": seen},
+            doc! {"$set": {"lastLoginAt": now}},
+            false,
+        )
         .await?;
     Ok(())
 }
@@ -445,10 +445,7 @@ async fn count_call(db: &Db, tenant_id: &TenantId, quota: Quota, feature: Option
                 return Ok(tenant);
             }
         }
-        let tenant = registry
-            .get(tenant_id)
-            .await?
-            .ok_or_else(|| ApiError::Forbidden(format!("Tenant {tenant_id} does not exist")))?;
+        let tenant = registry.get(tenant_id).await?.ok_or_else(|| ApiError::Forbidden(format!("Tenant {tenant_id} does not exist")))?;
         if tenant.keys_shredded_at.is_some() {
             return Err(ApiError::Forbidden(format!("Tenant {tenant_id}'s personal data was shredded; it admits no one")));
         }

@@ -57,9 +57,9 @@ pub use cognito::{CognitoDirectory, LazyCognitoDirectory};
 #[cfg(feature = "cognito")]
 mod cognito {
     use super::*;
+    use aws_sdk_cognitoidentityprovider::config::http::HttpResponse;
     use aws_sdk_cognitoidentityprovider::error::{ProvideErrorMetadata, SdkError};
     use aws_sdk_cognitoidentityprovider::types::{AttributeType, DeliveryMediumType};
-    use aws_sdk_cognitoidentityprovider::config::http::HttpResponse;
     use aws_sdk_cognitoidentityprovider::Client;
 
     /// The Cognito user pool through the AWS SDK.
@@ -184,7 +184,9 @@ mod cognito {
                     // With e-mail as the username attribute, an existing address is reported as
                     // UsernameExists by Cognito and as AliasExists by moto: the same fact.
                     .map_err(|e| {
-                        classify(e, |e| (e.is_username_exists_exception() || e.code() == Some("AliasExistsException")).then_some(DirectoryError::Exists))
+                        classify(e, |e| {
+                            (e.is_username_exists_exception() || e.code() == Some("AliasExistsException")).then_some(DirectoryError::Exists)
+                        })
                     })?;
                 let user = created.user().ok_or_else(|| DirectoryError::Rejected("no user in the reply".into()))?;
                 attr(user.attributes(), "sub")

@@ -177,7 +177,8 @@ fn transient_cause(error: &(dyn std::error::Error + 'static)) -> bool {
     while let Some(e) = current {
         let transient = e.downcast_ref::<DbError>().is_some_and(DbError::is_retryable)
             || e.downcast_ref::<crate::pii::PiiError>().is_some_and(crate::pii::PiiError::is_unavailable)
-            || e.downcast_ref::<crate::directory::DirectoryError>().is_some_and(|d| matches!(d, crate::directory::DirectoryError::Unavailable(_)));
+            || e.downcast_ref::<crate::directory::DirectoryError>()
+                .is_some_and(|d| matches!(d, crate::directory::DirectoryError::Unavailable(_)));
         if transient {
             return true;
         }
@@ -280,7 +281,9 @@ mod tests {
         let kms = ApiError::from(DbError::Pii(crate::pii::PiiError::Kms("throttled".into()))).into_response("r");
         assert_eq!(kms.status(), 503);
         assert!(kms.headers().contains_key("retry-after"));
-        for refusal in [ApiError::NotFound("no".into()), ApiError::PayloadTooLarge("big".into()), ApiError::internal(std::io::Error::other("x"))] {
+        for refusal in
+            [ApiError::NotFound("no".into()), ApiError::PayloadTooLarge("big".into()), ApiError::internal(std::io::Error::other("x"))]
+        {
             let response = refusal.into_response("r");
             assert!(!response.headers().contains_key("retry-after"), "{}", response.status());
         }

@@ -235,11 +235,7 @@ pub fn respond_list<T: Serialize>(key: &str, items: &[T], pagination: &Paginatio
 /// One item in the success envelope: `{"success": true, "data": item}`.
 pub fn respond_one<T: Serialize>(status: StatusCode, data: &T) -> Result<Response<Body>, ApiError> {
     let body = serde_json::to_string(&serde_json::json!({"success": true, "data": data})).map_err(ApiError::internal)?;
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Body::Text(body))
-        .map_err(ApiError::internal)
+    Response::builder().status(status).header("content-type", "application/json").body(Body::Text(body)).map_err(ApiError::internal)
 }
 
 fn body_bytes(req: &Request) -> Result<&[u8], ApiError> {
@@ -315,10 +311,7 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 
 /// A path parameter, required.
 pub fn path_param(req: &Request, name: &str) -> Result<String, ApiError> {
-    req.path_parameters()
-        .first(name)
-        .map(str::to_owned)
-        .ok_or_else(|| ApiError::invalid(name, "missing path parameter"))
+    req.path_parameters().first(name).map(str::to_owned).ok_or_else(|| ApiError::invalid(name, "missing path parameter"))
 }
 
 /// Query parameters, each given at most once, from an allow-list.

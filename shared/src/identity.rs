@@ -12,9 +12,9 @@
 //! exactly. Superadmin accounts are therefore dedicated accounts, in that group alone.
 
 use crate::ids::{parse_object_id, Permission, TenantId};
-use mongodb::bson::oid::ObjectId;
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
+use mongodb::bson::oid::ObjectId;
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -101,9 +101,7 @@ impl From<IdentityError> for crate::error::ApiError {
             IdentityError::MissingClaims
             | IdentityError::MissingSubject
             | IdentityError::MalformedApiKeyContext(_)
-            | IdentityError::UnknownPrincipal => {
-                ApiError::Unauthorized(e.to_string())
-            }
+            | IdentityError::UnknownPrincipal => ApiError::Unauthorized(e.to_string()),
             IdentityError::MissingTenant | IdentityError::MalformedTenant => ApiError::Forbidden(e.to_string()),
         }
     }

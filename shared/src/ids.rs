@@ -87,10 +87,10 @@ impl Email {
     /// Validates and wraps new input.
     pub fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
         let check: fn(String) -> Result<String, InvalidValue> = |s| {
-        let s = s.trim().to_ascii_lowercase();
-        let valid = s.len() <= 254
-            && s.split_once('@').is_some_and(|(local, domain)| {
-                !local.is_empty()
+            let s = s.trim().to_ascii_lowercase();
+            let valid = s.len() <= 254
+                && s.split_once('@').is_some_and(|(local, domain)| {
+                    !local.is_empty()
                     && local.len() <= 64
                     && !domain.contains('@')
                     && domain.contains('.')
@@ -104,8 +104,12 @@ impl Email {
                     && !local.starts_with('.')
                     && !local.ends_with('.')
                     && !local.contains("..")
-            });
-            if valid { Ok(s) } else { Err(InvalidValue("must be a valid e-mail address".into())) }
+                });
+            if valid {
+                Ok(s)
+            } else {
+                Err(InvalidValue("must be a valid e-mail address".into()))
+            }
         };
         check(value.into()).map(Self)
     }
@@ -119,7 +123,11 @@ impl Email {
         let s = value.trim().to_ascii_lowercase();
         let shaped = s.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'))
             && !s.chars().any(|c| c.is_whitespace() || c.is_control());
-        if shaped { Ok(Self(s)) } else { Err(InvalidValue("a stored e-mail address is malformed".into())) }
+        if shaped {
+            Ok(Self(s))
+        } else {
+            Err(InvalidValue("a stored e-mail address is malformed".into()))
+        }
     }
 }
 
@@ -202,8 +210,7 @@ impl Permission {
 
 /// A MongoDB ObjectId taken from a path or body: a malformed one is a 400, never a 500.
 pub fn parse_object_id(value: &str) -> Result<mongodb::bson::oid::ObjectId, InvalidValue> {
-    mongodb::bson::oid::ObjectId::parse_str(value)
-        .map_err(|_| InvalidValue("must be a 24-character hexadecimal ObjectId".into()))
+    mongodb::bson::oid::ObjectId::parse_str(value).map_err(|_| InvalidValue("must be a 24-character hexadecimal ObjectId".into()))
 }
 
 #[cfg(test)]
@@ -243,21 +250,29 @@ mod tests {
     fn emails_are_normalised_and_checked() {
         assert_eq!(Email::parse(" Admin@Example.COM ").unwrap().as_str(), "admin@example.com");
         assert_eq!(Email::parse("O'Brien+tag@x.example").unwrap().as_str(), "o'brien+tag@x.example");
-        for bad in ["", "a", "a@b", "@b.com", "a@@b.com", "a@b..com", "$ne@x.com", "a@.b.com", "`140+@l5.example", ".a@x.example", "a..b@x.example", "a{b}@x.example", "a\"b@x.example"] {
+        for bad in [
+            "",
+            "a",
+            "a@b",
+            "@b.com",
+            "a@@b.com",
+            "a@b..com",
+            "$ne@x.com",
+            "a@.b.com",
+            "`140+@l5.example",
+            ".a@x.example",
+            "a..b@x.example",
+            "a{b}@x.example",
+            "a\"b@x.example",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn emails_with_non_ascii_or_control_characters_are_refused() {
-        let bad = [
-            "a\u{202E}b@x.example",
-            "a\u{200B}b@x.example",
-            "zoë@x.example",
-            "a\tb@x.example",
-            "a\u{7}b@x.example",
-            "a@x\u{202E}.example",
-        ];
+        let bad =
+            ["a\u{202E}b@x.example", "a\u{200B}b@x.example", "zoë@x.example", "a\tb@x.example", "a\u{7}b@x.example", "a@x\u{202E}.example"];
         for bad in bad {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }

@@ -17,8 +17,8 @@ pub mod permissions;
 pub mod pii;
 pub mod plans;
 pub mod request;
-pub mod secrets;
 pub mod seam;
+pub mod secrets;
 pub mod telemetry;
 pub mod text;
 

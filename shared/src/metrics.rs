@@ -99,7 +99,10 @@ fn request_line(mut line: Line, o: &RequestOutcome<'_>) -> Line {
             ("Throttles", Unit::Count, flag(o.status == 429)),
         ],
     );
-    line.metrics(&[BY_SERVICE], &[("ApiCalls", Unit::Count, flag(o.tenant.is_some())), ("ScopeRefusals", Unit::Count, flag(o.scope_refusal))]);
+    line.metrics(
+        &[BY_SERVICE],
+        &[("ApiCalls", Unit::Count, flag(o.tenant.is_some())), ("ScopeRefusals", Unit::Count, flag(o.scope_refusal))],
+    );
     line
 }
 
@@ -112,7 +115,11 @@ pub fn authorization(allowed: bool, latency_ms: f64, request_id: &str) {
         let refused = if allowed { 0.0 } else { 1.0 };
         line.metrics(
             &[BY_FUNCTION, BY_SERVICE],
-            &[("Authorizations", Unit::Count, 1.0), ("AuthFailures", Unit::Count, refused), ("AuthorizerLatency", Unit::Milliseconds, latency_ms)],
+            &[
+                ("Authorizations", Unit::Count, 1.0),
+                ("AuthFailures", Unit::Count, refused),
+                ("AuthorizerLatency", Unit::Milliseconds, latency_ms),
+            ],
         );
         line
     });
@@ -131,7 +138,10 @@ pub fn business(event: Business, tenant: &str) {
 pub fn migration_run(action: &str, applied: u64, failed: bool) {
     emit(|mut line| {
         line.set("action", action);
-        line.metrics(&[BY_FUNCTION], &[("MigrationsApplied", Unit::Count, applied as f64), ("MigrationErrors", Unit::Count, if failed { 1.0 } else { 0.0 })]);
+        line.metrics(
+            &[BY_FUNCTION],
+            &[("MigrationsApplied", Unit::Count, applied as f64), ("MigrationErrors", Unit::Count, if failed { 1.0 } else { 0.0 })],
+        );
         line
     });
 }
@@ -273,10 +283,33 @@ fn now_ms() -> u64 {
 /// that is a number or an array of at most 100 numbers). Returns what is wrong.
 pub fn check_emf(line: &Value) -> Result<(), String> {
     const UNITS: &[&str] = &[
-        "Seconds", "Microseconds", "Milliseconds", "Bytes", "Kilobytes", "Megabytes", "Gigabytes", "Terabytes", "Bits", "Kilobits",
-        "Megabits", "Gigabits", "Terabits", "Percent", "Count", "Bytes/Second", "Kilobytes/Second", "Megabytes/Second",
-        "Gigabytes/Second", "Terabytes/Second", "Bits/Second", "Kilobits/Second", "Megabits/Second", "Gigabits/Second",
-        "Terabits/Second", "Count/Second", "None",
+        "Seconds",
+        "Microseconds",
+        "Milliseconds",
+        "Bytes",
+        "Kilobytes",
+        "Megabytes",
+        "Gigabytes",
+        "Terabytes",
+        "Bits",
+        "Kilobits",
+        "Megabits",
+        "Gigabits",
+        "Terabits",
+        "Percent",
+        "Count",
+        "Bytes/Second",
+        "Kilobytes/Second",
+        "Megabytes/Second",
+        "Gigabytes/Second",
+        "Terabytes/Second",
+        "Bits/Second",
+        "Kilobits/Second",
+        "Megabits/Second",
+        "Gigabits/Second",
+        "Terabits/Second",
+        "Count/Second",
+        "None",
     ];
     let root = line.as_object().ok_or("the root is not an object")?;
     let aws = root.get("_aws").and_then(Value::as_object).ok_or("no _aws object")?;
@@ -339,7 +372,14 @@ mod tests {
     }
 
     fn outcome(status: u16) -> RequestOutcome<'static> {
-        RequestOutcome { route: "GET /users/{userId}", status, latency_ms: 3.5, request_id: "r1", tenant: Some("tn_a"), scope_refusal: false }
+        RequestOutcome {
+            route: "GET /users/{userId}",
+            status,
+            latency_ms: 3.5,
+            request_id: "r1",
+            tenant: Some("tn_a"),
+            scope_refusal: false,
+        }
     }
 
     #[test]

@@ -48,16 +48,8 @@ pub const MAX_AUDIT_RETENTION_DAYS: i64 = 7 * 365;
 const FREE_FEATURES: &[&str] = &["basic_auth", "basic_rbac"];
 const BASIC_FEATURES: &[&str] = &["basic_auth", "basic_rbac", "api_keys", "audit_logs"];
 const PREMIUM_FEATURES: &[&str] = &["basic_auth", "basic_rbac", "api_keys", "audit_logs", "sso", "advanced_analytics"];
-const ENTERPRISE_FEATURES: &[&str] = &[
-    "basic_auth",
-    "basic_rbac",
-    "api_keys",
-    "audit_logs",
-    "sso",
-    "advanced_analytics",
-    "custom_domains",
-    "priority_support",
-];
+const ENTERPRISE_FEATURES: &[&str] =
+    &["basic_auth", "basic_rbac", "api_keys", "audit_logs", "sso", "advanced_analytics", "custom_domains", "priority_support"];
 
 impl Plan {
     /// Every plan, cheapest first.

@@ -6,8 +6,17 @@ use tracing_subscriber::EnvFilter;
 /// Targets held at `info` whatever `RUST_LOG` asks: at `debug` and `trace` the AWS SDK's runtime
 /// and the HTTP stacks log request and response bodies, and KMS answers carry plaintext data
 /// keys (docs/ARCHITECTURE.md §20: keys and personal data are never logged).
-pub const QUIET_TARGETS: [&str; 9] =
-    ["aws_smithy_runtime", "aws_smithy_runtime_api", "aws_smithy_http", "aws_smithy_types", "aws_sdk_kms", "aws_config", "hyper", "hyper_util", "h2"];
+pub const QUIET_TARGETS: [&str; 9] = [
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_http",
+    "aws_smithy_types",
+    "aws_sdk_kms",
+    "aws_config",
+    "hyper",
+    "hyper_util",
+    "h2",
+];
 
 /// `RUST_LOG` (default `base`), with [`QUIET_TARGETS`] held at `info`.
 pub fn filter(base: &str) -> EnvFilter {

@@ -13,8 +13,8 @@ const JOINERS: [char; 2] = ['\u{200C}', '\u{200D}'];
 /// already refuses them; they are listed by hand so that a table that ever classifies one
 /// differently cannot let a "Trojan Source" reordering through.
 const BIDI_CONTROLS: [char; 12] = [
-    '\u{061C}', '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}',
-    '\u{2067}', '\u{2068}', '\u{2069}',
+    '\u{061C}', '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}',
+    '\u{2069}',
 ];
 
 /// Characters that would end an HTML attribute or tag, a JavaScript string or a CSS `url(…)`
@@ -58,9 +58,8 @@ fn is_invisible_format(c: char) -> bool {
 /// character survives into an attribute), and it is exactly what a browser, which follows the
 /// same WHATWG rules, will fetch. A URL that is already canonical comes back unchanged.
 pub fn https_url(raw: &str, max_len: usize) -> Result<String, String> {
-    let refused = || {
-        format!("must be an https:// URL of at most {max_len} characters, without credentials, quotes, angle brackets or spaces")
-    };
+    let refused =
+        || format!("must be an https:// URL of at most {max_len} characters, without credentials, quotes, angle brackets or spaces");
     let trimmed = raw.trim();
     if trimmed.len() > max_len || trimmed.chars().any(is_unsafe_in_url) {
         return Err(refused());

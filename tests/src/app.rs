@@ -3,11 +3,11 @@
 
 use aws_sdk_cognitoidentityprovider::Client as Cognito;
 use local_api::cognito::{self, PoolIds};
+use local_api::Deps;
 use reqwest::{Method, RequestBuilder};
 use serde_json::Value;
 use shared::config::CognitoConfig;
 use shared::db::Db;
-use local_api::Deps;
 use shared::http::HttpFunction;
 use shared::identity::SUPERADMIN_GROUP;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -143,7 +143,14 @@ impl TestApp {
 
     /// Writes a user record straight into the database, holding `cognito_user_id` (a `sub`, or
     /// `pending:<id>` when given `""`), and moves the tenant's counters as an invitation would.
-    pub async fn seed_record(&self, tenant: &str, email: &str, role: &str, status: &str, cognito_user_id: &str) -> mongodb::bson::oid::ObjectId {
+    pub async fn seed_record(
+        &self,
+        tenant: &str,
+        email: &str,
+        role: &str,
+        status: &str,
+        cognito_user_id: &str,
+    ) -> mongodb::bson::oid::ObjectId {
         use mongodb::bson::doc;
         let role_id = crate::raw_collection(&self.db, "roles")
             .await
@@ -178,7 +185,8 @@ impl TestApp {
     /// This month's usage count of a tenant, read straight from its record.
     pub async fn usage(&self, tenant: &str) -> i64 {
         let (month, _) = shared::clock::month_window(self.db.clock().now_ms());
-        let record = crate::raw_collection(&self.db, "tenants").await.find_one(mongodb::bson::doc! {"tenantId": tenant}).await.unwrap().unwrap();
+        let record =
+            crate::raw_collection(&self.db, "tenants").await.find_one(mongodb::bson::doc! {"tenantId": tenant}).await.unwrap().unwrap();
         record.get_document("apiUsage").ok().and_then(|u| u.get_i64(&month).ok()).unwrap_or(0)
     }
 

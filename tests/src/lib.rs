@@ -1,7 +1,6 @@
 //! The shared test harness: a fresh database per test on the FerretDB that the test command
 //! started, and (see `app`) a running local API with its own Cognito pool in moto.
 
-
 pub mod app;
 pub mod proxy;
 

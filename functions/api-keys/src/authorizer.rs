@@ -73,7 +73,11 @@ impl Authorizer {
     }
 
     /// Decides on a request by its headers (`header` looks one up, case-insensitively).
-    pub async fn authorize(&self, header: &(dyn Fn(&str) -> Option<String> + Sync), meta: &RequestMeta) -> Result<Verdict, AuthorizerFailure> {
+    pub async fn authorize(
+        &self,
+        header: &(dyn Fn(&str) -> Option<String> + Sync),
+        meta: &RequestMeta,
+    ) -> Result<Verdict, AuthorizerFailure> {
         let key = header(API_KEY_HEADER).filter(|v| !v.trim().is_empty());
         let token = header("authorization").filter(|v| !v.trim().is_empty());
         match (key, token) {
@@ -97,7 +101,11 @@ impl Authorizer {
         let text = |k: &str| claims.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
         let sub = text("sub");
         // The raw array, unflattened: the superadmin rule then applies exactly (shared::identity).
-        let groups: Vec<&str> = claims.get("cognito:groups").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let groups: Vec<&str> = claims
+            .get("cognito:groups")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         let verified = matches!(claims.get("email_verified"), Some(Value::Bool(true)))
             || claims.get("email_verified").and_then(Value::as_str).is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let context = context(json!({
@@ -158,7 +166,8 @@ impl Authorizer {
     /// alongside). `Some(seconds)` when a window is full: nothing was counted.
     async fn count(&self, auth: &KeyAuth, key: &ApiKey, now: DateTime) -> Result<Option<u64>, AuthorizerFailure> {
         let now_ms = now.timestamp_millis();
-        let ((minute, minute_retry), (hour, hour_retry), (day, day_retry)) = (minute_window(now_ms), hour_window(now_ms), day_window(now_ms));
+        let ((minute, minute_retry), (hour, hour_retry), (day, day_retry)) =
+            (minute_window(now_ms), hour_window(now_ms), day_window(now_ms));
         let hint_key = (self.db.name().to_owned(), key.id);
         let seen = WINDOW_HINTS.lock().expect("poisoned").get(&hint_key).cloned().unwrap_or_default();
         let limits = key.rate_limit;

@@ -50,9 +50,9 @@ impl Verifier {
         if recently {
             return Ok(());
         }
-        let http = self.http.get_or_init(|| {
-            reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_else(|_| reqwest::Client::new())
-        });
+        let http = self
+            .http
+            .get_or_init(|| reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_else(|_| reqwest::Client::new()));
         let set: JwkSet = http
             .get(&self.config.jwks_url)
             .send()
@@ -62,11 +62,7 @@ impl Verifier {
             .json()
             .await
             .map_err(|e| TokenError::Jwks(e.to_string()))?;
-        let keys = set
-            .keys
-            .iter()
-            .filter_map(|jwk| Some((jwk.common.key_id.clone()?, DecodingKey::from_jwk(jwk).ok()?)))
-            .collect();
+        let keys = set.keys.iter().filter_map(|jwk| Some((jwk.common.key_id.clone()?, DecodingKey::from_jwk(jwk).ok()?))).collect();
         *self.keys.write().expect("poisoned") = (keys, Some(Instant::now()));
         Ok(())
     }
@@ -102,9 +98,7 @@ impl Verifier {
         validation.leeway = 0;
         // ID tokens carry the client in `aud`, access tokens in `client_id`: checked below.
         validation.validate_aud = false;
-        let claims = decode::<Map<String, Value>>(token, &key, &validation)
-            .map_err(|e| TokenError::Invalid(e.to_string()))?
-            .claims;
+        let claims = decode::<Map<String, Value>>(token, &key, &validation).map_err(|e| TokenError::Invalid(e.to_string()))?.claims;
         let client = match claims.get("token_use").and_then(Value::as_str) {
             Some("id") => claims.get("aud"),
             Some("access") => claims.get("client_id"),

@@ -9,9 +9,9 @@ use shared::db::{Db, FindOptions, Scoped, TenantCollection};
 use shared::error::ApiError;
 use shared::ids::Permission;
 use shared::models::{ApiKey, ApiKeyStatus, MARKED_AT};
-use shared::seam::{NoSeam, Seam};
 use shared::permissions::first_not_held;
 use shared::plans::KeyLimits;
+use shared::seam::{NoSeam, Seam};
 use shared::TenantContext;
 use std::time::Duration;
 
@@ -29,15 +29,17 @@ fn status_filter(status: ApiKeyStatus, now: DateTime) -> Document {
 }
 
 /// A page of the tenant's keys, newest first, and the total.
-pub async fn list(db: &Db, ctx: &TenantContext, status: Option<ApiKeyStatus>, page: u64, limit: u64) -> Result<(Vec<ApiKey>, u64), KeysError> {
+pub async fn list(
+    db: &Db,
+    ctx: &TenantContext,
+    status: Option<ApiKeyStatus>,
+    page: u64,
+    limit: u64,
+) -> Result<(Vec<ApiKey>, u64), KeysError> {
     let filter = status.map(|s| status_filter(s, db.clock().now())).unwrap_or_default();
     let coll = keys(db, ctx);
     let total = coll.count_documents(filter.clone()).await?;
-    let options = FindOptions {
-        sort: Some(doc! {"createdAt": -1, "_id": -1}),
-        skip: Some((page - 1) * limit),
-        limit: Some(limit as i64),
-    };
+    let options = FindOptions { sort: Some(doc! {"createdAt": -1, "_id": -1}), skip: Some((page - 1) * limit), limit: Some(limit as i64) };
     Ok((coll.find(filter, options).await?, total))
 }
 
@@ -100,7 +102,13 @@ pub const PLACE_TAKEN: &str = "api_keys.create.placed";
 
 /// [`create`], telling `seam` when the place is taken and the key not yet written
 /// ([`PLACE_TAKEN`]); deployments pass `NoSeam`.
-pub async fn create_with(db: &Db, ctx: &TenantContext, limits: KeyLimits, new: &NewKey, seam: &dyn Seam) -> Result<(ApiKey, String), KeysError> {
+pub async fn create_with(
+    db: &Db,
+    ctx: &TenantContext,
+    limits: KeyLimits,
+    new: &NewKey,
+    seam: &dyn Seam,
+) -> Result<(ApiKey, String), KeysError> {
     may_issue(db, ctx, Grant::New(&new.permissions)).await?;
     let id = new_key_id()?;
     let creator = ctx.user_id().ok_or_else(|| ApiError::Forbidden("Only a member of the tenant can own an API key".into()))?;

@@ -3,10 +3,10 @@
 //! batches, idempotently, and the refusal budgets past their last minute. With a TTL index (MongoDB) it is the backstop; on FerretDB, which has
 //! none, it does the work (docs/ARCHITECTURE.md §13).
 
-use shared::audit::{catch_up_retention, RETENTION_BATCH};
-use shared::db::{Db, DbError, SystemContext};
 use mongodb::bson::doc;
 use serde::Serialize;
+use shared::audit::{catch_up_retention, RETENTION_BATCH};
+use shared::db::{Db, DbError, SystemContext};
 
 /// How much one run may do, so that it ends well within its Lambda's timeout; what is left
 /// waits for the next run.
@@ -76,6 +76,12 @@ pub async fn run(db: &Db, budget: Budget) -> Result<RetentionReport, DbError> {
             break;
         }
     }
-    tracing::info!(deleted = report.deleted, refusal_budgets_deleted = report.refusal_budgets_deleted, complete = report.complete, pending = report.tenants_pending, "audit retention run");
+    tracing::info!(
+        deleted = report.deleted,
+        refusal_budgets_deleted = report.refusal_budgets_deleted,
+        complete = report.complete,
+        pending = report.tenants_pending,
+        "audit retention run"
+    );
     Ok(report)
 }

@@ -46,10 +46,16 @@ fn time(query: &Query, name: &str) -> Result<Option<mongodb::bson::DateTime>, Ap
 pub async fn list(state: &AppState, req: &Request) -> Reply {
     let ctx = admit_reader(state, req).await?;
     let q = Query::from_request(req, &["userId", "action", "resource", "resourceId", "from", "to", "limit", "cursor"])?;
-    let action = q.get("action").map(|a| Action::parse(a).ok_or_else(|| ApiError::invalid("action", "is not an audited action"))).transpose()?;
-    let resource =
-        q.get("resource").map(|r| Resource::parse(r).ok_or_else(|| ApiError::invalid("resource", "is not an audited resource"))).transpose()?;
-    let after = q.get("cursor").map(|c| Cursor::decode(c).ok_or_else(|| ApiError::invalid("cursor", "is not a cursor this API issued"))).transpose()?;
+    let action =
+        q.get("action").map(|a| Action::parse(a).ok_or_else(|| ApiError::invalid("action", "is not an audited action"))).transpose()?;
+    let resource = q
+        .get("resource")
+        .map(|r| Resource::parse(r).ok_or_else(|| ApiError::invalid("resource", "is not an audited resource")))
+        .transpose()?;
+    let after = q
+        .get("cursor")
+        .map(|c| Cursor::decode(c).ok_or_else(|| ApiError::invalid("cursor", "is not a cursor this API issued")))
+        .transpose()?;
     let query = AuditQuery {
         user_id: text(&q, "userId")?,
         action,

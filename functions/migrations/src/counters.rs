@@ -129,7 +129,13 @@ pub async fn reconcile(db: &Db, seam: &dyn Seam) -> Result<Report, MigrationErro
 
 /// Whether `counted`'s counters or records carry a trace younger than [`SETTLE`]: the counter
 /// move's stamp as read with the counters (`moved_at`), or a record created or marked since.
-async fn in_flight(db: &Db, scope: &shared::db::SystemTenantScope, counted: Counted, moved_at: Option<&Bson>, since: DateTime) -> Result<bool, MigrationError> {
+async fn in_flight(
+    db: &Db,
+    scope: &shared::db::SystemTenantScope,
+    counted: Counted,
+    moved_at: Option<&Bson>,
+    since: DateTime,
+) -> Result<bool, MigrationError> {
     if matches!(moved_at, Some(Bson::DateTime(at)) if *at > since) {
         return Ok(true);
     }
@@ -141,7 +147,13 @@ async fn in_flight(db: &Db, scope: &shared::db::SystemTenantScope, counted: Coun
     Ok(db.scoped::<Document>(scope, collection).count_documents(fresh).await? > 0)
 }
 
-async fn reconcile_tenant(db: &Db, system: &SystemContext, tenant: &TenantId, seam: &dyn Seam, report: &mut ReconcileReport) -> Result<(), MigrationError> {
+async fn reconcile_tenant(
+    db: &Db,
+    system: &SystemContext,
+    tenant: &TenantId,
+    seam: &dyn Seam,
+    report: &mut ReconcileReport,
+) -> Result<(), MigrationError> {
     let registry = db.tenants(system);
     // The counters, the last move's id and its stamps first, in one read: a move after it makes
     // the correction miss, and a move before it left its stamp.

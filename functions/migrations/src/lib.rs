@@ -102,8 +102,11 @@ impl From<MigrationError> for lambda_runtime::Diagnostic {
 /// event, which means `up`.
 pub fn parse_event(event: &Value) -> Result<Action, MigrationError> {
     if let Some(action) = event.get("action") {
-        return serde_json::from_value(action.clone())
-            .map_err(|_| MigrationError::BadEvent("action must be one of setup, up, status, usage-snapshot, rotate-key, shred, reconcile-counters".into()));
+        return serde_json::from_value(action.clone()).map_err(|_| {
+            MigrationError::BadEvent(
+                "action must be one of setup, up, status, usage-snapshot, rotate-key, shred, reconcile-counters".into(),
+            )
+        });
     }
     let scheduled = event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
         && event.get("source").and_then(Value::as_str) == Some("aws.events");
@@ -127,15 +130,30 @@ pub struct Applied {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
 pub enum Report {
-    Setup { created: usize, existing: usize, indexes: Vec<indexes::IndexOutcome> },
+    Setup {
+        created: usize,
+        existing: usize,
+        indexes: Vec<indexes::IndexOutcome>,
+    },
     #[serde(rename_all = "camelCase")]
-    Up { applied: Vec<Applied>, already_applied: Vec<String> },
+    Up {
+        applied: Vec<Applied>,
+        already_applied: Vec<String>,
+    },
     #[serde(rename_all = "camelCase")]
-    Status { applied: Vec<StatusEntry>, pending: Vec<String>, personal_data: PersonalDataStatus },
+    Status {
+        applied: Vec<StatusEntry>,
+        pending: Vec<String>,
+        personal_data: PersonalDataStatus,
+    },
     /// The UTC day the snapshots are of, how many tenants were measured and how many snapshots
     /// written (a rerun the same day replaces them).
     #[serde(rename = "usage-snapshot", rename_all = "camelCase")]
-    UsageSnapshot { day: String, tenants_measured: u64, snapshots_written: u64 },
+    UsageSnapshot {
+        day: String,
+        tenants_measured: u64,
+        snapshots_written: u64,
+    },
     #[serde(rename = "rotate-key")]
     RotateKey(personal::RotationReport),
     #[serde(rename = "shred")]
@@ -174,7 +192,9 @@ pub async fn run(db: &Db, directory: &dyn Directory, action: Action) -> Result<R
         Action::Status => status(db, &system).await,
         Action::UsageSnapshot => usage::snapshot(db).await,
         Action::ReconcileCounters => counters::reconcile(db, &shared::seam::NoSeam).await,
-        Action::RotateKey | Action::Shred => Err(MigrationError::BadEvent("rotate-key and shred name a tenant: {\"action\": …, \"tenantId\": …}".into())),
+        Action::RotateKey | Action::Shred => {
+            Err(MigrationError::BadEvent("rotate-key and shred name a tenant: {\"action\": …, \"tenantId\": …}".into()))
+        }
     }
 }
 
@@ -261,7 +281,11 @@ pub async fn up(
     result
 }
 
-async fn apply_pending(deps: registry::Deps<'_>, migrations: &[registry::Migration], lease: Option<&LockGuard>) -> Result<Report, MigrationError> {
+async fn apply_pending(
+    deps: registry::Deps<'_>,
+    migrations: &[registry::Migration],
+    lease: Option<&LockGuard>,
+) -> Result<Report, MigrationError> {
     let ledger = deps.db.migration_ledger(deps.system);
     let done: HashSet<String> = ledger.applied().await?.into_iter().map(|r| r.name).collect();
     let (mut applied, mut already_applied) = (Vec::new(), Vec::new());
@@ -278,9 +302,7 @@ async fn apply_pending(deps: registry::Deps<'_>, migrations: &[registry::Migrati
         }
         let started = Instant::now();
         let applied_at = DateTime::now();
-        let changed = (migration.run)(deps)
-            .await
-            .map_err(|source| MigrationError::Failed { name: migration.name, source })?;
+        let changed = (migration.run)(deps).await.map_err(|source| MigrationError::Failed { name: migration.name, source })?;
         let duration_ms = started.elapsed().as_millis() as i64;
         let record = MigrationRecord { name: migration.name.to_owned(), applied_at, duration_ms };
         if ledger.record(&record).await? {
@@ -299,11 +321,7 @@ async fn status(db: &Db, system: &SystemContext) -> Result<Report, MigrationErro
     let pending = registry::MIGRATIONS.iter().filter(|m| !done.contains(m.name)).map(|m| m.name.to_owned()).collect();
     let applied = records
         .iter()
-        .map(|r| StatusEntry {
-            name: r.name.clone(),
-            applied_at: shared::clock::rfc3339_millis(r.applied_at),
-            duration_ms: r.duration_ms,
-        })
+        .map(|r| StatusEntry { name: r.name.clone(), applied_at: shared::clock::rfc3339_millis(r.applied_at), duration_ms: r.duration_ms })
         .collect();
     let remaining = personal::remaining(db, system).await?;
     let tenants_with_keys = db.keyring()?.vault().tenants_with_keys().await?.len() as u64;

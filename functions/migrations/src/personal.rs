@@ -154,14 +154,17 @@ async fn rewrite_audit(db: &Db, tenant: &TenantId) -> Result<u64, DbError> {
     let keys = db.keyring()?;
     let mut written = 0;
     loop {
-        let batch = audit.find(doc! {"details.adminEmail": {"$exists": true}}, FindOptions { limit: Some(BATCH), ..Default::default() }).await?;
+        let batch =
+            audit.find(doc! {"details.adminEmail": {"$exists": true}}, FindOptions { limit: Some(BATCH), ..Default::default() }).await?;
         if batch.is_empty() {
             break;
         }
         for entry in batch {
             let old = entry.details.get("adminEmail").cloned().unwrap_or(Bson::Null);
             let update = match old.as_str().map(|e| Email::stored(e.to_owned())) {
-                Some(Ok(email)) => doc! {"$set": {"details.adminEmailHash": keys.email_index(tenant, &email).await.map_err(pii)?}, "$unset": {"details.adminEmail": ""}},
+                Some(Ok(email)) => {
+                    doc! {"$set": {"details.adminEmailHash": keys.email_index(tenant, &email).await.map_err(pii)?}, "$unset": {"details.adminEmail": ""}}
+                }
                 _ => doc! {"$unset": {"details.adminEmail": ""}},
             };
             written += audit.update_one(doc! {"_id": entry.id, "details.adminEmail": old}, update, false).await?.modified;
@@ -260,7 +263,12 @@ pub async fn seal(db: &Db, system: &SystemContext) -> Result<SealReport, DbError
     if !report.shared_emails.is_empty() {
         tracing::warn!(shared = report.shared_emails.len(), "e-mails found in more than one tenant (see the report's sharedEmails)");
     }
-    tracing::info!(tenants = report.tenants, sealed = report.records_sealed, audit = report.audit_entries_rewritten, "personal data sealed");
+    tracing::info!(
+        tenants = report.tenants,
+        sealed = report.records_sealed,
+        audit = report.audit_entries_rewritten,
+        "personal data sealed"
+    );
     Ok(report)
 }
 

@@ -93,7 +93,8 @@ fn tenant_counters(deps: Deps<'_>) -> BoxFuture<'_, Result<u64, DbError>> {
                 let scope = deps.system.for_tenant(tenant.clone());
                 let users = deps.db.scoped::<User>(&scope, TenantCollection::Users);
                 let seats = users.count_documents(doc! {}).await? as i64;
-                let admin_role = deps.db.scoped::<Role>(&scope, TenantCollection::Roles).find_one(doc! {"name": "admin", "isSystem": true}).await?;
+                let admin_role =
+                    deps.db.scoped::<Role>(&scope, TenantCollection::Roles).find_one(doc! {"name": "admin", "isSystem": true}).await?;
                 let admins = match admin_role {
                     Some(role) => {
                         let counted = [UserStatus::Pending.as_str(), UserStatus::Active.as_str()];

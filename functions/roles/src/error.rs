@@ -32,7 +32,9 @@ impl From<RolesError> for ApiError {
         match e {
             RolesError::NotFound(_) => ApiError::NotFound(e.to_string()),
             RolesError::System(_) | RolesError::Escalation(_) => ApiError::Forbidden(e.to_string()),
-            RolesError::NameTaken(_) | RolesError::SystemName(_) | RolesError::Held(_) | RolesError::Concurrent => ApiError::Conflict(e.to_string()),
+            RolesError::NameTaken(_) | RolesError::SystemName(_) | RolesError::Held(_) | RolesError::Concurrent => {
+                ApiError::Conflict(e.to_string())
+            }
             RolesError::Db(db) => db.into(),
             RolesError::Api(api) => api,
         }

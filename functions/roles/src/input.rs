@@ -40,11 +40,7 @@ impl CreateRoleBody {
         let name = c.field("name", free_text(&self.name, MAX_NAME));
         let description = self.description.map(|d| c.field("description", free_text(&d, MAX_DESCRIPTION)));
         let permissions = c.field("permissions", permissions(self.permissions));
-        c.done(|| NewRole {
-            name: name.expect("checked"),
-            description: description.flatten(),
-            permissions: permissions.expect("checked"),
-        })
+        c.done(|| NewRole { name: name.expect("checked"), description: description.flatten(), permissions: permissions.expect("checked") })
     }
 }
 

@@ -2,6 +2,7 @@
 
 use crate::error::RolesError;
 use crate::input::{NewRole, RoleChanges};
+use lru::LruCache;
 use mongodb::bson::{doc, oid::ObjectId, Document};
 use shared::context::forget_tenant_members;
 use shared::db::{Db, DbError, FindOptions, TenantCollection, TenantScope};
@@ -9,7 +10,6 @@ use shared::ids::Permission;
 use shared::models::{Role, SYSTEM_PRINCIPAL};
 use shared::permissions::first_not_held;
 use shared::TenantContext;
-use lru::LruCache;
 use std::num::NonZeroUsize;
 use std::sync::{LazyLock, Mutex};
 
@@ -80,11 +80,7 @@ pub async fn by_ids(db: &Db, scope: &impl TenantScope, ids: &[ObjectId]) -> Resu
 /// A page of the tenant's roles, oldest first (the system roles lead), and the total.
 pub async fn list(db: &Db, ctx: &TenantContext, page: u64, limit: u64) -> Result<(Vec<Role>, u64), RolesError> {
     let roles = db.scoped::<Role>(ctx, TenantCollection::Roles);
-    let options = FindOptions {
-        sort: Some(doc! {"createdAt": 1, "_id": 1}),
-        skip: Some((page - 1) * limit),
-        limit: Some(limit as i64),
-    };
+    let options = FindOptions { sort: Some(doc! {"createdAt": 1, "_id": 1}), skip: Some((page - 1) * limit), limit: Some(limit as i64) };
     let (found, total) = tokio::try_join!(roles.find(doc! {}, options), roles.count_documents(doc! {}))?;
     Ok((found, total))
 }
@@ -166,7 +162,8 @@ pub async fn update(db: &Db, ctx: &TenantContext, id: ObjectId, changes: &RoleCh
     let roles = db.scoped::<Role>(ctx, TenantCollection::Roles);
     let name = changes.name.as_deref().unwrap_or_default();
     // Conditional on the permissions checked above, so a concurrent change cannot slip past.
-    let as_checked = doc! {"_id": id, "isSystem": false, "permissions": current.permissions.iter().map(Permission::as_str).collect::<Vec<_>>()};
+    let as_checked =
+        doc! {"_id": id, "isSystem": false, "permissions": current.permissions.iter().map(Permission::as_str).collect::<Vec<_>>()};
     let updated = roles.find_one_and_update(as_checked, doc! {"$set": set}, false).await.map_err(named(name))?;
     forget_tenant_members(db, ctx.tenant_id());
     match updated {

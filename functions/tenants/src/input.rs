@@ -255,8 +255,7 @@ mod tests {
     #[test]
     fn a_tenant_name_with_a_bidi_override_is_refused() {
         // A JSON escape, as a client would most likely send it.
-        let Err(ApiError::BadRequest { details, .. }) = create(r#"{"name":"Acme\u202Eevil","adminEmail":"a@acme.example"}"#)
-        else {
+        let Err(ApiError::BadRequest { details, .. }) = create(r#"{"name":"Acme\u202Eevil","adminEmail":"a@acme.example"}"#) else {
             panic!()
         };
         assert_eq!(details.iter().map(|d| d.field.as_str()).collect::<Vec<_>>(), ["name"]);

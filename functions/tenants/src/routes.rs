@@ -11,7 +11,8 @@ use shared::audit::{self, Action, AuditEvent};
 use shared::db::{TenantQuery, MAX_SEARCH_LEN};
 use shared::error::ApiError;
 use shared::http::{
-    admit, admit_over_quota, admit_superadmin, json_body, optional_json_body, path_id, respond_list, respond_one, Pagination, Query, RequestMeta,
+    admit, admit_over_quota, admit_superadmin, json_body, optional_json_body, path_id, respond_list, respond_one, Pagination, Query,
+    RequestMeta,
 };
 use shared::ids::TenantId;
 use shared::models::{Tenant, TenantStatus};
@@ -84,7 +85,11 @@ pub async fn get(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
 /// audited there, reads included (docs/ARCHITECTURE.md §4).
 async fn admit_reader(state: &AppState, req: &Request, meta: &RequestMeta, over_quota: bool) -> Result<TenantContext, ApiError> {
     let tenant_id = tenant_param(req)?;
-    let ctx = if over_quota { admit_over_quota(&state.db, req, Some(&tenant_id)).await? } else { admit(&state.db, req, Some(&tenant_id)).await? };
+    let ctx = if over_quota {
+        admit_over_quota(&state.db, req, Some(&tenant_id)).await?
+    } else {
+        admit(&state.db, req, Some(&tenant_id)).await?
+    };
     if ctx.is_superadmin() {
         let details = doc! {"route": shared::http::route_key(req)};
         audit(state, ctx.tenant(), meta, ctx.identity(), Action::TenantAccessed, details).await;

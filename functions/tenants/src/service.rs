@@ -10,9 +10,9 @@ use shared::context::SuperadminTenantScope;
 use shared::db::{not_shredded, Db, DomainClaim, TenantCollection, TenantPage, TenantQuery, TenantRegistry, TenantScope};
 use shared::directory::Directory;
 use shared::ids::{Domain, TenantId};
-use shared::plans::{KeyLimits, Plan};
 use shared::models::{ApiKey, Profile, Role, Tenant, TenantCounters, TenantSettings, TenantStatus, UsageSnapshot, User};
 use shared::pii::{Field, PiiError};
+use shared::plans::{KeyLimits, Plan};
 use shared::seam::Seam;
 use shared::{SuperadminContext, TenantContext};
 use users::error::UsersError;
@@ -74,7 +74,17 @@ pub async fn create_with_id(
             }
             Ok(None) => {
                 tracing::warn!(tenantId = %tenant_id, %error, "tenant creation failed; compensating");
-                compensate(db, directory, &registry, &scope, new.domain.as_ref().filter(|_| claimed_now), &new.admin_email, &records, &done).await;
+                compensate(
+                    db,
+                    directory,
+                    &registry,
+                    &scope,
+                    new.domain.as_ref().filter(|_| claimed_now),
+                    &new.admin_email,
+                    &records,
+                    &done,
+                )
+                .await;
             }
             Err(read) => {
                 tracing::error!(tenantId = %tenant_id, %error, %read, "tenant creation's outcome is unknown; nothing undone");
@@ -100,7 +110,8 @@ impl Records {
         let admin_role = roles.iter().filter(|r| r.name == roles::service::ADMIN_ROLE).cloned().collect::<Vec<_>>();
         let profile = Profile { first_name: "Admin".into(), last_name: "User".into(), ..Profile::default() };
         let admin = users::person::pending_record(db, tenant_id, &new.admin_email, &profile, &admin_role).await?;
-        let billing_email = db.keyring()?.seal(tenant_id, Field::BillingEmail, new.admin_email.as_str()).await.map_err(shared::db::DbError::from)?;
+        let billing_email =
+            db.keyring()?.seal(tenant_id, Field::BillingEmail, new.admin_email.as_str()).await.map_err(shared::db::DbError::from)?;
         Ok(Self { admin, roles, billing_email })
     }
 }
@@ -164,10 +175,7 @@ async fn create_records(
         created_at: now,
         updated_at: now,
     };
-    registry
-        .insert(&tenant)
-        .await
-        .map_err(|source| TenantsError::CreationFailed { step: "tenant record", source })?;
+    registry.insert(&tenant).await.map_err(|source| TenantsError::CreationFailed { step: "tenant record", source })?;
     Ok(tenant)
 }
 
@@ -366,7 +374,12 @@ pub async fn customize(db: &Db, ctx: &TenantContext, changes: &CustomizationChan
 /// A change of the audit retention it implies (a new plan's, or an enterprise tenant's own
 /// `auditRetentionDays`) is marked on the tenant in the same update; the existing entries'
 /// `expireAt` follow in the retention job's resumable batches.
-pub async fn change_billing(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId, changes: &BillingChanges) -> Result<Tenant, TenantsError> {
+pub async fn change_billing(
+    db: &Db,
+    admin: &SuperadminContext,
+    tenant_id: &TenantId,
+    changes: &BillingChanges,
+) -> Result<Tenant, TenantsError> {
     let registry = db.tenants(admin);
     let current = registry.get(tenant_id).await?.ok_or_else(|| TenantsError::NotFound(tenant_id.clone()))?;
     if current.keys_shredded_at.is_some() {
@@ -374,7 +387,15 @@ pub async fn change_billing(db: &Db, admin: &SuperadminContext, tenant_id: &Tena
     }
     let plan = changes.plan.unwrap_or(current.settings.billing.plan);
     if changes.audit_retention_days.is_some() && plan != Plan::Enterprise {
-        return Err(shared::error::ApiError::invalid("auditRetentionDays", format!("the {} plan keeps its audit log {} days; only enterprise configures it", plan.as_str(), plan.limits().audit_retention_days)).into());
+        return Err(shared::error::ApiError::invalid(
+            "auditRetentionDays",
+            format!(
+                "the {} plan keeps its audit log {} days; only enterprise configures it",
+                plan.as_str(),
+                plan.limits().audit_retention_days
+            ),
+        )
+        .into());
     }
     let mut set = Document::new();
     let mut unset: Vec<&str> = Vec::new();
@@ -462,7 +483,12 @@ pub const DEFAULT_HISTORY_DAYS: u64 = 30;
 
 /// A tenant and its daily usage snapshots of the last `days` UTC days (today included), newest
 /// first: the two reads at once. A tenant that does not exist is a 404, whatever snapshots remain.
-pub async fn usage_history(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId, days: u64) -> Result<(Tenant, Vec<UsageSnapshot>), TenantsError> {
+pub async fn usage_history(
+    db: &Db,
+    admin: &SuperadminContext,
+    tenant_id: &TenantId,
+    days: u64,
+) -> Result<(Tenant, Vec<UsageSnapshot>), TenantsError> {
     let days = days.clamp(1, MAX_HISTORY_DAYS);
     let first = db.clock().now_ms() - (days as i64 - 1) * 86_400_000;
     let since = shared::clock::calendar_day(first);

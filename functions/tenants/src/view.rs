@@ -92,7 +92,8 @@ impl TenantView {
             Some(Opened::Value(email)) => (Some(Some(email)), None),
             Some(Opened::Unavailable(why)) => (Some(None), Some(why)),
         };
-        let billing = BillingView { plan: s.billing.plan, max_api_calls: s.billing.max_api_calls, billing_email, billing_email_unavailable };
+        let billing =
+            BillingView { plan: s.billing.plan, max_api_calls: s.billing.max_api_calls, billing_email, billing_email_unavailable };
         let settings = SettingsView {
             max_users: s.max_users,
             features: s.features.clone(),

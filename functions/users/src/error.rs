@@ -69,7 +69,9 @@ impl From<UsersError> for ApiError {
             UsersError::CountersMissing => ApiError::Unavailable(Box::new(e)),
             UsersError::Directory(DirectoryError::Unavailable(_)) => ApiError::Unavailable(Box::new(e)),
             // Cognito refused a value this service passed on (an address it will not take).
-            UsersError::Directory(DirectoryError::InvalidInput(_)) => ApiError::invalid("email", "the user directory does not accept this address"),
+            UsersError::Directory(DirectoryError::InvalidInput(_)) => {
+                ApiError::invalid("email", "the user directory does not accept this address")
+            }
             UsersError::Directory(_) => ApiError::internal(e),
             UsersError::Db(db) => db.into(),
             UsersError::Api(api) => api,

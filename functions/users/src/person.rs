@@ -29,7 +29,13 @@ async fn open_field(keys: &Keyring, tenant: &TenantId, id: ObjectId, field: Fiel
     })
 }
 
-async fn open_optional(keys: &Keyring, tenant: &TenantId, id: ObjectId, field: Field, value: &Option<Sealed>) -> Result<Option<String>, DbError> {
+async fn open_optional(
+    keys: &Keyring,
+    tenant: &TenantId,
+    id: ObjectId,
+    field: Field,
+    value: &Option<Sealed>,
+) -> Result<Option<String>, DbError> {
     match value {
         Some(v) => Ok(Some(open_field(keys, tenant, id, field, v).await?)),
         None => Ok(None),

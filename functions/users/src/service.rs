@@ -14,9 +14,9 @@ use shared::db::{Db, DbError, FindOptions, Scoped, TenantCollection, TenantScope
 use shared::directory::{Directory, DirectoryError};
 use shared::ids::{Email, Permission};
 use shared::models::{Profile, Role, User, UserStatus, MARKED_AT};
-use shared::seam::{NoSeam, Seam};
-use shared::pii::EmailClaim;
 use shared::permissions::first_not_held;
+use shared::pii::EmailClaim;
+use shared::seam::{NoSeam, Seam};
 use shared::TenantContext;
 
 /// How often a state-dependent change re-reads and tries again before answering 409.
@@ -227,7 +227,13 @@ enum DirectoryAction {
 /// tenant's `custom:tenantId`. Anything else (a record whose invitation is still being made or
 /// that predates links, an e-mail changed or reused, another tenant's account) is not this
 /// record's to delete or disable, and is left alone.
-async fn act_on_own_directory_user(db: &Db, directory: &dyn Directory, ctx: &TenantContext, user: &User, action: DirectoryAction) -> Result<(), UsersError> {
+async fn act_on_own_directory_user(
+    db: &Db,
+    directory: &dyn Directory,
+    ctx: &TenantContext,
+    user: &User,
+    action: DirectoryAction,
+) -> Result<(), UsersError> {
     let Some(sub) = user.cognito_user_id.sub() else { return Ok(()) };
     let email = person::email(db, ctx.tenant_id(), user).await?;
     match directory.get_user(&email).await.map_err(UsersError::Directory)? {
@@ -347,7 +353,13 @@ pub const INVITATION_RECORDED: &str = "users.invitation.recorded";
 
 /// [`invite`], telling `seam` when the record is written and its seat not yet taken
 /// ([`INVITATION_RECORDED`]); deployments pass `NoSeam`.
-pub async fn invite_with(db: &Db, directory: &dyn Directory, ctx: &TenantContext, inv: &Invitation, seam: &dyn Seam) -> Result<Person, UsersError> {
+pub async fn invite_with(
+    db: &Db,
+    directory: &dyn Directory,
+    ctx: &TenantContext,
+    inv: &Invitation,
+    seam: &dyn Seam,
+) -> Result<Person, UsersError> {
     if ctx.tenant().counters.is_none() {
         return Err(UsersError::CountersMissing);
     }
@@ -368,7 +380,13 @@ pub async fn invite_with(db: &Db, directory: &dyn Directory, ctx: &TenantContext
     }
 }
 
-async fn make_invitation(db: &Db, directory: &dyn Directory, ctx: &TenantContext, inv: &Invitation, seam: &dyn Seam) -> Result<Person, UsersError> {
+async fn make_invitation(
+    db: &Db,
+    directory: &dyn Directory,
+    ctx: &TenantContext,
+    inv: &Invitation,
+    seam: &dyn Seam,
+) -> Result<Person, UsersError> {
     let roles = match &inv.roles {
         Some(ids) => {
             let found = by_ids(db, ctx, ids).await?;
@@ -498,7 +516,13 @@ fn directory_done(result: Result<(), DirectoryError>) -> Result<(), UsersError> 
 /// An admin's change of a user: profile fields, and status between active and inactive only.
 /// Deactivation takes the admin place first (the last admin stays), then disables the Cognito
 /// user, then writes the record; reactivation enables first and adds the admin place after.
-pub async fn update(db: &Db, directory: &dyn Directory, ctx: &TenantContext, id: ObjectId, changes: &UserChanges) -> Result<User, UsersError> {
+pub async fn update(
+    db: &Db,
+    directory: &dyn Directory,
+    ctx: &TenantContext,
+    id: ObjectId,
+    changes: &UserChanges,
+) -> Result<User, UsersError> {
     if changes.status.is_some() && ctx.user_id() == Some(id) {
         return Err(UsersError::SelfChange("change the status of"));
     }

@@ -1,9 +1,9 @@
 //! Response bodies, as the OpenAPI document describes them. The Cognito link, the sealed
 //! values and the blind index stay inside: a view is made from an opened [`Person`].
 
+use crate::person::Person;
 use serde::Serialize;
 use shared::clock::rfc3339_millis;
-use crate::person::Person;
 use shared::models::{Profile, UserStatus};
 
 /// A user as the API shows it.

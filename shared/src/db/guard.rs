@@ -220,21 +220,13 @@ fn walk_filter(doc: &Document, tenant: &str, site: Site, at: &str, depth: usize)
         }
         // An expression that reads tenantId, or the whole document, is a condition on the
         // tenant by another route.
-        if key == "$expr"
-            && expression_reference(value, WholeDocument::Refused, site, &path, depth + 1)?.is_some()
-        {
+        if key == "$expr" && expression_reference(value, WholeDocument::Refused, site, &path, depth + 1)?.is_some() {
             return Err(Refusal::TenantCondition { site });
         }
         if is_path_of(key, TENANT_FIELD) {
             match value {
                 Bson::String(found) if found == tenant => {}
-                Bson::String(found) => {
-                    return Err(Refusal::TenantMismatch {
-                        site,
-                        found: found.clone(),
-                        scope: tenant.to_owned(),
-                    })
-                }
+                Bson::String(found) => return Err(Refusal::TenantMismatch { site, found: found.clone(), scope: tenant.to_owned() }),
                 _ => return Err(Refusal::TenantCondition { site }),
             }
         }
@@ -248,10 +240,7 @@ fn walk_value(value: &Bson, tenant: &str, site: Site, at: &str, depth: usize) ->
         Bson::Document(doc) => walk_filter(doc, tenant, site, at, depth),
         Bson::Array(items) => {
             within_limit(depth, site)?;
-            items
-                .iter()
-                .enumerate()
-                .try_for_each(|(i, item)| walk_value(item, tenant, site, &format!("{at}.{i}"), depth + 1))
+            items.iter().enumerate().try_for_each(|(i, item)| walk_value(item, tenant, site, &format!("{at}.{i}"), depth + 1))
         }
         Bson::JavaScriptCode(_) | Bson::JavaScriptCodeWithScope(_) => {
             Err(Refusal::ServerSideJavaScript { operator: "JavaScript code".into(), path: at.into() })
@@ -274,13 +263,7 @@ enum WholeDocument {
 /// Where an aggregation expression reaches tenantId, if it does, by a route that can be seen
 /// without running it: an expression string (see [`string_reaches_tenant`]) or a `$getField`
 /// whose field name is, or may be, tenantId. Returns the path of the first such route.
-fn expression_reference(
-    value: &Bson,
-    whole: WholeDocument,
-    site: Site,
-    at: &str,
-    depth: usize,
-) -> Result<Option<String>, Refusal> {
+fn expression_reference(value: &Bson, whole: WholeDocument, site: Site, at: &str, depth: usize) -> Result<Option<String>, Refusal> {
     match value {
         Bson::String(s) => Ok(string_reaches_tenant(s, whole).then(|| at.to_owned())),
         Bson::Document(doc) => {
@@ -350,11 +333,7 @@ pub fn check_document(doc: &Document, tenant: &str) -> Result<(), Refusal> {
         match value {
             Bson::String(found) if found == tenant => {}
             Bson::String(found) => {
-                return Err(Refusal::TenantMismatch {
-                    site: Site::Document,
-                    found: found.clone(),
-                    scope: tenant.to_owned(),
-                })
+                return Err(Refusal::TenantMismatch { site: Site::Document, found: found.clone(), scope: tenant.to_owned() })
             }
             _ => return Err(Refusal::TenantCondition { site: Site::Document }),
         }
@@ -374,9 +353,7 @@ fn no_javascript(value: &Bson, at: &str, site: Site, depth: usize) -> Result<(),
         }
         Bson::Array(a) => {
             within_limit(depth, site)?;
-            a.iter()
-                .enumerate()
-                .try_for_each(|(i, v)| no_javascript(v, &format!("{at}.{i}"), site, depth + 1))
+            a.iter().enumerate().try_for_each(|(i, v)| no_javascript(v, &format!("{at}.{i}"), site, depth + 1))
         }
         _ => Ok(()),
     }
@@ -412,10 +389,7 @@ pub fn check_update(update: &Document) -> Result<(), Refusal> {
                     return Err(Refusal::TenantIdUpdate { operator: operator.clone(), path: p.to_owned() });
                 }
                 if MANAGED_FIELDS.contains(&root) {
-                    return Err(Refusal::ManagedFieldUpdate {
-                        operator: operator.clone(),
-                        path: p.to_owned(),
-                    });
+                    return Err(Refusal::ManagedFieldUpdate { operator: operator.clone(), path: p.to_owned() });
                 }
             }
             // The update is level 1, an operator's fields level 2, their values level 3.
@@ -450,26 +424,20 @@ fn check_stages(stages: &[&Document], tenant: &str, at: &str, depth: usize) -> R
         let body = stage.get(name).unwrap_or(&Bson::Null);
         check_stage_writes(name, body, &path, depth + 1)?;
         match (name.as_str(), body) {
-            ("$match", Bson::Document(filter)) => {
-                walk_filter(filter, tenant, Site::Pipeline, &path, depth + 1)?
-            }
+            ("$match", Bson::Document(filter)) => walk_filter(filter, tenant, Site::Pipeline, &path, depth + 1)?,
             ("$facet", Bson::Document(facets)) => {
                 within_limit(depth + 1, Site::Pipeline)?;
                 for (facet, sub) in facets {
                     let Bson::Array(sub) = sub else { return Err(Refusal::MalformedStage { index }) };
                     within_limit(depth + 2, Site::Pipeline)?;
-                    let sub: Vec<&Document> = sub
-                        .iter()
-                        .map(|s| s.as_document().ok_or(Refusal::MalformedStage { index }))
-                        .collect::<Result<_, _>>()?;
+                    let sub: Vec<&Document> =
+                        sub.iter().map(|s| s.as_document().ok_or(Refusal::MalformedStage { index })).collect::<Result<_, _>>()?;
                     check_stages(&sub, tenant, &format!("{path}.{facet}"), depth + 3)?;
                 }
             }
             _ => {
                 deep_stage_scan(body, name, &path, depth + 1)?;
-                if let Some(found) =
-                    expression_reference(body, WholeDocument::Allowed, Site::Pipeline, &path, depth + 1)?
-                {
+                if let Some(found) = expression_reference(body, WholeDocument::Allowed, Site::Pipeline, &path, depth + 1)? {
                     return Err(Refusal::TenantReference { path: found });
                 }
             }
@@ -484,9 +452,7 @@ fn check_stages(stages: &[&Document], tenant: &str, at: &str, depth: usize) -> R
 /// stored value (a `$project` inclusion) is harmless. `depth` is the level of `body`.
 fn check_stage_writes(name: &str, body: &Bson, at: &str, depth: usize) -> Result<(), Refusal> {
     let found = match (name, body) {
-        ("$set" | "$addFields" | "$group" | "$facet", Bson::Document(fields)) => {
-            tenant_key(fields).map(|key| format!("{at}.{key}"))
-        }
+        ("$set" | "$addFields" | "$group" | "$facet", Bson::Document(fields)) => tenant_key(fields).map(|key| format!("{at}.{key}")),
         ("$project", Bson::Document(fields)) => fields
             .iter()
             .find(|(key, value)| is_path_of(key.as_str(), TENANT_FIELD) && !is_projection_flag(value))
@@ -497,9 +463,7 @@ fn check_stage_writes(name: &str, body: &Bson, at: &str, depth: usize) -> Result
         },
         ("$count", Bson::String(field)) => is_path_of(field, TENANT_FIELD).then(|| at.to_owned()),
         ("$unwind", Bson::Document(spec)) => match spec.get("includeArrayIndex") {
-            Some(Bson::String(field)) if is_path_of(field, TENANT_FIELD) => {
-                Some(format!("{at}.includeArrayIndex"))
-            }
+            Some(Bson::String(field)) if is_path_of(field, TENANT_FIELD) => Some(format!("{at}.includeArrayIndex")),
             _ => None,
         },
         ("$densify", Bson::Document(spec)) => match spec.get("field") {
@@ -592,10 +556,7 @@ fn deep_stage_scan(value: &Bson, stage: &str, at: &str, depth: usize) -> Result<
         }
         Bson::Array(items) => {
             within_limit(depth, Site::Pipeline)?;
-            items
-                .iter()
-                .enumerate()
-                .try_for_each(|(i, v)| deep_stage_scan(v, stage, &format!("{at}.{i}"), depth + 1))
+            items.iter().enumerate().try_for_each(|(i, v)| deep_stage_scan(v, stage, &format!("{at}.{i}"), depth + 1))
         }
         Bson::JavaScriptCode(_) | Bson::JavaScriptCodeWithScope(_) => {
             Err(Refusal::ServerSideJavaScript { operator: "JavaScript code".into(), path: at.into() })
@@ -721,10 +682,7 @@ mod tests {
     fn each_forbidden_stage_is_refused_at_the_top() {
         for stage in FORBIDDEN_STAGES {
             let p = vec![doc! { stage: {} }];
-            assert!(
-                matches!(check_pipeline(&p, T), Err(Refusal::ForbiddenStage { stage: ref s, .. }) if s == stage),
-                "{stage}"
-            );
+            assert!(matches!(check_pipeline(&p, T), Err(Refusal::ForbiddenStage { stage: ref s, .. }) if s == stage), "{stage}");
         }
     }
 
@@ -796,11 +754,7 @@ mod tests {
     fn every_route_to_tenant_id_in_a_filter_expression_is_refused() {
         for e in tenant_routes() {
             let f = doc! {"$or": [{"name": "x"}, {"$expr": e.clone()}]};
-            assert_eq!(
-                check_filter(&f, T, Site::Filter),
-                Err(Refusal::TenantCondition { site: Site::Filter }),
-                "{e}"
-            );
+            assert_eq!(check_filter(&f, T, Site::Filter), Err(Refusal::TenantCondition { site: Site::Filter }), "{e}");
         }
     }
 
@@ -817,10 +771,7 @@ mod tests {
         for whole in ["$$ROOT", "$$CURRENT"] {
             let e = doc! {"$gt": [{"$size": {"$objectToArray": whole}}, 3]};
             let f = doc! {"$expr": e.clone()};
-            assert_eq!(
-                check_filter(&f, T, Site::Filter),
-                Err(Refusal::TenantCondition { site: Site::Filter })
-            );
+            assert_eq!(check_filter(&f, T, Site::Filter), Err(Refusal::TenantCondition { site: Site::Filter }));
             let p = vec![doc! {"$match": {"$expr": e}}];
             assert_eq!(check_pipeline(&p, T), Err(Refusal::TenantCondition { site: Site::Pipeline }));
         }
@@ -860,10 +811,7 @@ mod tests {
             assert!(matches!(check_pipeline(&p, T), Err(Refusal::TenantReference { .. })), "{stage}");
         }
         let p = vec![doc! {"$project": {"t": "$$ROOT.tenantId"}}];
-        assert_eq!(
-            check_pipeline(&p, T),
-            Err(Refusal::TenantReference { path: "pipeline[0].$project.t".into() })
-        );
+        assert_eq!(check_pipeline(&p, T), Err(Refusal::TenantReference { path: "pipeline[0].$project.t".into() }));
     }
 
     // --- stages that write tenantId into their output ---
@@ -894,10 +842,7 @@ mod tests {
         let p = vec![doc! {"$match": {}}, doc! {"$set": {"tenantId": "tn_b"}}];
         assert_eq!(
             check_pipeline(&p, T),
-            Err(Refusal::TenantIdInPipeline {
-                stage: "$set".into(),
-                path: "pipeline[1].$set.tenantId".into()
-            })
+            Err(Refusal::TenantIdInPipeline { stage: "$set".into(), path: "pipeline[1].$set.tenantId".into() })
         );
     }
 
@@ -918,33 +863,20 @@ mod tests {
 
     #[test]
     fn the_same_forms_inside_a_nested_facet_are_refused() {
-        let nested =
-            |stage: Document| vec![doc! {"$facet": {"a": [{"$match": {}}, {"$facet": {"b": [stage]}}]}}];
+        let nested = |stage: Document| vec![doc! {"$facet": {"a": [{"$match": {}}, {"$facet": {"b": [stage]}}]}}];
         assert!(matches!(
             check_pipeline(&nested(doc! {"$set": {"tenantId": "tn_b"}}), T),
             Err(Refusal::TenantIdInPipeline { ref path, .. }) if path.contains("$facet.a[1].$facet.b[0]")
         ));
-        assert!(matches!(
-            check_pipeline(&nested(doc! {"$addFields": {"tenantId": "tn_b"}}), T),
-            Err(Refusal::TenantIdInPipeline { .. })
-        ));
+        assert!(matches!(check_pipeline(&nested(doc! {"$addFields": {"tenantId": "tn_b"}}), T), Err(Refusal::TenantIdInPipeline { .. })));
         assert!(matches!(
             check_pipeline(&nested(doc! {"$project": {"tenantId": {"$concat": ["tn_", "b"]}}}), T),
             Err(Refusal::TenantIdInPipeline { .. })
         ));
-        assert!(matches!(
-            check_pipeline(&nested(doc! {"$replaceWith": {"tenantId": "tn_b"}}), T),
-            Err(Refusal::TenantIdInPipeline { .. })
-        ));
-        assert!(matches!(
-            check_pipeline(&nested(doc! {"$project": {"t": "$$ROOT.tenantId"}}), T),
-            Err(Refusal::TenantReference { .. })
-        ));
+        assert!(matches!(check_pipeline(&nested(doc! {"$replaceWith": {"tenantId": "tn_b"}}), T), Err(Refusal::TenantIdInPipeline { .. })));
+        assert!(matches!(check_pipeline(&nested(doc! {"$project": {"t": "$$ROOT.tenantId"}}), T), Err(Refusal::TenantReference { .. })));
         assert_eq!(
-            check_pipeline(
-                &nested(doc! {"$match": {"$expr": {"$eq": [{"$getField": "tenantId"}, "tn_b"]}}}),
-                T
-            ),
+            check_pipeline(&nested(doc! {"$match": {"$expr": {"$eq": [{"$getField": "tenantId"}, "tn_b"]}}}), T),
             Err(Refusal::TenantCondition { site: Site::Pipeline })
         );
         assert_eq!(
@@ -1013,10 +945,7 @@ mod tests {
             Err(Refusal::TooDeep { site: Site::Filter, limit: MAX_DEPTH })
         );
         assert_eq!(check_document(&nested_fields(MAX_DEPTH), T), Ok(()));
-        assert_eq!(
-            check_document(&nested_fields(MAX_DEPTH + 1), T),
-            Err(Refusal::TooDeep { site: Site::Document, limit: MAX_DEPTH })
-        );
+        assert_eq!(check_document(&nested_fields(MAX_DEPTH + 1), T), Err(Refusal::TooDeep { site: Site::Document, limit: MAX_DEPTH }));
     }
 
     #[test]
@@ -1032,10 +961,7 @@ mod tests {
         let p = vec![doc! {"$match": nested_fields(1_000)}];
         assert_eq!(check_pipeline(&p, T), too_deep);
 
-        for stage in [
-            doc! {"$project": {"x": nested_arrays(1_000)}},
-            doc! {"$replaceWith": {"x": nested_arrays(1_000)}},
-        ] {
+        for stage in [doc! {"$project": {"x": nested_arrays(1_000)}}, doc! {"$replaceWith": {"x": nested_arrays(1_000)}}] {
             assert_eq!(check_pipeline(&[stage], T), too_deep);
         }
     }

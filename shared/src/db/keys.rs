@@ -4,9 +4,9 @@
 use super::{global, Db, DbError, TenantCollection};
 use crate::ids::TenantId;
 use crate::models::ApiKey;
+use futures_util::TryStreamExt;
 use mongodb::bson::{self, doc, oid::ObjectId, Bson, DateTime, Document};
 use mongodb::options::ReturnDocument;
-use futures_util::TryStreamExt;
 use mongodb::Collection;
 
 /// The bounds one key call is counted under (see [`KeyAuth::count`]).

@@ -15,8 +15,10 @@ pub use guard::Refusal;
 pub use health::{NoAvailableServer, ServerState};
 pub use keys::{KeyAuth, RefusalBudget, RefusalSource, WindowBounds, WindowCounts, REFUSALS_PER_MINUTE};
 pub use ledger::{LockGuard, Locks, MigrationLedger, MigrationRecord};
+pub use registry::{
+    not_shredded, CallBounds, DomainClaim, OwnTenant, TenantPage, TenantQuery, TenantRegistry, KEYS_SHREDDED_AT, MAX_SEARCH_LEN,
+};
 pub use retention::AuditRetention;
-pub use registry::{not_shredded, CallBounds, DomainClaim, OwnTenant, TenantPage, TenantQuery, TenantRegistry, KEYS_SHREDDED_AT, MAX_SEARCH_LEN};
 pub use scoped::{FindOptions, Scoped, UpdateOutcome};
 pub use usage::{UsageHistory, UsageMeter, MEASURE_BATCH};
 
@@ -28,7 +30,7 @@ use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
-use tokio::sync::{Mutex, OwnedMutexGuard, OnceCell};
+use tokio::sync::{Mutex, OnceCell, OwnedMutexGuard};
 
 /// One client per execution environment: Lambda reuses it across invocations. Its monitoring
 /// events feed the [`health::Health`] beside it.
@@ -172,8 +174,7 @@ impl DbError {
             DbError::Unavailable(_) => true,
             DbError::Pii(e) => e.is_unavailable(),
             DbError::Other(e) => {
-                e.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR)
-                    || e.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR)
+                e.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR) || e.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR)
             }
             _ => false,
         }
@@ -210,9 +211,7 @@ impl From<mongodb::error::Error> for DbError {
     fn from(e: mongodb::error::Error) -> Self {
         use mongodb::error::{ErrorKind, WriteFailure};
         match e.kind.as_ref() {
-            ErrorKind::ServerSelection { .. } | ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } => {
-                DbError::Unavailable(e)
-            }
+            ErrorKind::ServerSelection { .. } | ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } => DbError::Unavailable(e),
             // A primary stepping down or a server shutting down (an election, Atlas maintenance):
             // the driver retries once, and if its retry finds no primary within the selection
             // timeout it returns this first error, which a later call gets past.
@@ -222,9 +221,7 @@ impl From<mongodb::error::Error> for DbError {
             // FerretDB reports a unique-index violation inside findAndModify as an internal
             // error (code 1) carrying SQLite's message, not as MongoDB's 11000.
             ErrorKind::Command(c) if c.code == 1 && c.message.contains("UNIQUE constraint failed") => DbError::Duplicate,
-            ErrorKind::InsertMany(m)
-                if m.write_errors.as_ref().is_some_and(|errs| errs.iter().any(|w| w.code == 11000)) =>
-            {
+            ErrorKind::InsertMany(m) if m.write_errors.as_ref().is_some_and(|errs| errs.iter().any(|w| w.code == 11000)) => {
                 DbError::Duplicate
             }
             _ => DbError::Other(e),
@@ -304,7 +301,9 @@ impl Db {
             None => self.database.client().database(&vault.database),
             Some(_) => {
                 let config = vault.db_config(data);
-                let client = VAULT_CLIENT.get_or_try_init(|| async { Ok::<_, DbError>(Client::with_options(client_options(&config).await?)?) }).await?;
+                let client = VAULT_CLIENT
+                    .get_or_try_init(|| async { Ok::<_, DbError>(Client::with_options(client_options(&config).await?)?) })
+                    .await?;
                 client.database(&vault.database)
             }
         };
@@ -465,7 +464,11 @@ impl Db {
     }
 
     /// A tenant-scoped collection, confined to the scope's tenant.
-    pub fn scoped<T: serde::Serialize + serde::de::DeserializeOwned>(&self, scope: &impl TenantScope, collection: TenantCollection) -> Scoped<T> {
+    pub fn scoped<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        scope: &impl TenantScope,
+        collection: TenantCollection,
+    ) -> Scoped<T> {
         Scoped::new(self.clone(), self.database.collection(collection.name()), scope.scope_tenant().clone())
     }
 
@@ -583,7 +586,9 @@ impl Indexes {
 }
 
 /// A client whose monitoring events feed a [`health::Health`] of its own.
-async fn monitored_client(options: impl std::future::Future<Output = Result<ClientOptions, DbError>>) -> Result<(Client, Arc<health::Health>), DbError> {
+async fn monitored_client(
+    options: impl std::future::Future<Output = Result<ClientOptions, DbError>>,
+) -> Result<(Client, Arc<health::Health>), DbError> {
     let mut options = options.await?;
     let health = health::Health::new();
     options.sdam_event_handler = Some(health.handler());

@@ -98,11 +98,7 @@ impl TenantRegistry {
     }
 
     pub(super) fn new(db: &Db) -> Self {
-        Self {
-            db: db.clone(),
-            tenants: db.database.collection(global::TENANTS),
-            domains: db.database.collection(global::TENANT_DOMAINS),
-        }
+        Self { db: db.clone(), tenants: db.database.collection(global::TENANTS), domains: db.database.collection(global::TENANT_DOMAINS) }
     }
 
     /// One tenant by its public id.
@@ -134,7 +130,12 @@ impl TenantRegistry {
 
     /// The ids of up to `limit` tenants matching `filter`, after the record `after` in `_id`
     /// order: for system jobs that walk the registry in batches.
-    pub async fn ids(&self, filter: Document, after: Option<bson::oid::ObjectId>, limit: i64) -> Result<Vec<(bson::oid::ObjectId, TenantId)>, DbError> {
+    pub async fn ids(
+        &self,
+        filter: Document,
+        after: Option<bson::oid::ObjectId>,
+        limit: i64,
+    ) -> Result<Vec<(bson::oid::ObjectId, TenantId)>, DbError> {
         let mut filter = filter;
         if let Some(after) = after {
             filter.insert("_id", doc! {"$gt": after});
@@ -169,22 +170,13 @@ impl TenantRegistry {
             let pattern = escape_regex(&search.chars().take(MAX_SEARCH_LEN).collect::<String>());
             filter.insert(
                 "$or",
-                vec![
-                    doc! {"name": {"$regex": &pattern, "$options": "i"}},
-                    doc! {"domain": {"$regex": &pattern, "$options": "i"}},
-                ],
+                vec![doc! {"name": {"$regex": &pattern, "$options": "i"}}, doc! {"domain": {"$regex": &pattern, "$options": "i"}}],
             );
         }
         let limit = query.limit.clamp(1, 100);
         let skip = query.page.saturating_sub(1).saturating_mul(limit);
         let find = async {
-            let cursor = self
-                .tenants
-                .find(filter.clone())
-                .sort(doc! {"createdAt": -1, "_id": -1})
-                .skip(skip)
-                .limit(limit as i64)
-                .await?;
+            let cursor = self.tenants.find(filter.clone()).sort(doc! {"createdAt": -1, "_id": -1}).skip(skip).limit(limit as i64).await?;
             cursor.try_collect::<Vec<_>>().await
         };
         let (documents, total) = tokio::try_join!(find, async { self.tenants.count_documents(filter.clone()).await })?;
@@ -273,8 +265,12 @@ impl TenantRegistry {
             }
             update.get_document_mut("$inc").expect("just made").insert(month, 1_i64);
         }
-        let stale: Document =
-            bounds.stale_minutes.iter().filter(|m| **m != bounds.minute).map(|m| (format!("minuteUsage.{m}"), Bson::String(String::new()))).collect();
+        let stale: Document = bounds
+            .stale_minutes
+            .iter()
+            .filter(|m| **m != bounds.minute)
+            .map(|m| (format!("minuteUsage.{m}"), Bson::String(String::new())))
+            .collect();
         if !stale.is_empty() {
             update.insert("$unset", stale);
         }
@@ -468,7 +464,6 @@ impl OwnTenant {
         self.registry.update(&self.tenant_id, set, &[]).await
     }
 }
-
 
 /// Escapes every regex metacharacter, so that user text matches literally.
 pub fn escape_regex(text: &str) -> String {

@@ -79,9 +79,7 @@ impl AuditRetention {
         for (day, ids) in by_day {
             let expire = DateTime::from_millis((day + 1).saturating_add(days).saturating_mul(DAY_MS));
             let _serial = self.db.serial().await?;
-            self.entries
-                .update_many(doc! {"tenantId": tenant.as_str(), "_id": {"$in": ids}}, doc! {"$set": {"expireAt": expire}})
-                .await?;
+            self.entries.update_many(doc! {"tenantId": tenant.as_str(), "_id": {"$in": ids}}, doc! {"$set": {"expireAt": expire}}).await?;
         }
         Ok(last)
     }

@@ -93,13 +93,7 @@ where
         let cursor = self
             .collection
             .find(self.scope_filter(filter)?)
-            .with_options(
-                mongodb::options::FindOptions::builder()
-                    .sort(options.sort)
-                    .skip(options.skip)
-                    .limit(options.limit)
-                    .build(),
-            )
+            .with_options(mongodb::options::FindOptions::builder().sort(options.sort).skip(options.skip).limit(options.limit).build())
             .await?;
         decode_all(cursor.try_collect().await?)
     }
@@ -153,12 +147,7 @@ where
     pub async fn find_one_and_update(&self, filter: Document, update: Document, upsert: bool) -> Result<Option<T>, DbError> {
         let (filter, update) = (self.scope_filter(filter)?, self.scope_update(update, upsert)?);
         let _serial = self.db.serial().await?;
-        let found = self
-            .collection
-            .find_one_and_update(filter, update)
-            .upsert(upsert)
-            .return_document(ReturnDocument::After)
-            .await?;
+        let found = self.collection.find_one_and_update(filter, update).upsert(upsert).return_document(ReturnDocument::After).await?;
         found.map(bson::from_document).transpose().map_err(Into::into)
     }
 

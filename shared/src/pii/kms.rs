@@ -29,10 +29,10 @@ pub use aws::AwsKms;
 #[cfg(feature = "kms")]
 mod aws {
     use super::*;
-    use aws_sdk_kms::primitives::Blob;
-    use aws_sdk_kms::types::DataKeySpec;
     use aws_sdk_kms::config::http::HttpResponse;
     use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+    use aws_sdk_kms::primitives::Blob;
+    use aws_sdk_kms::types::DataKeySpec;
     use aws_sdk_kms::Client;
     use std::collections::HashMap;
     use tokio::sync::OnceCell;

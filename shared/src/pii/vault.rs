@@ -127,9 +127,10 @@ impl KeyVault {
     pub async fn insert_tenant_keys(&self, record: &TenantKeyRecord) -> Result<TenantKeyRecord, PiiError> {
         match self.keys().insert_one(record).await {
             Ok(_) => Ok(record.clone()),
-            Err(e) if is_duplicate(&e) => {
-                self.tenant_keys(&record.tenant_id).await?.ok_or_else(|| PiiError::Vault("a key set vanished after a duplicate insert".into()))
-            }
+            Err(e) if is_duplicate(&e) => self
+                .tenant_keys(&record.tenant_id)
+                .await?
+                .ok_or_else(|| PiiError::Vault("a key set vanished after a duplicate insert".into())),
             Err(e) => Err(vault_error(e)),
         }
     }
@@ -141,7 +142,10 @@ impl KeyVault {
         let next = mongodb::bson::to_bson(&next).map_err(|e| PiiError::Vault(e.to_string()))?;
         let outcome = self
             .keys()
-            .update_one(doc! {"_id": tenant.as_str(), "currentVersion": expected}, doc! {"$push": {"dataKeys": next}, "$set": {"currentVersion": version}})
+            .update_one(
+                doc! {"_id": tenant.as_str(), "currentVersion": expected},
+                doc! {"$push": {"dataKeys": next}, "$set": {"currentVersion": version}},
+            )
             .await
             .map_err(vault_error)?;
         Ok(outcome.modified_count == 1)

@@ -24,10 +24,14 @@ fn has_email(text: &str) -> bool {
     let part = |b: u8| b.is_ascii_alphanumeric() || b"._%+-".contains(&b);
     bytes.iter().enumerate().filter(|(_, b)| **b == b'@').any(|(at, _)| {
         let local = bytes[..at].iter().rev().take_while(|b| part(**b)).count();
-        let domain: Vec<u8> = bytes[at + 1..].iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'.' || **b == b'-').copied().collect();
+        let domain: Vec<u8> =
+            bytes[at + 1..].iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'.' || **b == b'-').copied().collect();
         let domain = String::from_utf8_lossy(&domain);
         let domain = domain.trim_end_matches('.');
-        local > 0 && domain.split('.').count() >= 2 && domain.split('.').all(|l| !l.is_empty()) && domain.rsplit('.').next().is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()))
+        local > 0
+            && domain.split('.').count() >= 2
+            && domain.split('.').all(|l| !l.is_empty())
+            && domain.rsplit('.').next().is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()))
     })
 }
 
@@ -77,7 +81,8 @@ async fn scan_databases(uri: &str, findings: &mut Findings) -> Result<(), mongod
         }
         let database = client.database(&name);
         for collection in database.list_collection_names().await? {
-            let docs: Vec<Document> = database.collection::<Document>(&collection).find(mongodb::bson::doc! {}).await?.try_collect().await?;
+            let docs: Vec<Document> =
+                database.collection::<Document>(&collection).find(mongodb::bson::doc! {}).await?.try_collect().await?;
             for doc in docs {
                 findings.documents += 1;
                 let id = doc.get("_id").map(|v| v.to_string()).unwrap_or_default();

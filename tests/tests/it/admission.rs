@@ -221,14 +221,18 @@ async fn the_loser_of_two_identical_domain_moves_never_releases_the_winner_s_cla
     let (id, _) = tenant(&app, &superadmin, json!({"name": "Mover", "adminEmail": "a@mover.example"})).await;
     let tenant_id = shared::ids::TenantId::parse(id.clone()).unwrap();
     let changes = tenants::input::TenantChanges { name: None, domain: Some(shared::ids::Domain::parse("wanted.example").unwrap()) };
-    let seam = Arc::new(CompetingMove { db: app.db.clone(), tenant: tenant_id.clone(), changes: changes.clone(), done: AtomicBool::new(false) });
+    let seam =
+        Arc::new(CompetingMove { db: app.db.clone(), tenant: tenant_id.clone(), changes: changes.clone(), done: AtomicBool::new(false) });
     // This move makes the claim; the competing one (AlreadyHeld) commits; this one then loses.
     let lost = tenants::service::update(&app.db, &tenancy_tests::superadmin_context(), &tenant_id, &changes, seam.as_ref()).await;
     assert!(lost.is_err(), "the interleaved move loses: {lost:?}");
     let registry = app.db.tenants(&shared::SystemContext::new("test"));
     assert_eq!(registry.domain_holder("wanted.example").await.unwrap().as_ref(), Some(&tenant_id), "the claim stays with its holder");
     let (status, _, body) = app
-        .call(app.request(Method::POST, "/tenants", Some(&superadmin)).json(&json!({"name": "Thief", "domain": "wanted.example", "adminEmail": "t@thief.example"})))
+        .call(
+            app.request(Method::POST, "/tenants", Some(&superadmin))
+                .json(&json!({"name": "Thief", "domain": "wanted.example", "adminEmail": "t@thief.example"})),
+        )
         .await;
     assert_eq!(status, 409, "nobody else can take a held domain: {body}");
 }

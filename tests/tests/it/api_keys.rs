@@ -28,7 +28,12 @@ async fn a_key_is_shown_once_stored_as_a_hash_and_listed_without_it() {
     let (admin, tenant) = app.tenant_with_admin("basic", "admin@keys.example").await;
     let (id, key) = issue(&app, &admin, json!({"name": "CI", "permissions": ["read:users"]})).await;
     assert!(key.starts_with(&format!("tk_{id}_")), "{key}");
-    let stored = raw_collection(&app.db, "apiKeys").await.find_one(doc! {"_id": mongodb::bson::oid::ObjectId::parse_str(&id).unwrap()}).await.unwrap().unwrap();
+    let stored = raw_collection(&app.db, "apiKeys")
+        .await
+        .find_one(doc! {"_id": mongodb::bson::oid::ObjectId::parse_str(&id).unwrap()})
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.get_str("tenantId").unwrap(), tenant);
     // tk_ + 24 hex + _: the rest is the secret (base64url, which may itself hold `_`).
     let secret = &key[28..];
@@ -38,7 +43,11 @@ async fn a_key_is_shown_once_stored_as_a_hash_and_listed_without_it() {
     assert_eq!(status, 200, "{listed}");
     let first = &listed["data"]["apiKeys"][0];
     assert_eq!(first["prefix"], format!("tk_{id}"));
-    assert_eq!(first["rateLimit"], json!({"requestsPerMinute": 60, "requestsPerHour": 1000, "requestsPerDay": 10000}), "the plan's bounds by default");
+    assert_eq!(
+        first["rateLimit"],
+        json!({"requestsPerMinute": 60, "requestsPerHour": 1000, "requestsPerDay": 10000}),
+        "the plan's bounds by default"
+    );
     assert_eq!(first["status"], "active");
     let text = listed.to_string();
     assert!(!text.contains(&key) && !text.contains("keyHash") && first.get("key").is_none(), "{text}");
@@ -66,7 +75,8 @@ async fn issuing_is_bounded_by_the_plan_the_creator_and_the_body() {
     // A viewer may read keys but not issue them; a key never holds more than its creator.
     let (_, viewer) = app.seed_user(&tenant, "viewer@bounds.example", "viewer", "active").await;
     assert_eq!(app.call(app.request(Method::GET, "/api-keys", Some(&viewer))).await.0, 200);
-    let (status, _, _) = app.call(app.request(Method::POST, "/api-keys", Some(&viewer)).json(&json!({"name": "v", "permissions": ["read:users"]}))).await;
+    let (status, _, _) =
+        app.call(app.request(Method::POST, "/api-keys", Some(&viewer)).json(&json!({"name": "v", "permissions": ["read:users"]}))).await;
     assert_eq!(status, 403);
     let (_, user) = app.seed_user(&tenant, "user@bounds.example", "user", "active").await;
     assert_eq!(app.call(app.request(Method::GET, "/api-keys", Some(&user))).await.0, 403);
@@ -75,7 +85,8 @@ async fn issuing_is_bounded_by_the_plan_the_creator_and_the_body() {
     for i in 0..5 {
         ids.push(issue(&app, &admin, json!({"name": format!("k{i}"), "permissions": ["read:users"]})).await.0);
     }
-    let (status, _, reply) = app.call(app.request(Method::POST, "/api-keys", Some(&admin)).json(&json!({"name": "six", "permissions": ["read:users"]}))).await;
+    let (status, _, reply) =
+        app.call(app.request(Method::POST, "/api-keys", Some(&admin)).json(&json!({"name": "six", "permissions": ["read:users"]}))).await;
     assert_eq!(status, 409, "{reply}");
     assert_eq!(app.call(app.request(Method::POST, &format!("/api-keys/{}/revoke", ids[0]), Some(&admin))).await.0, 200);
     issue(&app, &admin, json!({"name": "six", "permissions": ["read:users"]})).await;
@@ -101,7 +112,8 @@ async fn a_key_acts_in_its_tenant_with_what_both_it_and_its_creator_hold() {
     // A key never manages keys, whatever it holds.
     let (_, all) = issue(&app, &admin, json!({"name": "all", "permissions": ["*"]})).await;
     for (method, path) in [(Method::GET, "/api-keys"), (Method::POST, "/api-keys")] {
-        let (status, _, reply) = app.call(app.key_request(method, path, &all).json(&json!({"name": "x", "permissions": ["read:users"]}))).await;
+        let (status, _, reply) =
+            app.call(app.key_request(method, path, &all).json(&json!({"name": "x", "permissions": ["read:users"]}))).await;
         assert_eq!(status, 403, "{path}: {reply}");
     }
     // Its calls count against the tenant's monthly quota like anyone's.
@@ -120,10 +132,21 @@ async fn a_key_acts_in_its_tenant_with_what_both_it_and_its_creator_hold() {
     // this process (other processes within the 60 s cache bound).
     let superadmin = app.superadmin().await;
     let admin_id = tenancy_tests::user_by_email(&app.db, "admin@machine.example").await.unwrap().get_object_id("_id").unwrap();
-    let viewer = raw_collection(&app.db, "roles").await.find_one(doc! {"tenantId": &tenant, "name": "viewer"}).await.unwrap().unwrap().get_object_id("_id").unwrap();
+    let viewer = raw_collection(&app.db, "roles")
+        .await
+        .find_one(doc! {"tenantId": &tenant, "name": "viewer"})
+        .await
+        .unwrap()
+        .unwrap()
+        .get_object_id("_id")
+        .unwrap();
     raw_collection(&app.db, "users").await.update_one(doc! {"_id": admin_id}, doc! {"$set": {"roles": [viewer.to_hex()]}}).await.unwrap();
     shared::context::forget_tenant_members(&app.db, &shared::ids::TenantId::parse(&tenant).unwrap());
-    let (status, _, reply) = app.call(app.key_request(Method::POST, "/users", &key).json(&json!({"email": "new@machine.example", "firstName": "N", "lastName": "U"}))).await;
+    let (status, _, reply) = app
+        .call(
+            app.key_request(Method::POST, "/users", &key).json(&json!({"email": "new@machine.example", "firstName": "N", "lastName": "U"})),
+        )
+        .await;
     assert_eq!(status, 403, "{reply}");
     assert_eq!(app.call(app.key_request(Method::GET, "/users", &key)).await.0, 200);
     // The creator no longer active: every call of the key is refused.
@@ -133,7 +156,9 @@ async fn a_key_acts_in_its_tenant_with_what_both_it_and_its_creator_hold() {
     assert_eq!(status, 403, "{reply}");
     // The plan losing api_keys: refused, naming the feature, and not counted.
     raw_collection(&app.db, "users").await.update_one(doc! {"_id": admin_id}, doc! {"$set": {"status": "active"}}).await.unwrap();
-    let (status, _, _) = app.call(app.request(Method::PATCH, &format!("/tenants/{tenant}/settings/billing"), Some(&superadmin)).json(&json!({"plan": "free"}))).await;
+    let (status, _, _) = app
+        .call(app.request(Method::PATCH, &format!("/tenants/{tenant}/settings/billing"), Some(&superadmin)).json(&json!({"plan": "free"})))
+        .await;
     assert_eq!(status, 200);
     let before = app.usage(&tenant).await;
     let (status, _, reply) = app.call(app.key_request(Method::GET, "/users", &key)).await;
@@ -148,7 +173,8 @@ async fn per_key_windows_are_exact_at_twice_the_limit() {
     const N: usize = 12;
     let app = spawn_app().await;
     let (admin, tenant) = app.tenant_with_admin("basic", "admin@burst.example").await;
-    let (_, key) = issue(&app, &admin, json!({"name": "burst", "permissions": ["read:roles"], "rateLimit": {"requestsPerMinute": N}})).await;
+    let (_, key) =
+        issue(&app, &admin, json!({"name": "burst", "permissions": ["read:roles"], "rateLimit": {"requestsPerMinute": N}})).await;
     let before = app.usage(&tenant).await;
     let calls = (0..2 * N).map(|_| app.call(app.key_request(Method::GET, "/roles", &key)));
     let results = futures_util::future::join_all(calls).await;
@@ -202,7 +228,9 @@ async fn revocation_takes_effect_on_the_next_call_and_a_rotated_secret_after_its
     let (admin, tenant) = app.tenant_with_admin("premium", "admin@rotate.example").await;
     let (id, old) = issue(&app, &admin, json!({"name": "rotating", "permissions": ["read:users"]})).await;
     assert_eq!(app.call(app.key_request(Method::GET, "/users", &old)).await.0, 200);
-    let (status, _, rotated) = app.call(app.request(Method::POST, &format!("/api-keys/{id}/rotate"), Some(&admin)).json(&json!({"gracePeriodSeconds": 3600}))).await;
+    let (status, _, rotated) = app
+        .call(app.request(Method::POST, &format!("/api-keys/{id}/rotate"), Some(&admin)).json(&json!({"gracePeriodSeconds": 3600})))
+        .await;
     assert_eq!(status, 200, "{rotated}");
     let new = rotated["data"]["key"].as_str().unwrap().to_owned();
     assert_ne!(new, old);
@@ -254,7 +282,8 @@ async fn an_expired_key_is_refused_and_gives_its_place_back() {
     assert_eq!(listed["data"]["pagination"]["total"], 1);
     // Five keys were issued on basic, one has expired: a sixth fits.
     issue(&app, &admin, json!({"name": "replacement", "permissions": ["read:users"]})).await;
-    let (status, _, _) = app.call(app.request(Method::PATCH, &format!("/api-keys/{id}"), Some(&admin)).json(&json!({"name": "late"}))).await;
+    let (status, _, _) =
+        app.call(app.request(Method::PATCH, &format!("/api-keys/{id}"), Some(&admin)).json(&json!({"name": "late"}))).await;
     assert_eq!(status, 409, "an expired key cannot be changed");
 }
 
@@ -268,14 +297,25 @@ async fn refusals_are_audited_and_rate_limited_per_actor() {
     let (_, other) = app.tenant_with_admin("basic", "admin@target.example").await;
     let (status, _, _) = app.call(app.request(Method::GET, &format!("/tenants/{other}"), Some(&admin))).await;
     assert_eq!(status, 403);
-    let cross = raw_collection(&app.db, "auditLogs").await.find_one(doc! {"tenantId": &tenant, "action": "access.cross-tenant"}).await.unwrap().expect("audited");
+    let cross = raw_collection(&app.db, "auditLogs")
+        .await
+        .find_one(doc! {"tenantId": &tenant, "action": "access.cross-tenant"})
+        .await
+        .unwrap()
+        .expect("audited");
     assert_eq!(cross.get_document("details").unwrap().get_str("namedTenantId").unwrap(), other);
     let (_, user) = app.seed_user(&tenant, "user@probe.example", "user", "active").await;
     let flood = (0..40).map(|_| app.call(app.request(Method::GET, "/roles", Some(&user))));
     assert!(futures_util::future::join_all(flood).await.iter().all(|r| r.0 == 403));
-    let denied = raw_collection(&app.db, "auditLogs").await.count_documents(doc! {"tenantId": &tenant, "action": "access.denied"}).await.unwrap();
+    let denied =
+        raw_collection(&app.db, "auditLogs").await.count_documents(doc! {"tenantId": &tenant, "action": "access.denied"}).await.unwrap();
     assert_eq!(denied, shared::db::REFUSALS_PER_MINUTE as u64, "the flood, capped by the member's own budget");
-    let summary = raw_collection(&app.db, "auditLogs").await.find_one(doc! {"tenantId": &tenant, "action": "access.refusals-dropped"}).await.unwrap().expect("a summary");
+    let summary = raw_collection(&app.db, "auditLogs")
+        .await
+        .find_one(doc! {"tenantId": &tenant, "action": "access.refusals-dropped"})
+        .await
+        .unwrap()
+        .expect("a summary");
     assert_eq!(summary.get_document("details").unwrap().get_i64("dropped").unwrap(), 40 - shared::db::REFUSALS_PER_MINUTE);
 }
 
@@ -284,9 +324,16 @@ async fn refusals_are_audited_and_rate_limited_per_actor() {
 async fn a_downgrade_clamps_the_keys_limits_to_the_new_plan() {
     let app = spawn_app().await;
     let (admin, tenant) = app.tenant_with_admin("premium", "admin@downgrade.example").await;
-    let (id, _) = issue(&app, &admin, json!({"name": "big", "permissions": ["read:users"], "rateLimit": {"requestsPerMinute": 500, "requestsPerDay": 5000}})).await;
+    let (id, _) = issue(
+        &app,
+        &admin,
+        json!({"name": "big", "permissions": ["read:users"], "rateLimit": {"requestsPerMinute": 500, "requestsPerDay": 5000}}),
+    )
+    .await;
     let superadmin = app.superadmin().await;
-    let (status, _, _) = app.call(app.request(Method::PATCH, &format!("/tenants/{tenant}/settings/billing"), Some(&superadmin)).json(&json!({"plan": "basic"}))).await;
+    let (status, _, _) = app
+        .call(app.request(Method::PATCH, &format!("/tenants/{tenant}/settings/billing"), Some(&superadmin)).json(&json!({"plan": "basic"})))
+        .await;
     assert_eq!(status, 200);
     let (_, _, shown) = app.call(app.request(Method::GET, &format!("/api-keys/{id}"), Some(&admin))).await;
     assert_eq!(shown["data"]["rateLimit"], json!({"requestsPerMinute": 60, "requestsPerHour": 1000, "requestsPerDay": 5000}), "{shown}");

@@ -32,7 +32,8 @@ async fn the_audit_log_needs_the_plan_feature_and_the_permission() {
     assert_eq!(status, 403, "{body}");
     // A downgrade takes effect on the next call.
     let superadmin = app.superadmin().await;
-    app.call(app.request(Method::PATCH, &format!("/tenants/{id}/settings/billing"), Some(&superadmin)).json(&json!({"plan": "free"}))).await;
+    app.call(app.request(Method::PATCH, &format!("/tenants/{id}/settings/billing"), Some(&superadmin)).json(&json!({"plan": "free"})))
+        .await;
     assert_eq!(app.call(app.request(Method::GET, "/audit-logs", Some(&admin))).await.0, 403);
 }
 
@@ -45,7 +46,9 @@ async fn entries_are_filtered_newest_first_and_paged_by_a_cursor_stable_under_in
         assert_eq!(app.call(app.request(Method::POST, "/roles", Some(&admin)).json(&body)).await.0, 201);
     }
     let first = page(&app, &admin, "resource=role&limit=2").await;
-    let names = |p: &Value| p["auditLogs"].as_array().unwrap().iter().map(|e| e["details"]["name"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let names = |p: &Value| {
+        p["auditLogs"].as_array().unwrap().iter().map(|e| e["details"]["name"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
     assert_eq!(names(&first), ["Role4", "Role3"]);
     // An entry written between pages does not shift the next one.
     app.call(app.request(Method::POST, "/roles", Some(&admin)).json(&json!({"name": "Late", "permissions": ["read:users"]}))).await;
@@ -60,7 +63,9 @@ async fn entries_are_filtered_newest_first_and_paged_by_a_cursor_stable_under_in
     assert_eq!(created["auditLogs"][0]["resourceId"], id.as_str());
     let far = page(&app, &admin, "from=2099-01-01T00:00:00Z").await;
     assert!(far["auditLogs"].as_array().unwrap().is_empty());
-    for bad in ["action=tenant.exploded", "resource=spaceship", "cursor=nope", "from=yesterday", "limit=0", "limit=101", "userId=", "sort=asc"] {
+    for bad in
+        ["action=tenant.exploded", "resource=spaceship", "cursor=nope", "from=yesterday", "limit=0", "limit=101", "userId=", "sort=asc"]
+    {
         let (status, _, body) = app.call(app.request(Method::GET, &format!("/audit-logs?{bad}"), Some(&admin))).await;
         assert_eq!(status, 400, "{bad}: {body}");
     }

@@ -76,7 +76,9 @@ async fn every_event_runs_through_the_built_binary_of_its_function() {
         let db = tenancy_tests::fresh_db_with_indexes().await;
         let deps = local_api::Deps { db: db.clone(), directory: local_api::moto_directory(&moto, REGION, &pool.user_pool_id) };
         let function = runtime::function_for_event(&name, &event).unwrap();
-        let (binary, run) = runtime::invoke_event(&bin_dir(), &deps, &pool, &moto, &arn, &kms, &name, event.clone()).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (binary, run) = runtime::invoke_event(&bin_dir(), &deps, &pool, &moto, &arn, &kms, &name, event.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let response = answered(&name, &run);
         match function.as_str() {
             "AuthorizerFunction" => {
@@ -102,7 +104,11 @@ async fn every_event_runs_through_the_built_binary_of_its_function() {
                 let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
                 assert_eq!(body["success"], true, "{name}");
                 let route = format!("{method} {resource}");
-                let line = run.metric_lines().into_iter().find(|l| l.get("Requests").is_some()).unwrap_or_else(|| panic!("{name}: no request line"));
+                let line = run
+                    .metric_lines()
+                    .into_iter()
+                    .find(|l| l.get("Requests").is_some())
+                    .unwrap_or_else(|| panic!("{name}: no request line"));
                 assert_eq!(line["Route"], route.as_str(), "{name}");
                 assert_eq!(line["Function"], binary.as_str(), "{name}");
             }
@@ -141,7 +147,8 @@ async fn response_url() -> (String, tokio::sync::mpsc::UnboundedReceiver<(String
         axum::routing::put(move |headers: http::HeaderMap, body: axum::body::Bytes| {
             let tx = tx.clone();
             async move {
-                let content_type = headers.get("content-type").map(|v| v.to_str().unwrap_or("?").to_owned()).unwrap_or_else(|| "absent".into());
+                let content_type =
+                    headers.get("content-type").map(|v| v.to_str().unwrap_or("?").to_owned()).unwrap_or_else(|| "absent".into());
                 let _ = tx.send((content_type, serde_json::from_slice(&body).unwrap_or(Value::Null)));
                 http::StatusCode::OK
             }
@@ -207,7 +214,11 @@ async fn the_setup_custom_resource_answers_cloudformation_and_delete_keeps_the_d
     assert!(body["Data"]["indexesCreated"].as_u64().unwrap() > 0, "{body}");
     assert_eq!(body["Data"]["deferred"], false);
     let ledger = tenancy_tests::raw_collection(&db, "migrations").await;
-    assert_eq!(ledger.count_documents(mongodb::bson::doc! {}).await.unwrap() as usize, migrations::registry::MIGRATIONS.len(), "up ran too");
+    assert_eq!(
+        ledger.count_documents(mongodb::bson::doc! {}).await.unwrap() as usize,
+        migrations::registry::MIGRATIONS.len(),
+        "up ran too"
+    );
     metric_lines.extend(checked_metric_lines("Create", &create));
 
     let update = deliver("Update").await;

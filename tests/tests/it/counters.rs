@@ -62,19 +62,27 @@ async fn counters(db: &Db, tenant: &str) -> (i64, i64, i64) {
 /// The same three, recounted from the records: users holding a seat, pending or active admins,
 /// active keys (each record's marker, or its state where it has none).
 async fn recount(db: &Db, tenant: &str) -> (i64, i64, i64) {
-    let admin = raw_collection(db, "roles").await.find_one(doc! {"tenantId": tenant, "name": "admin", "isSystem": true}).await.unwrap().unwrap();
+    let admin =
+        raw_collection(db, "roles").await.find_one(doc! {"tenantId": tenant, "name": "admin", "isSystem": true}).await.unwrap().unwrap();
     let admin = admin.get_object_id("_id").unwrap().to_hex();
-    let users: Vec<Document> = futures_util::TryStreamExt::try_collect(raw_collection(db, "users").await.find(doc! {"tenantId": tenant}).await.unwrap()).await.unwrap();
+    let users: Vec<Document> =
+        futures_util::TryStreamExt::try_collect(raw_collection(db, "users").await.find(doc! {"tenantId": tenant}).await.unwrap())
+            .await
+            .unwrap();
     let seats = users.iter().filter(|u| u.get_bool("seatHeld").unwrap_or(true)).count() as i64;
     let admins = users
         .iter()
         .filter(|u| {
             u.get_bool("adminHeld").unwrap_or_else(|_| {
-                u.get_str("status").unwrap() != "inactive" && u.get_array("roles").unwrap().iter().any(|r| r.as_str() == Some(admin.as_str()))
+                u.get_str("status").unwrap() != "inactive"
+                    && u.get_array("roles").unwrap().iter().any(|r| r.as_str() == Some(admin.as_str()))
             })
         })
         .count() as i64;
-    let keys: Vec<Document> = futures_util::TryStreamExt::try_collect(raw_collection(db, "apiKeys").await.find(doc! {"tenantId": tenant}).await.unwrap()).await.unwrap();
+    let keys: Vec<Document> =
+        futures_util::TryStreamExt::try_collect(raw_collection(db, "apiKeys").await.find(doc! {"tenantId": tenant}).await.unwrap())
+            .await
+            .unwrap();
     let places = keys.iter().filter(|k| k.get_bool("placeHeld").unwrap_or(k.get_str("status").unwrap() == "active")).count() as i64;
     (seats, admins, places)
 }
@@ -206,7 +214,19 @@ async fn the_reconciliation_corrects_a_planted_drift_and_reports_it() {
     let report = serde_json::to_value(report).unwrap();
     assert_eq!(report["action"], "reconcile-counters");
     assert_eq!(report["tenantsChecked"], 2, "{report}");
-    let mut corrected: Vec<_> = report["corrected"].as_array().unwrap().iter().map(|c| (c["tenantId"].as_str().unwrap().to_owned(), c["counter"].as_str().unwrap().to_owned(), c["from"].as_i64().unwrap(), c["to"].as_i64().unwrap())).collect();
+    let mut corrected: Vec<_> = report["corrected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["tenantId"].as_str().unwrap().to_owned(),
+                c["counter"].as_str().unwrap().to_owned(),
+                c["from"].as_i64().unwrap(),
+                c["to"].as_i64().unwrap(),
+            )
+        })
+        .collect();
     corrected.sort();
     assert_eq!(
         corrected,
@@ -349,7 +369,12 @@ async fn the_reconciliation_corrects_a_drift_only_once_its_records_and_counters_
     // Everything is minutes old: the drift may be a saga half done.
     let report = reconcile(&app.db).await;
     assert_eq!(report["corrected"], json!([]), "{report}");
-    let mut skipped: Vec<_> = report["skipped"].as_array().unwrap().iter().map(|s| (s["counter"].as_str().unwrap().to_owned(), s["reason"].as_str().unwrap().to_owned())).collect();
+    let mut skipped: Vec<_> = report["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["counter"].as_str().unwrap().to_owned(), s["reason"].as_str().unwrap().to_owned()))
+        .collect();
     skipped.sort();
     assert_eq!(skipped, vec![("apiKeyCount".into(), "in flight".into()), ("seats".into(), "in flight".into())], "{report}");
     assert_eq!(counters(&app.db, &tenant).await, (2, 1, 3));

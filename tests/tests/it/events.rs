@@ -52,7 +52,8 @@ async fn every_http_event_runs_through_the_function_its_route_names() {
         let functions = local_api::functions(&deps);
         let function = functions.iter().find(|f| f.logical_id() == matched.route.function).expect("a hosted function");
         let request = lambda_http::request::from_str(&event.to_string()).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let entries = || async { tenancy_tests::raw_collection(&deps.db, "auditLogs").await.count_documents(mongodb::bson::doc! {}).await.unwrap() };
+        let entries =
+            || async { tenancy_tests::raw_collection(&deps.db, "auditLogs").await.count_documents(mongodb::bson::doc! {}).await.unwrap() };
         let before = entries().await;
         let response = function.handle(request).await;
         if method != "GET" {
@@ -82,7 +83,12 @@ async fn every_other_event_runs_through_the_function_that_takes_its_shape() {
             let record = tenancy_tests::user_by_email(&deps.db, attributes["email"].as_str().unwrap()).await.expect("the pending record");
             let returned = users::trigger::post_confirmation(&deps.db, event.clone()).await.unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(returned, event, "{name}: the trigger returns its event");
-            let linked = tenancy_tests::raw_collection(&deps.db, "users").await.find_one(mongodb::bson::doc! {"_id": record.get_object_id("_id").unwrap()}).await.unwrap().unwrap();
+            let linked = tenancy_tests::raw_collection(&deps.db, "users")
+                .await
+                .find_one(mongodb::bson::doc! {"_id": record.get_object_id("_id").unwrap()})
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(linked.get_str("cognitoUserId").unwrap(), attributes["sub"].as_str().unwrap(), "{name}");
             assert_eq!(linked.get_str("status").unwrap(), "active", "{name}");
             continue;
@@ -111,8 +117,8 @@ async fn every_other_event_runs_through_the_function_that_takes_its_shape() {
             local_api::fixtures::seed_events_tenant(&deps).await.expect("the events' fixtures");
             let entries = tenancy_tests::raw_collection(&deps.db, "auditLogs").await;
             let expired = mongodb::bson::doc! {"tenantId": TENANT, "action": "tenant.updated", "resource": "tenant", "details": {},
-                "ip": "", "userAgent": "", "requestId": "old", "timestamp": mongodb::bson::DateTime::from_millis(0),
-                "expireAt": mongodb::bson::DateTime::from_millis(1)};
+            "ip": "", "userAgent": "", "requestId": "old", "timestamp": mongodb::bson::DateTime::from_millis(0),
+            "expireAt": mongodb::bson::DateTime::from_millis(1)};
             entries.insert_one(expired).await.unwrap();
             let live = entries.count_documents(mongodb::bson::doc! {"expireAt": {"$gt": mongodb::bson::DateTime::now()}}).await.unwrap();
             let report = audit::retention::run(&deps.db, Default::default()).await.unwrap_or_else(|e| panic!("{name}: {e}"));

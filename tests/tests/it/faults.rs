@@ -33,7 +33,8 @@ async fn the_fault_proxy_forwards_refuses_and_loses_one_named_reply() {
     assert_eq!(proxy.replies_dropped(), 1);
     assert!(!proxy.drop_pending());
     let direct = mongodb::Client::with_uri_str(tenancy_tests::mongodb_uri()).await.unwrap();
-    let stored = direct.database(things.namespace().db.as_str()).collection::<Document>("things").find_one(doc! {"_id": 1}).await.unwrap().unwrap();
+    let stored =
+        direct.database(things.namespace().db.as_str()).collection::<Document>("things").find_one(doc! {"_id": 1}).await.unwrap().unwrap();
     assert_eq!(stored.get_i32("n").unwrap(), 1, "the write whose reply was lost happened");
 
     // Refusing: every call fails, none reaches the server.
@@ -135,8 +136,12 @@ async fn mixed_load(app: &TestApp, admin: &str, tenant: &str, clients: usize, ea
                 let request = match (c + i) % 4 {
                     0 => app.request(Method::GET, "/roles", Some(admin)),
                     1 => app.request(Method::GET, "/users/me", Some(admin)),
-                    2 => app.request(Method::PATCH, &customization, Some(admin)).json(&json!({"primaryColor": format!("#{:06x}", c * 1000 + i)})),
-                    _ => app.request(Method::PATCH, &customization, Some(admin)).json(&json!({"theme": if i % 2 == 0 { "light" } else { "dark" }})),
+                    2 => app
+                        .request(Method::PATCH, &customization, Some(admin))
+                        .json(&json!({"primaryColor": format!("#{:06x}", c * 1000 + i)})),
+                    _ => app
+                        .request(Method::PATCH, &customization, Some(admin))
+                        .json(&json!({"theme": if i % 2 == 0 { "light" } else { "dark" }})),
                 };
                 let started = std::time::Instant::now();
                 let status = request.send().await.map(|r| r.status().as_u16()).unwrap_or(0);
@@ -169,7 +174,8 @@ async fn a_mixed_load_at_50_and_200_clients_with_the_database_up_sheds_nothing()
 /// Every operation of openapi.json, its path parameters filled (the tenant's id, else a
 /// made-up id), with `{}` as the body of those that take one.
 fn every_operation(tenant: &str) -> Vec<(Method, String, bool)> {
-    let spec: Value = serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.json")).unwrap()).unwrap();
+    let spec: Value =
+        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.json")).unwrap()).unwrap();
     let made_up = mongodb::bson::oid::ObjectId::new().to_hex();
     let mut operations = Vec::new();
     for (path, item) in spec["paths"].as_object().unwrap() {
@@ -194,7 +200,8 @@ async fn during_a_database_outage_no_route_answers_500_and_every_503_says_when_t
     let app = spawn_app_at(&proxy.uri()).await;
     let (admin, tenant) = warm_admin(&app).await;
     let superadmin = app.superadmin().await;
-    let (status, _, reply) = app.call(app.request(Method::POST, "/api-keys", Some(&admin)).json(&json!({"name": "CI", "permissions": ["read:users"]}))).await;
+    let (status, _, reply) =
+        app.call(app.request(Method::POST, "/api-keys", Some(&admin)).json(&json!({"name": "CI", "permissions": ["read:users"]}))).await;
     assert_eq!(status, 201, "{reply}");
     let key = reply["data"]["key"].as_str().unwrap().to_owned();
     assert_eq!(app.call(app.key_request(Method::GET, "/users", &key)).await.0, 200);
@@ -208,7 +215,13 @@ async fn during_a_database_outage_no_route_answers_500_and_every_503_says_when_t
 
     // All at once: a call that reaches the driver waits out its server selection (3 s), and
     // none waits behind another.
-    let callers = [("admin", Some(admin.as_str()), None), ("cold member", Some(cold.as_str()), None), ("superadmin", Some(superadmin.as_str()), None), ("key", None, Some(key.as_str())), ("wrong key", None, Some(wrong_key.as_str()))];
+    let callers = [
+        ("admin", Some(admin.as_str()), None),
+        ("cold member", Some(cold.as_str()), None),
+        ("superadmin", Some(superadmin.as_str()), None),
+        ("key", None, Some(key.as_str())),
+        ("wrong key", None, Some(wrong_key.as_str())),
+    ];
     let mut calls = Vec::new();
     for (method, path, takes_body) in every_operation(&tenant) {
         for (who, token, api_key) in callers {
@@ -238,11 +251,7 @@ async fn during_a_database_outage_no_route_answers_500_and_every_503_says_when_t
 async fn aws_error_server(status: u16, code: &'static str) -> String {
     let app = axum::Router::new().fallback(move || async move {
         let body = json!({"__type": code, "message": format!("{code} (from the test's stand-in)")}).to_string();
-        (
-            http::StatusCode::from_u16(status).unwrap(),
-            [("x-amzn-errortype", code), ("content-type", "application/x-amz-json-1.1")],
-            body,
-        )
+        (http::StatusCode::from_u16(status).unwrap(), [("x-amzn-errortype", code), ("content-type", "application/x-amz-json-1.1")], body)
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -276,7 +285,8 @@ async fn kms_errors_no_retry_can_fix_are_a_500_and_only_transient_ones_a_503() {
     cases.push(("moto, an unknown key".into(), error, false));
     // moto: a Decrypt that names another key than the ciphertext's.
     let wrapped = tenancy_tests::moto_kms().await.generate(CONTEXT).await.unwrap().wrapped;
-    let other = tenancy_tests::kms_client(&moto).create_key().description("faults: another key").send().await.unwrap().key_metadata.unwrap().key_id;
+    let other =
+        tenancy_tests::kms_client(&moto).create_key().description("faults: another key").send().await.unwrap().key_metadata.unwrap().key_id;
     let error = kms(&moto, &other).unwrap_key(&wrapped, CONTEXT).await.unwrap_err();
     cases.push(("moto, Decrypt under another key".into(), error, false));
     // KMS down.
@@ -371,10 +381,15 @@ async fn a_permanent_kms_error_in_a_built_function_is_a_500_with_an_alarmed_metr
     for line in &lines {
         shared::metrics::check_emf(line).unwrap_or_else(|e| panic!("{e}: {line}"));
     }
-    let alarmed = lines.iter().find(|l| l.get("DependencyErrors").is_some()).unwrap_or_else(|| panic!("no DependencyErrors line: {lines:?}"));
+    let alarmed =
+        lines.iter().find(|l| l.get("DependencyErrors").is_some()).unwrap_or_else(|| panic!("no DependencyErrors line: {lines:?}"));
     assert_eq!(alarmed["Dependency"], "KMS");
     assert_eq!(alarmed["code"], "NotFoundException");
-    let logged = run.stdout.iter().find(|l| l.contains("KMS refused the request permanently")).unwrap_or_else(|| panic!("no clear line: {:?}", run.stdout));
+    let logged = run
+        .stdout
+        .iter()
+        .find(|l| l.contains("KMS refused the request permanently"))
+        .unwrap_or_else(|| panic!("no clear line: {:?}", run.stdout));
     assert!(logged.contains("NotFoundException"), "{logged}");
     // Kept beside the events' lines, where tests/template_test.py finds the alarms' metrics.
     let dir = bin_dir().parent().expect("target").join("emf");
@@ -392,7 +407,8 @@ async fn snapshot(db: &shared::Db) -> Vec<(String, Vec<Document>)> {
     let mut out = Vec::new();
     for name in names {
         use futures_util::TryStreamExt;
-        let documents: Vec<Document> = database.collection::<Document>(&name).find(doc! {}).sort(doc! {"_id": 1}).await.unwrap().try_collect().await.unwrap();
+        let documents: Vec<Document> =
+            database.collection::<Document>(&name).find(doc! {}).sort(doc! {"_id": 1}).await.unwrap().try_collect().await.unwrap();
         out.push((name, documents));
     }
     out
@@ -403,7 +419,8 @@ async fn a_write_with_a_body_other_than_json_is_a_415_and_changes_nothing() {
     let app = tenancy_tests::app::spawn_app().await;
     let (admin, tenant) = warm_admin(&app).await;
     let superadmin = app.superadmin().await;
-    let (status, _, reply) = app.call(app.request(Method::POST, "/api-keys", Some(&admin)).json(&json!({"name": "CI", "permissions": ["read:users"]}))).await;
+    let (status, _, reply) =
+        app.call(app.request(Method::POST, "/api-keys", Some(&admin)).json(&json!({"name": "CI", "permissions": ["read:users"]}))).await;
     assert_eq!(status, 201, "{reply}");
     let key_id = reply["data"]["id"].as_str().unwrap().to_owned();
     let (status, _, role) = app.call(app.request(Method::POST, "/roles", Some(&admin)).json(&new_role(1))).await;
@@ -439,7 +456,10 @@ async fn a_write_with_a_body_other_than_json_is_a_415_and_changes_nothing() {
     assert_eq!(snapshot(&app.db).await, before, "a refused write changed something");
 
     // A JSON body with parameters in any case is JSON; a route that takes no body takes none.
-    let request = app.request(Method::PATCH, &format!("/tenants/{tenant}/settings/customization"), Some(&admin)).header("content-type", "Application/JSON; charset=UTF-8").body(r#"{"theme":"dark"}"#);
+    let request = app
+        .request(Method::PATCH, &format!("/tenants/{tenant}/settings/customization"), Some(&admin))
+        .header("content-type", "Application/JSON; charset=UTF-8")
+        .body(r#"{"theme":"dark"}"#);
     assert_eq!(app.call(request).await.0, 200);
     let (status, _, reply) = app.call(app.request(Method::POST, &format!("/api-keys/{key_id}/rotate"), Some(&admin))).await;
     assert_eq!(status, 200, "a rotation with no body and no content type: {reply}");

@@ -62,7 +62,8 @@ fn claims_from_an_http_api_jwt_authorizer_are_read() {
     assert_eq!(id.tenant().unwrap().as_str(), "tn_beta");
     assert_eq!(id.groups().display_list(), ["admin", "editors"]);
     assert!(!id.is_superadmin());
-    let operator = identity(http_event(json!({"jwt": {"claims": {"sub": "u-0", "cognito:groups": "[superadmin]"}, "scopes": null}}))).unwrap();
+    let operator =
+        identity(http_event(json!({"jwt": {"claims": {"sub": "u-0", "cognito:groups": "[superadmin]"}, "scopes": null}}))).unwrap();
     assert!(operator.is_superadmin());
 }
 
@@ -87,10 +88,7 @@ fn an_api_key_authorizer_context_is_read() {
         "createdBy": "6565650000000000000000b2", "principalId": "key_123", "integrationLatency": 12
     })))
     .unwrap();
-    assert_eq!(
-        id.principal,
-        Principal::ApiKey { key_id: "key_123".into(), created_by: "6565650000000000000000b2".parse().unwrap() }
-    );
+    assert_eq!(id.principal, Principal::ApiKey { key_id: "key_123".into(), created_by: "6565650000000000000000b2".parse().unwrap() });
     assert_eq!(id.tenant().unwrap().as_str(), "tn_gamma");
     let perms: Vec<&str> = id.key_permissions().unwrap().iter().map(|p| p.as_str()).collect();
     assert_eq!(perms, ["read:users", "read:roles"]);
@@ -99,8 +97,10 @@ fn an_api_key_authorizer_context_is_read() {
 
 #[test]
 fn an_http_api_lambda_authorizer_context_is_read() {
-    let id = identity(http_event(json!({"lambda": {"tenantId": "tn_delta", "apiKeyId": "k9", "createdBy": "6565650000000000000000b2", "permissions": ["read:*"]}})))
-        .unwrap();
+    let id = identity(http_event(
+        json!({"lambda": {"tenantId": "tn_delta", "apiKeyId": "k9", "createdBy": "6565650000000000000000b2", "permissions": ["read:*"]}}),
+    ))
+    .unwrap();
     assert_eq!(id.tenant().unwrap().as_str(), "tn_delta");
     assert!(id.key_permissions().unwrap()[0].covers("read:users"));
 }
@@ -139,6 +139,8 @@ fn a_group_merely_containing_superadmin_is_not_superadmin() {
 
 #[test]
 fn an_api_key_context_with_a_bad_permission_is_refused() {
-    let r = identity(rest_event(json!({"tenantId": "tn_g", "apiKeyId": "k", "createdBy": "6565650000000000000000b2", "permissions": "read users"})));
+    let r = identity(rest_event(
+        json!({"tenantId": "tn_g", "apiKeyId": "k", "createdBy": "6565650000000000000000b2", "permissions": "read users"}),
+    ));
     assert!(matches!(r, Err(IdentityError::MalformedApiKeyContext("permissions"))));
 }

@@ -67,7 +67,13 @@ async fn with_its_seats_full_a_tenant_gets_the_same_answer_for_an_unknown_addres
     let unknown = invite(&app, &admin, "nobody-anywhere@x.example").await;
     let elsewhere = invite(&app, &admin, "member@b.example").await;
     assert_eq!(unknown.0, 409, "{}", unknown.2);
-    assert_eq!(answer(&elsewhere), answer(&unknown), "the seats answer first, whoever else holds the address: {} / {}", elsewhere.2, unknown.2);
+    assert_eq!(
+        answer(&elsewhere),
+        answer(&unknown),
+        "the seats answer first, whoever else holds the address: {} / {}",
+        elsewhere.2,
+        unknown.2
+    );
     assert_eq!(seats(&app, &a).await, (5, 5));
 }
 

@@ -76,13 +76,11 @@ fn poison_leaf() -> impl Strategy<Value = Piece> {
 fn filter() -> BoxedStrategy<Piece> {
     prop_oneof![8 => clean_leaf(), 1 => poison_leaf()]
         .prop_recursive(3, 12, 3, |inner| {
-            (prop::sample::select(&["$or", "$and", "$nor"][..]), prop::collection::vec(inner, 1..4)).prop_map(
-                |(op, items)| {
-                    let poisoned = items.iter().any(|(_, p)| *p);
-                    let list: Vec<Bson> = items.into_iter().map(|(d, _)| Bson::Document(d)).collect();
-                    (doc! { op: list }, poisoned)
-                },
-            )
+            (prop::sample::select(&["$or", "$and", "$nor"][..]), prop::collection::vec(inner, 1..4)).prop_map(|(op, items)| {
+                let poisoned = items.iter().any(|(_, p)| *p);
+                let list: Vec<Bson> = items.into_iter().map(|(d, _)| Bson::Document(d)).collect();
+                (doc! { op: list }, poisoned)
+            })
         })
         .boxed()
 }
@@ -108,8 +106,20 @@ fn clean_operator() -> impl Strategy<Value = Document> {
 }
 
 const UPDATE_OPERATORS: [&str; 14] = [
-    "$set", "$unset", "$inc", "$mul", "$min", "$max", "$rename", "$currentDate", "$push", "$pull",
-    "$addToSet", "$pop", "$pullAll", "$setOnInsert",
+    "$set",
+    "$unset",
+    "$inc",
+    "$mul",
+    "$min",
+    "$max",
+    "$rename",
+    "$currentDate",
+    "$push",
+    "$pull",
+    "$addToSet",
+    "$pop",
+    "$pullAll",
+    "$setOnInsert",
 ];
 
 fn poison_update() -> impl Strategy<Value = Document> {
@@ -364,9 +374,7 @@ fn no_sequence_of_scoped_operations_reads_or_changes_another_tenant_s_data() {
                     (Err(DbError::Refused(_)), true) => {
                         refused.fetch_add(1, Ordering::Relaxed);
                     }
-                    (other, true) => {
-                        return Err(TestCaseError::fail(format!("poison not refused: {described} -> {other:?}")))
-                    }
+                    (other, true) => return Err(TestCaseError::fail(format!("poison not refused: {described} -> {other:?}"))),
                     (Err(DbError::Refused(r)), false) => {
                         return Err(TestCaseError::fail(format!("harmless operation refused: {described} -> {r}")))
                     }
@@ -396,8 +404,7 @@ fn no_sequence_of_scoped_operations_reads_or_changes_another_tenant_s_data() {
             Ok(())
         })
     });
-    let (sequences, operations, refused) =
-        (sequences.into_inner(), operations.into_inner(), refused.into_inner());
+    let (sequences, operations, refused) = (sequences.into_inner(), operations.into_inner(), refused.into_inner());
     println!("isolation property: {sequences} sequences, {operations} operations, {refused} refused as poison");
     if let Err(e) = result {
         panic!("{e}");

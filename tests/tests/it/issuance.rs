@@ -85,7 +85,8 @@ fn secret_routes() -> Vec<SecretRoute> {
 /// makes, named after the member): its record id, its token and its role's id.
 async fn member_holding(app: &TestApp, admin: &str, tenant: &str, email: &str, permissions: &[&str]) -> (ObjectId, String, ObjectId) {
     let name = format!("Role of {}", email.split('@').next().unwrap());
-    let (status, _, role) = app.call(app.request(Method::POST, "/roles", Some(admin)).json(&json!({"name": name, "permissions": permissions}))).await;
+    let (status, _, role) =
+        app.call(app.request(Method::POST, "/roles", Some(admin)).json(&json!({"name": name, "permissions": permissions}))).await;
     assert_eq!(status, 201, "{role}");
     let (id, token) = app.seed_user(tenant, email, &name, "active").await;
     (id, token, ObjectId::parse_str(role["data"]["id"].as_str().unwrap()).unwrap())
@@ -181,7 +182,8 @@ async fn a_key_is_rotated_or_changed_by_its_creator_or_by_a_member_holding_all_i
     let before = key_state(&app, &tenant).await;
     let (status, _, body) = app.call(limit(&member, &all_id)).await;
     assert_refused(&app, &tenant, "PATCH /api-keys/{keyId}", &before, (status, body)).await;
-    let (status, _, body) = app.call(app.request(Method::PATCH, &format!("/api-keys/{all_id}"), Some(&member)).json(&json!({"name": "mine now"}))).await;
+    let (status, _, body) =
+        app.call(app.request(Method::PATCH, &format!("/api-keys/{all_id}"), Some(&member)).json(&json!({"name": "mine now"}))).await;
     assert_eq!(status, 403, "{body}");
     let (status, _, body) = app.call(rotate(&member, &all_id)).await;
     assert_refused(&app, &tenant, "POST /api-keys/{keyId}/rotate", &before, (status, body)).await;
@@ -205,7 +207,8 @@ async fn a_key_is_rotated_or_changed_by_its_creator_or_by_a_member_holding_all_i
     // Revocation of the admin's key by a holder of delete:api-keys: a denial, allowed.
     let (status, _, body) = app.call(app.request(Method::POST, &format!("/api-keys/{all_id}/revoke"), Some(&member))).await;
     assert_eq!((status, body["data"]["status"].as_str()), (200, Some("revoked")), "{body}");
-    let own = raw_collection(&app.db, "apiKeys").await.find_one(doc! {"_id": ObjectId::parse_str(&own_id).unwrap()}).await.unwrap().unwrap();
+    let own =
+        raw_collection(&app.db, "apiKeys").await.find_one(doc! {"_id": ObjectId::parse_str(&own_id).unwrap()}).await.unwrap().unwrap();
     assert_eq!(own.get_object_id("createdBy").unwrap(), member_id);
 }
 

@@ -47,11 +47,14 @@ async fn the_local_control_route_refuses_a_caller_without_the_serving_process_s_
         assert_eq!(status, 401, "{body}");
         assert_eq!(body["message"], "Unauthorized");
     }
-    let migrations::Report::Status { applied, .. } = migrations::run(&app.db, app.deps.directory.as_ref(), migrations::Action::Status).await.unwrap() else {
+    let migrations::Report::Status { applied, .. } =
+        migrations::run(&app.db, app.deps.directory.as_ref(), migrations::Action::Status).await.unwrap()
+    else {
         panic!("a status report")
     };
     assert!(applied.is_empty(), "no refused call ran anything");
-    let (status, _, body) = app.call(app.http.post(&url).header(CONTROL_TOKEN_HEADER, app.control_token.expose()).json(&json!({"action": "status"}))).await;
+    let (status, _, body) =
+        app.call(app.http.post(&url).header(CONTROL_TOKEN_HEADER, app.control_token.expose()).json(&json!({"action": "status"}))).await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -230,9 +233,11 @@ async fn a_request_whose_client_hangs_up_mid_flight_still_completes_its_writes()
     let (outcome_tx, outcome) = oneshot::channel();
     let held_release = release.clone();
     let app = spawn_app_with(move |deps: &Deps| {
-        let held: SharedDirectory = Arc::new(Held { inner: deps.directory.clone(), reached: Mutex::new(Some(reached_tx)), release: held_release });
+        let held: SharedDirectory =
+            Arc::new(Held { inner: deps.directory.clone(), reached: Mutex::new(Some(reached_tx)), release: held_release });
         let users: Arc<dyn HttpFunction> = Arc::new(users::AppState::new(deps.db.clone(), held));
-        let mut functions: Vec<Arc<dyn HttpFunction>> = local_api::functions(deps).into_iter().filter(|f| f.logical_id() != users::LOGICAL_ID).collect();
+        let mut functions: Vec<Arc<dyn HttpFunction>> =
+            local_api::functions(deps).into_iter().filter(|f| f.logical_id() != users::LOGICAL_ID).collect();
         functions.push(Arc::new(Watched { inner: users, outcome: Mutex::new(Some(outcome_tx)) }));
         functions
     })

@@ -5,17 +5,17 @@ use futures_util::future::BoxFuture;
 use migrations::registry::{Deps, Migration, MIGRATIONS};
 use migrations::{up, Action, Guard, MigrationError, Report};
 use mongodb::bson::{doc, DateTime};
-use shared::seam::{NoSeam, Seam};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::Notify;
-use tokio::time::timeout;
 use shared::db::{Db, SystemContext, TenantCollection};
 use shared::ids::{Email, TenantId};
 use shared::models::{Profile, User};
+use shared::seam::{NoSeam, Seam};
 use shared::DbError;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 use tenancy_tests::{fresh_db, fresh_db_with_indexes};
+use tokio::sync::Notify;
+use tokio::time::timeout;
 
 /// A migrations action with a directory on a fresh moto pool.
 async fn run(db: &Db, action: Action) -> Result<Report, MigrationError> {
@@ -191,16 +191,15 @@ async fn migration_001_gives_tenants_without_features_their_plan_s_features() {
     let db = fresh_db_with_indexes().await;
     let tenants = tenancy_tests::raw_collection(&db, "tenants").await;
     // Tenants as an older version stored them: no settings.features; one with a retired plan.
-    let legacy = |id: &str, plan: &str| doc! {
-        "tenantId": id, "name": id, "status": "active",
-        "settings": {"maxUsers": 5, "billing": {"plan": plan, "maxApiCalls": 1000, "billingEmail": "a@b.example"}},
-        "createdAt": DateTime::now(), "updatedAt": DateTime::now(),
+    let legacy = |id: &str, plan: &str| {
+        doc! {
+            "tenantId": id, "name": id, "status": "active",
+            "settings": {"maxUsers": 5, "billing": {"plan": plan, "maxApiCalls": 1000, "billingEmail": "a@b.example"}},
+            "createdAt": DateTime::now(), "updatedAt": DateTime::now(),
+        }
     };
     let with_features = doc! {"tenantId": "tn_current", "settings": {"features": ["custom"], "billing": {"plan": "free"}}};
-    tenants
-        .insert_many([legacy("tn_legacy_basic", "basic"), legacy("tn_legacy_gold", "gold"), with_features])
-        .await
-        .unwrap();
+    tenants.insert_many([legacy("tn_legacy_basic", "basic"), legacy("tn_legacy_gold", "gold"), with_features]).await.unwrap();
     let Report::Up { applied, .. } = run(&db, Action::Up).await.unwrap() else { panic!() };
     assert_eq!(applied[0].documents_changed, 2);
     let features = |id: &'static str| {
@@ -232,7 +231,7 @@ async fn legacy_tenant(db: &Db, id: &str) -> String {
     tenancy_tests::raw_collection(db, "roles")
         .await
         .insert_one(doc! {"_id": admin, "tenantId": id, "name": "admin", "permissions": ["*"], "isSystem": true,
-            "createdBy": mongodb::bson::oid::ObjectId::from_bytes([0; 12]), "createdAt": now, "updatedAt": now})
+        "createdBy": mongodb::bson::oid::ObjectId::from_bytes([0; 12]), "createdAt": now, "updatedAt": now})
         .await
         .unwrap();
     admin.to_hex()
@@ -245,7 +244,7 @@ async fn legacy_user(db: &Db, tenant: &str, email: &str, role: &str, status: &st
     tenancy_tests::raw_collection(db, "users")
         .await
         .insert_one(doc! {"_id": id, "tenantId": tenant, "cognitoUserId": format!("pending:{id}"), "email": email,
-            "profile": {"firstName": "L", "lastName": "U"}, "roles": [role], "status": status, "createdAt": now, "updatedAt": now})
+        "profile": {"firstName": "L", "lastName": "U"}, "roles": [role], "status": status, "createdAt": now, "updatedAt": now})
         .await
         .unwrap();
     id
@@ -255,15 +254,23 @@ async fn legacy_user(db: &Db, tenant: &str, email: &str, role: &str, status: &st
 async fn migration_002_gives_legacy_tenants_counters_from_a_recount_once() {
     let db = fresh_db_with_indexes().await;
     let admin = legacy_tenant(&db, "tn_legacycounters").await;
-    for (email, role, status) in
-        [("a@l.example", admin.as_str(), "active"), ("b@l.example", admin.as_str(), "inactive"), ("c@l.example", admin.as_str(), "pending"), ("d@l.example", "x", "active")]
-    {
+    for (email, role, status) in [
+        ("a@l.example", admin.as_str(), "active"),
+        ("b@l.example", admin.as_str(), "inactive"),
+        ("c@l.example", admin.as_str(), "pending"),
+        ("d@l.example", "x", "active"),
+    ] {
         legacy_user(&db, "tn_legacycounters", email, role, status).await;
     }
     run(&db, Action::Up).await.unwrap();
-    let tenant = tenancy_tests::raw_collection(&db, "tenants").await.find_one(doc! {"tenantId": "tn_legacycounters"}).await.unwrap().unwrap();
+    let tenant =
+        tenancy_tests::raw_collection(&db, "tenants").await.find_one(doc! {"tenantId": "tn_legacycounters"}).await.unwrap().unwrap();
     let counters = tenant.get_document("counters").unwrap();
-    assert_eq!((counters.get_i64("seats").unwrap(), counters.get_i64("admins").unwrap()), (4, 2), "every record a seat; pending or active admins");
+    assert_eq!(
+        (counters.get_i64("seats").unwrap(), counters.get_i64("admins").unwrap()),
+        (4, 2),
+        "every record a seat; pending or active admins"
+    );
 }
 
 #[tokio::test]

@@ -67,7 +67,8 @@ async fn personal_data_is_stored_sealed_and_read_back_in_the_clear_through_the_a
     let t = tenant(&app, "boss@sealed.example").await;
     let id = invite(&app, &t, "Grace.Hopper@Sealed.example", "Grace", "Hopper").await;
     let path = format!("/users/{id}");
-    let (status, _, body) = app.call(app.request(Method::PATCH, &path, Some(&t.admin)).json(&json!({"department": "Navy", "title": "Rear Admiral"}))).await;
+    let (status, _, body) =
+        app.call(app.request(Method::PATCH, &path, Some(&t.admin)).json(&json!({"department": "Navy", "title": "Rear Admiral"}))).await;
     assert_eq!(status, 200, "{body}");
 
     let stored = user_doc(&app, &id).await;
@@ -94,7 +95,13 @@ async fn personal_data_is_stored_sealed_and_read_back_in_the_clear_through_the_a
     assert_eq!(own["data"]["settings"]["billing"]["billingEmail"], "boss@sealed.example");
 
     // The vault holds wrapped keys only, under the tenant's id, and the two e-mails' global entries.
-    let keys = tenancy_tests::vault_database(&app.db).await.collection::<Document>("tenantKeys").find_one(doc! {"_id": &t.id}).await.unwrap().unwrap();
+    let keys = tenancy_tests::vault_database(&app.db)
+        .await
+        .collection::<Document>("tenantKeys")
+        .find_one(doc! {"_id": &t.id})
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(keys.get_i64("currentVersion").unwrap(), 1);
     assert_eq!(keys.get_array("dataKeys").unwrap().len(), 1);
     assert_eq!(vault_count(&app.db, "emailIndex").await, 2);
@@ -121,7 +128,13 @@ async fn a_ciphertext_moved_to_another_tenant_or_field_fails_and_is_never_shown(
     // Within one record: the first name's ciphertext in the last name's place.
     let own = user_doc(&app, &from_a).await;
     let (first, last) = (field(&own, "profile.firstName").clone(), field(&own, "profile.lastName").clone());
-    users.update_one(doc! {"_id": ObjectId::parse_str(&from_a).unwrap()}, doc! {"$set": {"profile.firstName": last, "profile.lastName": first}}).await.unwrap();
+    users
+        .update_one(
+            doc! {"_id": ObjectId::parse_str(&from_a).unwrap()},
+            doc! {"$set": {"profile.firstName": last, "profile.lastName": first}},
+        )
+        .await
+        .unwrap();
     let (status, _, body) = app.call(app.request(Method::GET, &format!("/users/{from_a}"), Some(&a.admin))).await;
     assert_eq!(status, 500, "a ciphertext of another field does not open: {body}");
     assert_eq!(body["message"], "An unexpected error occurred");
@@ -187,20 +200,33 @@ impl KeyWrapper for CountingKms {
 #[tokio::test]
 async fn a_warm_read_calls_kms_never_and_a_cold_one_at_most_once_per_wrapped_key() {
     let db = tenancy_tests::fresh_db().await;
-    let counting = || async { Arc::new(CountingKms { inner: tenancy_tests::moto_kms().await, generated: AtomicU64::new(0), decrypted: AtomicU64::new(0) }) };
+    let counting = || async {
+        Arc::new(CountingKms { inner: tenancy_tests::moto_kms().await, generated: AtomicU64::new(0), decrypted: AtomicU64::new(0) })
+    };
     let (first_kms, tenant, email) = (counting().await, TenantId::generate(), Email::parse("count@kms.example").unwrap());
-    let first = shared::pii::Keyring::new(first_kms.clone(), shared::pii::KeyVault::new(tenancy_tests::vault_database(&db).await), db.clock().clone());
+    let first = shared::pii::Keyring::new(
+        first_kms.clone(),
+        shared::pii::KeyVault::new(tenancy_tests::vault_database(&db).await),
+        db.clock().clone(),
+    );
     first.create_tenant_keys(&tenant).await.unwrap();
     let sealed = first.seal(&tenant, Field::UserEmail, email.as_str()).await.unwrap();
     assert_eq!(first.open(&tenant, Field::UserEmail, &sealed).await.unwrap(), "count@kms.example");
     first.email_index(&tenant, &email).await.unwrap();
-    assert_eq!((first_kms.generated.load(Ordering::SeqCst), first_kms.decrypted.load(Ordering::SeqCst)), (2, 0), "the keys it made stay in memory");
+    assert_eq!(
+        (first_kms.generated.load(Ordering::SeqCst), first_kms.decrypted.load(Ordering::SeqCst)),
+        (2, 0),
+        "the keys it made stay in memory"
+    );
 
     // A cold process: ten concurrent reads unwrap each key once.
     let clock = shared::clock::ManualClock::starting_now();
     let cold_kms = counting().await;
-    let cold = shared::pii::Keyring::new(cold_kms.clone(), shared::pii::KeyVault::new(tenancy_tests::vault_database(&db).await), clock.clone());
-    let reads = (0..10).map(|_| async { (cold.open(&tenant, Field::UserEmail, &sealed).await.unwrap(), cold.email_index(&tenant, &email).await.unwrap()) });
+    let cold =
+        shared::pii::Keyring::new(cold_kms.clone(), shared::pii::KeyVault::new(tenancy_tests::vault_database(&db).await), clock.clone());
+    let reads = (0..10).map(|_| async {
+        (cold.open(&tenant, Field::UserEmail, &sealed).await.unwrap(), cold.email_index(&tenant, &email).await.unwrap())
+    });
     let results = futures_util::future::join_all(reads).await;
     assert!(results.iter().all(|(plain, _)| plain == "count@kms.example"));
     assert_eq!(cold_kms.decrypted.load(Ordering::SeqCst), 2, "one Decrypt for the data key, one for the index key");
@@ -231,13 +257,28 @@ impl Seam for EditDuringRotation {
             }
             // The admin's own record is the one being rewritten (the first in `_id` order):
             // its write, pinned to the values read, must miss and read again.
-            let response = self.http.patch(format!("{}/users/me", self.address)).bearer_auth(&self.admin).json(&json!({"firstName": "EditedAdmin"})).send().await.unwrap();
+            let response = self
+                .http
+                .patch(format!("{}/users/me", self.address))
+                .bearer_auth(&self.admin)
+                .json(&json!({"firstName": "EditedAdmin"}))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(response.status(), 200);
             for (i, id) in self.users.iter().enumerate() {
-                let response = self.http.patch(format!("{}/users/{id}", self.address)).bearer_auth(&self.admin).json(&json!({"firstName": format!("Edited{i}")})).send().await.unwrap();
+                let response = self
+                    .http
+                    .patch(format!("{}/users/{id}", self.address))
+                    .bearer_auth(&self.admin)
+                    .json(&json!({"firstName": format!("Edited{i}")}))
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(response.status(), 200);
             }
-            let list: Value = self.http.get(format!("{}/users", self.address)).bearer_auth(&self.admin).send().await.unwrap().json().await.unwrap();
+            let list: Value =
+                self.http.get(format!("{}/users", self.address)).bearer_auth(&self.admin).send().await.unwrap().json().await.unwrap();
             self.read_ok.store(list["data"]["users"].as_array().is_some_and(|u| u.len() == self.users.len() + 1), Ordering::SeqCst);
         })
     }
@@ -280,7 +321,13 @@ async fn rotation_re_encrypts_everything_while_reads_and_patches_go_on_and_undoe
     assert_eq!(version(field(&admin, "email")), Some(2), "and the rewrite still happened, after reading again");
     let tenant = raw_collection(&app.db, "tenants").await.find_one(doc! {"tenantId": &t.id}).await.unwrap().unwrap();
     assert_eq!(version(field(&tenant, "settings.billing.billingEmail")), Some(2));
-    let keys = tenancy_tests::vault_database(&app.db).await.collection::<Document>("tenantKeys").find_one(doc! {"_id": &t.id}).await.unwrap().unwrap();
+    let keys = tenancy_tests::vault_database(&app.db)
+        .await
+        .collection::<Document>("tenantKeys")
+        .find_one(doc! {"_id": &t.id})
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(keys.get_array("dataKeys").unwrap().len(), 2, "the old version stays for older backups");
     // A resumed rotation finds nothing left to do.
     let again = migrations::personal::rotate(&app.db, &SystemContext::new("test"), &tenant_id, true, &shared::seam::NoSeam).await.unwrap();
@@ -350,20 +397,39 @@ async fn after_shred_nothing_of_the_tenant_decrypts_even_from_a_restored_dump() 
 async fn the_api_works_on_a_half_migrated_database_and_the_migration_seals_the_rest() {
     let app = spawn_app().await;
     let (t, other) = (tenant(&app, "admin@half.example").await, tenant(&app, "shared@other.example").await);
-    let viewer = raw_collection(&app.db, "roles").await.find_one(doc! {"tenantId": &t.id, "name": "viewer"}).await.unwrap().unwrap().get_object_id("_id").unwrap();
+    let viewer = raw_collection(&app.db, "roles")
+        .await
+        .find_one(doc! {"tenantId": &t.id, "name": "viewer"})
+        .await
+        .unwrap()
+        .unwrap()
+        .get_object_id("_id")
+        .unwrap();
     // Records as stored before encryption: plaintext, no blind index.
     let legacy = |email: &str, sub: &str| {
         let id = ObjectId::new();
         let now = mongodb::bson::DateTime::now();
-        (id, doc! {"_id": id, "tenantId": &t.id, "cognitoUserId": sub, "email": email, "profile": {"firstName": "Old", "lastName": "Timer", "title": "Elder"},
-            "roles": [viewer.to_hex()], "status": "active", "createdAt": now, "updatedAt": now})
+        (
+            id,
+            doc! {"_id": id, "tenantId": &t.id, "cognitoUserId": sub, "email": email, "profile": {"firstName": "Old", "lastName": "Timer", "title": "Elder"},
+            "roles": [viewer.to_hex()], "status": "active", "createdAt": now, "updatedAt": now},
+        )
     };
-    let sub = local_api::cognito::ensure_user(&app.cognito, &app.pool, "old@half.example", tenancy_tests::app::PASSWORD, Some(&t.id), &[]).await.unwrap();
+    let sub = local_api::cognito::ensure_user(&app.cognito, &app.pool, "old@half.example", tenancy_tests::app::PASSWORD, Some(&t.id), &[])
+        .await
+        .unwrap();
     let (old_id, old) = legacy("old@half.example", &sub);
     let (shared_id, shared) = legacy("shared@other.example", "not-a-real-sub");
     let users = raw_collection(&app.db, "users").await;
     users.insert_many([old, shared]).await.unwrap();
-    raw_collection(&app.db, "tenants").await.update_one(doc! {"tenantId": &t.id}, doc! {"$set": {"settings.billing.billingEmail": "billing@half.example"}, "$inc": {"counters.seats": 2_i64}}).await.unwrap();
+    raw_collection(&app.db, "tenants")
+        .await
+        .update_one(
+            doc! {"tenantId": &t.id},
+            doc! {"$set": {"settings.billing.billingEmail": "billing@half.example"}, "$inc": {"counters.seats": 2_i64}},
+        )
+        .await
+        .unwrap();
     let now = mongodb::bson::DateTime::now();
     raw_collection(&app.db, "auditLogs").await.insert_one(doc! {"tenantId": &t.id, "action": "tenant.created", "resource": "tenant", "details": {"adminEmail": "admin@half.example"},
         "ip": "127.0.0.1", "userAgent": "old", "requestId": "old", "timestamp": now, "expireAt": now, "createdAt": now, "updatedAt": now}).await.unwrap();
@@ -371,18 +437,30 @@ async fn the_api_works_on_a_half_migrated_database_and_the_migration_seals_the_r
     // Half migrated: old plaintext reads as old data; e-mail lookups fall back to the plaintext field.
     let token = app.member("old@half.example", &t.id).await;
     let (status, _, me) = app.call(app.request(Method::GET, "/users/me", Some(&token))).await;
-    assert_eq!((status, me["data"]["email"].as_str(), me["data"]["profile"]["title"].as_str()), (200, Some("old@half.example"), Some("Elder")), "{me}");
+    assert_eq!(
+        (status, me["data"]["email"].as_str(), me["data"]["profile"]["title"].as_str()),
+        (200, Some("old@half.example"), Some("Elder")),
+        "{me}"
+    );
     let (_, _, found) = app.call(app.request(Method::GET, "/users?email=old@half.example", Some(&t.admin))).await;
     assert_eq!(found["data"]["users"][0]["id"], old_id.to_hex(), "{found}");
     let (_, _, own) = app.call(app.request(Method::GET, &format!("/tenants/{}", t.id), Some(&t.admin))).await;
     assert_eq!(own["data"]["settings"]["billing"]["billingEmail"], "billing@half.example");
-    let migrations::Report::Status { personal_data, .. } = migrations::run(&app.db, app.deps.directory.as_ref(), migrations::Action::Status).await.unwrap() else { panic!() };
+    let migrations::Report::Status { personal_data, .. } =
+        migrations::run(&app.db, app.deps.directory.as_ref(), migrations::Action::Status).await.unwrap()
+    else {
+        panic!()
+    };
     assert_eq!((personal_data.remaining.users, personal_data.remaining.tenants, personal_data.remaining.audit_entries), (2, 1, 1));
 
     let report = migrations::personal::seal(&app.db, &SystemContext::new("test")).await.unwrap();
     assert_eq!(report.records_sealed, 3, "two user records and a billing e-mail");
     assert_eq!(report.audit_entries_rewritten, 1);
-    assert_eq!(report.shared_emails, vec![migrations::personal::SharedEmail { tenant_id: t.id.clone(), user_id: shared_id.to_hex() }], "reported, not failed on");
+    assert_eq!(
+        report.shared_emails,
+        vec![migrations::personal::SharedEmail { tenant_id: t.id.clone(), user_id: shared_id.to_hex() }],
+        "reported, not failed on"
+    );
     let _ = other;
     for id in [old_id, shared_id] {
         let stored = users.find_one(doc! {"_id": id}).await.unwrap().unwrap();
@@ -394,7 +472,15 @@ async fn the_api_works_on_a_half_migrated_database_and_the_migration_seals_the_r
     let entry = raw_collection(&app.db, "auditLogs").await.find_one(doc! {"requestId": "old"}).await.unwrap().unwrap();
     let details = entry.get_document("details").unwrap();
     assert!(!details.contains_key("adminEmail") && details.get_str("adminEmailHash").is_ok(), "{details:?}");
-    let names: Vec<String> = app.db.indexes(&SystemContext::new("test")).list("users").await.unwrap().iter().filter_map(|m| m.options.as_ref()?.name.clone()).collect();
+    let names: Vec<String> = app
+        .db
+        .indexes(&SystemContext::new("test"))
+        .list("users")
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.options.as_ref()?.name.clone())
+        .collect();
     assert!(names.contains(&"tenantId_1_emailHash_1".to_owned()), "{names:?}");
     assert!(!names.contains(&"tenantId_1_email_1".to_owned()), "{names:?}");
     // The same reads, now from sealed values; then `up` records the migration, finding nothing left.
@@ -403,7 +489,11 @@ async fn the_api_works_on_a_half_migrated_database_and_the_migration_seals_the_r
     let (_, _, own) = app.call(app.request(Method::GET, &format!("/tenants/{}", t.id), Some(&t.admin))).await;
     assert_eq!(own["data"]["settings"]["billing"]["billingEmail"], "billing@half.example");
     migrations::run(&app.db, app.deps.directory.as_ref(), migrations::Action::Up).await.unwrap();
-    let migrations::Report::Status { personal_data, .. } = migrations::run(&app.db, app.deps.directory.as_ref(), migrations::Action::Status).await.unwrap() else { panic!() };
+    let migrations::Report::Status { personal_data, .. } =
+        migrations::run(&app.db, app.deps.directory.as_ref(), migrations::Action::Status).await.unwrap()
+    else {
+        panic!()
+    };
     assert_eq!(personal_data.remaining_total, 0);
     let again = migrations::personal::seal(&app.db, &SystemContext::new("test")).await.unwrap();
     assert_eq!((again.records_sealed, again.audit_entries_rewritten), (0, 0), "idempotent");

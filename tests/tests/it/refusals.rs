@@ -110,7 +110,8 @@ async fn dropped_refusals_are_counted_in_one_summary_entry_per_minute_and_source
     assert_eq!(summaries[0].get_str("resource").unwrap(), "access");
     // The key's own budget is spent too: from a fresh address its refusals now count under it.
     refused(&authorizer, &wrong_secret(&key), "203.0.113.20").await;
-    let by_key = entries(&app, doc! {"tenantId": &tenant, "action": "access.refusals-dropped", "details.source": format!("key:{key_id}")}).await;
+    let by_key =
+        entries(&app, doc! {"tenantId": &tenant, "action": "access.refusals-dropped", "details.source": format!("key:{key_id}")}).await;
     assert_eq!(by_key.len(), 1);
     assert_eq!(by_key[0].get_document("details").unwrap().get_i64("dropped").unwrap(), 1);
     // A member's 403s have a budget of their own, summarised the same way.
@@ -120,7 +121,8 @@ async fn dropped_refusals_are_counted_in_one_summary_entry_per_minute_and_source
     }
     assert_eq!(entries(&app, doc! {"tenantId": &tenant, "action": "access.denied"}).await.len() as i64, REFUSALS_PER_MINUTE);
     let summaries = entries(&app, doc! {"tenantId": &tenant, "action": "access.refusals-dropped"}).await;
-    let by_actor: Vec<_> = summaries.iter().filter(|e| e.get_document("details").unwrap().get_str("source").unwrap().starts_with("actor:")).collect();
+    let by_actor: Vec<_> =
+        summaries.iter().filter(|e| e.get_document("details").unwrap().get_str("source").unwrap().starts_with("actor:")).collect();
     assert_eq!(by_actor.len(), 1);
     assert_eq!(by_actor[0].get_document("details").unwrap().get_i64("dropped").unwrap(), 3);
     // The next minute: room again, and a new summary once it is spent.
@@ -269,4 +271,3 @@ async fn an_unknown_key_id_costs_what_a_known_key_with_a_wrong_secret_costs() {
         assert!(known_ms.is_finite() && unknown_ms.is_finite());
     }
 }
-

@@ -17,8 +17,8 @@ async fn backdated(db: &shared::Db, tenant: &str, count: usize, age_days: i64, k
     let docs: Vec<Document> = (0..count)
         .map(|i| {
             doc! {"_id": ObjectId::new(), "tenantId": tenant, "action": "role.created", "resource": "role", "details": {"i": i as i64},
-                "ip": "", "userAgent": "", "requestId": "backdated", "timestamp": at,
-                "expireAt": DateTime::from_millis(at.timestamp_millis() + kept_days * DAY_MS)}
+            "ip": "", "userAgent": "", "requestId": "backdated", "timestamp": at,
+            "expireAt": DateTime::from_millis(at.timestamp_millis() + kept_days * DAY_MS)}
         })
         .collect();
     let ids = docs.iter().map(|d| d.get_object_id("_id").unwrap()).collect();
@@ -39,7 +39,12 @@ async fn entries_are_kept_as_long_as_the_plan_says() {
         let (admin, tenant) = app.tenant_with_admin(plan, &format!("admin@{plan}-retention.example")).await;
         let body = json!({"name": format!("R {plan}"), "permissions": ["read:users"]});
         assert_eq!(app.call(app.request(Method::POST, "/roles", Some(&admin)).json(&body)).await.0, 201);
-        let entry = raw_collection(&app.db, "auditLogs").await.find_one(doc! {"tenantId": &tenant, "action": "role.created"}).await.unwrap().unwrap();
+        let entry = raw_collection(&app.db, "auditLogs")
+            .await
+            .find_one(doc! {"tenantId": &tenant, "action": "role.created"})
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(expiry_days(&app.db, entry.get_object_id("_id").unwrap()).await, days, "{plan}");
     }
 }
@@ -89,7 +94,8 @@ async fn a_plan_change_moves_existing_entries_in_resumable_batches_of_the_job() 
     // The end of the entry's UTC day plus the retention: never shorter, at most a day longer.
     assert!((2555..=2556).contains(&expiry_days(&app.db, kept[0]).await));
     // Other plans keep theirs: a 400 that names the plan.
-    let (status, _, body) = app.call(app.request(Method::PATCH, &billing, Some(&superadmin)).json(&json!({"plan": "basic", "auditRetentionDays": 400}))).await;
+    let (status, _, body) =
+        app.call(app.request(Method::PATCH, &billing, Some(&superadmin)).json(&json!({"plan": "basic", "auditRetentionDays": 400}))).await;
     assert_eq!(status, 400, "{body}");
 }
 
@@ -119,7 +125,9 @@ async fn the_job_deletes_what_has_expired_and_nothing_else_idempotently() {
 #[tokio::test]
 async fn setup_reports_the_real_retention_mode() {
     let db = tenancy_tests::fresh_db().await;
-    let migrations::Report::Setup { indexes, .. } = migrations::run(&db, tenancy_tests::test_directory().await.as_ref(), migrations::Action::Setup).await.unwrap() else {
+    let migrations::Report::Setup { indexes, .. } =
+        migrations::run(&db, tenancy_tests::test_directory().await.as_ref(), migrations::Action::Setup).await.unwrap()
+    else {
         panic!("a setup report")
     };
     let retention = indexes.iter().find(|i| i.name == "expireAt_1").unwrap();

@@ -19,15 +19,18 @@ async fn a_custom_role_cannot_take_a_system_role_s_name_in_any_case() {
     }
     let roles = raw_collection(&app.db, "roles").await;
     assert_eq!(roles.count_documents(doc! {"tenantId": &tenant}).await.unwrap(), 3, "only the system roles");
-    let (status, _, support) = app.call(app.request(Method::POST, "/roles", Some(&admin)).json(&json!({"name": "Support", "permissions": ["read:users"]}))).await;
+    let (status, _, support) =
+        app.call(app.request(Method::POST, "/roles", Some(&admin)).json(&json!({"name": "Support", "permissions": ["read:users"]}))).await;
     assert_eq!(status, 201, "{support}");
     let id = support["data"]["id"].as_str().unwrap();
     for name in ["ADMIN", "Viewer"] {
-        let (status, _, reply) = app.call(app.request(Method::PATCH, &format!("/roles/{id}"), Some(&admin)).json(&json!({"name": name}))).await;
+        let (status, _, reply) =
+            app.call(app.request(Method::PATCH, &format!("/roles/{id}"), Some(&admin)).json(&json!({"name": name}))).await;
         assert_eq!(status, 409, "{name}: {reply}");
     }
     let stored = roles.find_one(doc! {"_id": mongodb::bson::oid::ObjectId::parse_str(id).unwrap()}).await.unwrap().unwrap();
     assert_eq!(stored.get_str("name").unwrap(), "Support");
-    let (status, _, _) = app.call(app.request(Method::PATCH, &format!("/roles/{id}"), Some(&admin)).json(&json!({"name": "Administrators"}))).await;
+    let (status, _, _) =
+        app.call(app.request(Method::PATCH, &format!("/roles/{id}"), Some(&admin)).json(&json!({"name": "Administrators"}))).await;
     assert_eq!(status, 200, "a name that merely contains one is free");
 }

@@ -347,7 +347,12 @@ async fn every_route_s_warm_call_keeps_to_its_round_trip_budget() {
 
     // The superadmin's routes, on a second tenant (its plan changes last).
     let created = m
-        .measure(&ops, Method::POST, "/tenants", Some(json!({"name": "Budgets B", "adminEmail": "admin@budgets-b.example", "plan": "basic"})))
+        .measure(
+            &ops,
+            Method::POST,
+            "/tenants",
+            Some(json!({"name": "Budgets B", "adminEmail": "admin@budgets-b.example", "plan": "basic"})),
+        )
         .await;
     let other = format!("/tenants/{}", text(&created["data"]["tenantId"]));
     m.twice(&ops, Method::GET, "/tenants", None).await;

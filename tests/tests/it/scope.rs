@@ -67,11 +67,7 @@ async fn writes_change_only_the_scope_s_tenant() {
 async fn an_upsert_creates_the_document_inside_the_scope() {
     let (_db, a, b) = two_tenants().await;
     let before = snapshot(&b).await;
-    let created = a
-        .find_one_and_update(doc! {"name": "z"}, doc! {"$set": {"n": 9}}, true)
-        .await
-        .unwrap()
-        .expect("upserted");
+    let created = a.find_one_and_update(doc! {"name": "z"}, doc! {"$set": {"n": 9}}, true).await.unwrap().expect("upserted");
     assert_eq!(created.get_str("tenantId").unwrap(), a.tenant().as_str());
     assert!(created.get_datetime("createdAt").is_ok());
     let outcome = a.update_one(doc! {"name": "w"}, doc! {"$set": {"n": 1}}, true).await.unwrap();

@@ -59,7 +59,10 @@ async fn after_shred_a_list_page_and_a_search_answer_200_listing_the_tenant_with
     let shredded = listed(&page, &gone.id);
     assert!(shredded["keysShreddedAt"].is_string(), "the marker is shown: {shredded}");
     let billing = shredded["settings"]["billing"].as_object().unwrap();
-    assert!(!billing.contains_key("billingEmail") && !billing.contains_key("billingEmailUnavailable"), "a list opens no personal data: {shredded}");
+    assert!(
+        !billing.contains_key("billingEmail") && !billing.contains_key("billingEmailUnavailable"),
+        "a list opens no personal data: {shredded}"
+    );
     assert_eq!(billing["plan"], "premium");
     let other = listed(&page, &kept.id);
     assert!(other.get("keysShreddedAt").is_none(), "{other}");
@@ -75,7 +78,8 @@ async fn after_shred_a_list_page_and_a_search_answer_200_listing_the_tenant_with
 #[tokio::test]
 async fn after_shred_the_detail_view_answers_200_with_the_billing_email_unavailable_as_shredded() {
     let app = spawn_app().await;
-    let (gone, kept) = (tenant(&app, "Detailgone", "admin@detailgone.example").await, tenant(&app, "Detailkept", "admin@detailkept.example").await);
+    let (gone, kept) =
+        (tenant(&app, "Detailgone", "admin@detailgone.example").await, tenant(&app, "Detailkept", "admin@detailkept.example").await);
     shred(&app, &gone.id).await.unwrap();
     let ops = app.superadmin().await;
 
@@ -100,7 +104,9 @@ async fn a_billing_email_that_fails_authentication_is_shown_as_corrupt_never_as_
     let app = spawn_app().await;
     let t = tenant(&app, "Corruptco", "admin@corruptco.example").await;
     let stored = record(&app, &t.id).await;
-    let Some(Bson::Binary(mut sealed)) = stored.get_document("settings").unwrap().get_document("billing").unwrap().get("billingEmail").cloned() else {
+    let Some(Bson::Binary(mut sealed)) =
+        stored.get_document("settings").unwrap().get_document("billing").unwrap().get("billingEmail").cloned()
+    else {
         panic!("the billing e-mail is sealed: {stored:?}")
     };
     let last = sealed.bytes.len() - 1;
@@ -121,7 +127,8 @@ async fn a_billing_email_that_fails_authentication_is_shown_as_corrupt_never_as_
 async fn no_member_and_no_key_of_a_shredded_tenant_is_admitted_and_nothing_is_counted() {
     let app = spawn_app().await;
     let t = tenant(&app, "Lockedco", "admin@lockedco.example").await;
-    let (status, _, issued) = app.call(app.request(Method::POST, "/api-keys", Some(&t.admin)).json(&json!({"name": "CI", "permissions": ["read:users"]}))).await;
+    let (status, _, issued) =
+        app.call(app.request(Method::POST, "/api-keys", Some(&t.admin)).json(&json!({"name": "CI", "permissions": ["read:users"]}))).await;
     assert_eq!(status, 201, "{issued}");
     let key = issued["data"]["key"].as_str().unwrap().to_owned();
     let limits = format!("/tenants/{}/limits", t.id);
@@ -172,16 +179,22 @@ async fn shredding_an_unknown_tenant_id_fails_naming_it_and_writes_nothing() {
     let app = spawn_app().await;
     let known = tenant(&app, "Knownco", "admin@knownco.example").await;
     let unknown = TenantId::generate();
-    let vault_before = (vault_count(&app.db, "tombstones").await, vault_count(&app.db, "tenantKeys").await, vault_count(&app.db, "emailIndex").await);
+    let vault_before =
+        (vault_count(&app.db, "tombstones").await, vault_count(&app.db, "tenantKeys").await, vault_count(&app.db, "emailIndex").await);
     let registry_before = record(&app, &known.id).await;
 
     let error = shred(&app, unknown.as_str()).await.unwrap_err();
     assert!(matches!(&error, migrations::MigrationError::UnknownTenant(id) if *id == unknown), "{error:?}");
     assert!(error.to_string().contains(unknown.as_str()), "the error names the id: {error}");
     assert!(!error.is_retryable());
-    let after = (vault_count(&app.db, "tombstones").await, vault_count(&app.db, "tenantKeys").await, vault_count(&app.db, "emailIndex").await);
+    let after =
+        (vault_count(&app.db, "tombstones").await, vault_count(&app.db, "tenantKeys").await, vault_count(&app.db, "emailIndex").await);
     assert_eq!(after, vault_before, "no tombstone, no key or e-mail removed");
-    assert_eq!(raw_collection(&app.db, "tenants").await.count_documents(doc! {"keysShreddedAt": {"$exists": true}}).await.unwrap(), 0, "no marker");
+    assert_eq!(
+        raw_collection(&app.db, "tenants").await.count_documents(doc! {"keysShreddedAt": {"$exists": true}}).await.unwrap(),
+        0,
+        "no marker"
+    );
     assert_eq!(record(&app, &known.id).await, registry_before);
     // The id is still free: no tombstone stops it from getting keys.
     app.db.keyring().unwrap().create_tenant_keys(&unknown).await.unwrap();

@@ -96,9 +96,8 @@ async fn invalid_creations_are_400s_and_create_nothing() {
         ("an array", "[]".to_string()),
     ];
     for (what, body) in cases {
-        let (status, _, json) = app
-            .call(app.request(Method::POST, "/tenants", Some(&token)).header("content-type", "application/json").body(body))
-            .await;
+        let (status, _, json) =
+            app.call(app.request(Method::POST, "/tenants", Some(&token)).header("content-type", "application/json").body(body)).await;
         assert_eq!(status, 400, "{what}: {json}");
         assert_eq!(json["error"], "Bad Request", "{what}");
         assert!(json["requestId"].as_str().is_some_and(|r| !r.is_empty()), "{what}");
@@ -162,9 +161,12 @@ async fn a_failure_part_way_through_creation_leaves_nothing_behind() {
     // pending, so that the admin's pending record insert (after the roles) fails.
     let users = raw_collection(&app.db, "users").await;
     users
-        .create_index(mongodb::IndexModel::builder().keys(doc! {"status": 1}).options(
-            mongodb::options::IndexOptions::builder().unique(true).name("trap".to_string()).build(),
-        ).build())
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! {"status": 1})
+                .options(mongodb::options::IndexOptions::builder().unique(true).name("trap".to_string()).build())
+                .build(),
+        )
         .await
         .unwrap();
     users.insert_one(doc! {"tenantId": "tn_elsewhere", "status": "pending"}).await.unwrap();
@@ -174,7 +176,12 @@ async fn a_failure_part_way_through_creation_leaves_nothing_behind() {
     assert_eq!(count(&app, "tenants", doc! {}).await, 0);
     assert_eq!(count(&app, "roles", doc! {}).await, 0, "the roles were compensated");
     assert_eq!(count(&app, "users", doc! {}).await, 1, "only the trap's user remains");
-    let claims = tenancy_tests::vault_database(&app.db).await.collection::<mongodb::bson::Document>("emailIndex").count_documents(doc! {}).await.unwrap();
+    let claims = tenancy_tests::vault_database(&app.db)
+        .await
+        .collection::<mongodb::bson::Document>("emailIndex")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
     assert_eq!(claims, 0, "the admin's global e-mail claim was released");
     assert_eq!(count(&app, "tenantDomains", doc! {}).await, 0, "the domain claim was released");
     users.drop_index("trap").await.unwrap();
@@ -271,7 +278,9 @@ async fn patch_updates_only_the_allow_listed_fields() {
     let id = app.create_tenant(&token, acme()).await["tenantId"].as_str().unwrap().to_owned();
     app.create_tenant(&token, json!({"name": "Other", "domain": "other.example", "adminEmail": "o@other.example"})).await;
     let path = format!("/tenants/{id}");
-    for bad in [json!({"status": "suspended"}), json!({"settings": {"maxUsers": -1}}), json!({"tenantId": "x"}), json!({}), json!({"name": ""})] {
+    for bad in
+        [json!({"status": "suspended"}), json!({"settings": {"maxUsers": -1}}), json!({"tenantId": "x"}), json!({}), json!({"name": ""})]
+    {
         let (status, _, body) = app.call(app.request(Method::PATCH, &path, Some(&token)).json(&bad)).await;
         assert_eq!(status, 400, "{bad}: {body}");
     }
@@ -346,7 +355,9 @@ async fn a_tenant_admin_merges_customization_field_by_field() {
         body["data"]["settings"]["customization"],
         json!({"primaryColor": "#112233", "logo": "https://cdn.acme.example/logo.png", "theme": "default"})
     );
-    for bad in [json!({"primaryColor": "blue"}), json!({"theme": "neon"}), json!({"logo": "javascript:alert(1)"}), json!({"font": "x"}), json!({})] {
+    for bad in
+        [json!({"primaryColor": "blue"}), json!({"theme": "neon"}), json!({"logo": "javascript:alert(1)"}), json!({"font": "x"}), json!({})]
+    {
         let (status, _, body) = app.call(app.request(Method::PATCH, &path, Some(&admin)).json(&bad)).await;
         assert_eq!(status, 400, "{bad}: {body}");
     }
@@ -443,7 +454,10 @@ async fn a_stale_domain_claim_of_a_never_registered_tenant_is_taken_over() {
     let eleven_minutes_ago = mongodb::bson::DateTime::from_millis(mongodb::bson::DateTime::now().timestamp_millis() - 11 * 60_000);
     // As a creation that crashed after claiming, before it could compensate, would leave them.
     claims.insert_one(doc! {"_id": "stale.example", "tenantId": "tn_ghost", "createdAt": eleven_minutes_ago}).await.unwrap();
-    claims.insert_one(doc! {"_id": "inflight.example", "tenantId": "tn_inflight", "createdAt": mongodb::bson::DateTime::now()}).await.unwrap();
+    claims
+        .insert_one(doc! {"_id": "inflight.example", "tenantId": "tn_inflight", "createdAt": mongodb::bson::DateTime::now()})
+        .await
+        .unwrap();
     let body = |domain: &str| json!({"name": "Claimer", "domain": domain, "adminEmail": "c@c.example"});
     let created = app.create_tenant(&token, body("stale.example")).await;
     let holder = claims.find_one(doc! {"_id": "stale.example"}).await.unwrap().unwrap();

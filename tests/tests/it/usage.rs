@@ -170,7 +170,8 @@ async fn a_superadmin_reads_the_history_newest_first_within_the_days_asked() {
     assert_eq!(history(&app, &superadmin, &a, "?days=1").await["snapshots"].as_array().unwrap().len(), 1);
     assert_eq!(history(&app, &superadmin, &a, "?days=366").await["snapshots"].as_array().unwrap().len(), 3);
     // The superadmin's reads are audited in the tenant's log, one entry each.
-    let accessed = raw_collection(&app.db, "auditLogs").await.count_documents(doc! {"tenantId": &a, "action": "tenant.accessed"}).await.unwrap();
+    let accessed =
+        raw_collection(&app.db, "auditLogs").await.count_documents(doc! {"tenantId": &a, "action": "tenant.accessed"}).await.unwrap();
     assert_eq!(accessed, 3);
     // The other tenant's history (suspended: its history is still there) holds its own snapshot only.
     let theirs = history(&app, &superadmin, &b, "?days=366").await;

@@ -49,7 +49,8 @@ async fn counters_and_recount(app: &TestApp, tenant: &str) -> ((i64, i64), (i64,
     let users = raw_collection(&app.db, "users").await;
     let seats = users.count_documents(doc! {"tenantId": tenant}).await.unwrap() as i64;
     let admin = role_id(app, tenant, "admin").await;
-    let admins = users.count_documents(doc! {"tenantId": tenant, "roles": &admin, "status": {"$in": ["pending", "active"]}}).await.unwrap() as i64;
+    let admins =
+        users.count_documents(doc! {"tenantId": tenant, "roles": &admin, "status": {"$in": ["pending", "active"]}}).await.unwrap() as i64;
     ((number("seats"), number("admins")), (seats, admins))
 }
 
@@ -64,7 +65,10 @@ async fn an_invited_user_is_created_in_cognito_linked_by_sub_and_activated_by_it
     let app = spawn_app().await;
     let t = tenant(&app, "basic", "admin@acme.example").await;
     let (status, _, body) = app
-        .call(app.request(Method::POST, "/users", Some(&t.admin)).json(&json!({"email": "New.Hire@Acme.example", "firstName": "New", "lastName": "Hire"})))
+        .call(
+            app.request(Method::POST, "/users", Some(&t.admin))
+                .json(&json!({"email": "New.Hire@Acme.example", "firstName": "New", "lastName": "Hire"})),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["data"]["status"], "pending");
@@ -92,7 +96,9 @@ async fn an_email_belongs_to_one_tenant_and_a_duplicate_invitation_is_a_409() {
     let app = spawn_app().await;
     let a = tenant(&app, "basic", "admin@a.example").await;
     let b = tenant(&app, "basic", "admin@b.example").await;
-    let invite = |token: &str, email: &str| app.request(Method::POST, "/users", Some(token)).json(&json!({"email": email, "firstName": "F", "lastName": "L"}));
+    let invite = |token: &str, email: &str| {
+        app.request(Method::POST, "/users", Some(token)).json(&json!({"email": email, "firstName": "F", "lastName": "L"}))
+    };
     assert_eq!(app.call(invite(&a.admin, "shared@x.example")).await.0, 201);
     let (status, _, body) = app.call(invite(&a.admin, "shared@x.example")).await;
     assert_eq!(status, 409, "{body}");
@@ -219,25 +225,32 @@ async fn the_last_admin_cannot_be_deleted_deactivated_or_stripped_and_nobody_cha
     let t = tenant(&app, "basic", "admin@acme.example").await;
     let admin_id = record(&app, "admin@acme.example").await.unwrap().get_object_id("_id").unwrap();
     // An operator with every permission (a custom role), but not the admin role: not counted.
-    let (status, _, role) = app.call(app.request(Method::POST, "/roles", Some(&t.admin)).json(&json!({"name": "Operators", "permissions": ["*"]}))).await;
+    let (status, _, role) =
+        app.call(app.request(Method::POST, "/roles", Some(&t.admin)).json(&json!({"name": "Operators", "permissions": ["*"]}))).await;
     assert_eq!(status, 201, "{role}");
     let (_, operator) = app.seed_user(&t.id, "operator@acme.example", "viewer", "active").await;
     let operator_id = record(&app, "operator@acme.example").await.unwrap().get_object_id("_id").unwrap();
     let role = role_id(&app, &t.id, "Operators").await;
-    let (status, _, body) = app.call(app.request(Method::POST, &format!("/users/{operator_id}/roles"), Some(&t.admin)).json(&json!({"roleId": role}))).await;
+    let (status, _, body) =
+        app.call(app.request(Method::POST, &format!("/users/{operator_id}/roles"), Some(&t.admin)).json(&json!({"roleId": role}))).await;
     assert_eq!(status, 200, "{body}");
     let (status, _, body) = app.call(app.request(Method::DELETE, &format!("/users/{admin_id}"), Some(&operator))).await;
     assert_eq!(status, 409, "{body}");
-    let (status, _, _) = app.call(app.request(Method::PATCH, &format!("/users/{admin_id}"), Some(&operator)).json(&json!({"status": "inactive"}))).await;
+    let (status, _, _) =
+        app.call(app.request(Method::PATCH, &format!("/users/{admin_id}"), Some(&operator)).json(&json!({"status": "inactive"}))).await;
     assert_eq!(status, 409);
     let admin_role = role_id(&app, &t.id, "admin").await;
-    let (status, _, body) = app.call(app.request(Method::POST, &format!("/users/{operator_id}/roles"), Some(&t.admin)).json(&json!({"roleId": &admin_role}))).await;
+    let (status, _, body) = app
+        .call(app.request(Method::POST, &format!("/users/{operator_id}/roles"), Some(&t.admin)).json(&json!({"roleId": &admin_role})))
+        .await;
     assert_eq!(status, 200, "an admin may grant admin: {body}");
-    let (status, _, body) = app.call(app.request(Method::DELETE, &format!("/users/{operator_id}/roles/{admin_role}"), Some(&operator))).await;
+    let (status, _, body) =
+        app.call(app.request(Method::DELETE, &format!("/users/{operator_id}/roles/{admin_role}"), Some(&operator))).await;
     assert_eq!(status, 403, "nobody changes its own roles: {body}");
     let (status, _, _) = app.call(app.request(Method::DELETE, &format!("/users/{admin_id}/roles/{admin_role}"), Some(&operator))).await;
     assert_eq!(status, 200, "with a second admin, the first may lose the role");
-    let (status, _, body) = app.call(app.request(Method::DELETE, &format!("/users/{operator_id}/roles/{admin_role}"), Some(&t.admin))).await;
+    let (status, _, body) =
+        app.call(app.request(Method::DELETE, &format!("/users/{operator_id}/roles/{admin_role}"), Some(&t.admin))).await;
     assert_eq!(status, 403, "without a role left, the first admin may no longer manage users: {body}");
     for (method, path, body) in [
         (Method::DELETE, format!("/users/{operator_id}"), json!(null)),
@@ -254,7 +267,10 @@ async fn nobody_manages_a_user_who_holds_more_than_they_do() {
     let app = spawn_app().await;
     let t = tenant(&app, "basic", "admin@acme.example").await;
     let (status, _, _) = app
-        .call(app.request(Method::POST, "/roles", Some(&t.admin)).json(&json!({"name": "Operators", "permissions": ["read:*", "update:users", "delete:users"]})))
+        .call(
+            app.request(Method::POST, "/roles", Some(&t.admin))
+                .json(&json!({"name": "Operators", "permissions": ["read:*", "update:users", "delete:users"]})),
+        )
         .await;
     assert_eq!(status, 201);
     let (operator, token) = app.seed_user(&t.id, "operator@acme.example", "viewer", "active").await;
@@ -272,7 +288,8 @@ async fn nobody_manages_a_user_who_holds_more_than_they_do() {
         let (status, _, reply) = app.call(app.request(method, &path, Some(&token)).json(&body)).await;
         assert_eq!(status, 403, "{path}: {reply}");
     }
-    let (status, _, reply) = app.call(app.request(Method::PATCH, &format!("/users/{viewer}"), Some(&token)).json(&json!({"status": "inactive"}))).await;
+    let (status, _, reply) =
+        app.call(app.request(Method::PATCH, &format!("/users/{viewer}"), Some(&token)).json(&json!({"status": "inactive"}))).await;
     assert_eq!(status, 200, "a viewer holds nothing the operator lacks: {reply}");
     assert_eq!(record_by_id(&app, second).await.unwrap().get_str("status").unwrap(), "active");
     assert_eq!(counters_and_recount(&app, &t.id).await, ((4, 2), (4, 2)));
@@ -288,7 +305,8 @@ async fn identical_requests_racing_move_the_counters_once() {
     let (c, _) = app.seed_user(&t.id, "c@acme.example", "admin", "active").await;
     let app = &app;
     let twice = |method: Method, path: String, body: Value| {
-        let (first, second) = (app.request(method.clone(), &path, Some(&t.admin)).json(&body), app.request(method, &path, Some(&t.admin)).json(&body));
+        let (first, second) =
+            (app.request(method.clone(), &path, Some(&t.admin)).json(&body), app.request(method, &path, Some(&t.admin)).json(&body));
         async move { tokio::join!(app.call(first), app.call(second)) }
     };
     let (x, y) = twice(Method::POST, format!("/users/{a}/roles"), json!({"roleId": &admin_role})).await;
@@ -326,7 +344,9 @@ async fn another_tenant_s_ids_are_404s_and_malformed_ids_400s() {
     }
     let own = record(&app, "admin@a.example").await.unwrap().get_object_id("_id").unwrap();
     let _ = own;
-    let (status, _, _) = app.call(app.request(Method::POST, "/users/000000000000000000000001/roles", Some(&a.admin)).json(&json!({"roleId": foreign_role}))).await;
+    let (status, _, _) = app
+        .call(app.request(Method::POST, "/users/000000000000000000000001/roles", Some(&a.admin)).json(&json!({"roleId": foreign_role})))
+        .await;
     assert_eq!(status, 404, "a role of another tenant is not found");
     for path in ["/users/nothex", "/users/123", "/roles/zzzzzzzzzzzzzzzzzzzzzzzz", "/users/%7B%22%24ne%22%3A1%7D"] {
         let (status, _, reply) = app.call(app.request(Method::GET, path, Some(&a.admin))).await;
@@ -392,7 +412,10 @@ async fn roles_are_validated_unique_bounded_by_their_creator_and_system_roles_im
     assert_eq!(status, 201, "{body}");
     for name in ["admin", "user", "viewer"] {
         let id = role_id(&app, &t.id, name).await;
-        assert_eq!(app.call(app.request(Method::PATCH, &format!("/roles/{id}"), Some(&t.admin)).json(&json!({"description": "x"}))).await.0, 403);
+        assert_eq!(
+            app.call(app.request(Method::PATCH, &format!("/roles/{id}"), Some(&t.admin)).json(&json!({"description": "x"}))).await.0,
+            403
+        );
         assert_eq!(app.call(app.request(Method::DELETE, &format!("/roles/{id}"), Some(&t.admin))).await.0, 403);
     }
     // Deleting a held role: a 409 with the count, unless forced.
@@ -411,14 +434,16 @@ async fn roles_are_validated_unique_bounded_by_their_creator_and_system_roles_im
 async fn a_role_change_through_the_api_takes_effect_at_once_in_this_process() {
     let app = spawn_app().await;
     let t = tenant(&app, "basic", "admin@acme.example").await;
-    let (status, _, role) =
-        app.call(app.request(Method::POST, "/roles", Some(&t.admin)).json(&json!({"name": "Readers", "permissions": ["read:profile"]}))).await;
+    let (status, _, role) = app
+        .call(app.request(Method::POST, "/roles", Some(&t.admin)).json(&json!({"name": "Readers", "permissions": ["read:profile"]})))
+        .await;
     assert_eq!(status, 201);
     let (holder, token) = app.seed_user(&t.id, "reader@acme.example", "viewer", "active").await;
     let id = role["data"]["id"].as_str().unwrap();
     raw_collection(&app.db, "users").await.update_one(doc! {"_id": holder}, doc! {"$set": {"roles": [id]}}).await.unwrap();
     assert_eq!(app.call(app.request(Method::GET, "/users", Some(&token))).await.0, 403);
-    let (status, _, _) = app.call(app.request(Method::PATCH, &format!("/roles/{id}"), Some(&t.admin)).json(&json!({"permissions": ["read:users"]}))).await;
+    let (status, _, _) =
+        app.call(app.request(Method::PATCH, &format!("/roles/{id}"), Some(&t.admin)).json(&json!({"permissions": ["read:users"]}))).await;
     assert_eq!(status, 200);
     assert_eq!(app.call(app.request(Method::GET, "/users", Some(&token))).await.0, 200, "the cache forgot the tenant's members");
 }
@@ -440,7 +465,10 @@ async fn the_permission_matrix_holds_for_admin_user_and_viewer() {
             n += 1;
             let (target, _) = app.seed_user(&t.id, &format!("t{n}@acme.example"), "viewer", "active").await;
             let (status, _, role) = app
-                .call(app.request(Method::POST, "/roles", Some(&t.admin)).json(&json!({"name": format!("Custom{n}"), "permissions": ["read:users"]})))
+                .call(
+                    app.request(Method::POST, "/roles", Some(&t.admin))
+                        .json(&json!({"name": format!("Custom{n}"), "permissions": ["read:users"]})),
+                )
                 .await;
             assert_eq!(status, 201);
             let custom = role["data"]["id"].as_str().unwrap().to_owned();
@@ -448,7 +476,12 @@ async fn the_permission_matrix_holds_for_admin_user_and_viewer() {
             raw_collection(&app.db, "users").await.update_one(doc! {"_id": holder}, doc! {"$push": {"roles": &custom}}).await.unwrap();
             vec![
                 (Method::GET, "/users".into(), json!(null), reads),
-                (Method::POST, "/users".into(), json!({"email": format!("inv{n}@acme.example"), "firstName": "I", "lastName": "N"}), writes),
+                (
+                    Method::POST,
+                    "/users".into(),
+                    json!({"email": format!("inv{n}@acme.example"), "firstName": "I", "lastName": "N"}),
+                    writes,
+                ),
                 (Method::GET, format!("/users/{target}"), json!(null), reads),
                 (Method::PATCH, format!("/users/{target}"), json!({"title": "T"}), writes),
                 (Method::POST, format!("/users/{target}/roles"), json!({"roleId": &custom}), writes),
@@ -500,7 +533,9 @@ async fn the_post_confirmation_trigger_links_once_activates_pending_only_and_pas
     users::trigger::post_confirmation(&app.db, e).await.unwrap();
     assert_eq!(record_by_id(&app, inactive).await.unwrap().get_str("status").unwrap(), "inactive", "never inactive → active");
     // A second sub for the same record changes nothing; unknown tenants and users are logged only.
-    users::trigger::post_confirmation(&app.db, event("self@acme.example", "sub-other", &t.id, "PostConfirmation_ConfirmSignUp")).await.unwrap();
+    users::trigger::post_confirmation(&app.db, event("self@acme.example", "sub-other", &t.id, "PostConfirmation_ConfirmSignUp"))
+        .await
+        .unwrap();
     assert_eq!(record_by_id(&app, pending).await.unwrap().get_str("cognitoUserId").unwrap(), "sub-self");
     for e in [
         event("x@acme.example", "sub-x", "tn_nosuchtenant", "PostConfirmation_ConfirmSignUp"),
@@ -517,11 +552,15 @@ async fn a_pending_user_s_status_changes_only_by_signing_in() {
     let app = spawn_app().await;
     let t = tenant(&app, "basic", "admin@acme.example").await;
     let (_, _, invited) = app
-        .call(app.request(Method::POST, "/users", Some(&t.admin)).json(&json!({"email": "p@acme.example", "firstName": "P", "lastName": "Q"})))
+        .call(
+            app.request(Method::POST, "/users", Some(&t.admin))
+                .json(&json!({"email": "p@acme.example", "firstName": "P", "lastName": "Q"})),
+        )
         .await;
     let id = invited["data"]["id"].as_str().unwrap();
     for status in ["active", "inactive"] {
-        let (code, _, body) = app.call(app.request(Method::PATCH, &format!("/users/{id}"), Some(&t.admin)).json(&json!({"status": status}))).await;
+        let (code, _, body) =
+            app.call(app.request(Method::PATCH, &format!("/users/{id}"), Some(&t.admin)).json(&json!({"status": status}))).await;
         assert_eq!(code, 409, "{status}: {body}");
     }
     let oid = ObjectId::parse_str(id).unwrap();
@@ -544,7 +583,8 @@ async fn a_record_never_reaches_another_tenant_s_cognito_account() {
     let (status, _, body) = app.call(app.request(Method::DELETE, &format!("/users/{unlinked}"), Some(&a.admin))).await;
     assert_eq!(status, 200, "{body}");
     let stale = app.seed_record(&a.id, "victim@b.example", "viewer", "active", "some-other-sub").await;
-    let (status, _, body) = app.call(app.request(Method::PATCH, &format!("/users/{stale}"), Some(&a.admin)).json(&json!({"status": "inactive"}))).await;
+    let (status, _, body) =
+        app.call(app.request(Method::PATCH, &format!("/users/{stale}"), Some(&a.admin)).json(&json!({"status": "inactive"}))).await;
     assert_eq!(status, 200, "{body}");
     let (status, _, body) = app.call(app.request(Method::DELETE, &format!("/users/{stale}"), Some(&a.admin))).await;
     assert_eq!(status, 200, "{body}");
@@ -557,15 +597,25 @@ async fn a_record_never_reaches_another_tenant_s_cognito_account() {
 async fn a_role_change_needs_what_the_role_grants_now_and_unlinked_records_keep_their_roles() {
     let app = spawn_app().await;
     let t = tenant(&app, "basic", "admin@acme.example").await;
-    let create = |name: &str, permissions: Value| app.request(Method::POST, "/roles", Some(&t.admin)).json(&json!({"name": name, "permissions": permissions}));
+    let create = |name: &str, permissions: Value| {
+        app.request(Method::POST, "/roles", Some(&t.admin)).json(&json!({"name": name, "permissions": permissions}))
+    };
     let (_, _, powerful) = app.call(create("Powerful", json!(["read:users", "delete:users"]))).await;
     let (_, _, editors) = app.call(create("RoleEditors", json!(["read:users", "update:roles"]))).await;
     let (editor, token) = app.seed_user(&t.id, "editor@acme.example", "viewer", "active").await;
-    raw_collection(&app.db, "users").await.update_one(doc! {"_id": editor}, doc! {"$set": {"roles": [editors["data"]["id"].as_str().unwrap()]}}).await.unwrap();
+    raw_collection(&app.db, "users")
+        .await
+        .update_one(doc! {"_id": editor}, doc! {"$set": {"roles": [editors["data"]["id"].as_str().unwrap()]}})
+        .await
+        .unwrap();
     let powerful_id = powerful["data"]["id"].as_str().unwrap();
-    let (status, _, body) = app.call(app.request(Method::PATCH, &format!("/roles/{powerful_id}"), Some(&token)).json(&json!({"permissions": ["read:users"]}))).await;
+    let (status, _, body) = app
+        .call(app.request(Method::PATCH, &format!("/roles/{powerful_id}"), Some(&token)).json(&json!({"permissions": ["read:users"]})))
+        .await;
     assert_eq!(status, 403, "stripping delete:users from its holders needs delete:users: {body}");
     let unlinked = app.seed_record(&t.id, "mid@acme.example", "viewer", "pending", "").await;
-    let (status, _, body) = app.call(app.request(Method::POST, &format!("/users/{unlinked}/roles"), Some(&t.admin)).json(&json!({"roleId": powerful_id}))).await;
+    let (status, _, body) = app
+        .call(app.request(Method::POST, &format!("/users/{unlinked}/roles"), Some(&t.admin)).json(&json!({"roleId": powerful_id})))
+        .await;
     assert_eq!(status, 409, "an invitation still being made keeps its roles: {body}");
 }

@@ -1,12 +1,12 @@
 //! The local user pool in moto: bootstrap (idempotent), demo users and their ID tokens.
 
 use aws_sdk_cognitoidentityprovider::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_cognitoidentityprovider::error::ProvideErrorMetadata;
 use aws_sdk_cognitoidentityprovider::types::{
     AdminCreateUserConfigType, AttributeDataType, AttributeType, AuthFlowType, ExplicitAuthFlowsType, MessageActionType,
     PasswordPolicyType, PreventUserExistenceErrorTypes, SchemaAttributeType, StringAttributeConstraintsType,
     UserAttributeUpdateSettingsType, UserPoolPolicyType, UsernameAttributeType, VerifiedAttributeType,
 };
-use aws_sdk_cognitoidentityprovider::error::ProvideErrorMetadata;
 use aws_sdk_cognitoidentityprovider::Client;
 use shared::identity::SUPERADMIN_GROUP;
 
@@ -42,7 +42,11 @@ pub fn moto_config(endpoint: &str, region: &str) -> aws_config::SdkConfig {
         .region(Region::new(region.to_owned()))
         .endpoint_url(endpoint)
         .credentials_provider(aws_sdk_cognitoidentityprovider::config::SharedCredentialsProvider::new(Credentials::new(
-            "testing", "testing", None, None, "local-fake",
+            "testing",
+            "testing",
+            None,
+            None,
+            "local-fake",
         )))
         .build()
 }
@@ -104,9 +108,7 @@ pub async fn bootstrap(cognito: &Client, endpoint: &str, region: &str, pool_name
                     .name("tenantId")
                     .attribute_data_type(AttributeDataType::String)
                     .mutable(true)
-                    .string_attribute_constraints(
-                        StringAttributeConstraintsType::builder().min_length("1").max_length("64").build(),
-                    )
+                    .string_attribute_constraints(StringAttributeConstraintsType::builder().min_length("1").max_length("64").build())
                     .build(),
             )
             .send()
@@ -118,13 +120,7 @@ pub async fn bootstrap(cognito: &Client, endpoint: &str, region: &str, pool_name
     };
 
     if cognito.get_group().user_pool_id(&user_pool_id).group_name(SUPERADMIN_GROUP).send().await.is_err() {
-        cognito
-            .create_group()
-            .user_pool_id(&user_pool_id)
-            .group_name(SUPERADMIN_GROUP)
-            .description("Platform operators")
-            .send()
-            .await?;
+        cognito.create_group().user_pool_id(&user_pool_id).group_name(SUPERADMIN_GROUP).description("Platform operators").send().await?;
     }
 
     let clients = cognito.list_user_pool_clients().user_pool_id(&user_pool_id).max_results(60).send().await?;
@@ -202,22 +198,9 @@ pub async fn ensure_user(
             .send()
             .await?;
     }
-    cognito
-        .admin_set_user_password()
-        .user_pool_id(&pool.user_pool_id)
-        .username(email)
-        .password(password)
-        .permanent(true)
-        .send()
-        .await?;
+    cognito.admin_set_user_password().user_pool_id(&pool.user_pool_id).username(email).password(password).permanent(true).send().await?;
     for group in groups {
-        cognito
-            .admin_add_user_to_group()
-            .user_pool_id(&pool.user_pool_id)
-            .username(email)
-            .group_name(*group)
-            .send()
-            .await?;
+        cognito.admin_add_user_to_group().user_pool_id(&pool.user_pool_id).username(email).group_name(*group).send().await?;
     }
     let user = cognito.admin_get_user().user_pool_id(&pool.user_pool_id).username(email).send().await?;
     let sub = user.user_attributes().iter().find(|a| a.name() == "sub").and_then(|a| a.value()).unwrap_or(user.username());

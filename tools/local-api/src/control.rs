@@ -76,10 +76,10 @@ impl ControlToken {
 /// The checkout a binary belongs to: the nearest ancestor of its path whose `Cargo.toml` is the
 /// workspace's (`target/debug/local-api` → the checkout).
 pub fn checkout_of(exe: &Path) -> Option<PathBuf> {
-    exe.ancestors().skip(1).find(|dir| {
-        std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|text| text.lines().any(|line| line.trim() == "[workspace]"))
-    })
-    .map(Path::to_path_buf)
+    exe.ancestors()
+        .skip(1)
+        .find(|dir| std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|text| text.lines().any(|line| line.trim() == "[workspace]")))
+        .map(Path::to_path_buf)
 }
 
 /// The checkout of the running binary (never the working directory).

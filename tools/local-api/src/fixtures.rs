@@ -4,9 +4,9 @@
 
 use crate::Deps;
 use mongodb::bson::{doc, oid::ObjectId};
+use shared::audit::{Action, Resource};
 use shared::db::{SystemContext, TenantCollection};
 use shared::ids::{Email, Permission, TenantId};
-use shared::audit::{Action, Resource};
 use shared::models::{ApiKey, ApiKeyStatus, AuditLog, CognitoLink, Profile, RateLimit, Role, User, UserStatus, SYSTEM_PRINCIPAL};
 
 /// The tenant every tenant-scoped event acts in.
@@ -75,7 +75,14 @@ pub async fn seed_events_tenant(deps: &Deps) -> Result<(), BoxError> {
     }
     let viewer = roles.find_one(doc! {"name": "viewer"}).await?.ok_or("no viewer role")?;
     let profile = Profile { first_name: "Mem".into(), last_name: "Ber".into(), ..Profile::default() };
-    let mut member = users::person::pending_record(&deps.db, shared::db::TenantScope::scope_tenant(&scope), &Email::parse("member@demo-events.example")?, &profile, &[]).await?;
+    let mut member = users::person::pending_record(
+        &deps.db,
+        shared::db::TenantScope::scope_tenant(&scope),
+        &Email::parse("member@demo-events.example")?,
+        &profile,
+        &[],
+    )
+    .await?;
     member.id = ObjectId::parse_str(MEMBER)?;
     member.cognito_user_id = CognitoLink::Linked("0f1e2d3c-0000-4000-8000-0000000000b2".into());
     member.roles = vec![viewer.id.to_hex(), ROLES[1].0.to_owned()];

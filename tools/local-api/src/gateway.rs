@@ -3,9 +3,9 @@
 //! runs), builds the REST API proxy event Lambda would receive, and calls the context's handler
 //! in-process.
 
+use crate::routes::RouteTable;
 use api_keys::authorizer::{Authorizer, Verdict};
 use api_keys::jwt::{TokenError, Verifier};
-use crate::routes::RouteTable;
 use axum::body::{to_bytes, Body as AxumBody};
 use axum::extract::{ConnectInfo, State};
 use axum::response::Response as AxumResponse;
@@ -101,7 +101,8 @@ fn gateway_error(status: StatusCode, message: &str, request_id: &str) -> AxumRes
         .header("vary", "Origin");
     // A 503 is worth retrying, and says when; no other status of the gateway's is.
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        response = response.header("retry-after", UNAVAILABLE_RETRY_AFTER_SECS.to_string()).header("access-control-expose-headers", "Retry-After");
+        response =
+            response.header("retry-after", UNAVAILABLE_RETRY_AFTER_SECS.to_string()).header("access-control-expose-headers", "Retry-After");
     }
     response.body(AxumBody::from(body.to_string())).expect("a valid response")
 }
@@ -152,13 +153,8 @@ pub fn flatten_claims(claims: &Map<String, Value>) -> Map<String, Value> {
 
 /// `Fri Nov 28 19:22:00 UTC 2026`, the form API Gateway gives `exp` and `iat` in.
 fn gateway_date(secs: i64) -> String {
-    let format = time::macros::format_description!(
-        "[weekday repr:short] [month repr:short] [day] [hour]:[minute]:[second] UTC [year]"
-    );
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| t.format(&format).ok())
-        .unwrap_or_else(|| secs.to_string())
+    let format = time::macros::format_description!("[weekday repr:short] [month repr:short] [day] [hour]:[minute]:[second] UTC [year]");
+    time::OffsetDateTime::from_unix_timestamp(secs).ok().and_then(|t| t.format(&format).ok()).unwrap_or_else(|| secs.to_string())
 }
 
 fn query_maps(query: Option<&str>) -> (Value, Value) {
@@ -169,8 +165,7 @@ fn query_maps(query: Option<&str>) -> (Value, Value) {
     if multi.is_empty() {
         return (Value::Null, Value::Null);
     }
-    let single: Map<String, Value> =
-        multi.iter().map(|(k, v)| (k.clone(), Value::String(v.last().cloned().unwrap_or_default()))).collect();
+    let single: Map<String, Value> = multi.iter().map(|(k, v)| (k.clone(), Value::String(v.last().cloned().unwrap_or_default()))).collect();
     (Value::Object(single), json!(multi))
 }
 
@@ -427,8 +422,16 @@ mod tests {
     #[test]
     fn an_event_parses_as_a_rest_request_with_its_route() {
         let event = rest_event(
-            "GET", "/tenants/tn_a", "/tenants/{tenantId}", Some("a=1&a=2"), &http::HeaderMap::new(),
-            &[("tenantId".into(), "tn_a".into())], b"", "127.0.0.1", "req", json!({}),
+            "GET",
+            "/tenants/tn_a",
+            "/tenants/{tenantId}",
+            Some("a=1&a=2"),
+            &http::HeaderMap::new(),
+            &[("tenantId".into(), "tn_a".into())],
+            b"",
+            "127.0.0.1",
+            "req",
+            json!({}),
         );
         let req = lambda_http::request::from_str(&event.to_string()).unwrap();
         assert_eq!(shared::http::route_key(&req).as_deref(), Some("GET /tenants/{tenantId}"));

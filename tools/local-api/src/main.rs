@@ -157,7 +157,8 @@ async fn main() -> Result<(), cognito::BoxError> {
             let client = mongodb::Client::with_uri_str(&config.uri).await?;
             client.database(&config.database).drop().await?;
             // The local vault is the second database beside it: its keys open nothing any more.
-            let vault = std::env::var("KEY_VAULT_DATABASE").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| format!("{}_vault", config.database));
+            let vault =
+                std::env::var("KEY_VAULT_DATABASE").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| format!("{}_vault", config.database));
             client.database(&vault).drop().await?;
             eprintln!("dropped the local database {} and its key vault {vault}", config.database);
         }
@@ -176,18 +177,24 @@ async fn main() -> Result<(), cognito::BoxError> {
         }
         Some("invoke") if args.len() >= 2 => {
             let path = std::path::Path::new(&args[1]);
-            let bin_dir = args.iter().position(|a| a == "--bin-dir").and_then(|i| args.get(i + 1)).map(String::as_str).unwrap_or("target/debug");
+            let bin_dir =
+                args.iter().position(|a| a == "--bin-dir").and_then(|i| args.get(i + 1)).map(String::as_str).unwrap_or("target/debug");
             let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
             let event: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
             let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let config = DbConfig::from_env(&process_env(), "tenancy-local-invoke")?;
             let client = cognito::client(&moto, &region);
             let pool = cognito::bootstrap(&client, &moto, &region, &pool_name).await?;
-            let deps = local_api::Deps { db: local_api::database(&config).await?, directory: local_api::moto_directory(&moto, &region, &pool.user_pool_id) };
+            let deps = local_api::Deps {
+                db: local_api::database(&config).await?,
+                directory: local_api::moto_directory(&moto, &region, &pool.user_pool_id),
+            };
             let arn = local_api::runtime::put_secret(&moto, &region, local_api::runtime::URI_SECRET_NAME, &config.uri).await?;
             eprintln!("invoking the function of {}", path.display());
             let kms_key_id = std::env::var("KMS_KEY_ID").map_err(|_| "KMS_KEY_ID is not set")?;
-            let (_, run) = local_api::runtime::invoke_event(std::path::Path::new(bin_dir), &deps, &pool, &moto, &arn, &kms_key_id, &file_name, event).await?;
+            let (_, run) =
+                local_api::runtime::invoke_event(std::path::Path::new(bin_dir), &deps, &pool, &moto, &arn, &kms_key_id, &file_name, event)
+                    .await?;
             for line in &run.stdout {
                 eprintln!("{line}");
             }
@@ -205,7 +212,9 @@ async fn main() -> Result<(), cognito::BoxError> {
             let kms = aws_sdk_kms::Client::new(&cognito::moto_config(&moto, &region));
             let recorded = args.get(1).filter(|id| !id.is_empty());
             let kept = match recorded {
-                Some(id) => kms.describe_key().key_id(id).send().await.ok().and_then(|d| d.key_metadata).filter(|m| m.enabled).map(|m| m.key_id),
+                Some(id) => {
+                    kms.describe_key().key_id(id).send().await.ok().and_then(|d| d.key_metadata).filter(|m| m.enabled).map(|m| m.key_id)
+                }
                 None => None,
             };
             let id = match kept {

@@ -120,9 +120,7 @@ impl RouteTable {
     /// Reads the routes. Every operation must name one of the `hosted` functions.
     pub fn from_openapi(doc: &Value, hosted: &[&str]) -> Result<Self, String> {
         // The first scheme of the first requirement: API Gateway allows one authorizer a method.
-        let scheme = |list: &Value| -> Option<String> {
-            list.as_array()?.first()?.as_object()?.keys().next().cloned()
-        };
+        let scheme = |list: &Value| -> Option<String> { list.as_array()?.first()?.as_object()?.keys().next().cloned() };
         let global_security = doc.get("security").and_then(scheme);
         let paths = doc.get("paths").and_then(Value::as_object).ok_or("the document has no paths")?;
         let mut routes = Vec::new();
@@ -137,7 +135,12 @@ impl RouteTable {
                         return Err(format!("{method} {path}: only OPTIONS may be a mock integration"));
                     }
                     let headers = mock_headers(integration, &format!("{method} {path}"))?;
-                    mocks.push(MockRoute { method: method.to_ascii_uppercase(), resource: path.clone(), headers, segments: segments(path) });
+                    mocks.push(MockRoute {
+                        method: method.to_ascii_uppercase(),
+                        resource: path.clone(),
+                        headers,
+                        segments: segments(path),
+                    });
                     continue;
                 }
                 let id = logical_id(integration).ok_or(format!("{method} {path}: no Lambda function in its integration"))?;
@@ -149,7 +152,13 @@ impl RouteTable {
                     Some(list) => scheme(list),
                     None => global_security.clone(),
                 };
-                routes.push(Route { method: method.to_ascii_uppercase(), resource: path.clone(), function, auth, segments: segments(path) });
+                routes.push(Route {
+                    method: method.to_ascii_uppercase(),
+                    resource: path.clone(),
+                    function,
+                    auth,
+                    segments: segments(path),
+                });
             }
         }
         Ok(Self { routes, mocks })

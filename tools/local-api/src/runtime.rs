@@ -199,7 +199,13 @@ pub const URI_SECRET_NAME: &str = "tenancy-local/mongodb-uri";
 /// connection string's secret (never the URI itself), the database, the KMS master key and the
 /// vault database beside the data (the local vault has no cluster of its own), the pool, moto as
 /// every AWS endpoint with clearly fake credentials, and the metrics' service name.
-pub fn function_env(secret_arn: &str, database: &str, kms_key_id: &str, pool: &crate::cognito::PoolIds, moto_url: &str) -> Vec<(String, String)> {
+pub fn function_env(
+    secret_arn: &str,
+    database: &str,
+    kms_key_id: &str,
+    pool: &crate::cognito::PoolIds,
+    moto_url: &str,
+) -> Vec<(String, String)> {
     let vault = format!("{database}_vault");
     let pairs = [
         ("MONGODB_URI_SECRET_ARN", secret_arn),

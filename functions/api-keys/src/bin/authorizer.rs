@@ -14,9 +14,8 @@ async fn main() -> Result<(), Error> {
     let config = DbConfig::load("tenancy-authorizer").await?;
     // Without a pool, every token is refused and keys still work; a missing pool is a deploy
     // error worth a loud line, not a crash loop.
-    let cognito = CognitoConfig::from_env(&env)
-        .map_err(|error| tracing::error!(%error, "no Cognito configuration: every JWT will be refused"))
-        .ok();
+    let cognito =
+        CognitoConfig::from_env(&env).map_err(|error| tracing::error!(%error, "no Cognito configuration: every JWT will be refused")).ok();
     let authorizer = Arc::new(Authorizer::new(Db::cached(&config).await?, cognito));
     run(service_fn(|event: LambdaEvent<Value>| {
         let authorizer = authorizer.clone();
