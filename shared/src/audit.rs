@@ -205,39 +205,6 @@ pub async fn record(
     Ok(())
 }
 
-/// Entries a retention batch reads and moves at a time.
-pub const RETENTION_BATCH: i64 = 500;
-
-/// Applies a tenant's pending retention change to its existing entries, at most `max_batches`
-/// batches now: each batch moves `expireAt` of the next entries to the retention the tenant has
-/// *now*, then records how far it got, conditional on the change it started from, so that a
-/// newer change starts over and a rerun resumes. `true` once nothing is pending.
-pub async fn catch_up_retention(db: &Db, tenant: &TenantId, max_batches: u32) -> Result<bool, DbError> {
-    let system = crate::db::SystemContext::new("audit retention");
-    let registry = db.tenants(&system);
-    let retention = db.audit_retention(&system);
-    for _ in 0..max_batches {
-        let Some(record) = registry.get(tenant).await? else { return Ok(true) };
-        let Some(pending) = record.audit_retention else { return Ok(true) };
-        let days = record.settings.audit_retention_days();
-        let next = retention.reapply(tenant, days, pending.after, RETENTION_BATCH).await?;
-        let mut seen = mongodb::bson::doc! {"auditRetention.days": pending.days};
-        seen.insert("auditRetention.after", pending.after.map_or(Bson::Document(mongodb::bson::doc! {"$exists": false}), Bson::ObjectId));
-        let progress = match next {
-            Some(after) => mongodb::bson::doc! {"auditRetention.after": after},
-            None => mongodb::bson::doc! {"auditRetention": Bson::Null},
-        };
-        // A change made meanwhile moved the marker: it starts over, on a later run.
-        if !registry.set_if(tenant, seen, progress).await? {
-            return Ok(false);
-        }
-        if next.is_none() {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
 /// How the caller acted: `superadmin` (a platform operator acting for the tenant), `apiKey` or
 /// `member`.
 pub fn acting_as(identity: &Identity) -> &'static str {

@@ -1,7 +1,7 @@
 //! Request plumbing shared by every HTTP context: typed input, the success envelope, and the
 //! wrapper that gives each request its tracing span and turns errors into JSON.
 
-use crate::context::{Quota, SuperadminContext, TenantContext};
+use crate::admission::{Quota, SuperadminContext, TenantContext};
 use crate::db::Db;
 use crate::error::{ApiError, FieldError};
 use crate::identity::Identity;
@@ -20,9 +20,49 @@ pub use crate::request::RequestMeta;
 /// Largest request body accepted; API Gateway allows far more, we need far less.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// An HTTP context's Lambda handler as a host sees it (the local API, the events test): the
-/// logical id that its integrations name in openapi.json, and the handler itself. Each context
-/// crate implements it once; hosts keep one list of them.
+/// What a context's handler is given, built once per execution environment by its `main`: the
+/// database and, for the contexts that call the user pool, the directory. The others keep
+/// `Dir = ()`: they build no directory and link no Cognito SDK.
+#[derive(Debug, Clone)]
+pub struct Deps<Dir = ()> {
+    pub db: Db,
+    pub directory: Dir,
+}
+
+impl Deps {
+    /// A context's dependencies without a directory.
+    pub fn new(db: Db) -> Self {
+        Self { db, directory: () }
+    }
+}
+
+impl<Dir> Deps<Dir> {
+    /// The same database, with `directory`.
+    pub fn with_directory<D>(self, directory: D) -> Deps<D> {
+        Deps { db: self.db, directory }
+    }
+}
+
+/// A context's Lambda handler: each context crate exports one as `handle`, beside its
+/// `LOGICAL_ID`. A context without a directory is generic over `Dir`, so that a host holding
+/// one lists every context with the same type.
+pub type Handler<Dir> = for<'a> fn(&'a Deps<Dir>, Request) -> BoxedResponse<'a>;
+
+/// What a [`Handler`] returns.
+pub type BoxedResponse<'a> = futures_util::future::BoxFuture<'a, Response<Body>>;
+
+/// Serves a context's Lambda: the one loop every HTTP binary's `main` ends in.
+pub async fn run<Dir: Send + Sync + 'static>(deps: Deps<Dir>, handler: Handler<Dir>) -> Result<(), lambda_http::Error> {
+    let deps = std::sync::Arc::new(deps);
+    lambda_http::run(lambda_http::service_fn(move |req: Request| {
+        let deps = deps.clone();
+        async move { Ok::<_, lambda_http::Error>(handler(&deps, req).await) }
+    }))
+    .await
+}
+
+/// An HTTP context's Lambda as a host sees it (the local API, the events test): the logical id
+/// that its integrations name in openapi.json, and its handler. Hosts keep one list of them.
 pub trait HttpFunction: Send + Sync {
     /// The function's logical id in template.yaml (`TenantsFunction`).
     fn logical_id(&self) -> &'static str;
@@ -30,34 +70,30 @@ pub trait HttpFunction: Send + Sync {
     fn handle(&self, req: Request) -> BoxedResponse<'_>;
 }
 
-/// Implements [`HttpFunction`] for a context's state: `http_function!(AppState, LOGICAL_ID,
-/// handle)`, where `handle(&AppState, Request)` is the context's Lambda handler.
-#[macro_export]
-macro_rules! http_function {
-    ($state:ty, $logical_id:expr, $handle:path) => {
-        impl $crate::http::HttpFunction for $state {
-            fn logical_id(&self) -> &'static str {
-                $logical_id
-            }
-            fn handle(&self, req: $crate::http::Request) -> $crate::http::BoxedResponse<'_> {
-                Box::pin($handle(self, req))
-            }
-        }
-    };
+/// A context hosted in-process: its handler with the dependencies it was given.
+#[derive(Debug, Clone)]
+pub struct Hosted<Dir> {
+    pub logical_id: &'static str,
+    pub deps: Deps<Dir>,
+    pub handler: Handler<Dir>,
 }
 
-/// Serves a context's Lambda: the one loop every HTTP binary's `main` ends in.
-pub async fn run_function<S: HttpFunction + 'static>(state: S) -> Result<(), lambda_http::Error> {
-    let state = std::sync::Arc::new(state);
-    lambda_http::run(lambda_http::service_fn(move |req: Request| {
-        let state = state.clone();
-        async move { Ok::<_, lambda_http::Error>(state.handle(req).await) }
-    }))
-    .await
+impl<Dir> Hosted<Dir> {
+    /// `handler`, named `logical_id`, serving with `deps`.
+    pub fn new(logical_id: &'static str, deps: Deps<Dir>, handler: Handler<Dir>) -> Self {
+        Self { logical_id, deps, handler }
+    }
 }
 
-/// What [`HttpFunction::handle`] returns.
-pub type BoxedResponse<'a> = futures_util::future::BoxFuture<'a, Response<Body>>;
+impl<Dir: Send + Sync> HttpFunction for Hosted<Dir> {
+    fn logical_id(&self) -> &'static str {
+        self.logical_id
+    }
+
+    fn handle(&self, req: Request) -> BoxedResponse<'_> {
+        (self.handler)(&self.deps, req)
+    }
+}
 
 /// Runs a handler inside a span carrying `requestId` (and, once admitted, `tenantId`), and
 /// turns its error into the JSON envelope. Every HTTP Lambda's entry point goes through here,

@@ -1,28 +1,44 @@
-//! What every context shares: config, the cached client and tenant scope, identity, models,
-//! errors, HTTP plumbing, the audit writer and telemetry.
+//! What two or more contexts share, and the isolation machinery that every one of them goes
+//! through (docs/ARCHITECTURE.md §2). Three layers, each module in exactly one; a layer uses the
+//! layers below it, with one exception: the data layer's clients of AWS (`directory`, `pii`)
+//! report a dependency's failure through `metrics::dependency_error`.
+//!
+//! - **edge**, where a request or an event meets the code: the HTTP plumbing and `serve`,
+//!   admission, the caller's identity, the error envelope, the audit writer, metrics, request
+//!   facts and telemetry;
+//! - **data**: the tenant scope and every narrow handle on the database (`db`), the stored
+//!   models, sealed personal data (`pii`), the user directory, and the permission catalogue;
+//! - **kernel**, which knows no database and no request: ids and validated values, the clock,
+//!   text rules, plans, configuration, secrets, and the test seams.
 
+// edge
+pub mod admission;
 pub mod audit;
-pub mod clock;
-pub mod config;
-pub mod context;
-pub mod db;
-pub mod directory;
 pub mod error;
+pub mod event_kind;
 pub mod http;
 pub mod identity;
-pub mod ids;
 pub mod metrics;
+pub mod request;
+pub mod telemetry;
+
+// data
+pub mod db;
+pub mod directory;
 pub mod models;
 pub mod permissions;
 pub mod pii;
+
+// kernel
+pub mod clock;
+pub mod config;
+pub mod ids;
 pub mod plans;
-pub mod request;
 pub mod seam;
 pub mod secrets;
-pub mod telemetry;
 pub mod text;
 
-pub use context::{SuperadminContext, TenantContext};
+pub use admission::{SuperadminContext, TenantContext};
 pub use db::{Db, DbError, SystemContext};
 pub use error::ApiError;
 pub use identity::Identity;

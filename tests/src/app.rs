@@ -3,7 +3,7 @@
 
 use aws_sdk_cognitoidentityprovider::Client as Cognito;
 use local_api::cognito::{self, PoolIds};
-use local_api::Deps;
+use local_api::Stack;
 use reqwest::{Method, RequestBuilder};
 use serde_json::Value;
 use shared::config::CognitoConfig;
@@ -27,7 +27,7 @@ pub struct TestApp {
     pub address: String,
     pub db: Db,
     /// What the hosted functions were built from (the database and moto's directory).
-    pub deps: Deps,
+    pub deps: Stack,
     pub http: reqwest::Client,
     pub cognito: Cognito,
     pub pool: PoolIds,
@@ -72,7 +72,7 @@ pub async fn spawn_app_at(uri: &str) -> TestApp {
 }
 
 /// Starts the local API with functions of the test's making (e.g. one with a seam).
-pub async fn spawn_app_with(functions: impl FnOnce(&Deps) -> Vec<Arc<dyn HttpFunction>>) -> TestApp {
+pub async fn spawn_app_with(functions: impl FnOnce(&Stack) -> Vec<Arc<dyn HttpFunction>>) -> TestApp {
     spawn_app_on(crate::fresh_db_with_indexes().await, functions).await
 }
 
@@ -82,14 +82,14 @@ pub async fn spawn_app_on_db(db: Db) -> TestApp {
     spawn_app_on(db, local_api::functions).await
 }
 
-async fn spawn_app_on(db: Db, functions: impl FnOnce(&Deps) -> Vec<Arc<dyn HttpFunction>>) -> TestApp {
+async fn spawn_app_on(db: Db, functions: impl FnOnce(&Stack) -> Vec<Arc<dyn HttpFunction>>) -> TestApp {
     let moto = moto_url();
     let cognito = cognito::client(&moto, REGION);
     let pool = cognito::bootstrap(&cognito, &moto, REGION, &crate::unique_name("pool")).await.expect("bootstrap the pool");
     serve_on(db, functions, cognito, pool).await
 }
 
-async fn serve_on(db: Db, functions: impl FnOnce(&Deps) -> Vec<Arc<dyn HttpFunction>>, cognito: Cognito, pool: PoolIds) -> TestApp {
+async fn serve_on(db: Db, functions: impl FnOnce(&Stack) -> Vec<Arc<dyn HttpFunction>>, cognito: Cognito, pool: PoolIds) -> TestApp {
     let moto = moto_url();
     let config = CognitoConfig {
         region: pool.region.clone(),
@@ -98,7 +98,7 @@ async fn serve_on(db: Db, functions: impl FnOnce(&Deps) -> Vec<Arc<dyn HttpFunct
         issuer: pool.issuer.clone(),
         jwks_url: pool.jwks_url.clone(),
     };
-    let deps = Deps { db: db.clone(), directory: local_api::moto_directory(&moto, REGION, &pool.user_pool_id) };
+    let deps = Stack { db: db.clone(), directory: local_api::moto_directory(&moto, REGION, &pool.user_pool_id) };
     let gateway = local_api::gateway_with(deps.clone(), functions(&deps), config).expect("the gateway");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let address = format!("http://{}", listener.local_addr().unwrap());

@@ -4,11 +4,11 @@
 use crate::input::{status_filter, CreateKeyBody, RotateBody, UpdateKeyBody};
 use crate::service;
 use crate::view::{ApiKeyView, IssuedKeyView};
-use crate::AppState;
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use mongodb::bson::{doc, Document};
-use shared::audit::{record_best_effort, Action, AuditEvent};
+use mongodb::bson::doc;
+use shared::audit::Action;
+use shared::db::Db;
 use shared::error::ApiError;
 use shared::http::{admit, json_body, optional_json_body, path_object_id, respond_list, respond_one, Pagination, Query, RequestMeta};
 use shared::models::ApiKey;
@@ -18,83 +18,80 @@ use shared::TenantContext;
 type Reply = Result<Response<Body>, ApiError>;
 
 /// Every key route: a person (never a key), on a plan with `api_keys`, holding `permission`.
-async fn admit_manager(state: &AppState, req: &Request, permission: &str) -> Result<(TenantContext, KeyLimits), ApiError> {
-    let ctx = admit(&state.db, req, None).await?;
+async fn admit_manager(db: &Db, req: &Request, permission: &str) -> Result<(TenantContext, KeyLimits), ApiError> {
+    let ctx = admit(db, req, None).await?;
     ctx.require_person("API keys cannot manage API keys")?;
     let limits = ctx.key_limits()?;
     ctx.require(permission)?;
     Ok((ctx, limits))
 }
 
-async fn audit(state: &AppState, ctx: &TenantContext, meta: &RequestMeta, action: Action, key: &ApiKey, details: Document) {
-    let event = AuditEvent { action, resource_id: Some(key.id.to_hex()), details };
-    record_best_effort(&state.db, ctx.tenant(), meta, ctx.identity(), event).await;
-}
-
-fn view(state: &AppState, key: &ApiKey) -> ApiKeyView {
-    ApiKeyView::of(key, state.db.clock().now())
+fn view(db: &Db, key: &ApiKey) -> ApiKeyView {
+    ApiKeyView::of(key, db.clock().now())
 }
 
 /// `GET /api-keys` (`read:api-keys`).
-pub async fn list(state: &AppState, req: &Request) -> Reply {
-    let (ctx, _) = admit_manager(state, req, "read:api-keys").await?;
+pub async fn list(db: &Db, req: &Request) -> Reply {
+    let (ctx, _) = admit_manager(db, req, "read:api-keys").await?;
     let q = Query::from_request(req, &["page", "limit", "status"])?;
     let (page, limit) = q.paging()?;
     let status = status_filter(q.get("status"))?;
-    let (keys, total) = service::list(&state.db, &ctx, status, page, limit).await?;
-    let views: Vec<ApiKeyView> = keys.iter().map(|k| view(state, k)).collect();
+    let (keys, total) = service::list(db, &ctx, status, page, limit).await?;
+    let views: Vec<ApiKeyView> = keys.iter().map(|k| view(db, k)).collect();
     respond_list("apiKeys", &views, &Pagination::new(page, limit, total))
 }
 
 /// `POST /api-keys` (`create:api-keys`): the key's permissions within the caller's
 /// (`service::may_issue`).
-pub async fn create(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let (ctx, limits) = admit_manager(state, req, "create:api-keys").await?;
-    let new = json_body::<CreateKeyBody>(req)?.validate(limits, state.db.clock().now())?;
-    let (key, secret) = service::create(&state.db, &ctx, limits, &new).await?;
+pub async fn create(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
+    let (ctx, limits) = admit_manager(db, req, "create:api-keys").await?;
+    let new = json_body::<CreateKeyBody>(req)?.validate(limits, db.clock().now())?;
+    let (key, secret) = service::create(db, &ctx, limits, &new).await?;
     let permissions: Vec<&str> = key.permissions.iter().map(|p| p.as_str()).collect();
-    audit(state, &ctx, meta, Action::ApiKeyCreated, &key, doc! {"name": &key.name, "permissions": permissions}).await;
+    ctx.audit(db, meta, Action::ApiKeyCreated, key.id.to_hex(), doc! {"name": &key.name, "permissions": permissions}).await;
     shared::metrics::business(shared::metrics::Business::KeysCreated, ctx.tenant_id().as_str());
-    respond_one(StatusCode::CREATED, &IssuedKeyView { key: view(state, &key), secret })
+    respond_one(StatusCode::CREATED, &IssuedKeyView { key: view(db, &key), secret })
 }
 
 /// `GET /api-keys/{keyId}` (`read:api-keys`).
-pub async fn get(state: &AppState, req: &Request) -> Reply {
-    let (ctx, _) = admit_manager(state, req, "read:api-keys").await?;
+pub async fn get(db: &Db, req: &Request) -> Reply {
+    let (ctx, _) = admit_manager(db, req, "read:api-keys").await?;
     let id = path_object_id(req, "keyId")?;
-    respond_one(StatusCode::OK, &view(state, &service::get(&state.db, &ctx, id).await?))
+    respond_one(StatusCode::OK, &view(db, &service::get(db, &ctx, id).await?))
 }
 
 /// `PATCH /api-keys/{keyId}` (`update:api-keys`): name and limits, by the key's creator or a
 /// member holding all the key carries (`service::may_issue`).
-pub async fn update(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let (ctx, limits) = admit_manager(state, req, "update:api-keys").await?;
+pub async fn update(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
+    let (ctx, limits) = admit_manager(db, req, "update:api-keys").await?;
     let id = path_object_id(req, "keyId")?;
     let changes = json_body::<UpdateKeyBody>(req)?.validate()?;
-    let key = service::update(&state.db, &ctx, limits, id, &changes).await?;
+    let current = service::changeable(db, &ctx, id).await?;
+    let rate_limit = changes.limits(current.key().rate_limit, limits)?;
+    let key = service::update(db, &ctx, current, changes.name.as_deref(), rate_limit).await?;
     let details = doc! {"name": changes.name.as_deref(), "rateLimit": changes.rate_limit.is_some()};
-    audit(state, &ctx, meta, Action::ApiKeyUpdated, &key, details).await;
-    respond_one(StatusCode::OK, &view(state, &key))
+    ctx.audit(db, meta, Action::ApiKeyUpdated, key.id.to_hex(), details).await;
+    respond_one(StatusCode::OK, &view(db, &key))
 }
 
 /// `POST /api-keys/{keyId}/revoke` (`delete:api-keys`), whoever made the key: revocation takes
 /// a grant away and hands out nothing, and whoever may revoke must be able to stop a leaked key
 /// at once. It is audited (`api-key.revoked`), so its author is known.
-pub async fn revoke(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let (ctx, _) = admit_manager(state, req, "delete:api-keys").await?;
+pub async fn revoke(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
+    let (ctx, _) = admit_manager(db, req, "delete:api-keys").await?;
     let id = path_object_id(req, "keyId")?;
-    let key = service::revoke(&state.db, &ctx, id).await?;
-    audit(state, &ctx, meta, Action::ApiKeyRevoked, &key, doc! {"name": &key.name}).await;
-    respond_one(StatusCode::OK, &view(state, &key))
+    let key = service::revoke(db, &ctx, id).await?;
+    ctx.audit(db, meta, Action::ApiKeyRevoked, key.id.to_hex(), doc! {"name": &key.name}).await;
+    respond_one(StatusCode::OK, &view(db, &key))
 }
 
 /// `POST /api-keys/{keyId}/rotate` (`update:api-keys`): a new secret is an issuance, so only
 /// the key's creator or a member holding all the key carries gets one (`service::may_issue`).
-pub async fn rotate(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let (ctx, _) = admit_manager(state, req, "update:api-keys").await?;
+pub async fn rotate(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
+    let (ctx, _) = admit_manager(db, req, "update:api-keys").await?;
     let id = path_object_id(req, "keyId")?;
     let grace = optional_json_body::<RotateBody>(req)?.validate()?;
-    let (key, secret) = service::rotate(&state.db, &ctx, id, grace).await?;
-    audit(state, &ctx, meta, Action::ApiKeyRotated, &key, doc! {"gracePeriodSeconds": grace.as_secs() as i64}).await;
-    respond_one(StatusCode::OK, &IssuedKeyView { key: view(state, &key), secret })
+    let (key, secret) = service::rotate(db, &ctx, id, grace).await?;
+    ctx.audit(db, meta, Action::ApiKeyRotated, key.id.to_hex(), doc! {"gracePeriodSeconds": grace.as_secs() as i64}).await;
+    respond_one(StatusCode::OK, &IssuedKeyView { key: view(db, &key), secret })
 }

@@ -2,13 +2,12 @@
 //! registry record (for the plan's number of keys).
 
 use crate::error::KeysError;
-use crate::input::{KeyChanges, NewKey};
+use crate::input::NewKey;
 use crate::secret;
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use shared::db::{Db, FindOptions, Scoped, TenantCollection};
-use shared::error::ApiError;
 use shared::ids::Permission;
-use shared::models::{ApiKey, ApiKeyStatus, MARKED_AT};
+use shared::models::{ApiKey, ApiKeyStatus, RateLimit, MARKED_AT};
 use shared::permissions::first_not_held;
 use shared::plans::KeyLimits;
 use shared::seam::{NoSeam, Seam};
@@ -73,7 +72,7 @@ pub async fn may_issue(db: &Db, ctx: &TenantContext, grant: Grant<'_>) -> Result
         Grant::Existing(key) if ctx.user_id() == Some(key.created_by) => return Ok(()),
         Grant::Existing(key) => (&key.permissions, KeysError::ActsBeyond),
     };
-    match first_not_held(&ctx.fresh_permissions(db).await?, carried) {
+    match first_not_held(&ctx.fresh_permissions(db).await?.ok_or(KeysError::NotMember)?, carried) {
         Some(missing) => Err(refused(missing.to_string())),
         None => Ok(()),
     }
@@ -111,7 +110,7 @@ pub async fn create_with(
 ) -> Result<(ApiKey, String), KeysError> {
     may_issue(db, ctx, Grant::New(&new.permissions)).await?;
     let id = new_key_id()?;
-    let creator = ctx.user_id().ok_or_else(|| ApiError::Forbidden("Only a member of the tenant can own an API key".into()))?;
+    let creator = ctx.user_id().ok_or(KeysError::NoOwner)?;
     take_place(db, ctx, limits).await?;
     seam.reached(PLACE_TAKEN).await;
     let issued = secret::issue().map_err(|_| KeysError::Entropy);
@@ -222,16 +221,40 @@ fn active(id: ObjectId, now: DateTime) -> Document {
     doc! {"_id": id, "status": "active", "$or": [{"expiresAt": {"$exists": false}}, {"expiresAt": {"$gt": now}}]}
 }
 
-/// Renames a key and/or changes its limits, within the plan's bounds. The key's calls are its
-/// creator's, so changing it is acting through it: the grant check ([`may_issue`]) comes first.
-pub async fn update(db: &Db, ctx: &TenantContext, limits: KeyLimits, id: ObjectId, changes: &KeyChanges) -> Result<ApiKey, KeysError> {
+/// A key the caller may change: [`changeable`] has run the grant check on it.
+#[derive(Debug)]
+pub struct Changeable(ApiKey);
+
+impl Changeable {
+    /// The key as it was read, before the change.
+    pub fn key(&self) -> &ApiKey {
+        &self.0
+    }
+}
+
+/// The key `id`, once the caller may change it. The key's calls are its creator's, so changing
+/// it is acting through it: the grant check ([`may_issue`]) comes before any change is judged.
+pub async fn changeable(db: &Db, ctx: &TenantContext, id: ObjectId) -> Result<Changeable, KeysError> {
     let current = get(db, ctx, id).await?;
     may_issue(db, ctx, Grant::Existing(&current)).await?;
+    Ok(Changeable(current))
+}
+
+/// Renames a key and/or sets its limits (already judged against the key's current ones and
+/// the plan's bounds: [`crate::input::KeyChanges::limits`]), while it is active.
+pub async fn update(
+    db: &Db,
+    ctx: &TenantContext,
+    key: Changeable,
+    name: Option<&str>,
+    rate_limit: Option<RateLimit>,
+) -> Result<ApiKey, KeysError> {
+    let id = key.0.id;
     let mut set = Document::new();
-    if let Some(name) = &changes.name {
-        set.insert("name", name.as_str());
+    if let Some(name) = name {
+        set.insert("name", name);
     }
-    if let Some(rate) = changes.limits(current.rate_limit, limits)? {
+    if let Some(rate) = rate_limit {
         set.insert("rateLimit", mongodb::bson::to_bson(&rate).map_err(shared::db::DbError::from)?);
     }
     match keys(db, ctx).find_one_and_update(active(id, db.clock().now()), doc! {"$set": set}, false).await? {
@@ -308,6 +331,19 @@ pub async fn rotate(db: &Db, ctx: &TenantContext, id: ObjectId, grace: Duration)
             Err(e) => Err(e),
         },
     }
+}
+
+/// A plan change takes effect on the next call for keys too: every key of the scope's tenant is
+/// brought within `limits` (`$min` leaves smaller windows as they are). The tenants context
+/// calls it on a downgrade; the write stays here, with every other write of `apiKeys`.
+pub async fn clamp_to_plan(db: &Db, scope: &impl shared::db::TenantScope, limits: KeyLimits) -> Result<(), shared::db::DbError> {
+    let bounds = doc! {
+        "rateLimit.requestsPerMinute": limits.per_minute,
+        "rateLimit.requestsPerHour": limits.per_hour,
+        "rateLimit.requestsPerDay": limits.per_day,
+    };
+    db.scoped::<ApiKey>(scope, TenantCollection::ApiKeys).update_many(doc! {}, doc! {"$min": bounds}, false).await?;
+    Ok(())
 }
 
 #[cfg(test)]

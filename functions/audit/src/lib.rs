@@ -6,38 +6,21 @@ pub mod retention;
 mod routes;
 pub mod service;
 
-use lambda_http::{Body, Request, Response};
-use shared::db::Db;
 use shared::error::ApiError;
-use shared::http::{route_key, serve};
+use shared::http::{route_key, serve, BoxedResponse, Deps, Request};
 
 /// This function's logical id in template.yaml, which openapi.json's integrations name.
 pub const LOGICAL_ID: &str = "AuditFunction";
 
-/// What the handler needs, built once per execution environment.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub db: Db,
-}
-
-impl AppState {
-    /// The state of a deployed function.
-    pub fn new(db: Db) -> Self {
-        Self { db }
-    }
-}
-
-shared::http_function!(AppState, LOGICAL_ID, handle);
-
 /// The Lambda handler: routes by API Gateway's matched resource, never by raw path.
-pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
-    serve(&state.db, req, |req, _meta| async move {
+pub fn handle<Dir: Sync>(deps: &Deps<Dir>, req: Request) -> BoxedResponse<'_> {
+    let db = &deps.db;
+    Box::pin(serve(db, req, move |req, _meta| async move {
         let route = route_key(&req).unwrap_or_default();
         match route.as_str() {
-            "GET /audit-logs" => routes::list(state, &req).await,
-            "GET /audit-logs/{auditLogId}" => routes::get(state, &req).await,
+            "GET /audit-logs" => routes::list(db, &req).await,
+            "GET /audit-logs/{auditLogId}" => routes::get(db, &req).await,
             _ => Err(ApiError::NotFound(format!("No route for {route}"))),
         }
-    })
-    .await
+    }))
 }

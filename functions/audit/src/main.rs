@@ -2,10 +2,11 @@
 
 use shared::config::DbConfig;
 use shared::db::Db;
+use shared::http::Deps;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init("audit");
     let config = DbConfig::load("tenancy-audit").await?;
-    shared::http::run_function(audit::AppState::new(Db::cached(&config).await?)).await
+    shared::http::run(Deps::new(Db::cached(&config).await?), audit::handle).await
 }

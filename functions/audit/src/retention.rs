@@ -4,9 +4,15 @@
 //! none, it does the work (docs/ARCHITECTURE.md §13).
 
 use mongodb::bson::doc;
+use mongodb::bson::Bson;
 use serde::Serialize;
-use shared::audit::{catch_up_retention, RETENTION_BATCH};
 use shared::db::{Db, DbError, SystemContext};
+use shared::event_kind::{EventFunction, EventKind};
+use shared::ids::TenantId;
+
+/// The job's function (the `audit-retention` binary): run by a schedule of its own, an
+/// EventBridge Scheduled Event.
+pub const FUNCTION: EventFunction = EventFunction { logical_id: "AuditRetentionFunction", takes: &[EventKind::ScheduledEvent] };
 
 /// How much one run may do, so that it ends well within its Lambda's timeout; what is left
 /// waits for the next run.
@@ -46,12 +52,9 @@ pub async fn run(db: &Db, budget: Budget) -> Result<RetentionReport, DbError> {
     let system = SystemContext::new("audit retention job");
     let mut report = RetentionReport::default();
     let registry = db.tenants(&system);
-    let mut after = None;
-    loop {
-        let pending = registry.ids(doc! {"auditRetention.days": {"$gt": 0}}, after, 100).await?;
-        let Some((last, _)) = pending.last() else { break };
-        after = Some(*last);
-        for (_, tenant) in &pending {
+    let mut pending = registry.batches(doc! {"auditRetention.days": {"$gt": 0}}, 100);
+    while let Some(batch) = pending.next().await? {
+        for tenant in &batch {
             if catch_up_retention(db, tenant, budget.catch_up_batches).await? {
                 report.tenants_caught_up += 1;
             } else {
@@ -84,4 +87,37 @@ pub async fn run(db: &Db, budget: Budget) -> Result<RetentionReport, DbError> {
         "audit retention run"
     );
     Ok(report)
+}
+
+/// Entries a retention batch reads and moves at a time.
+pub const RETENTION_BATCH: i64 = 500;
+
+/// Applies a tenant's pending retention change to its existing entries, at most `max_batches`
+/// batches now: each batch moves `expireAt` of the next entries to the retention the tenant has
+/// *now*, then records how far it got, conditional on the change it started from, so that a
+/// newer change starts over and a rerun resumes. `true` once nothing is pending.
+pub async fn catch_up_retention(db: &Db, tenant: &TenantId, max_batches: u32) -> Result<bool, DbError> {
+    let system = SystemContext::new("audit retention");
+    let registry = db.tenants(&system);
+    let retention = db.audit_retention(&system);
+    for _ in 0..max_batches {
+        let Some(record) = registry.get(tenant).await? else { return Ok(true) };
+        let Some(pending) = record.audit_retention else { return Ok(true) };
+        let days = record.settings.audit_retention_days();
+        let next = retention.reapply(tenant, days, pending.after, RETENTION_BATCH).await?;
+        let mut seen = doc! {"auditRetention.days": pending.days};
+        seen.insert("auditRetention.after", pending.after.map_or(Bson::Document(doc! {"$exists": false}), Bson::ObjectId));
+        let progress = match next {
+            Some(after) => doc! {"auditRetention.after": after},
+            None => doc! {"auditRetention": Bson::Null},
+        };
+        // A change made meanwhile moved the marker: it starts over, on a later run.
+        if !registry.set_if(tenant, seen, progress).await? {
+            return Ok(false);
+        }
+        if next.is_none() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

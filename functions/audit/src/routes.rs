@@ -1,10 +1,10 @@
 //! Thin handlers: admit, check the plan feature and the permission, parse, query, shape.
 
 use crate::service::{self, AuditLogView, AuditQuery, Cursor};
-use crate::AppState;
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use shared::audit::{Action, Resource};
+use shared::db::Db;
 use shared::error::ApiError;
 use shared::http::{admit, path_object_id, respond_one, Query};
 use shared::TenantContext;
@@ -12,8 +12,8 @@ use shared::TenantContext;
 type Reply = Result<Response<Body>, ApiError>;
 
 /// The plan feature and permission every audit route needs.
-async fn admit_reader(state: &AppState, req: &Request) -> Result<TenantContext, ApiError> {
-    let ctx = admit(&state.db, req, None).await?;
+async fn admit_reader(db: &Db, req: &Request) -> Result<TenantContext, ApiError> {
+    let ctx = admit(db, req, None).await?;
     ctx.require_feature("audit_logs")?;
     ctx.require("read:audit-logs")?;
     Ok(ctx)
@@ -43,8 +43,8 @@ fn time(query: &Query, name: &str) -> Result<Option<mongodb::bson::DateTime>, Ap
 
 /// `GET /audit-logs`: filters `userId`, `action`, `resource`, `resourceId`, `from`, `to`; `limit`
 /// and an opaque `cursor`.
-pub async fn list(state: &AppState, req: &Request) -> Reply {
-    let ctx = admit_reader(state, req).await?;
+pub async fn list(db: &Db, req: &Request) -> Reply {
+    let ctx = admit_reader(db, req).await?;
     let q = Query::from_request(req, &["userId", "action", "resource", "resourceId", "from", "to", "limit", "cursor"])?;
     let action =
         q.get("action").map(|a| Action::parse(a).ok_or_else(|| ApiError::invalid("action", "is not an audited action"))).transpose()?;
@@ -66,15 +66,15 @@ pub async fn list(state: &AppState, req: &Request) -> Reply {
         limit: q.integer("limit", 1, shared::http::MAX_PAGE_SIZE, 20)?,
         after,
     };
-    let (entries, next) = service::list(&state.db, &ctx, &query).await?;
+    let (entries, next) = service::list(db, &ctx, &query).await?;
     let views: Vec<AuditLogView> = entries.iter().map(AuditLogView::from).collect();
     respond_one(StatusCode::OK, &serde_json::json!({"auditLogs": views, "nextCursor": next.map(Cursor::encode)}))
 }
 
 /// `GET /audit-logs/{auditLogId}`.
-pub async fn get(state: &AppState, req: &Request) -> Reply {
-    let ctx = admit_reader(state, req).await?;
+pub async fn get(db: &Db, req: &Request) -> Reply {
+    let ctx = admit_reader(db, req).await?;
     let id = path_object_id(req, "auditLogId")?;
-    let entry = service::get(&state.db, &ctx, id).await?.ok_or_else(|| ApiError::NotFound(format!("Audit entry {id} not found")))?;
+    let entry = service::get(db, &ctx, id).await?.ok_or_else(|| ApiError::NotFound(format!("Audit entry {id} not found")))?;
     respond_one(StatusCode::OK, &AuditLogView::from(&entry))
 }

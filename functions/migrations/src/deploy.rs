@@ -9,7 +9,9 @@
 //! is PUT to CloudFormation's `ResponseURL`; without that answer a stack waits until the
 //! resource's service timeout.
 
-use crate::{setup, up, Guard, MigrationError, Report};
+use crate::error::MigrationError;
+use crate::report::Report;
+use crate::runner::{setup, up_registered};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::db::Db;
@@ -83,7 +85,7 @@ async fn run(db: &Db, directory: &dyn Directory, request: RequestType, budget: D
         Ok(_) => 0,
         Err(e) => return failed("setup", &e),
     };
-    match tokio::time::timeout(budget, up(db, directory, crate::registry::MIGRATIONS, Guard::Lease, &shared::seam::NoSeam)).await {
+    match tokio::time::timeout(budget, up_registered(db, directory)).await {
         Ok(Ok(Report::Up { applied, .. })) => Outcome {
             status: "SUCCESS",
             reason: format!("setup created {created} indexes; up applied {} migrations", applied.len()),

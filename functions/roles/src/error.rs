@@ -19,24 +19,24 @@ pub enum RolesError {
     Held(u64),
     #[error("The caller cannot grant {0}, which it does not hold")]
     Escalation(String),
+    /// The caller stopped being an active member after admission (its membership was cached).
+    #[error("{}", shared::admission::NOT_MEMBER)]
+    NotMember,
     #[error("The role was changed concurrently; read it again and retry")]
     Concurrent,
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error(transparent)]
-    Api(#[from] ApiError),
 }
 
 impl From<RolesError> for ApiError {
     fn from(e: RolesError) -> Self {
         match e {
             RolesError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            RolesError::System(_) | RolesError::Escalation(_) => ApiError::Forbidden(e.to_string()),
+            RolesError::System(_) | RolesError::Escalation(_) | RolesError::NotMember => ApiError::Forbidden(e.to_string()),
             RolesError::NameTaken(_) | RolesError::SystemName(_) | RolesError::Held(_) | RolesError::Concurrent => {
                 ApiError::Conflict(e.to_string())
             }
             RolesError::Db(db) => db.into(),
-            RolesError::Api(api) => api,
         }
     }
 }

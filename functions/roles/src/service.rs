@@ -4,7 +4,7 @@ use crate::error::RolesError;
 use crate::input::{NewRole, RoleChanges};
 use lru::LruCache;
 use mongodb::bson::{doc, oid::ObjectId, Document};
-use shared::context::forget_tenant_members;
+use shared::admission::forget_tenant_members;
 use shared::db::{Db, DbError, FindOptions, TenantCollection, TenantScope};
 use shared::ids::Permission;
 use shared::models::{Role, SYSTEM_PRINCIPAL};
@@ -54,9 +54,12 @@ pub async fn by_name(db: &Db, scope: &impl TenantScope, name: &str) -> Result<Op
     db.scoped::<Role>(scope, TenantCollection::Roles).find_one(doc! {"name": name}).await
 }
 
+/// A system role by database, tenant and name.
+type RoleKey = (String, String, &'static str);
+
 /// System role ids by database, tenant and name. System roles are immutable and never deleted
 /// while their tenant lives, so a process may remember their ids for good (bounded, LRU).
-static SYSTEM_ROLE_IDS: LazyLock<Mutex<LruCache<(String, String, &'static str), ObjectId>>> =
+static SYSTEM_ROLE_IDS: LazyLock<Mutex<LruCache<RoleKey, ObjectId>>> =
     LazyLock::new(|| Mutex::new(LruCache::new(NonZeroUsize::new(10_000).expect("non-zero"))));
 
 /// The id of one of the tenant's system roles (`admin`, `user`, `viewer`): read once per process.
@@ -93,7 +96,7 @@ pub async fn get(db: &Db, ctx: &TenantContext, id: ObjectId) -> Result<Role, Rol
 /// Nobody grants, or manages a role granting, what they lack: judged on the caller's
 /// permissions as they are now (a grant outlives the permission cache's 60 s).
 async fn no_escalation(db: &Db, ctx: &TenantContext, wanted: &[Permission]) -> Result<(), RolesError> {
-    match first_not_held(&ctx.fresh_permissions(db).await?, wanted) {
+    match first_not_held(&ctx.fresh_permissions(db).await?.ok_or(RolesError::NotMember)?, wanted) {
         Some(p) => Err(RolesError::Escalation(p.to_string())),
         None => Ok(()),
     }

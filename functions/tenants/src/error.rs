@@ -3,6 +3,7 @@
 use shared::db::DbError;
 use shared::error::ApiError;
 use shared::ids::TenantId;
+use shared::plans::Plan;
 
 /// What can go wrong in the tenants context.
 #[derive(Debug, thiserror::Error)]
@@ -26,16 +27,16 @@ pub enum TenantsError {
     /// Its personal-data keys were shredded: its status and billing no longer change.
     #[error("Tenant {0}'s personal data was shredded; its status and billing can no longer change")]
     Shredded(TenantId),
+    /// Only an enterprise tenant sets its own audit retention; every other plan's is fixed.
+    #[error("the {} plan keeps its audit log {} days; only enterprise configures it", .0.as_str(), .0.limits().audit_retention_days)]
+    RetentionFixed(Plan),
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error(transparent)]
-    Api(#[from] ApiError),
 }
 
 impl From<TenantsError> for ApiError {
     fn from(e: TenantsError) -> Self {
         match e {
-            TenantsError::Api(api) => api,
             TenantsError::DomainTaken(_) => ApiError::Conflict(e.to_string()),
             TenantsError::NotFound(_) => ApiError::NotFound(e.to_string()),
             TenantsError::Exists(_) | TenantsError::Concurrent(_) | TenantsError::Shredded(_) => ApiError::Conflict(e.to_string()),
@@ -48,6 +49,7 @@ impl From<TenantsError> for ApiError {
             TenantsError::AdminEmailTaken => ApiError::Conflict(e.to_string()),
             TenantsError::Directory(inner) => inner.into(),
             TenantsError::CountersMissing => ApiError::Unavailable(Box::new(e)),
+            TenantsError::RetentionFixed(_) => ApiError::invalid("auditRetentionDays", e.to_string()),
             TenantsError::Db(db) => db.into(),
         }
     }

@@ -3,20 +3,21 @@
 use crate::input::{BillingBody, CreateTenantBody, CustomizationBody, SuspendBody, UpdateTenantBody};
 use crate::service;
 use crate::view::{TenantView, UsageHistoryView};
-use crate::AppState;
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use mongodb::bson::{doc, Document};
-use shared::audit::{self, Action, AuditEvent};
-use shared::db::{TenantQuery, MAX_SEARCH_LEN};
+use mongodb::bson::doc;
+use shared::audit::Action;
+use shared::db::{Db, TenantQuery, MAX_SEARCH_LEN};
+use shared::directory::SharedDirectory;
 use shared::error::ApiError;
 use shared::http::{
-    admit, admit_over_quota, admit_superadmin, json_body, optional_json_body, path_id, respond_list, respond_one, Pagination, Query,
+    admit, admit_over_quota, admit_superadmin, json_body, optional_json_body, path_id, respond_list, respond_one, Deps, Pagination, Query,
     RequestMeta,
 };
 use shared::ids::TenantId;
 use shared::models::{Tenant, TenantStatus};
-use shared::{Identity, SuperadminContext, TenantContext};
+use shared::seam::NoSeam;
+use shared::{SuperadminContext, TenantContext};
 
 type Reply = Result<Response<Body>, ApiError>;
 
@@ -30,32 +31,28 @@ fn superadmin_on(req: &Request) -> Result<(SuperadminContext, TenantId), ApiErro
     Ok((admit_superadmin(req, Some(&tenant_id))?, tenant_id))
 }
 
-async fn audit(state: &AppState, tenant: &Tenant, meta: &RequestMeta, identity: &Identity, action: Action, details: Document) {
-    let event = AuditEvent { action, resource_id: Some(tenant.tenant_id.to_string()), details };
-    audit::record_best_effort(&state.db, tenant, meta, identity, event).await;
-}
-
 /// One tenant as the API shows it: its billing e-mail opened, or shown as unavailable.
-async fn one(state: &AppState, status: StatusCode, tenant: &Tenant) -> Reply {
-    respond_one(status, &service::view(&state.db, tenant).await?)
+async fn one(db: &Db, status: StatusCode, tenant: &Tenant) -> Reply {
+    respond_one(status, &service::view(db, tenant).await?)
 }
 
 /// `POST /tenants` (superadmin).
-pub async fn create(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
+pub async fn create(deps: &Deps<SharedDirectory>, req: &Request, meta: &RequestMeta) -> Reply {
+    let db = &deps.db;
     let admin = admit_superadmin(req, None)?;
     let new = json_body::<CreateTenantBody>(req)?.validate()?;
-    let tenant = service::create(&state.db, state.directory.as_ref(), &admin, &new).await?;
+    let tenant = service::create(db, deps.directory.as_ref(), &admin, &new).await?;
     tracing::info!(tenantId = %tenant.tenant_id, "tenant created");
     let details = doc! {
         "name": &tenant.name, "domain": tenant.domain.as_deref(), "plan": new.plan.as_str(),
     };
-    audit(state, &tenant, meta, admin.identity(), Action::TenantCreated, details).await;
+    admin.audit(db, &tenant, meta, Action::TenantCreated, details).await;
     shared::metrics::business(shared::metrics::Business::TenantsCreated, tenant.tenant_id.as_str());
-    one(state, StatusCode::CREATED, &tenant).await
+    one(db, StatusCode::CREATED, &tenant).await
 }
 
 /// `GET /tenants` (superadmin).
-pub async fn list(state: &AppState, req: &Request) -> Reply {
+pub async fn list(db: &Db, req: &Request) -> Reply {
     let admin = admit_superadmin(req, None)?;
     let query = Query::from_request(req, &["page", "limit", "status", "search"])?;
     let (page, limit) = query.paging()?;
@@ -68,105 +65,101 @@ pub async fn list(state: &AppState, req: &Request) -> Reply {
     if search.as_ref().is_some_and(|s| s.chars().count() > MAX_SEARCH_LEN || s.chars().any(char::is_control)) {
         return Err(ApiError::invalid("search", format!("must be at most {MAX_SEARCH_LEN} characters, none of them control characters")));
     }
-    let found = service::list(&state.db, &admin, &TenantQuery { status, search, page, limit }).await?;
+    let found = service::list(db, &admin, &TenantQuery { status, search, page, limit }).await?;
     // A page opens no personal data: no key read, no KMS call, and a shredded tenant lists.
     let tenants: Vec<TenantView> = found.tenants.iter().map(TenantView::listed).collect();
     respond_list("tenants", &tenants, &Pagination::new(page, limit, found.total))
 }
 
 /// `GET /tenants/{tenantId}` (superadmin, or a member of that tenant).
-pub async fn get(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let ctx = admit_reader(state, req, meta, false).await?;
-    one(state, StatusCode::OK, ctx.tenant()).await
+pub async fn get(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
+    let ctx = admit_reader(db, req, meta, false).await?;
+    one(db, StatusCode::OK, ctx.tenant()).await
 }
 
 /// Admits the caller to the path's tenant: any member (an active user of that tenant) may read
 /// its own tenant, no role needed (the brief's rule). A superadmin acting for a tenant is
 /// audited there, reads included (docs/ARCHITECTURE.md §4).
-async fn admit_reader(state: &AppState, req: &Request, meta: &RequestMeta, over_quota: bool) -> Result<TenantContext, ApiError> {
+async fn admit_reader(db: &Db, req: &Request, meta: &RequestMeta, over_quota: bool) -> Result<TenantContext, ApiError> {
     let tenant_id = tenant_param(req)?;
-    let ctx = if over_quota {
-        admit_over_quota(&state.db, req, Some(&tenant_id)).await?
-    } else {
-        admit(&state.db, req, Some(&tenant_id)).await?
-    };
+    let ctx = if over_quota { admit_over_quota(db, req, Some(&tenant_id)).await? } else { admit(db, req, Some(&tenant_id)).await? };
     if ctx.is_superadmin() {
         let details = doc! {"route": shared::http::route_key(req)};
-        audit(state, ctx.tenant(), meta, ctx.identity(), Action::TenantAccessed, details).await;
+        ctx.audit(db, meta, Action::TenantAccessed, ctx.tenant_id().to_string(), details).await;
     }
     Ok(ctx)
 }
 
 /// `PATCH /tenants/{tenantId}` (superadmin): name and domain only.
-pub async fn update(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
+pub async fn update(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
     let (admin, tenant_id) = superadmin_on(req)?;
     let changes = json_body::<UpdateTenantBody>(req)?.validate()?;
-    let tenant = service::update(&state.db, &admin, &tenant_id, &changes, state.seam.as_ref()).await?;
+    let tenant = service::update(db, &admin, &tenant_id, &changes, &NoSeam).await?;
     let details = doc! {"name": changes.name.as_deref(), "domain": changes.domain.as_ref().map(|d| d.as_str())};
-    audit(state, &tenant, meta, admin.identity(), Action::TenantUpdated, details).await;
-    one(state, StatusCode::OK, &tenant).await
+    admin.audit(db, &tenant, meta, Action::TenantUpdated, details).await;
+    one(db, StatusCode::OK, &tenant).await
 }
 
 /// `POST /tenants/{tenantId}/suspend` (superadmin).
-pub async fn suspend(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
+pub async fn suspend(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
     let (admin, tenant_id) = superadmin_on(req)?;
     let reason = optional_json_body::<SuspendBody>(req)?.validate()?;
-    let tenant = service::suspend(&state.db, &admin, &tenant_id, reason.as_deref()).await?;
-    audit(state, &tenant, meta, admin.identity(), Action::TenantSuspended, doc! {"reason": reason}).await;
-    one(state, StatusCode::OK, &tenant).await
+    let tenant = service::suspend(db, &admin, &tenant_id, reason.as_deref()).await?;
+    admin.audit(db, &tenant, meta, Action::TenantSuspended, doc! {"reason": reason}).await;
+    one(db, StatusCode::OK, &tenant).await
 }
 
 /// `POST /tenants/{tenantId}/reactivate` (superadmin).
-pub async fn reactivate(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
+pub async fn reactivate(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
     let (admin, tenant_id) = superadmin_on(req)?;
-    let tenant = service::reactivate(&state.db, &admin, &tenant_id).await?;
-    audit(state, &tenant, meta, admin.identity(), Action::TenantReactivated, doc! {}).await;
-    one(state, StatusCode::OK, &tenant).await
+    let tenant = service::reactivate(db, &admin, &tenant_id).await?;
+    admin.audit(db, &tenant, meta, Action::TenantReactivated, doc! {}).await;
+    one(db, StatusCode::OK, &tenant).await
 }
 
 /// `PATCH /tenants/{tenantId}/settings/customization` (a member with `update:tenant`, or a
 /// superadmin).
-pub async fn customize(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
+pub async fn customize(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
     let tenant_id = tenant_param(req)?;
-    let ctx = admit(&state.db, req, Some(&tenant_id)).await?;
+    let ctx = admit(db, req, Some(&tenant_id)).await?;
     ctx.require("update:tenant")?;
     let changes = json_body::<CustomizationBody>(req)?.validate()?;
-    let tenant = service::customize(&state.db, &ctx, &changes).await?;
+    let tenant = service::customize(db, &ctx, &changes).await?;
     let details = doc! {
         "logo": changes.logo.as_deref(), "primaryColor": changes.primary_color.as_deref(),
         "theme": changes.theme.as_deref(),
     };
-    audit(state, &tenant, meta, ctx.identity(), Action::TenantCustomizationUpdated, details).await;
-    one(state, StatusCode::OK, &tenant).await
+    ctx.audit(db, meta, Action::TenantCustomizationUpdated, tenant.tenant_id.to_string(), details).await;
+    one(db, StatusCode::OK, &tenant).await
 }
 
 /// `PATCH /tenants/{tenantId}/settings/billing` (superadmin).
-pub async fn billing(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
+pub async fn billing(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
     let (admin, tenant_id) = superadmin_on(req)?;
     let changes = json_body::<BillingBody>(req)?.validate()?;
-    let tenant = service::change_billing(&state.db, &admin, &tenant_id, &changes).await?;
+    let tenant = service::change_billing(db, &admin, &tenant_id, &changes).await?;
     let details = doc! {
         "plan": changes.plan.map(|p| p.as_str()), "billingEmailChanged": changes.billing_email.is_some(),
     };
-    audit(state, &tenant, meta, admin.identity(), Action::TenantBillingUpdated, details).await;
-    one(state, StatusCode::OK, &tenant).await
+    admin.audit(db, &tenant, meta, Action::TenantBillingUpdated, details).await;
+    one(db, StatusCode::OK, &tenant).await
 }
 
 /// `GET /tenants/{tenantId}/limits` (superadmin, or a member of that tenant).
-pub async fn limits(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let ctx = admit_reader(state, req, meta, true).await?;
-    respond_one(StatusCode::OK, &service::limits(&state.db, &ctx).await?)
+pub async fn limits(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
+    let ctx = admit_reader(db, req, meta, true).await?;
+    respond_one(StatusCode::OK, &service::limits(db, &ctx).await?)
 }
 
 /// `GET /tenants/{tenantId}/usage/history` (superadmin): the tenant's daily data-growth
 /// snapshots, newest first, over the last `days` days (1 to 366, default 30). A superadmin's read
 /// of a tenant is audited there (docs/ARCHITECTURE.md §4).
-pub async fn usage_history(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
+pub async fn usage_history(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
     let (admin, tenant_id) = superadmin_on(req)?;
     let query = Query::from_request(req, &["days"])?;
     let days = query.integer("days", 1, service::MAX_HISTORY_DAYS, service::DEFAULT_HISTORY_DAYS)?;
-    let (tenant, snapshots) = service::usage_history(&state.db, &admin, &tenant_id, days).await?;
+    let (tenant, snapshots) = service::usage_history(db, &admin, &tenant_id, days).await?;
     let details = doc! {"route": shared::http::route_key(req)};
-    audit(state, &tenant, meta, admin.identity(), Action::TenantAccessed, details).await;
+    admin.audit(db, &tenant, meta, Action::TenantAccessed, details).await;
     respond_one(StatusCode::OK, &UsageHistoryView::new(&tenant_id, &snapshots))
 }

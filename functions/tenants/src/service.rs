@@ -5,12 +5,15 @@ use crate::error::TenantsError;
 use crate::input::{BillingChanges, CustomizationChanges, NewTenant, TenantChanges};
 use crate::view::{Opened, TenantLimits, TenantView, Unavailable};
 use mongodb::bson::{doc, oid::ObjectId, Document};
+use shared::admission::SuperadminTenantScope;
 use shared::clock::month_window;
-use shared::context::SuperadminTenantScope;
-use shared::db::{not_shredded, Db, DomainClaim, TenantCollection, TenantPage, TenantQuery, TenantRegistry, TenantScope};
+use shared::db::{
+    not_shredded, Db, DomainClaim, GlobalCollection, GlobalFind, SystemContext, TenantCollection, TenantPage, TenantQuery, TenantRegistry,
+    TenantScope,
+};
 use shared::directory::Directory;
 use shared::ids::{Domain, TenantId};
-use shared::models::{ApiKey, Profile, Role, Tenant, TenantCounters, TenantSettings, TenantStatus, UsageSnapshot, User};
+use shared::models::{Profile, Role, Tenant, TenantCounters, TenantSettings, TenantStatus, UsageSnapshot, User};
 use shared::pii::{Field, PiiError};
 use shared::plans::{KeyLimits, Plan};
 use shared::seam::Seam;
@@ -60,7 +63,7 @@ pub async fn create_with_id(
             DomainClaim::AlreadyHeld => false,
         },
     };
-    let mut done = Done::default();
+    let mut done = Done { claimed_domain: new.domain.clone().filter(|_| claimed_now), ..Done::default() };
     let result = create_records(db, directory, &registry, &scope, new, &records, &mut done).await;
     if let Err(error) = &result {
         // The registry insert may have failed only in its answer (a lost reply after the write):
@@ -74,17 +77,7 @@ pub async fn create_with_id(
             }
             Ok(None) => {
                 tracing::warn!(tenantId = %tenant_id, %error, "tenant creation failed; compensating");
-                compensate(
-                    db,
-                    directory,
-                    &registry,
-                    &scope,
-                    new.domain.as_ref().filter(|_| claimed_now),
-                    &new.admin_email,
-                    &records,
-                    &done,
-                )
-                .await;
+                compensate(db, directory, &registry, &scope, new, &records, &done).await;
             }
             Err(read) => {
                 tracing::error!(tenantId = %tenant_id, %error, %read, "tenant creation's outcome is unknown; nothing undone");
@@ -119,6 +112,8 @@ impl Records {
 /// Which steps have run, so that compensation undoes only those.
 #[derive(Default)]
 struct Done {
+    /// The domain this attempt claimed (not one the tenant already held).
+    claimed_domain: Option<Domain>,
     /// Whether this attempt claimed the admin's e-mail in the global index.
     email_claimed: bool,
     roles: bool,
@@ -187,12 +182,12 @@ async fn compensate(
     directory: &dyn Directory,
     registry: &TenantRegistry,
     scope: &SuperadminTenantScope,
-    claimed_domain: Option<&Domain>,
-    admin_email: &shared::ids::Email,
+    new: &NewTenant,
     records: &Records,
     done: &Done,
 ) {
     let tenant_id = scope.scope_tenant();
+    let admin_email = &new.admin_email;
     let role_ids: Vec<ObjectId> = records.roles.iter().map(|r| r.id).collect();
     let mut undo: Vec<(&str, Result<(), String>)> = Vec::new();
     if let Some(sub) = &done.admin_sub {
@@ -209,7 +204,7 @@ async fn compensate(
     if done.email_claimed {
         users::service::release_email(db, tenant_id, admin_email).await;
     }
-    if let Some(d) = claimed_domain {
+    if let Some(d) = &done.claimed_domain {
         undo.push(("domain claim", registry.release_domain(d.as_str(), tenant_id).await.map(drop).map_err(|e| e.to_string())));
     }
     for (what, outcome) in undo {
@@ -387,15 +382,7 @@ pub async fn change_billing(
     }
     let plan = changes.plan.unwrap_or(current.settings.billing.plan);
     if changes.audit_retention_days.is_some() && plan != Plan::Enterprise {
-        return Err(shared::error::ApiError::invalid(
-            "auditRetentionDays",
-            format!(
-                "the {} plan keeps its audit log {} days; only enterprise configures it",
-                plan.as_str(),
-                plan.limits().audit_retention_days
-            ),
-        )
-        .into());
+        return Err(TenantsError::RetentionFixed(plan));
     }
     let mut set = Document::new();
     let mut unset: Vec<&str> = Vec::new();
@@ -443,17 +430,9 @@ pub async fn change_billing(
     Ok(tenant)
 }
 
-/// A downgrade takes effect on the next call for keys too: every key's windows are brought
-/// within the new plan's bounds (`$min` leaves smaller ones as they are).
+/// A downgrade takes effect on the next call for keys too (the api-keys context's write).
 async fn clamp_key_limits(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId, keys: KeyLimits) -> Result<(), TenantsError> {
-    let scope = admin.acting_for(tenant_id.clone());
-    let bounds = doc! {
-        "rateLimit.requestsPerMinute": keys.per_minute,
-        "rateLimit.requestsPerHour": keys.per_hour,
-        "rateLimit.requestsPerDay": keys.per_day,
-    };
-    db.scoped::<ApiKey>(&scope, TenantCollection::ApiKeys).update_many(doc! {}, doc! {"$min": bounds}, false).await?;
-    Ok(())
+    Ok(api_keys::service::clamp_to_plan(db, &admin.acting_for(tenant_id.clone()), keys).await?)
 }
 
 /// How long entries about to expire are held after a change to a longer retention: past the
@@ -492,7 +471,12 @@ pub async fn usage_history(
     let days = days.clamp(1, MAX_HISTORY_DAYS);
     let first = db.clock().now_ms() - (days as i64 - 1) * 86_400_000;
     let since = shared::clock::calendar_day(first);
-    let (registry, history) = (db.tenants(admin), db.usage_history(admin));
-    let (tenant, snapshots) = tokio::try_join!(registry.get(tenant_id), history.since(tenant_id, &since, days as i64))?;
+    // The snapshots are the migrations job's, in a global collection that only the system
+    // opens: the platform reads them here for a superadmin it has admitted.
+    let history = db.global::<UsageSnapshot>(&SystemContext::new("usage history"), GlobalCollection::UsageSnapshots);
+    let newest_first = GlobalFind { sort: Some(doc! {"day": -1}), limit: Some(days as i64), projection: None };
+    let snapshots = history.find(doc! {"tenantId": tenant_id.as_str(), "day": {"$gte": &since}}, newest_first);
+    let registry = db.tenants(admin);
+    let (tenant, snapshots) = tokio::try_join!(registry.get(tenant_id), snapshots)?;
     Ok((found(tenant_id, tenant)?, snapshots))
 }

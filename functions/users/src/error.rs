@@ -41,6 +41,9 @@ pub enum UsersError {
     SelfChange(&'static str),
     #[error("The caller cannot grant {0}, which it does not hold")]
     Escalation(String),
+    /// The caller stopped being an active member after admission (its membership was cached).
+    #[error("{}", shared::admission::NOT_MEMBER)]
+    NotMember,
     #[error("The user holds {0}, which the caller does not: only someone who holds it may manage this user")]
     Outranked(String),
     #[error("The user was changed concurrently; read it again and retry")]
@@ -49,8 +52,6 @@ pub enum UsersError {
     Directory(#[source] DirectoryError),
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error(transparent)]
-    Api(#[from] ApiError),
 }
 
 impl From<UsersError> for ApiError {
@@ -64,7 +65,9 @@ impl From<UsersError> for ApiError {
             | UsersError::LastAdmin
             | UsersError::Pending
             | UsersError::Concurrent => ApiError::Conflict(e.to_string()),
-            UsersError::SelfChange(_) | UsersError::Escalation(_) | UsersError::Outranked(_) => ApiError::Forbidden(e.to_string()),
+            UsersError::SelfChange(_) | UsersError::Escalation(_) | UsersError::NotMember | UsersError::Outranked(_) => {
+                ApiError::Forbidden(e.to_string())
+            }
             UsersError::RefusalsSpent(retry_after_secs) => ApiError::TooManyRequests { message: e.to_string(), retry_after_secs },
             UsersError::CountersMissing => ApiError::Unavailable(Box::new(e)),
             UsersError::Directory(DirectoryError::Unavailable(_)) => ApiError::Unavailable(Box::new(e)),
@@ -74,7 +77,6 @@ impl From<UsersError> for ApiError {
             }
             UsersError::Directory(_) => ApiError::internal(e),
             UsersError::Db(db) => db.into(),
-            UsersError::Api(api) => api,
         }
     }
 }

@@ -2,7 +2,8 @@
 
 use shared::config::{process_env, DbConfig, PoolConfig};
 use shared::db::Db;
-use shared::directory::LazyCognitoDirectory;
+use shared::directory::{LazyCognitoDirectory, SharedDirectory};
+use shared::http::Deps;
 use std::sync::Arc;
 
 #[tokio::main]
@@ -11,6 +12,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let env = process_env();
     let config = DbConfig::load("tenancy-users").await?;
     let pool = PoolConfig::from_env(&env)?;
-    let directory = Arc::new(LazyCognitoDirectory::new(pool.user_pool_id));
-    shared::http::run_function(users::AppState::new(Db::cached_with_keyring(&config).await?, directory)).await
+    let directory: SharedDirectory = Arc::new(LazyCognitoDirectory::new(pool.user_pool_id));
+    let deps = Deps::new(Db::cached_with_keyring(&config).await?).with_directory(directory);
+    shared::http::run(deps, users::handle).await
 }

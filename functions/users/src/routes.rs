@@ -5,33 +5,29 @@ use crate::error::UsersError;
 use crate::input::{AssignRoleBody, InviteBody, UpdateProfileBody, UpdateUserBody};
 use crate::service::{self, UserQuery};
 use crate::view::UserView;
-use crate::AppState;
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use mongodb::bson::{doc, Document};
-use shared::audit::{record_best_effort, Action, AuditEvent};
+use shared::audit::Action;
+use shared::db::Db;
+use shared::directory::SharedDirectory;
 use shared::error::ApiError;
-use shared::http::{admit, json_body, path_object_id, respond_list, respond_one, Pagination, Query, RequestMeta};
+use shared::http::{admit, json_body, path_object_id, respond_list, respond_one, Deps, Pagination, Query, RequestMeta};
 use shared::ids::{parse_object_id, Email};
 use shared::models::{User, UserStatus};
 use shared::TenantContext;
 
 type Reply = Result<Response<Body>, ApiError>;
 
-async fn audit(state: &AppState, ctx: &TenantContext, meta: &RequestMeta, action: Action, id: String, details: Document) {
-    let event = AuditEvent { action, resource_id: Some(id), details };
-    record_best_effort(&state.db, ctx.tenant(), meta, ctx.identity(), event).await;
-}
-
 /// A record as the API shows it: its personal data opened.
-async fn one(state: &AppState, ctx: &TenantContext, status: StatusCode, user: User) -> Reply {
-    let person = crate::person::open(&state.db, ctx.tenant_id(), user).await?;
+async fn one(db: &Db, ctx: &TenantContext, status: StatusCode, user: User) -> Reply {
+    let person = crate::person::open(db, ctx.tenant_id(), user).await?;
     respond_one(status, &UserView::from(&person))
 }
 
 /// `GET /users` (`read:users`): `page`, `limit`, `status`, `role`, and an exact `email`.
-pub async fn list(state: &AppState, req: &Request) -> Reply {
-    let ctx = admit(&state.db, req, None).await?;
+pub async fn list(db: &Db, req: &Request) -> Reply {
+    let ctx = admit(db, req, None).await?;
     ctx.require("read:users")?;
     let query = Query::from_request(req, &["page", "limit", "status", "role", "email"])?;
     let (page, limit) = query.paging()?;
@@ -42,7 +38,7 @@ pub async fn list(state: &AppState, req: &Request) -> Reply {
         .map_err(|_| ApiError::invalid("status", "must be one of active, inactive, pending"))?;
     let role = query.get("role").map(parse_object_id).transpose().map_err(|e| ApiError::invalid("role", e.0))?;
     let email = query.get("email").map(Email::parse).transpose().map_err(|e| ApiError::invalid("email", e.0))?;
-    let (users, total) = service::list(&state.db, &ctx, &UserQuery { status, role, email, page, limit }).await?;
+    let (users, total) = service::list(db, &ctx, &UserQuery { status, role, email, page, limit }).await?;
     let views: Vec<UserView> = users.iter().map(UserView::from).collect();
     respond_list("users", &views, &Pagination::new(page, limit, total))
 }
@@ -51,25 +47,26 @@ pub async fn list(state: &AppState, req: &Request) -> Reply {
 /// outside the tenant) is audited, naming the address by its blind index only; the service
 /// bounds how many an hour there can be, and the invitations refused past that bound are
 /// counted in one summary entry a minute (`access.refusals-dropped`, source `invite:<tenant>`).
-pub async fn invite(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let ctx = admit(&state.db, req, None).await?;
+pub async fn invite(deps: &Deps<SharedDirectory>, req: &Request, meta: &RequestMeta) -> Reply {
+    let db = &deps.db;
+    let ctx = admit(db, req, None).await?;
     ctx.require("create:users")?;
     let invitation = json_body::<InviteBody>(req)?.validate()?;
-    let user = match service::invite(&state.db, state.directory.as_ref(), &ctx, &invitation).await {
+    let user = match service::invite(db, deps.directory.as_ref(), &ctx, &invitation).await {
         Ok(user) => user,
         Err(refused @ UsersError::EmailTaken) => {
-            audit_refused_invitation(state, &ctx, meta, &invitation.email, &refused).await;
+            audit_refused_invitation(db, &ctx, meta, &invitation.email, &refused).await;
             return Err(refused.into());
         }
         // Past the hour's budget nothing is looked up, and the 429s are counted, not listed.
         Err(spent @ UsersError::RefusalsSpent(_)) => {
             let source = shared::db::RefusalSource::Invitations(ctx.tenant_id().clone());
-            shared::audit::record_past_budget(&state.db, ctx.tenant_id(), &source, meta, Some(ctx.identity().actor_id())).await;
+            shared::audit::record_past_budget(db, ctx.tenant_id(), &source, meta, Some(ctx.identity().actor_id())).await;
             return Err(spent.into());
         }
         Err(e) => return Err(e.into()),
     };
-    audit(state, &ctx, meta, Action::UserInvited, user.user.id.to_hex(), doc! {"roles": &user.user.roles}).await;
+    ctx.audit(db, meta, Action::UserInvited, user.user.id.to_hex(), doc! {"roles": &user.user.roles}).await;
     shared::metrics::business(shared::metrics::Business::UsersInvited, ctx.tenant_id().as_str());
     respond_one(StatusCode::CREATED, &UserView::from(&user))
 }
@@ -77,8 +74,8 @@ pub async fn invite(state: &AppState, req: &Request, meta: &RequestMeta) -> Repl
 /// The audit entry of a refused invitation, `user.invitation-refused`, with the reason
 /// the caller was given (never why: the tenant's admins read this log too) and the address's
 /// blind index (`emailHash`, as user records hold it). Best effort, like every audit write.
-async fn audit_refused_invitation(state: &AppState, ctx: &TenantContext, meta: &RequestMeta, email: &Email, refused: &UsersError) {
-    let email_hash = match crate::person::email_index(&state.db, ctx.tenant_id(), email).await {
+async fn audit_refused_invitation(db: &Db, ctx: &TenantContext, meta: &RequestMeta, email: &Email, refused: &UsersError) {
+    let email_hash = match crate::person::email_index(db, ctx.tenant_id(), email).await {
         Ok(hash) => hash,
         Err(error) => {
             tracing::error!(%error, "could not index the address of a refused invitation; audited without it");
@@ -86,30 +83,29 @@ async fn audit_refused_invitation(state: &AppState, ctx: &TenantContext, meta: &
         }
     };
     let details = doc! {"reason": refused.to_string(), "emailHash": email_hash};
-    let event = AuditEvent { action: Action::UserInvitationRefused, resource_id: None, details };
-    record_best_effort(&state.db, ctx.tenant(), meta, ctx.identity(), event).await;
+    ctx.audit(db, meta, Action::UserInvitationRefused, None, details).await;
 }
 
 const NO_PROFILE: &str = "An API key has no profile of its own";
 
 /// `GET /users/me` (`read:profile`).
-pub async fn me(state: &AppState, req: &Request) -> Reply {
-    let ctx = admit(&state.db, req, None).await?;
+pub async fn me(db: &Db, req: &Request) -> Reply {
+    let ctx = admit(db, req, None).await?;
     ctx.require_person(NO_PROFILE)?;
     ctx.require("read:profile")?;
-    let user = service::me(&state.db, &ctx).await?;
-    one(state, &ctx, StatusCode::OK, user).await
+    let user = service::me(db, &ctx).await?;
+    one(db, &ctx, StatusCode::OK, user).await
 }
 
 /// `PATCH /users/me` (`update:profile`).
-pub async fn update_me(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let ctx = admit(&state.db, req, None).await?;
+pub async fn update_me(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
+    let ctx = admit(db, req, None).await?;
     ctx.require_person(NO_PROFILE)?;
     ctx.require("update:profile")?;
     let changes = json_body::<UpdateProfileBody>(req)?.validate()?;
-    let user = service::update_me(&state.db, &ctx, &changes).await?;
-    audit(state, &ctx, meta, Action::UserProfileUpdated, user.id.to_hex(), changed_fields(&changes, None)).await;
-    one(state, &ctx, StatusCode::OK, user).await
+    let user = service::update_me(db, &ctx, &changes).await?;
+    ctx.audit(db, meta, Action::UserProfileUpdated, user.id.to_hex(), changed_fields(&changes, None)).await;
+    one(db, &ctx, StatusCode::OK, user).await
 }
 
 /// Which fields a change touched, never their values (they are personal data).
@@ -130,53 +126,55 @@ fn changed_fields(profile: &crate::input::ProfileChanges, status: Option<UserSta
 }
 
 /// `GET /users/{userId}` (`read:users`).
-pub async fn get(state: &AppState, req: &Request) -> Reply {
-    let ctx = admit(&state.db, req, None).await?;
+pub async fn get(db: &Db, req: &Request) -> Reply {
+    let ctx = admit(db, req, None).await?;
     ctx.require("read:users")?;
     let id = path_object_id(req, "userId")?;
-    let user = service::get(&state.db, &ctx, id).await?;
-    one(state, &ctx, StatusCode::OK, user).await
+    let user = service::get(db, &ctx, id).await?;
+    one(db, &ctx, StatusCode::OK, user).await
 }
 
 /// `PATCH /users/{userId}` (`update:users`).
-pub async fn update(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let ctx = admit(&state.db, req, None).await?;
+pub async fn update(deps: &Deps<SharedDirectory>, req: &Request, meta: &RequestMeta) -> Reply {
+    let db = &deps.db;
+    let ctx = admit(db, req, None).await?;
     ctx.require("update:users")?;
     let id = path_object_id(req, "userId")?;
     let changes = json_body::<UpdateUserBody>(req)?.validate()?;
-    let user = service::update(&state.db, state.directory.as_ref(), &ctx, id, &changes).await?;
-    audit(state, &ctx, meta, Action::UserUpdated, id.to_hex(), changed_fields(&changes.profile, changes.status)).await;
-    one(state, &ctx, StatusCode::OK, user).await
+    let user = service::update(db, deps.directory.as_ref(), &ctx, id, &changes).await?;
+    ctx.audit(db, meta, Action::UserUpdated, id.to_hex(), changed_fields(&changes.profile, changes.status)).await;
+    one(db, &ctx, StatusCode::OK, user).await
 }
 
 /// `DELETE /users/{userId}` (`delete:users`).
-pub async fn delete(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let ctx = admit(&state.db, req, None).await?;
+pub async fn delete(deps: &Deps<SharedDirectory>, req: &Request, meta: &RequestMeta) -> Reply {
+    let db = &deps.db;
+    let ctx = admit(db, req, None).await?;
     ctx.require("delete:users")?;
     let id = path_object_id(req, "userId")?;
-    service::delete(&state.db, state.directory.as_ref(), &ctx, id).await?;
-    audit(state, &ctx, meta, Action::UserDeleted, id.to_hex(), doc! {}).await;
+    service::delete(db, deps.directory.as_ref(), &ctx, id).await?;
+    ctx.audit(db, meta, Action::UserDeleted, id.to_hex(), doc! {}).await;
     respond_one(StatusCode::OK, &serde_json::json!({"deleted": true, "id": id.to_hex()}))
 }
 
 /// `POST /users/{userId}/roles` (`update:users`, and every permission of the role).
-pub async fn assign_role(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let ctx = admit(&state.db, req, None).await?;
+pub async fn assign_role(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
+    let ctx = admit(db, req, None).await?;
     ctx.require("update:users")?;
     let id = path_object_id(req, "userId")?;
     let role = json_body::<AssignRoleBody>(req)?.validate()?;
-    let user = service::assign_role(&state.db, &ctx, id, role).await?;
-    audit(state, &ctx, meta, Action::UserRoleAssigned, id.to_hex(), doc! {"roleId": role.to_hex()}).await;
-    one(state, &ctx, StatusCode::OK, user).await
+    let user = service::assign_role(db, &ctx, id, role).await?;
+    ctx.audit(db, meta, Action::UserRoleAssigned, id.to_hex(), doc! {"roleId": role.to_hex()}).await;
+    one(db, &ctx, StatusCode::OK, user).await
 }
 
 /// `DELETE /users/{userId}/roles/{roleId}` (`update:users`).
-pub async fn remove_role(state: &AppState, req: &Request, meta: &RequestMeta) -> Reply {
-    let ctx = admit(&state.db, req, None).await?;
+pub async fn remove_role(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
+    let ctx = admit(db, req, None).await?;
     ctx.require("update:users")?;
     let id = path_object_id(req, "userId")?;
     let role = path_object_id(req, "roleId")?;
-    let user = service::remove_role(&state.db, &ctx, id, role).await?;
-    audit(state, &ctx, meta, Action::UserRoleRemoved, id.to_hex(), doc! {"roleId": role.to_hex()}).await;
-    one(state, &ctx, StatusCode::OK, user).await
+    let user = service::remove_role(db, &ctx, id, role).await?;
+    ctx.audit(db, meta, Action::UserRoleRemoved, id.to_hex(), doc! {"roleId": role.to_hex()}).await;
+    one(db, &ctx, StatusCode::OK, user).await
 }

@@ -9,7 +9,7 @@ use crate::input::{Invitation, ProfileChanges, UserChanges};
 use crate::person::{self, Person};
 use mongodb::bson::{doc, oid::ObjectId, Document};
 use roles::service::{by_ids, system_role_id, ADMIN_ROLE, DEFAULT_ROLE};
-use shared::context::forget_tenant_members;
+use shared::admission::forget_tenant_members;
 use shared::db::{Db, DbError, FindOptions, Scoped, TenantCollection, TenantScope};
 use shared::directory::{Directory, DirectoryError};
 use shared::ids::{Email, Permission};
@@ -197,7 +197,7 @@ async fn give_back_admin_place(db: &Db, ctx: &TenantContext) {
 async fn not_above_caller(db: &Db, ctx: &TenantContext, user: &User) -> Result<(), UsersError> {
     let ids: Vec<ObjectId> = user.roles.iter().filter_map(|r| ObjectId::parse_str(r).ok()).collect();
     let held: Vec<Permission> = by_ids(db, ctx, &ids).await?.into_iter().flat_map(|r| r.permissions).collect();
-    match first_not_held(&ctx.fresh_permissions(db).await?, &held) {
+    match first_not_held(&ctx.fresh_permissions(db).await?.ok_or(UsersError::NotMember)?, &held) {
         Some(p) => Err(UsersError::Outranked(p.to_string())),
         None => Ok(()),
     }
@@ -206,7 +206,7 @@ async fn not_above_caller(db: &Db, ctx: &TenantContext, user: &User) -> Result<(
 /// Nobody grants what they lack, judged on the caller's permissions as they are now (a grant
 /// outlives the permission cache's 60 s).
 async fn no_escalation(db: &Db, ctx: &TenantContext, roles: &[Role]) -> Result<(), UsersError> {
-    let held = ctx.fresh_permissions(db).await?;
+    let held = ctx.fresh_permissions(db).await?.ok_or(UsersError::NotMember)?;
     for role in roles {
         if let Some(p) = first_not_held(&held, &role.permissions) {
             return Err(UsersError::Escalation(p.to_string()));
@@ -363,7 +363,7 @@ pub async fn invite_with(
     if ctx.tenant().counters.is_none() {
         return Err(UsersError::CountersMissing);
     }
-    let refusals = db.invitation_refusals(ctx);
+    let refusals = crate::refusals::InvitationRefusals::of(db, ctx);
     if let Some(retry_after) = refusals.spent().await? {
         return Err(UsersError::RefusalsSpent(retry_after));
     }

@@ -10,8 +10,13 @@ use aws_lambda_events::event::cognito::CognitoEventUserPoolsPostConfirmation;
 use mongodb::bson::doc;
 use serde_json::Value;
 use shared::db::{Db, DbError, SystemContext, TenantCollection};
+use shared::event_kind::{EventFunction, EventKind};
 use shared::ids::{Email, TenantId};
 use shared::models::{User, UserStatus};
+
+/// The trigger's function (the `post-confirmation` binary): Cognito's PostConfirmation trigger.
+pub const FUNCTION: EventFunction =
+    EventFunction { logical_id: "PostConfirmationFunction", takes: &[EventKind::CognitoTrigger("PostConfirmation")] };
 
 const CONFIRM_SIGN_UP: &str = "PostConfirmation_ConfirmSignUp";
 

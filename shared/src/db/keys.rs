@@ -1,88 +1,25 @@
 //! What API-key authentication needs before it knows the tenant: one key by its global id, and
-//! the key's request windows. Reached only through `Db::key_auth`, which takes a system context.
+//! its `lastUsedAt` (reached only through `Db::key_auth`, which takes a system context); and the
+//! budgets of audited refusals that every refusal path spends, the authorizer's and `serve`'s.
+//! The key's request windows are the authorizer's own (`functions/authorizer`), through a
+//! [`super::GlobalStore`].
 
-use super::{global, Db, DbError, TenantCollection};
+use super::{Db, DbError, GlobalCollection, GlobalFind, GlobalStore, SystemContext, TenantCollection};
 use crate::ids::TenantId;
 use crate::models::ApiKey;
-use futures_util::TryStreamExt;
 use mongodb::bson::{self, doc, oid::ObjectId, Bson, DateTime, Document};
-use mongodb::options::ReturnDocument;
 use mongodb::Collection;
-
-/// The bounds one key call is counted under (see [`KeyAuth::count`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WindowBounds {
-    /// `YYYYMMDDHHMM`, `YYYYMMDDHH` and `YYYYMMDD` (UTC): the current windows.
-    pub minute: String,
-    pub hour: String,
-    pub day: String,
-    pub per_minute: i64,
-    pub per_hour: i64,
-    pub per_day: i64,
-    /// Window fields last seen on the key's document (`m.…`, `h.…`, `d.…`), removed unless
-    /// current: old windows are trimmed as they pass.
-    pub seen: Vec<String>,
-}
-
-impl WindowBounds {
-    fn fields(&self) -> [(String, i64); 3] {
-        [
-            (format!("m.{}", self.minute), self.per_minute),
-            (format!("h.{}", self.hour), self.per_hour),
-            (format!("d.{}", self.day), self.per_day),
-        ]
-    }
-}
-
-/// The counts of a key's windows after a call, by window: `(field, count)`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WindowCounts(pub Vec<(String, i64)>);
-
-impl WindowCounts {
-    fn of(document: &Document) -> Self {
-        let mut out = Vec::new();
-        for prefix in ["m", "h", "d"] {
-            if let Ok(windows) = document.get_document(prefix) {
-                for (k, v) in windows {
-                    let n = match v {
-                        Bson::Int32(n) => i64::from(*n),
-                        Bson::Int64(n) => *n,
-                        Bson::Double(n) => *n as i64,
-                        _ => 0,
-                    };
-                    out.push((format!("{prefix}.{k}"), n));
-                }
-            }
-        }
-        Self(out)
-    }
-
-    /// The count of one window field (`m.202611290130`), 0 if absent.
-    pub fn get(&self, field: &str) -> i64 {
-        self.0.iter().find(|(k, _)| k == field).map_or(0, |(_, n)| *n)
-    }
-
-    /// The window fields present.
-    pub fn fields(&self) -> Vec<String> {
-        self.0.iter().map(|(k, _)| k.clone()).collect()
-    }
-}
 
 /// The narrow API of key authentication.
 #[derive(Debug, Clone)]
 pub struct KeyAuth {
     db: Db,
     keys: Collection<Document>,
-    windows: Collection<Document>,
 }
 
 impl KeyAuth {
     pub(super) fn new(db: &Db) -> Self {
-        Self {
-            db: db.clone(),
-            keys: db.database.collection(TenantCollection::ApiKeys.name()),
-            windows: db.database.collection(global::API_KEY_WINDOWS),
-        }
+        Self { db: db.clone(), keys: db.database.collection(TenantCollection::ApiKeys.name()) }
     }
 
     /// One key by its global id, with the tenant it belongs to. The only read of a tenant
@@ -107,89 +44,10 @@ impl KeyAuth {
         self.keys.update_one(doc! {"_id": key_id, "lastUsedAt": seen}, doc! {"$set": {"lastUsedAt": now}}).await?;
         Ok(())
     }
-
-    /// Counts one call in the key's minute, hour and day windows: one conditional upsert whose
-    /// filter holds each bound as a literal, with one `$inc` of all three (see
-    /// [`count_windows`]). `None` when a window is full: nothing is counted then.
-    pub async fn count(&self, key_id: ObjectId, bounds: &WindowBounds) -> Result<Option<WindowCounts>, DbError> {
-        count_windows(&self.db, &self.windows, Bson::ObjectId(key_id), &bounds.fields(), &bounds.seen).await
-    }
-
-    /// The key's windows as they are now (to tell which one is full).
-    pub async fn windows(&self, key_id: ObjectId) -> Result<WindowCounts, DbError> {
-        Ok(self.windows.find_one(doc! {"_id": key_id}).await?.as_ref().map(WindowCounts::of).unwrap_or_default())
-    }
 }
 
 fn malformed(what: &'static str) -> DbError {
     DbError::Decode(<bson::de::Error as serde::de::Error>::custom(what))
-}
-
-/// Counts one event in each of `windows` (`(field, bound)`) of the document `id`, in one
-/// conditional upsert: the filter holds each bound as a literal (`$not: {$gte: N}` also matches
-/// a window not yet counted; FerretDB has no `$expr`), the update one `$inc` of every field and
-/// an `$unset` of the `seen` fields that are no longer current. When a window is full the filter
-/// misses the existing document, the upsert then tries to insert a second one with the same
-/// `_id`, and that duplicate-key error means "full": `None`, nothing counted.
-pub(crate) async fn count_windows(
-    db: &Db,
-    collection: &Collection<Document>,
-    id: Bson,
-    windows: &[(String, i64)],
-    seen: &[String],
-) -> Result<Option<WindowCounts>, DbError> {
-    count_windows_setting(db, collection, id, windows, seen, Document::new()).await
-}
-
-/// [`count_windows`], whose update also `$set`s `set` (nothing when it is empty) when it counts.
-async fn count_windows_setting(
-    db: &Db,
-    collection: &Collection<Document>,
-    id: Bson,
-    windows: &[(String, i64)],
-    seen: &[String],
-    set: Document,
-) -> Result<Option<WindowCounts>, DbError> {
-    let mut filter = doc! {"_id": id};
-    let mut inc = Document::new();
-    for (field, bound) in windows {
-        filter.insert(field.clone(), doc! {"$not": {"$gte": *bound}});
-        inc.insert(field.clone(), 1_i64);
-    }
-    let mut update = doc! {"$inc": inc};
-    let stale: Document = seen
-        .iter()
-        .filter(|f| !windows.iter().any(|(current, _)| current == *f))
-        .filter(|f| f.starts_with("m.") || f.starts_with("h.") || f.starts_with("d."))
-        .map(|f| (f.clone(), Bson::String(String::new())))
-        .collect();
-    if !stale.is_empty() {
-        update.insert("$unset", stale);
-    }
-    if !set.is_empty() {
-        update.insert("$set", set);
-    }
-    // Twice at most: on MongoDB two first calls can race to insert the document, and the loser's
-    // duplicate-key error then means "created meanwhile", not "full". A re-read tells which.
-    for attempt in 0..2 {
-        let result = {
-            let _serial = db.serial().await?;
-            collection.find_one_and_update(filter.clone(), update.clone()).upsert(true).return_document(ReturnDocument::After).await
-        };
-        match result.map_err(DbError::from) {
-            Ok(found) => return Ok(found.as_ref().map(WindowCounts::of)),
-            Err(DbError::Duplicate) if attempt == 0 => {
-                let now = collection.find_one(doc! {"_id": filter.get("_id").cloned().unwrap_or(Bson::Null)}).await?;
-                let counts = now.as_ref().map(WindowCounts::of).unwrap_or_default();
-                if windows.iter().any(|(field, bound)| counts.get(field) >= *bound) {
-                    return Ok(None);
-                }
-            }
-            Err(DbError::Duplicate) => return Ok(None),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(None)
 }
 
 /// Whose budget an audited refusal spends (docs/ARCHITECTURE.md §13). Each source has a budget
@@ -250,24 +108,27 @@ impl RefusalSource {
 #[derive(Debug, Clone)]
 pub struct RefusalBudget {
     db: Db,
-    windows: Collection<Document>,
+    windows: GlobalStore<Document>,
 }
 
+/// A value per (database, source), in this process, bounded in size.
+type PerSource<V> = std::sync::LazyLock<std::sync::Mutex<lru::LruCache<(String, String), V>>>;
+
 /// The minute each source's budget was last seen full, per database, in this process.
-static FULL_MINUTES: std::sync::LazyLock<std::sync::Mutex<lru::LruCache<(String, String), String>>> =
+static FULL_MINUTES: PerSource<String> =
     std::sync::LazyLock::new(|| std::sync::Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(10_000).expect("non-zero"))));
 
 /// The window fields last seen on each source's document, per database, so that the counting
 /// update trims the stale ones without a read first.
-static SEEN_FIELDS: std::sync::LazyLock<std::sync::Mutex<lru::LruCache<(String, String), Vec<String>>>> =
+static SEEN_FIELDS: PerSource<Vec<String>> =
     std::sync::LazyLock::new(|| std::sync::Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(10_000).expect("non-zero"))));
 
 /// How many refusals one source may have audited per minute.
 pub const REFUSALS_PER_MINUTE: i64 = 20;
 
 impl RefusalBudget {
-    pub(super) fn new(db: &Db) -> Self {
-        Self { db: db.clone(), windows: db.database.collection(global::REFUSAL_WINDOWS) }
+    pub(super) fn new(db: &Db, system: &SystemContext) -> Self {
+        Self { db: db.clone(), windows: db.global(system, GlobalCollection::RefusalWindows) }
     }
 
     /// Takes one place in `source`'s current minute: `false` if the minute is full. One round
@@ -288,7 +149,7 @@ impl RefusalBudget {
         let now_ms = self.db.clock().now_ms();
         let expire = DateTime::from_millis((now_ms.div_euclid(60_000) + 2) * 60_000);
         let windows = [(format!("m.{minute}"), REFUSALS_PER_MINUTE)];
-        match count_windows_setting(&self.db, &self.windows, id, &windows, &seen, doc! {"expireAt": expire}).await? {
+        match self.windows.count_windows(id, &windows, &seen, doc! {"expireAt": expire}).await? {
             Some(counts) => {
                 // Fields another process left behind are learnt here and trimmed next time.
                 SEEN_FIELDS.lock().expect("poisoned").put(key, counts.fields());
@@ -305,7 +166,6 @@ impl RefusalBudget {
     /// key id's): `dropped`, and `droppedAt`. One write that changes the document, as a known
     /// key's summary entry costs, so that past a spent budget the two paths still cost the same.
     pub async fn note_dropped(&self, source: &RefusalSource) -> Result<(), DbError> {
-        let _serial = self.db.serial().await?;
         let update = doc! {"$inc": {"dropped": 1_i64}, "$set": {"droppedAt": self.db.clock().now()}};
         self.windows.update_one(doc! {"_id": source.id()}, update).await?;
         Ok(())
@@ -318,15 +178,15 @@ impl RefusalBudget {
     /// (the invitations' hourly budgets, one per tenant) are never touched.
     pub async fn delete_expired(&self, batch: i64) -> Result<u64, DbError> {
         let expired = doc! {"expireAt": {"$lte": self.db.clock().now()}};
-        let found: Vec<Document> = self.windows.find(expired.clone()).projection(doc! {"_id": 1}).limit(batch).await?.try_collect().await?;
+        let page = GlobalFind { sort: None, limit: Some(batch), projection: Some(doc! {"_id": 1}) };
+        let found = self.windows.find(expired.clone(), page).await?;
         let ids: Vec<Bson> = found.into_iter().filter_map(|d| d.get("_id").cloned()).collect();
         if ids.is_empty() {
             return Ok(0);
         }
         let mut filter = expired;
         filter.insert("_id", doc! {"$in": ids});
-        let _serial = self.db.serial().await?;
-        Ok(self.windows.delete_many(filter).await?.deleted_count)
+        self.windows.delete_many(filter).await
     }
 }
 

@@ -3,24 +3,27 @@
 
 pub mod guard;
 mod health;
-pub mod invitations;
 mod keys;
 mod ledger;
 mod registry;
 mod retention;
 mod scoped;
+mod store;
+#[cfg(any(test, feature = "testing"))]
+mod testing;
 mod usage;
 
 pub use guard::Refusal;
 pub use health::{NoAvailableServer, ServerState};
-pub use keys::{KeyAuth, RefusalBudget, RefusalSource, WindowBounds, WindowCounts, REFUSALS_PER_MINUTE};
+pub use keys::{KeyAuth, RefusalBudget, RefusalSource, REFUSALS_PER_MINUTE};
 pub use ledger::{LockGuard, Locks, MigrationLedger, MigrationRecord};
 pub use registry::{
     not_shredded, CallBounds, DomainClaim, OwnTenant, TenantPage, TenantQuery, TenantRegistry, KEYS_SHREDDED_AT, MAX_SEARCH_LEN,
 };
 pub use retention::AuditRetention;
-pub use scoped::{FindOptions, Scoped, UpdateOutcome};
-pub use usage::{UsageHistory, UsageMeter, MEASURE_BATCH};
+pub use scoped::{Batches, FindOptions, Scoped, UpdateOutcome};
+pub use store::{GlobalCollection, GlobalFind, GlobalStore, WindowCounts};
+pub use usage::{UsageMeter, MEASURE_BATCH};
 
 use crate::clock::{self, SharedClock};
 use crate::config::DbConfig;
@@ -150,13 +153,21 @@ pub enum DbError {
     Unavailable(#[source] mongodb::error::Error),
     #[error("stored document does not match its model")]
     Decode(#[from] mongodb::bson::de::Error),
+    /// Boxed: the encoder's error is the largest of these by far, and every `Result` of the
+    /// data layer and the contexts would carry its size.
     #[error("document could not be encoded")]
-    Encode(#[from] mongodb::bson::ser::Error),
+    Encode(#[source] Box<mongodb::bson::ser::Error>),
     #[error("database error")]
     Other(#[source] mongodb::error::Error),
     /// Personal data could not be sealed, opened or indexed (docs/ARCHITECTURE.md §20).
     #[error("personal data: {0}")]
     Pii(#[from] crate::pii::PiiError),
+}
+
+impl From<mongodb::bson::ser::Error> for DbError {
+    fn from(e: mongodb::bson::ser::Error) -> Self {
+        DbError::Encode(Box::new(e))
+    }
 }
 
 // By hand rather than `#[from]`, which would also make the refusal the error's source and
@@ -400,18 +411,6 @@ impl Db {
         self.health.state()
     }
 
-    /// Waits until the driver's monitoring events say `state` (tests wait for an outage to be
-    /// seen, or for its end, rather than sleeping).
-    pub async fn until_server_state(&self, state: ServerState) {
-        let _ = self.health.subscribe().wait_for(|s| *s == state).await;
-    }
-
-    /// How many times this process took this database's write serialisation (tests check that
-    /// an outage takes it never).
-    pub fn serial_taken(&self) -> u64 {
-        SERIALS.lock().expect("poisoned").get(self.name()).map_or(0, |s| s.taken.load(std::sync::atomic::Ordering::SeqCst))
-    }
-
     /// The server's flavor, asked once (`buildInfo`) and remembered.
     pub async fn flavor(&self) -> Result<ServerFlavor, DbError> {
         let flavor = self
@@ -422,40 +421,6 @@ impl Db {
             })
             .await?;
         Ok(*flavor)
-    }
-
-    /// The database through a new client of its own: for tests, whose runtimes come and go.
-    pub async fn connect(cfg: &DbConfig) -> Result<Db, DbError> {
-        let (client, health) = monitored_client(client_options(cfg)).await?;
-        Ok(Db::new(client.database(&cfg.database), health))
-    }
-
-    /// The database through a new client that counts the commands it sends to this database
-    /// (`cfg.database`, so that each test's count is its own): for tests that hold a path to its
-    /// number of round trips. Not counted: the driver's own handshakes and authentication
-    /// (`hello`, `isMaster`, `saslStart`, `saslContinue`), anything sent to another database
-    /// (`endSessions` goes to `admin`), and `buildInfo`, which [`Db::flavor`] sends once per
-    /// handle: a test warms the handle with `flavor()` first, so that no measured call pays it.
-    /// `getMore` and `killCursors` on this database count: they are round trips too.
-    pub async fn connect_counting(cfg: &DbConfig) -> Result<(Db, Arc<std::sync::atomic::AtomicU64>), DbError> {
-        use mongodb::event::command::CommandEvent;
-        let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let mut options = client_options(cfg).await?;
-        let counter = count.clone();
-        let database = cfg.database.clone();
-        options.command_event_handler = Some(mongodb::event::EventHandler::callback(move |event: CommandEvent| {
-            if let CommandEvent::Started(started) = event {
-                let uncounted = matches!(
-                    started.command_name.as_str(),
-                    "hello" | "isMaster" | "ismaster" | "saslStart" | "saslContinue" | "buildInfo" | "buildinfo"
-                );
-                if started.db == database && !uncounted {
-                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                }
-            }
-        }));
-        let (client, health) = monitored_client(async { Ok(options) }).await?;
-        Ok((Db::new(client.database(&cfg.database), health), count))
     }
 
     /// The database name.
@@ -493,19 +458,14 @@ impl Db {
     }
 
     /// Data growth across tenants: documents and bytes of every tenant collection, measured
-    /// around the scope (which refuses `$collStats`), and the daily snapshots it writes.
+    /// around the scope (which refuses `$collStats`).
     pub fn usage(&self, _system: &SystemContext) -> UsageMeter {
         UsageMeter::new(self)
     }
 
-    /// The daily usage snapshots, read only (a superadmin's usage history).
-    pub fn usage_history(&self, _access: &impl GlobalAccess) -> UsageHistory {
-        UsageHistory::new(self)
-    }
-
     /// The budgets of audited refusals, one per source (a key id, an address, an actor).
-    pub fn refusal_budget(&self, _system: &SystemContext) -> RefusalBudget {
-        RefusalBudget::new(self)
+    pub fn refusal_budget(&self, system: &SystemContext) -> RefusalBudget {
+        RefusalBudget::new(self, system)
     }
 
     /// Whether records from before personal data was encrypted may remain: until the sealing

@@ -128,24 +128,11 @@ impl TenantRegistry {
         Ok(self.tenants.find_one(doc! {"tenantId": tenant_id.as_str()}).projection(projection).await?)
     }
 
-    /// The ids of up to `limit` tenants matching `filter`, after the record `after` in `_id`
-    /// order: for system jobs that walk the registry in batches.
-    pub async fn ids(
-        &self,
-        filter: Document,
-        after: Option<bson::oid::ObjectId>,
-        limit: i64,
-    ) -> Result<Vec<(bson::oid::ObjectId, TenantId)>, DbError> {
-        let mut filter = filter;
-        if let Some(after) = after {
-            filter.insert("_id", doc! {"$gt": after});
-        }
-        let cursor = self.tenants.find(filter).sort(doc! {"_id": 1}).limit(limit).projection(doc! {"tenantId": 1}).await?;
-        let found: Vec<Document> = cursor.try_collect().await?;
-        Ok(found
-            .into_iter()
-            .filter_map(|d| Some((d.get_object_id("_id").ok()?, TenantId::parse(d.get_str("tenantId").ok()?).ok()?)))
-            .collect())
+    /// The ids of every tenant matching `filter`, in `_id` order, `size` at a time: how system
+    /// jobs walk the registry (a keyset walk, so memory stays bounded; ids only, so a tenant's
+    /// other fields need not decode).
+    pub fn batches(&self, filter: Document, size: i64) -> TenantBatches<'_> {
+        TenantBatches { registry: self, filter, size, after: None, done: false }
     }
 
     /// Inserts a new tenant; a taken tenantId is `DbError::Duplicate`.
@@ -475,6 +462,38 @@ pub fn escape_regex(text: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// A keyset walk over the registry's tenant ids ([`TenantRegistry::batches`]).
+pub struct TenantBatches<'a> {
+    registry: &'a TenantRegistry,
+    filter: Document,
+    size: i64,
+    after: Option<bson::oid::ObjectId>,
+    done: bool,
+}
+
+impl TenantBatches<'_> {
+    /// The next batch of tenant ids, or `None` once the walk has passed the last match.
+    pub async fn next(&mut self) -> Result<Option<Vec<TenantId>>, DbError> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut filter = self.filter.clone();
+        if let Some(after) = self.after {
+            filter.insert("_id", doc! {"$gt": after});
+        }
+        let cursor = self.registry.tenants.find(filter).sort(doc! {"_id": 1}).limit(self.size).projection(doc! {"tenantId": 1}).await?;
+        let found: Vec<Document> = cursor.try_collect().await?;
+        match found.last().and_then(|last| last.get_object_id("_id").ok()) {
+            Some(last) => self.after = Some(last),
+            None => {
+                self.done = true;
+                return Ok(None);
+            }
+        }
+        Ok(Some(found.iter().filter_map(|d| TenantId::parse(d.get_str("tenantId").ok()?).ok()).collect()))
+    }
 }
 
 #[cfg(test)]

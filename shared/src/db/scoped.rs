@@ -104,6 +104,13 @@ where
         found.map(bson::from_document).transpose().map_err(Into::into)
     }
 
+    /// Every matching document of this tenant, in `_id` order, `size` at a time: a keyset walk
+    /// (each batch resumes after the last `_id` seen), so that a job's memory stays bounded and a
+    /// document written behind the walk is not read twice.
+    pub fn batches(&self, filter: Document, size: i64) -> Batches<'_, T> {
+        Batches { collection: self, filter, size, after: None, done: false }
+    }
+
     /// `insertOne`: one round trip; returns the document as stored.
     pub async fn insert_one(&self, item: &T) -> Result<T, DbError> {
         let document = self.scope_document(item, self.db.clock().now())?;
@@ -193,6 +200,43 @@ fn stamp(update: &mut Document, operator: &str, field: &str, value: impl Into<Bs
         _ => {
             update.insert(operator, doc! { field: value.into() });
         }
+    }
+}
+
+/// A keyset walk over a [`Scoped`] collection ([`Scoped::batches`]).
+pub struct Batches<'a, T> {
+    collection: &'a Scoped<T>,
+    filter: Document,
+    size: i64,
+    after: Option<ObjectId>,
+    done: bool,
+}
+
+impl<T> Batches<'_, T>
+where
+    T: Serialize + DeserializeOwned,
+{
+    /// The next batch, or `None` once the walk has passed the last match.
+    pub async fn next(&mut self) -> Result<Option<Vec<T>>, DbError> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut filter = self.filter.clone();
+        if let Some(after) = self.after {
+            filter.insert("_id", doc! {"$gt": after});
+        }
+        let options = mongodb::options::FindOptions::builder().sort(doc! {"_id": 1}).limit(self.size).build();
+        let found: Vec<Document> =
+            self.collection.collection.find(self.collection.scope_filter(filter)?).with_options(options).await?.try_collect().await?;
+        // The `_id` is read from the stored document, so the walk needs nothing of `T`.
+        match found.last().and_then(|last| last.get_object_id("_id").ok()) {
+            Some(last) => self.after = Some(last),
+            None => {
+                self.done = true;
+                return Ok(None);
+            }
+        }
+        decode_all(found).map(Some)
     }
 }
 

@@ -1,14 +1,13 @@
 //! Data growth: how many documents, and how many bytes of them, each tenant keeps in each tenant
-//! collection, and the daily snapshots of it (`usageSnapshots`). The tenant scope refuses
-//! `$collStats` by design, and the collection statistics of a shared collection could not be
-//! split by tenant anyway, so this measures around the scope: only through `Db::usage`, which
-//! takes a system context. It reads documents only to measure them, and it writes nothing but
-//! snapshots (docs/ARCHITECTURE.md §5, §13). A superadmin reads the snapshots back through
-//! `Db::usage_history`, which can only read them.
+//! collection. The tenant scope refuses `$collStats` by design, and the collection statistics of
+//! a shared collection could not be split by tenant anyway, so this measures around the scope:
+//! only through `Db::usage`, which takes a system context. It reads documents only to measure
+//! them and writes nothing; the daily snapshots (`usageSnapshots`) are the migrations job's
+//! (docs/ARCHITECTURE.md §5, §13).
 
-use super::{global, Db, DbError, ServerFlavor, TenantCollection};
+use super::{Db, DbError, ServerFlavor, TenantCollection};
 use crate::ids::TenantId;
-use crate::models::{CollectionUsage, UsageSnapshot};
+use crate::models::CollectionUsage;
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
 use mongodb::Collection;
@@ -17,16 +16,16 @@ use mongodb::Collection;
 /// the job holds one batch at a time, never a whole collection.
 pub const MEASURE_BATCH: u32 = 500;
 
-/// The narrow API of measuring: counts and bytes of any tenant, and writing its snapshots.
+/// The narrow API of measuring: counts and bytes of any tenant (the snapshots it feeds are the
+/// migrations job's, through a [`super::GlobalStore`]).
 #[derive(Debug, Clone)]
 pub struct UsageMeter {
     db: Db,
-    snapshots: Collection<UsageSnapshot>,
 }
 
 impl UsageMeter {
     pub(super) fn new(db: &Db) -> Self {
-        Self { db: db.clone(), snapshots: db.database.collection(global::USAGE_SNAPSHOTS) }
+        Self { db: db.clone() }
     }
 
     /// Documents and bytes of `tenant` in every tenant collection, in [`TenantCollection::ALL`]'s
@@ -76,25 +75,6 @@ impl UsageMeter {
             None => CollectionUsage::default(),
         })
     }
-
-    /// Writes a snapshot, replacing the one of the same tenant and day if there is one (an
-    /// upsert by `_id`): a rerun the same day leaves one snapshot, the latest.
-    pub async fn record(&self, snapshot: &UsageSnapshot) -> Result<(), DbError> {
-        let mut raced = false;
-        loop {
-            let written = {
-                let _serial = self.db.serial().await?;
-                self.snapshots.replace_one(doc! {"_id": &snapshot.id}, snapshot).upsert(true).await.map_err(DbError::from)
-            };
-            match written {
-                Ok(_) => return Ok(()),
-                // Two runs inserting the same new day at once (on MongoDB): the loser's upsert
-                // meets the winner's `_id`; replacing it now matches it.
-                Err(DbError::Duplicate) if !raced => raced = true,
-                Err(e) => return Err(e),
-            }
-        }
-    }
 }
 
 /// A count from an aggregation, whatever numeric type the server chose for it.
@@ -104,29 +84,6 @@ fn count(value: Option<&Bson>) -> u64 {
         Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
         Some(Bson::Double(n)) if n.is_finite() && *n >= 0.0 => *n as u64,
         _ => 0,
-    }
-}
-
-/// The daily usage snapshots, read only: what a superadmin's usage history shows.
-#[derive(Debug, Clone)]
-pub struct UsageHistory {
-    snapshots: Collection<UsageSnapshot>,
-}
-
-impl UsageHistory {
-    pub(super) fn new(db: &Db) -> Self {
-        Self { snapshots: db.database.collection(global::USAGE_SNAPSHOTS) }
-    }
-
-    /// `tenant`'s snapshots of `since` (`YYYY-MM-DD`) and later, newest first, at most `limit`.
-    pub async fn since(&self, tenant: &TenantId, since: &str, limit: i64) -> Result<Vec<UsageSnapshot>, DbError> {
-        let filter = doc! {"tenantId": tenant.as_str(), "day": {"$gte": since}};
-        let limit = limit.max(1);
-        // One batch of them all: a year of snapshots is a few hundred small documents, so that
-        // the read is one round trip rather than a first batch and its `getMore`s.
-        let batch = u32::try_from(limit).unwrap_or(u32::MAX);
-        let cursor = self.snapshots.find(filter).sort(doc! {"day": -1}).limit(limit).batch_size(batch).await?;
-        Ok(cursor.try_collect().await?)
     }
 }
 

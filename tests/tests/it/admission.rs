@@ -175,7 +175,7 @@ async fn suspensions_plan_changes_and_domain_moves_never_revert_under_member_tra
     let ok = calls.into_iter().filter(|r| r.as_ref().unwrap().status() == 200).count() as i64;
     let after = record().await;
     assert_eq!(after.get_document("settings").unwrap().get_document("billing").unwrap().get_str("plan").unwrap(), "premium");
-    assert_eq!(after.get_document("settings").unwrap().get_i64("maxUsers").unwrap_or_else(|_| 0), 100, "{after}");
+    assert_eq!(after.get_document("settings").unwrap().get_i64("maxUsers").unwrap_or(0), 100, "{after}");
 
     let usage_before_move = app.usage(&id).await;
     let mv = app.request(Method::PATCH, &path, Some(&superadmin)).json(&json!({"domain": "acme-moved.example"}));

@@ -141,7 +141,7 @@ async fn a_key_acts_in_its_tenant_with_what_both_it_and_its_creator_hold() {
         .get_object_id("_id")
         .unwrap();
     raw_collection(&app.db, "users").await.update_one(doc! {"_id": admin_id}, doc! {"$set": {"roles": [viewer.to_hex()]}}).await.unwrap();
-    shared::context::forget_tenant_members(&app.db, &shared::ids::TenantId::parse(&tenant).unwrap());
+    shared::admission::forget_tenant_members(&app.db, &shared::ids::TenantId::parse(&tenant).unwrap());
     let (status, _, reply) = app
         .call(
             app.key_request(Method::POST, "/users", &key).json(&json!({"email": "new@machine.example", "firstName": "N", "lastName": "U"})),
@@ -151,7 +151,7 @@ async fn a_key_acts_in_its_tenant_with_what_both_it_and_its_creator_hold() {
     assert_eq!(app.call(app.key_request(Method::GET, "/users", &key)).await.0, 200);
     // The creator no longer active: every call of the key is refused.
     raw_collection(&app.db, "users").await.update_one(doc! {"_id": admin_id}, doc! {"$set": {"status": "inactive"}}).await.unwrap();
-    shared::context::forget_tenant_members(&app.db, &shared::ids::TenantId::parse(&tenant).unwrap());
+    shared::admission::forget_tenant_members(&app.db, &shared::ids::TenantId::parse(&tenant).unwrap());
     let (status, _, reply) = app.call(app.key_request(Method::GET, "/users", &key)).await;
     assert_eq!(status, 403, "{reply}");
     // The plan losing api_keys: refused, naming the feature, and not counted.
@@ -196,9 +196,9 @@ async fn per_key_windows_are_exact_at_twice_the_limit() {
 async fn the_window_update_admits_exactly_its_bound() {
     const N: i64 = 20;
     let db = tenancy_tests::fresh_db().await;
-    let auth = db.key_auth(&shared::db::SystemContext::new("test"));
+    let windows_of = authorizer::key_windows(&db);
     let key = mongodb::bson::oid::ObjectId::new();
-    let bounds = shared::db::WindowBounds {
+    let bounds = authorizer::WindowBounds {
         minute: "202611290130".into(),
         hour: "2026112901".into(),
         day: "20261129".into(),
@@ -207,15 +207,15 @@ async fn the_window_update_admits_exactly_its_bound() {
         per_day: 1_000,
         seen: vec!["m.202611290129".into()],
     };
-    let results = futures_util::future::join_all((0..2 * N).map(|_| auth.count(key, &bounds))).await;
+    let results = futures_util::future::join_all((0..2 * N).map(|_| authorizer::count_call(&windows_of, key, &bounds))).await;
     let counted = results.iter().filter(|r| matches!(r, Ok(Some(_)))).count() as i64;
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
     assert_eq!(counted, N);
-    let windows = auth.windows(key).await.unwrap();
+    let windows = windows_of.windows(key.into()).await.unwrap();
     assert_eq!((windows.get("m.202611290130"), windows.get("h.2026112901"), windows.get("d.20261129")), (N, N, N));
     // The next minute: a fresh window, and the stale one trimmed by the same update.
-    let next = shared::db::WindowBounds { minute: "202611290131".into(), seen: windows.fields(), ..bounds };
-    let after = auth.count(key, &next).await.unwrap().expect("room in the next minute");
+    let next = authorizer::WindowBounds { minute: "202611290131".into(), seen: windows.fields(), ..bounds };
+    let after = authorizer::count_call(&windows_of, key, &next).await.unwrap().expect("room in the next minute");
     assert_eq!(after.get("m.202611290131"), 1);
     assert!(!after.fields().contains(&"m.202611290130".to_string()), "{:?}", after.fields());
     assert_eq!(after.get("h.2026112901"), N + 1);
@@ -343,12 +343,12 @@ async fn a_downgrade_clamps_the_keys_limits_to_the_new_plan() {
 /// monitor: a warm authorization is two round trips, the key and then its windows.
 #[tokio::test]
 async fn a_warm_key_authorization_is_two_round_trips() {
-    use api_keys::authorizer::{Authorizer, Verdict};
+    use authorizer::{Authorizer, Verdict};
     use std::sync::atomic::Ordering::SeqCst;
     let (db, commands) = shared::Db::connect_counting(&tenancy_tests::fresh_db_config()).await.unwrap();
     let db = tenancy_tests::with_keyring(db).await;
     migrations::setup(&db).await.unwrap();
-    let deps = local_api::Deps { db: db.clone(), directory: tenancy_tests::test_directory().await };
+    let deps = local_api::Stack { db: db.clone(), directory: tenancy_tests::test_directory().await };
     local_api::fixtures::seed_events_tenant(&deps).await.unwrap();
     let authorizer = Authorizer::new(db.clone(), None);
     let key = format!("tk_{}_{}", local_api::fixtures::API_KEY, local_api::fixtures::API_KEY_SECRET);

@@ -74,11 +74,17 @@ async fn every_event_runs_through_the_built_binary_of_its_function() {
     let kms = tenancy_tests::kms_key_id().await;
     for (name, event) in super::events::event_files() {
         let db = tenancy_tests::fresh_db_with_indexes().await;
-        let deps = local_api::Deps { db: db.clone(), directory: local_api::moto_directory(&moto, REGION, &pool.user_pool_id) };
-        let function = runtime::function_for_event(&name, &event).unwrap();
-        let (binary, run) = runtime::invoke_event(&bin_dir(), &deps, &pool, &moto, &arn, &kms, &name, event.clone())
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let deps = local_api::Stack { db: db.clone(), directory: local_api::moto_directory(&moto, REGION, &pool.user_pool_id) };
+        let function = local_api::dispatch::function_for_event(&name, &event).unwrap();
+        let (binary, run) = runtime::invoke_event(
+            &bin_dir(),
+            &deps,
+            &runtime::LocalAws { pool: &pool, moto_url: &moto, secret_arn: &arn, kms_key_id: &kms },
+            &name,
+            event.clone(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         let response = answered(&name, &run);
         match function.as_str() {
             "AuthorizerFunction" => {
@@ -128,7 +134,10 @@ async fn a_missing_or_bad_secret_fails_the_cold_start_with_a_clear_line() {
     let bad = runtime::put_secret(&moto, REGION, &tenancy_tests::unique_name("bad"), "not a connection string").await.unwrap();
     let missing = format!("arn:aws:secretsmanager:{REGION}:123456789012:secret:{}", tenancy_tests::unique_name("none"));
     for (arn, expected) in [(missing.as_str(), "GetSecretValue"), (bad.as_str(), "not a mongodb:// or mongodb+srv:// connection string")] {
-        let env = runtime::function_env(arn, "unused", &tenancy_tests::kms_key_id().await, &pool, &moto);
+        let env = runtime::function_env(
+            &runtime::LocalAws { pool: &pool, moto_url: &moto, secret_arn: arn, kms_key_id: &tenancy_tests::kms_key_id().await },
+            "unused",
+        );
         let event = super::events::event_files().into_iter().find(|(n, _)| n == "roles-list.json").unwrap().1;
         let run = runtime::invoke(&bin_dir().join("roles"), &env, event, TIMEOUT).await.unwrap();
         assert!(run.outcome.is_none(), "no invocation is served: {:?}", run.outcome);
@@ -192,7 +201,10 @@ async fn the_setup_custom_resource_answers_cloudformation_and_delete_keeps_the_d
     let moto = moto_url();
     // A database nobody set up: the deploy is what makes its indexes.
     let db = tenancy_tests::fresh_db().await;
-    let env = runtime::function_env(&arn, db.name(), &tenancy_tests::kms_key_id().await, &pool, &moto);
+    let env = runtime::function_env(
+        &runtime::LocalAws { pool: &pool, moto_url: &moto, secret_arn: &arn, kms_key_id: &tenancy_tests::kms_key_id().await },
+        db.name(),
+    );
     let migrations = bin_dir().join("migrations");
     let (url, mut puts) = response_url().await;
     let mut metric_lines = Vec::new();
@@ -228,7 +240,7 @@ async fn the_setup_custom_resource_answers_cloudformation_and_delete_keeps_the_d
     assert_eq!(body["RequestId"], "req-Update");
     metric_lines.extend(checked_metric_lines("Update", &update));
 
-    let deps = local_api::Deps { db: db.clone(), directory: local_api::moto_directory(&moto, REGION, &pool.user_pool_id) };
+    let deps = local_api::Stack { db: db.clone(), directory: local_api::moto_directory(&moto, REGION, &pool.user_pool_id) };
     local_api::fixtures::seed_events_tenant(&deps).await.unwrap();
     let before = inventory(&db).await;
     let delete = deliver("Delete").await;
@@ -239,7 +251,10 @@ async fn the_setup_custom_resource_answers_cloudformation_and_delete_keeps_the_d
     metric_lines.extend(checked_metric_lines("Delete", &delete));
 
     // A setup that cannot run is FAILED, with its reason, and still answered.
-    let broken = runtime::function_env(&arn, "no/such$database", &tenancy_tests::kms_key_id().await, &pool, &moto);
+    let broken = runtime::function_env(
+        &runtime::LocalAws { pool: &pool, moto_url: &moto, secret_arn: &arn, kms_key_id: &tenancy_tests::kms_key_id().await },
+        "no/such$database",
+    );
     let failed = runtime::invoke(&migrations, &broken, custom_resource("Create", &url), TIMEOUT).await.unwrap();
     let (_, body) = puts.recv().await.expect("the failed Create's response");
     assert_eq!(body["Status"], "FAILED", "{body}");

@@ -39,7 +39,7 @@ async fn admin_context(db: &Db, tenant: &str) -> TenantContext {
         "body": null, "isBase64Encoded": false
     });
     let identity = shared::Identity::from_request(&lambda_http::request::from_str(&event.to_string()).unwrap()).expect("an identity");
-    TenantContext::admit(db, &identity, None, shared::context::Quota::Enforce).await.expect("admitted")
+    TenantContext::admit(db, &identity, None, shared::admission::Quota::Enforce).await.expect("admitted")
 }
 
 fn count(value: Option<&Bson>) -> i64 {
@@ -189,11 +189,11 @@ async fn plant(db: &Db, tenant: &str, inc: Document) {
 /// Past the settle window: every trace made so far is old. With a margin: records seeded
 /// straight into the database carry the wall clock, which runs on while this one stands.
 fn settle(clock: &ManualClock) {
-    clock.advance(migrations::counters::SETTLE + Duration::from_secs(600));
+    clock.advance(migrations::jobs::reconcile_counters::SETTLE + Duration::from_secs(600));
 }
 
 async fn reconcile(db: &Db) -> serde_json::Value {
-    serde_json::to_value(migrations::counters::reconcile(db, &NoSeam).await.expect("a run")).unwrap()
+    serde_json::to_value(migrations::jobs::reconcile_counters::reconcile(db, &NoSeam).await.expect("a run")).unwrap()
 }
 
 #[tokio::test]
@@ -210,7 +210,7 @@ async fn the_reconciliation_corrects_a_planted_drift_and_reports_it() {
     assert_eq!(counters(&app.db, &tenant).await, (3, 1, 3));
     settle(&clock);
 
-    let report = migrations::counters::reconcile(&app.db, &NoSeam).await.expect("a run");
+    let report = migrations::jobs::reconcile_counters::reconcile(&app.db, &NoSeam).await.expect("a run");
     let report = serde_json::to_value(report).unwrap();
     assert_eq!(report["action"], "reconcile-counters");
     assert_eq!(report["tenantsChecked"], 2, "{report}");
@@ -238,7 +238,7 @@ async fn the_reconciliation_corrects_a_planted_drift_and_reports_it() {
     assert_eq!(counters(&app.db, &other).await, recount(&app.db, &other).await, "a steady tenant is left alone");
 
     // A second run finds nothing to correct.
-    let again = serde_json::to_value(migrations::counters::reconcile(&app.db, &NoSeam).await.unwrap()).unwrap();
+    let again = serde_json::to_value(migrations::jobs::reconcile_counters::reconcile(&app.db, &NoSeam).await.unwrap()).unwrap();
     assert_eq!(again["corrected"], json!([]), "{again}");
 }
 
@@ -252,7 +252,7 @@ struct MovesTheCounter {
 impl Seam for MovesTheCounter {
     fn reached<'a>(&'a self, point: &'static str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if point == migrations::counters::COUNTED {
+            if point == migrations::jobs::reconcile_counters::COUNTED {
                 plant(&self.db, &self.tenant, doc! {"apiKeyCount": 1_i64}).await;
             }
         })
@@ -270,13 +270,13 @@ async fn the_reconciliation_never_overwrites_a_counter_that_moved_after_it_read_
     settle(&clock);
 
     let seam = MovesTheCounter { db: app.db.clone(), tenant: tenant.clone() };
-    let report = serde_json::to_value(migrations::counters::reconcile(&app.db, &seam).await.expect("a run")).unwrap();
+    let report = serde_json::to_value(migrations::jobs::reconcile_counters::reconcile(&app.db, &seam).await.expect("a run")).unwrap();
     assert_eq!(report["corrected"], json!([]), "{report}");
     assert_eq!(report["skipped"], json!([{"tenantId": tenant, "counter": "apiKeyCount", "reason": "the counter moved since it was read"}]));
     assert_eq!(counters(&app.db, &tenant).await.2, 5, "the move made after the read stands");
 
     // The next run, undisturbed, corrects it.
-    let next = serde_json::to_value(migrations::counters::reconcile(&app.db, &NoSeam).await.unwrap()).unwrap();
+    let next = serde_json::to_value(migrations::jobs::reconcile_counters::reconcile(&app.db, &NoSeam).await.unwrap()).unwrap();
     assert_eq!(next["corrected"][0]["to"], 1, "{next}");
     assert_eq!(counters(&app.db, &tenant).await, recount(&app.db, &tenant).await);
 }

@@ -1,8 +1,9 @@
 //! Every file in `events/` goes through its function, as `sam local invoke -e` would send it.
 //! API Gateway events are dispatched exactly as the local API does: through openapi.json's route
 //! table to the function its integration names, from the one list of hosted functions. Other
-//! events go to the non-HTTP function whose event shape they have.
+//! events go to the one non-HTTP function whose declared event kinds take them.
 
+use local_api::dispatch::{function_for_event, is_proxy_event};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -32,22 +33,17 @@ pub(crate) fn documented_success(resource: &str, method: &str) -> u16 {
 
 const TENANT: &str = local_api::fixtures::TENANT;
 
-/// An API Gateway proxy event (a REQUEST authorizer's event has the same fields, and a `type`).
-fn is_http(event: &Value) -> bool {
-    event.get("httpMethod").is_some() && event.get("resource").is_some() && event.get("type").is_none()
-}
-
 #[tokio::test]
 async fn every_http_event_runs_through_the_function_its_route_names() {
     let table = local_api::route_table().unwrap();
-    let files: Vec<_> = event_files().into_iter().filter(|(_, e)| is_http(e)).collect();
+    let files: Vec<_> = event_files().into_iter().filter(|(_, e)| is_proxy_event(e)).collect();
     let mut routes_seen = std::collections::HashSet::new();
     for (name, event) in &files {
         let (method, path) = (event["httpMethod"].as_str().unwrap(), event["path"].as_str().unwrap());
         let matched = table.find(method, path).unwrap_or_else(|| panic!("{name}: no route for {method} {path}"));
         assert_eq!(matched.route.resource, event["resource"].as_str().unwrap(), "{name}: resource");
         routes_seen.insert((matched.route.method.clone(), matched.route.resource.clone()));
-        let deps = local_api::Deps { db: tenancy_tests::fresh_db_with_indexes().await, directory: tenancy_tests::test_directory().await };
+        let deps = local_api::Stack { db: tenancy_tests::fresh_db_with_indexes().await, directory: tenancy_tests::test_directory().await };
         local_api::fixtures::seed_events_tenant(&deps).await.expect("the events' fixtures");
         let functions = local_api::functions(&deps);
         let function = functions.iter().find(|f| f.logical_id() == matched.route.function).expect("a hosted function");
@@ -72,11 +68,12 @@ async fn every_http_event_runs_through_the_function_its_route_names() {
 
 #[tokio::test]
 async fn every_other_event_runs_through_the_function_that_takes_its_shape() {
-    let others: Vec<_> = event_files().into_iter().filter(|(_, e)| !is_http(e)).collect();
+    let others: Vec<_> = event_files().into_iter().filter(|(_, e)| !is_proxy_event(e)).collect();
     assert!(!others.is_empty(), "the migrations and trigger events at least");
     for (name, event) in others {
-        let deps = local_api::Deps { db: tenancy_tests::fresh_db_with_indexes().await, directory: tenancy_tests::test_directory().await };
-        if event.get("triggerSource").is_some() {
+        let deps = local_api::Stack { db: tenancy_tests::fresh_db_with_indexes().await, directory: tenancy_tests::test_directory().await };
+        let function = function_for_event(&name, &event).unwrap_or_else(|e| panic!("{e}"));
+        if function == users::trigger::FUNCTION.logical_id {
             // The PostConfirmation trigger links the pending record of the confirmed e-mail.
             local_api::fixtures::prepare_for_event(&deps, &name, &event).await.expect("the trigger's fixtures");
             let attributes = &event["request"]["userAttributes"];
@@ -93,12 +90,12 @@ async fn every_other_event_runs_through_the_function_that_takes_its_shape() {
             assert_eq!(linked.get_str("status").unwrap(), "active", "{name}");
             continue;
         }
-        if event.get("type").and_then(Value::as_str) == Some("REQUEST") {
+        if function == "AuthorizerFunction" {
             // The REQUEST authorizer: the fixtures' key is let through with its tenant, its
             // permissions and its creator, and counted once in its windows.
             local_api::fixtures::seed_events_tenant(&deps).await.expect("the events' fixtures");
-            let authorizer = api_keys::authorizer::Authorizer::new(deps.db.clone(), None);
-            let response = api_keys::authorizer::handle_event(&authorizer, &event).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+            let authorizer = authorizer::Authorizer::new(deps.db.clone(), None);
+            let response = authorizer::handle_event(&authorizer, &event).await.unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(response["policyDocument"]["Statement"][0]["Effect"], "Allow", "{name}");
             assert_eq!(response["policyDocument"]["Statement"][0]["Resource"], event["methodArn"], "{name}");
             let context = &response["context"];
@@ -112,7 +109,7 @@ async fn every_other_event_runs_through_the_function_that_takes_its_shape() {
             assert_eq!(counted.get_document("m").unwrap().len(), 1, "{name}: one minute window, counted once");
             continue;
         }
-        if name.starts_with("audit-retention") {
+        if function == audit::retention::FUNCTION.logical_id {
             // The retention job: an expired entry goes, the fixtures' live ones stay.
             local_api::fixtures::seed_events_tenant(&deps).await.expect("the events' fixtures");
             let entries = tenancy_tests::raw_collection(&deps.db, "auditLogs").await;
@@ -127,6 +124,7 @@ async fn every_other_event_runs_through_the_function_that_takes_its_shape() {
             assert_eq!(entries.count_documents(mongodb::bson::doc! {}).await.unwrap(), live, "{name}: nothing unexpired goes");
             continue;
         }
+        assert_eq!(function, "MigrationsFunction", "{name}");
         let expected = migrations::parse_event(&event).unwrap_or_else(|e| panic!("{name}: no function takes this event: {e}"));
         migrations::setup(&deps.db).await.unwrap();
         let report = migrations::handle_event(&deps.db, deps.directory.as_ref(), event).await.unwrap_or_else(|e| panic!("{name}: {e}"));

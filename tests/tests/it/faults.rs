@@ -368,11 +368,19 @@ async fn a_permanent_kms_error_in_a_built_function_is_a_500_with_an_alarmed_metr
     let pool = local_api::cognito::bootstrap(&cognito, &moto, "us-east-1", &tenancy_tests::unique_name("pool")).await.unwrap();
     let arn = runtime::put_secret(&moto, "us-east-1", &tenancy_tests::unique_name("uri"), &tenancy_tests::mongodb_uri()).await.unwrap();
     let db = tenancy_tests::fresh_db_with_indexes().await;
-    let deps = local_api::Deps { db: db.clone(), directory: local_api::moto_directory(&moto, "us-east-1", &pool.user_pool_id) };
+    let deps = local_api::Stack { db: db.clone(), directory: local_api::moto_directory(&moto, "us-east-1", &pool.user_pool_id) };
     let (name, event) = super::events::event_files().into_iter().find(|(n, _)| n == "tenants-create.json").expect("the event");
     // A master key that does not exist: KMS's NotFoundException, which no retry fixes.
     let missing_key = "0b6a1d0e-5d8c-4b7e-9a43-2f1c6d7e8f90";
-    let (_, run) = runtime::invoke_event(&bin_dir(), &deps, &pool, &moto, &arn, missing_key, &name, event).await.unwrap();
+    let (_, run) = runtime::invoke_event(
+        &bin_dir(),
+        &deps,
+        &runtime::LocalAws { pool: &pool, moto_url: &moto, secret_arn: &arn, kms_key_id: missing_key },
+        &name,
+        event,
+    )
+    .await
+    .unwrap();
     let response = run.outcome.clone().expect("an answer").expect("a proxy response");
     assert_eq!(response["statusCode"], 500, "{response}");
     let headers = response["multiValueHeaders"].as_object().or(response["headers"].as_object()).expect("headers");

@@ -9,6 +9,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use shared::clock::{Clock, ManualClock};
 use shared::directory::{Directory, DirectoryError, DirectoryUser, SharedDirectory};
+use shared::http::Hosted;
 use shared::ids::{Email, TenantId};
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,9 +113,9 @@ async fn every_global_refusal_is_one_answer_audited_by_the_address_s_blind_index
     let app = spawn_app_with(|deps| {
         let users_directory: SharedDirectory = Arc::new(ExistsThenGone { inner: deps.directory.clone(), address: GONE });
         vec![
-            Arc::new(tenants::AppState::new(deps.db.clone(), deps.directory.clone())),
-            Arc::new(roles::AppState::new(deps.db.clone())),
-            Arc::new(users::AppState::new(deps.db.clone(), users_directory)),
+            Arc::new(Hosted::new(tenants::LOGICAL_ID, deps.clone(), tenants::handle)),
+            Arc::new(Hosted::new(roles::LOGICAL_ID, deps.clone(), roles::handle)),
+            Arc::new(Hosted::new(users::LOGICAL_ID, deps.clone().with_directory(users_directory), users::handle)),
         ]
     })
     .await;

@@ -7,12 +7,12 @@
 
 use futures_util::future::BoxFuture;
 use local_api::control::{self, ControlToken, CONTROL_TOKEN_HEADER};
-use local_api::Deps;
+use local_api::Stack;
 use mongodb::bson::doc;
 use reqwest::Method;
 use serde_json::{json, Value};
 use shared::directory::{Directory, DirectoryError, DirectoryUser, SharedDirectory};
-use shared::http::{BoxedResponse, HttpFunction, Request};
+use shared::http::{BoxedResponse, Hosted, HttpFunction, Request};
 use shared::ids::{Email, TenantId};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -232,10 +232,10 @@ async fn a_request_whose_client_hangs_up_mid_flight_still_completes_its_writes()
     let (reached_tx, reached) = oneshot::channel();
     let (outcome_tx, outcome) = oneshot::channel();
     let held_release = release.clone();
-    let app = spawn_app_with(move |deps: &Deps| {
+    let app = spawn_app_with(move |deps: &Stack| {
         let held: SharedDirectory =
             Arc::new(Held { inner: deps.directory.clone(), reached: Mutex::new(Some(reached_tx)), release: held_release });
-        let users: Arc<dyn HttpFunction> = Arc::new(users::AppState::new(deps.db.clone(), held));
+        let users: Arc<dyn HttpFunction> = Arc::new(Hosted::new(users::LOGICAL_ID, deps.clone().with_directory(held), users::handle));
         let mut functions: Vec<Arc<dyn HttpFunction>> =
             local_api::functions(deps).into_iter().filter(|f| f.logical_id() != users::LOGICAL_ID).collect();
         functions.push(Arc::new(Watched { inner: users, outcome: Mutex::new(Some(outcome_tx)) }));

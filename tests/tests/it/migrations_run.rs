@@ -2,7 +2,8 @@
 //! even when two runs race, status tells the truth.
 
 use futures_util::future::BoxFuture;
-use migrations::registry::{Deps, Migration, MIGRATIONS};
+use migrations::migration::{Migration, MigrationDeps};
+use migrations::registry::MIGRATIONS;
 use migrations::{up, Action, Guard, MigrationError, Report};
 use mongodb::bson::{doc, DateTime};
 use shared::db::{Db, SystemContext, TenantCollection};
@@ -97,7 +98,7 @@ macro_rules! gated_migration {
         static $executions: AtomicUsize = AtomicUsize::new(0);
         static $started: Notify = Notify::const_new();
         static $gate: Notify = Notify::const_new();
-        fn $name(_: Deps<'_>) -> BoxFuture<'_, Result<u64, DbError>> {
+        fn $name(_: MigrationDeps<'_>) -> BoxFuture<'_, Result<u64, DbError>> {
             Box::pin(async {
                 $executions.fetch_add(1, Ordering::SeqCst);
                 $started.notify_one();

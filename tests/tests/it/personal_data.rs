@@ -301,7 +301,7 @@ async fn rotation_re_encrypts_everything_while_reads_and_patches_go_on_and_undoe
         read_ok: AtomicBool::new(false),
     };
     let tenant_id = TenantId::parse(&t.id).unwrap();
-    let report = migrations::personal::rotate(&app.db, &SystemContext::new("test"), &tenant_id, false, &seam).await.unwrap();
+    let report = migrations::jobs::rotate_key::rotate(&app.db, &SystemContext::new("test"), &tenant_id, false, &seam).await.unwrap();
     assert!(seam.done.load(Ordering::SeqCst), "the edits ran between a read and its write");
     assert!(seam.read_ok.load(Ordering::SeqCst), "reads worked with old and new versions mixed");
     assert_eq!(report.version, 2);
@@ -330,7 +330,8 @@ async fn rotation_re_encrypts_everything_while_reads_and_patches_go_on_and_undoe
         .unwrap();
     assert_eq!(keys.get_array("dataKeys").unwrap().len(), 2, "the old version stays for older backups");
     // A resumed rotation finds nothing left to do.
-    let again = migrations::personal::rotate(&app.db, &SystemContext::new("test"), &tenant_id, true, &shared::seam::NoSeam).await.unwrap();
+    let again =
+        migrations::jobs::rotate_key::rotate(&app.db, &SystemContext::new("test"), &tenant_id, true, &shared::seam::NoSeam).await.unwrap();
     assert_eq!((again.version, again.records_reencrypted), (2, 0));
 }
 
@@ -453,12 +454,12 @@ async fn the_api_works_on_a_half_migrated_database_and_the_migration_seals_the_r
     };
     assert_eq!((personal_data.remaining.users, personal_data.remaining.tenants, personal_data.remaining.audit_entries), (2, 1, 1));
 
-    let report = migrations::personal::seal(&app.db, &SystemContext::new("test")).await.unwrap();
+    let report = migrations::steps::seal_personal_data::seal(&app.db, &SystemContext::new("test")).await.unwrap();
     assert_eq!(report.records_sealed, 3, "two user records and a billing e-mail");
     assert_eq!(report.audit_entries_rewritten, 1);
     assert_eq!(
         report.shared_emails,
-        vec![migrations::personal::SharedEmail { tenant_id: t.id.clone(), user_id: shared_id.to_hex() }],
+        vec![migrations::steps::seal_personal_data::SharedEmail { tenant_id: t.id.clone(), user_id: shared_id.to_hex() }],
         "reported, not failed on"
     );
     let _ = other;
@@ -495,6 +496,6 @@ async fn the_api_works_on_a_half_migrated_database_and_the_migration_seals_the_r
         panic!()
     };
     assert_eq!(personal_data.remaining_total, 0);
-    let again = migrations::personal::seal(&app.db, &SystemContext::new("test")).await.unwrap();
+    let again = migrations::steps::seal_personal_data::seal(&app.db, &SystemContext::new("test")).await.unwrap();
     assert_eq!((again.records_sealed, again.audit_entries_rewritten), (0, 0), "idempotent");
 }

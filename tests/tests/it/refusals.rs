@@ -3,7 +3,7 @@
 //! counted in one summary entry per minute and source, stored request fields are bounded, and an
 //! unknown key id costs what a known key with a wrong secret costs.
 
-use api_keys::authorizer::{Authorizer, Verdict};
+use authorizer::{Authorizer, Verdict};
 use mongodb::bson::{doc, oid::ObjectId, Document};
 use reqwest::Method;
 use serde_json::json;
@@ -106,7 +106,7 @@ async fn dropped_refusals_are_counted_in_one_summary_entry_per_minute_and_source
     assert_eq!(summaries.len(), 1, "{summaries:?}");
     let details = summaries[0].get_document("details").unwrap();
     assert_eq!(details.get_str("source").unwrap(), "ip:198.51.100.20");
-    assert_eq!(details.get_i64("dropped").unwrap(), extra as i64, "every dropped refusal is counted");
+    assert_eq!(details.get_i64("dropped").unwrap(), extra, "every dropped refusal is counted");
     assert_eq!(summaries[0].get_str("resource").unwrap(), "access");
     // The key's own budget is spent too: from a fresh address its refusals now count under it.
     refused(&authorizer, &wrong_secret(&key), "203.0.113.20").await;
@@ -213,7 +213,7 @@ async fn an_unknown_key_id_costs_what_a_known_key_with_a_wrong_secret_costs() {
     let db = tenancy_tests::with_keyring(db).await.with_clock(ManualClock::starting_now());
     migrations::setup(&db).await.unwrap();
     db.flavor().await.unwrap();
-    let deps = local_api::Deps { db: db.clone(), directory: tenancy_tests::test_directory().await };
+    let deps = local_api::Stack { db: db.clone(), directory: tenancy_tests::test_directory().await };
     local_api::fixtures::seed_events_tenant(&deps).await.unwrap();
     let authorizer = Authorizer::new(db.clone(), None);
     let secret = "W".repeat(43);

@@ -1,10 +1,10 @@
 //! Audit retention per plan: `expireAt` at write time, recomputed in resumable batches when the
 //! plan changes, and the scheduled job that deletes what has expired and nothing else.
 
+use audit::retention::RETENTION_BATCH;
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use reqwest::Method;
 use serde_json::json;
-use shared::audit::RETENTION_BATCH;
 use tenancy_tests::app::spawn_app;
 use tenancy_tests::raw_collection;
 

@@ -7,6 +7,7 @@ use mongodb::bson::{doc, oid::ObjectId, Document};
 use reqwest::Method;
 use serde_json::{json, Value};
 use shared::directory::{Directory, DirectoryError, DirectoryUser, SharedDirectory};
+use shared::http::Hosted;
 use shared::ids::{Email, TenantId};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -145,9 +146,9 @@ async fn app_with_faulty_users_directory(lose_reply: bool) -> TestApp {
     spawn_app_with(move |deps| {
         let faulty: SharedDirectory = Arc::new(Faulty { inner: deps.directory.clone(), lose_reply, tripped: AtomicBool::new(false) });
         vec![
-            Arc::new(tenants::AppState::new(deps.db.clone(), deps.directory.clone())),
-            Arc::new(roles::AppState::new(deps.db.clone())),
-            Arc::new(users::AppState::new(deps.db.clone(), faulty)),
+            Arc::new(Hosted::new(tenants::LOGICAL_ID, deps.clone(), tenants::handle)),
+            Arc::new(Hosted::new(roles::LOGICAL_ID, deps.clone(), roles::handle)),
+            Arc::new(Hosted::new(users::LOGICAL_ID, deps.clone().with_directory(faulty), users::handle)),
         ]
     })
     .await

@@ -1,5 +1,6 @@
 //! The local user pool in moto: bootstrap (idempotent), demo users and their ID tokens.
 
+use crate::BoxError;
 use aws_sdk_cognitoidentityprovider::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_cognitoidentityprovider::error::ProvideErrorMetadata;
 use aws_sdk_cognitoidentityprovider::types::{
@@ -9,9 +10,6 @@ use aws_sdk_cognitoidentityprovider::types::{
 };
 use aws_sdk_cognitoidentityprovider::Client;
 use shared::identity::SUPERADMIN_GROUP;
-
-/// A boxed error for the tool's plumbing.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The ids a bootstrapped pool is known by, and where its tokens are checked.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! `sub` their claims carry, a second user, and two custom roles, all with fixed ids. The events
 //! test and the benchmark seed them the same way, through the tenant scope like any writer.
 
-use crate::Deps;
+use crate::{BoxError, Stack};
 use mongodb::bson::{doc, oid::ObjectId};
 use shared::audit::{Action, Resource};
 use shared::db::{SystemContext, TenantCollection};
@@ -24,8 +24,6 @@ pub const API_KEY_SECRET: &str = "FAKEdemoEventsKeySecretNotForProduction0000";
 /// The custom roles `Support` and `Escalations`.
 pub const ROLES: [(&str, &str); 2] = [("6565650000000000000000c3", "Support"), ("6565650000000000000000c4", "Escalations")];
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 fn superadmin() -> Result<shared::SuperadminContext, BoxError> {
     let event = serde_json::json!({
         "resource": "/tenants", "path": "/tenants", "httpMethod": "POST", "headers": {},
@@ -37,8 +35,8 @@ fn superadmin() -> Result<shared::SuperadminContext, BoxError> {
     Ok(shared::SuperadminContext::require(&identity)?)
 }
 
-/// Creates the events' tenant alone, its admin invited through `deps.directory`.
-async fn create_events_tenant(deps: &Deps) -> Result<TenantId, BoxError> {
+/// Creates the events' tenant alone, its admin invited through `stack.directory`.
+async fn create_events_tenant(stack: &Stack) -> Result<TenantId, BoxError> {
     let tenant = TenantId::parse(TENANT)?;
     let new = tenants::input::NewTenant {
         name: "Demo Events".into(),
@@ -46,19 +44,19 @@ async fn create_events_tenant(deps: &Deps) -> Result<TenantId, BoxError> {
         admin_email: Email::parse("admin@demo-events.example")?,
         plan: shared::plans::Plan::Basic,
     };
-    tenants::service::create_with_id(&deps.db, deps.directory.as_ref(), &superadmin()?, tenant.clone(), &new).await?;
+    tenants::service::create_with_id(&stack.db, stack.directory.as_ref(), &superadmin()?, tenant.clone(), &new).await?;
     Ok(tenant)
 }
 
-/// Creates the events' tenant (its admin invited through `deps.directory`) and the rest.
-pub async fn seed_events_tenant(deps: &Deps) -> Result<(), BoxError> {
-    let tenant = create_events_tenant(deps).await?;
+/// Creates the events' tenant (its admin invited through `stack.directory`) and the rest.
+pub async fn seed_events_tenant(stack: &Stack) -> Result<(), BoxError> {
+    let tenant = create_events_tenant(stack).await?;
     let scope = SystemContext::new("event fixtures").for_tenant(tenant);
-    let users = deps.db.scoped::<User>(&scope, TenantCollection::Users);
+    let users = stack.db.scoped::<User>(&scope, TenantCollection::Users);
     // The events carry a fixed sub; the invited admin is linked to it as if it had signed in.
     users.update_one(doc! {}, doc! {"$set": {"cognitoUserId": ADMIN_SUB, "status": UserStatus::Active.as_str()}}, false).await?;
     let admin = users.find_one(doc! {"cognitoUserId": ADMIN_SUB}).await?.ok_or("no admin")?;
-    let roles = deps.db.scoped::<Role>(&scope, TenantCollection::Roles);
+    let roles = stack.db.scoped::<Role>(&scope, TenantCollection::Roles);
     for (id, name) in ROLES {
         let role = Role {
             id: ObjectId::parse_str(id)?,
@@ -76,7 +74,7 @@ pub async fn seed_events_tenant(deps: &Deps) -> Result<(), BoxError> {
     let viewer = roles.find_one(doc! {"name": "viewer"}).await?.ok_or("no viewer role")?;
     let profile = Profile { first_name: "Mem".into(), last_name: "Ber".into(), ..Profile::default() };
     let mut member = users::person::pending_record(
-        &deps.db,
+        &stack.db,
         shared::db::TenantScope::scope_tenant(&scope),
         &Email::parse("member@demo-events.example")?,
         &profile,
@@ -88,7 +86,7 @@ pub async fn seed_events_tenant(deps: &Deps) -> Result<(), BoxError> {
     member.roles = vec![viewer.id.to_hex(), ROLES[1].0.to_owned()];
     member.status = UserStatus::Active;
     users.insert_one(&member).await?;
-    deps.db.own_tenant(&scope).adjust_counters(1, 0).await?;
+    stack.db.own_tenant(&scope).adjust_counters(1, 0).await?;
     let key_id = ObjectId::parse_str(API_KEY)?;
     let key = ApiKey {
         id: key_id,
@@ -111,11 +109,11 @@ pub async fn seed_events_tenant(deps: &Deps) -> Result<(), BoxError> {
         created_at: None,
         updated_at: None,
     };
-    deps.db.scoped::<ApiKey>(&scope, TenantCollection::ApiKeys).insert_one(&key).await?;
+    stack.db.scoped::<ApiKey>(&scope, TenantCollection::ApiKeys).insert_one(&key).await?;
     let plan = shared::plans::Plan::Basic;
     let max_keys = plan.limits().api_keys.ok_or("basic has keys")?.max_keys;
-    deps.db.own_tenant(&scope).take_key_place(plan, max_keys).await?;
-    let now = deps.db.clock().now();
+    stack.db.own_tenant(&scope).take_key_place(plan, max_keys).await?;
+    let now = stack.db.clock().now();
     let entry = AuditLog {
         id: ObjectId::parse_str(AUDIT_ENTRY)?,
         tenant_id: None,
@@ -132,7 +130,7 @@ pub async fn seed_events_tenant(deps: &Deps) -> Result<(), BoxError> {
         created_at: None,
         updated_at: None,
     };
-    deps.db.scoped::<AuditLog>(&scope, TenantCollection::AuditLogs).insert_one(&entry).await?;
+    stack.db.scoped::<AuditLog>(&scope, TenantCollection::AuditLogs).insert_one(&entry).await?;
     Ok(())
 }
 
@@ -140,33 +138,33 @@ pub async fn seed_events_tenant(deps: &Deps) -> Result<(), BoxError> {
 /// tenant, and for the PostConfirmation trigger a pending record of the confirmed e-mail in
 /// that tenant (the tenant made without the fixtures' admin link, so the record is the one the
 /// trigger links). The migrations function needs nothing: its events bring their own work.
-pub async fn prepare_for_event(deps: &Deps, file_name: &str, event: &serde_json::Value) -> Result<(), BoxError> {
+pub async fn prepare_for_event(stack: &Stack, file_name: &str, event: &serde_json::Value) -> Result<(), BoxError> {
     if event.get("triggerSource").is_some() {
-        let tenant = create_events_tenant(deps).await?;
+        let tenant = create_events_tenant(stack).await?;
         let email = event["request"]["userAttributes"]["email"].as_str().ok_or("the trigger event has no e-mail")?;
         let scope = SystemContext::new("event fixtures").for_tenant(tenant.clone());
-        let record = users::person::pending_record(&deps.db, &tenant, &Email::parse(email)?, &Profile::default(), &[]).await?;
-        deps.db.scoped::<User>(&scope, TenantCollection::Users).insert_one(&record).await?;
+        let record = users::person::pending_record(&stack.db, &tenant, &Email::parse(email)?, &Profile::default(), &[]).await?;
+        stack.db.scoped::<User>(&scope, TenantCollection::Users).insert_one(&record).await?;
         return Ok(());
     }
     if event.get("action").and_then(serde_json::Value::as_str) == Some("reconcile-counters") {
-        return plant_counter_drift(deps).await;
+        return plant_counter_drift(stack).await;
     }
-    if crate::runtime::function_for_event(file_name, event)? == "MigrationsFunction" {
+    if crate::dispatch::function_for_event(file_name, event)? == "MigrationsFunction" {
         return Ok(());
     }
-    seed_events_tenant(deps).await
+    seed_events_tenant(stack).await
 }
 
 /// The reconciliation's event: the events' tenant with its `apiKeyCount` one high, as a lost
 /// reply once left it, so that the job corrects it and prints its `CounterCorrections` line.
 /// Seeded an hour back: the recount leaves alone a counter whose records are younger than its
 /// settle window, since a request may be between its writes (docs/ARCHITECTURE.md §12).
-async fn plant_counter_drift(deps: &Deps) -> Result<(), BoxError> {
-    let past = Deps { db: deps.db.clone().with_clock(std::sync::Arc::new(HourBehind)), directory: deps.directory.clone() };
+async fn plant_counter_drift(stack: &Stack) -> Result<(), BoxError> {
+    let past = Stack { db: stack.db.clone().with_clock(std::sync::Arc::new(HourBehind)), directory: stack.directory.clone() };
     seed_events_tenant(&past).await?;
     let system = SystemContext::new("event fixtures");
-    let planted = deps.db.tenants(&system).update_many(doc! {"tenantId": TENANT}, doc! {"$inc": {"apiKeyCount": 1_i64}}).await?;
+    let planted = stack.db.tenants(&system).update_many(doc! {"tenantId": TENANT}, doc! {"$inc": {"apiKeyCount": 1_i64}}).await?;
     if planted != 1 {
         return Err("the events' tenant is missing".into());
     }

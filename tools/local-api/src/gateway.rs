@@ -4,8 +4,8 @@
 //! in-process.
 
 use crate::routes::RouteTable;
-use api_keys::authorizer::{Authorizer, Verdict};
-use api_keys::jwt::{TokenError, Verifier};
+use authorizer::jwt::{TokenError, Verifier};
+use authorizer::{Authorizer, Verdict};
 use axum::body::{to_bytes, Body as AxumBody};
 use axum::extract::{ConnectInfo, State};
 use axum::response::Response as AxumResponse;
@@ -42,7 +42,7 @@ pub struct Gateway {
     /// The hosted functions by logical id.
     pub functions: std::collections::HashMap<&'static str, Arc<dyn shared::http::HttpFunction>>,
     /// The database and directory, for the migrations `local-api migrate` runs through here.
-    pub deps: crate::Deps,
+    pub stack: crate::Stack,
     /// The credential `POST /_local/migrations` demands (`crate::control`); `local-api serve`
     /// writes it to the token file.
     pub control_token: crate::control::ControlToken,
@@ -54,7 +54,7 @@ async fn local_migration(gateway: &Gateway, body: axum::body::Body, request_id: 
         return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large", request_id);
     };
     let event: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    match migrations::run_event(&gateway.deps.db, gateway.deps.directory.as_ref(), &event).await {
+    match migrations::run_event(&gateway.stack.db, gateway.stack.directory.as_ref(), &event).await {
         Ok(report) => AxumResponse::builder()
             .status(StatusCode::OK)
             .header("content-type", "application/json")
@@ -170,7 +170,10 @@ fn query_maps(query: Option<&str>) -> (Value, Value) {
 }
 
 /// The REST API (payload 1.0) proxy event for a request.
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "each argument is one part of the event, from a different part of the request; a struct of them would only restate this list"
+)]
 pub fn rest_event(
     method: &str,
     path: &str,

@@ -3,6 +3,7 @@
 
 pub mod cognito;
 pub mod control;
+pub mod dispatch;
 pub mod fixtures;
 pub mod gateway;
 pub mod routes;
@@ -12,63 +13,60 @@ use axum::Router;
 use shared::config::{CognitoConfig, DbConfig};
 use shared::db::Db;
 use shared::directory::{CognitoDirectory, SharedDirectory};
-use shared::http::HttpFunction;
+use shared::http::{Deps, Handler, Hosted, HttpFunction};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+/// The error of the local tools: any error, shown as its message.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The OpenAPI document `template.yaml` imports: the one source of the routes.
 pub const OPENAPI: &str = include_str!("../../../openapi.json");
 
-/// What the hosted functions are built from.
-#[derive(Debug, Clone)]
-pub struct Deps {
-    pub db: Db,
-    /// The user pool (moto's, locally).
-    pub directory: SharedDirectory,
-}
+/// What the local stack's functions are built from: the database and the user pool (moto's),
+/// the dependencies a deployed context with a directory is given.
+pub type Stack = Deps<SharedDirectory>;
 
-/// One hosted HTTP context: its logical id in template.yaml and how to build its handler.
-pub struct Context {
-    pub logical_id: &'static str,
-    pub build: fn(&Deps) -> Arc<dyn HttpFunction>,
-}
-
-/// Every HTTP context. Registering a new context is one entry here.
-pub const CONTEXTS: &[Context] = &[
-    Context { logical_id: tenants::LOGICAL_ID, build: |d| Arc::new(tenants::AppState::new(d.db.clone(), d.directory.clone())) },
-    Context { logical_id: roles::LOGICAL_ID, build: |d| Arc::new(roles::AppState::new(d.db.clone())) },
-    Context { logical_id: users::LOGICAL_ID, build: |d| Arc::new(users::AppState::new(d.db.clone(), d.directory.clone())) },
-    Context { logical_id: audit::LOGICAL_ID, build: |d| Arc::new(audit::AppState::new(d.db.clone())) },
-    Context { logical_id: api_keys::LOGICAL_ID, build: |d| Arc::new(api_keys::AppState::new(d.db.clone())) },
+/// Every HTTP context, by its logical id in template.yaml. Registering a new context is one
+/// entry here.
+pub const CONTEXTS: &[(&str, Handler<SharedDirectory>)] = &[
+    (tenants::LOGICAL_ID, tenants::handle),
+    (roles::LOGICAL_ID, roles::handle),
+    (users::LOGICAL_ID, users::handle),
+    (audit::LOGICAL_ID, audit::handle),
+    (api_keys::LOGICAL_ID, api_keys::handle),
 ];
 
-/// Every HTTP context, built.
-pub fn functions(deps: &Deps) -> Vec<Arc<dyn HttpFunction>> {
-    CONTEXTS.iter().map(|c| (c.build)(deps)).collect()
+/// Every HTTP context, hosted on `stack`.
+pub fn functions(stack: &Stack) -> Vec<Arc<dyn HttpFunction>> {
+    CONTEXTS
+        .iter()
+        .map(|&(logical_id, handler)| Arc::new(Hosted::new(logical_id, stack.clone(), handler)) as Arc<dyn HttpFunction>)
+        .collect()
 }
 
 /// The route table of openapi.json, checked against the hosted functions.
 pub fn route_table() -> Result<routes::RouteTable, String> {
     let doc = serde_json::from_str(OPENAPI).map_err(|e| format!("openapi.json: {e}"))?;
-    let hosted: Vec<&str> = CONTEXTS.iter().map(|c| c.logical_id).collect();
+    let hosted: Vec<&str> = CONTEXTS.iter().map(|&(logical_id, _)| logical_id).collect();
     routes::RouteTable::from_openapi(&doc, &hosted)
 }
 
 /// Builds the gateway for a database and a user pool.
-pub fn gateway(deps: Deps, cognito: CognitoConfig) -> Result<gateway::Gateway, String> {
-    let functions = functions(&deps);
-    gateway_with(deps, functions, cognito)
+pub fn gateway(stack: Stack, cognito: CognitoConfig) -> Result<gateway::Gateway, String> {
+    let functions = functions(&stack);
+    gateway_with(stack, functions, cognito)
 }
 
 /// Builds the gateway around given functions (tests that step into one pass their own).
-pub fn gateway_with(deps: Deps, functions: Vec<Arc<dyn HttpFunction>>, cognito: CognitoConfig) -> Result<gateway::Gateway, String> {
+pub fn gateway_with(stack: Stack, functions: Vec<Arc<dyn HttpFunction>>, cognito: CognitoConfig) -> Result<gateway::Gateway, String> {
     Ok(gateway::Gateway {
         routes: route_table()?,
-        verifier: api_keys::jwt::Verifier::new(cognito.clone()),
-        authorizer: api_keys::authorizer::Authorizer::new(deps.db.clone(), Some(cognito)),
+        verifier: authorizer::jwt::Verifier::new(cognito.clone()),
+        authorizer: authorizer::Authorizer::new(stack.db.clone(), Some(cognito)),
         functions: functions.into_iter().map(|f| (f.logical_id(), f)).collect(),
-        deps,
+        stack,
         control_token: control::ControlToken::generate().map_err(|e| e.to_string())?,
     })
 }
@@ -107,6 +105,6 @@ pub async fn serve_until(
 
 /// Connects to the configured database through the cached client, with the personal-data
 /// keyring (`KMS_KEY_ID`, the vault database beside it; moto's KMS locally).
-pub async fn database(config: &DbConfig) -> Result<Db, cognito::BoxError> {
+pub async fn database(config: &DbConfig) -> Result<Db, BoxError> {
     Ok(Db::cached_with_keyring(config).await.map_err(|e| e.to_string())?)
 }

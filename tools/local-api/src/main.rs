@@ -23,17 +23,14 @@
 //! from any working directory.
 
 use local_api::control::{self, CONTROL_TOKEN_HEADER};
-use local_api::{cognito, LOCAL_MIGRATIONS_PATH, SERVE_LEASE, SERVE_LEASE_TTL};
+use local_api::{cognito, BoxError, LOCAL_MIGRATIONS_PATH, SERVE_LEASE, SERVE_LEASE_TTL};
 use shared::config::{process_env, CognitoConfig, DbConfig};
 use shared::db::{Db, SystemContext};
 use shared::identity::SUPERADMIN_GROUP;
 
 /// Takes the serve lease (refusing to start beside another local API on the same database) and
 /// renews it in the background; a message on the returned sender releases it.
-async fn hold_serve_lease(
-    db: &Db,
-    owner: &str,
-) -> Result<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>), cognito::BoxError> {
+async fn hold_serve_lease(db: &Db, owner: &str) -> Result<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>), BoxError> {
     let locks = db.locks(&SystemContext::new("local-api"));
     let Some(lease) = locks.try_acquire(SERVE_LEASE, owner, SERVE_LEASE_TTL).await? else {
         let holder = locks.holder(SERVE_LEASE).await?.unwrap_or_default();
@@ -82,7 +79,7 @@ fn env_or(name: &str, default: &str) -> String {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), cognito::BoxError> {
+async fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let moto = env_or("MOTO_URL", "http://127.0.0.1:5000");
     let region = env_or("AWS_REGION", "us-east-1");
@@ -93,7 +90,7 @@ async fn main() -> Result<(), cognito::BoxError> {
             let db = local_api::database(&DbConfig::load("tenancy-local-api").await?).await?;
             let cognito_config = CognitoConfig::from_env(&process_env())?;
             let directory = local_api::moto_directory(&moto, &cognito_config.region, &cognito_config.user_pool_id);
-            let gateway = local_api::gateway(local_api::Deps { db: db.clone(), directory }, cognito_config)?;
+            let gateway = local_api::gateway(local_api::Stack { db: db.clone(), directory }, cognito_config)?;
             let port: u16 = env_or("LOCAL_API_PORT", "3000").parse()?;
             // Loopback only: this is a developer tool, never a public server.
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
@@ -166,7 +163,7 @@ async fn main() -> Result<(), cognito::BoxError> {
             let db = local_api::database(&DbConfig::from_env(&process_env(), "tenancy-local-seed")?).await?;
             let pool = shared::config::PoolConfig::from_env(&process_env())?;
             let directory = local_api::moto_directory(&moto, &region, &pool.user_pool_id);
-            local_api::fixtures::seed_events_tenant(&local_api::Deps { db, directory }).await?;
+            local_api::fixtures::seed_events_tenant(&local_api::Stack { db, directory }).await?;
             eprintln!("seeded {}", local_api::fixtures::TENANT);
         }
         Some("secret") => {
@@ -185,16 +182,15 @@ async fn main() -> Result<(), cognito::BoxError> {
             let config = DbConfig::from_env(&process_env(), "tenancy-local-invoke")?;
             let client = cognito::client(&moto, &region);
             let pool = cognito::bootstrap(&client, &moto, &region, &pool_name).await?;
-            let deps = local_api::Deps {
+            let stack = local_api::Stack {
                 db: local_api::database(&config).await?,
                 directory: local_api::moto_directory(&moto, &region, &pool.user_pool_id),
             };
             let arn = local_api::runtime::put_secret(&moto, &region, local_api::runtime::URI_SECRET_NAME, &config.uri).await?;
             eprintln!("invoking the function of {}", path.display());
             let kms_key_id = std::env::var("KMS_KEY_ID").map_err(|_| "KMS_KEY_ID is not set")?;
-            let (_, run) =
-                local_api::runtime::invoke_event(std::path::Path::new(bin_dir), &deps, &pool, &moto, &arn, &kms_key_id, &file_name, event)
-                    .await?;
+            let aws = local_api::runtime::LocalAws { pool: &pool, moto_url: &moto, secret_arn: &arn, kms_key_id: &kms_key_id };
+            let (_, run) = local_api::runtime::invoke_event(std::path::Path::new(bin_dir), &stack, &aws, &file_name, event).await?;
             for line in &run.stdout {
                 eprintln!("{line}");
             }

@@ -3,7 +3,7 @@
 //! run on an x86_64 machine; the host build of the same binary can, with the same `main`, the
 //! same cold start (the connection string read from Secrets Manager) and the same stdout.
 
-use crate::cognito::BoxError;
+use crate::BoxError;
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::Router;
@@ -54,32 +54,9 @@ pub fn function_binaries() -> HashMap<String, String> {
     binaries
 }
 
-/// The logical id of the function an event of `events/` goes to: an API Gateway event to the
-/// function its route's integration names, a REQUEST authorizer event to the authorizer, a
-/// Cognito trigger to the PostConfirmation function, a scheduled event named `audit-retention*`
-/// to the retention job, and any other event to the migrations function.
-pub fn function_for_event(file_name: &str, event: &Value) -> Result<String, String> {
-    if event.get("type").and_then(Value::as_str) == Some("REQUEST") {
-        return Ok("AuthorizerFunction".into());
-    }
-    if event.get("httpMethod").is_some() && event.get("resource").is_some() {
-        let (method, path) = (event["httpMethod"].as_str().unwrap_or(""), event["path"].as_str().unwrap_or(""));
-        let table = crate::route_table()?;
-        let matched = table.find(method, path).ok_or(format!("{file_name}: no route for {method} {path}"))?;
-        return Ok(matched.route.function.clone());
-    }
-    if event.get("triggerSource").is_some() {
-        return Ok("PostConfirmationFunction".into());
-    }
-    if file_name.starts_with("audit-retention") {
-        return Ok("AuditRetentionFunction".into());
-    }
-    Ok("MigrationsFunction".into())
-}
-
 /// The binary of the function an event goes to.
 pub fn binary_for_event(file_name: &str, event: &Value) -> Result<String, String> {
-    let function = function_for_event(file_name, event)?;
+    let function = crate::dispatch::function_for_event(file_name, event)?;
     function_binaries().remove(&function).ok_or(format!("template.yaml builds no binary for {function}"))
 }
 
@@ -195,17 +172,22 @@ pub const LOCAL_ADMIN_PANEL_ORIGIN: &str = crate::gateway::DEFAULT_ADMIN_PANEL_O
 /// The name under which the local stack keeps the connection string in moto's Secrets Manager.
 pub const URI_SECRET_NAME: &str = "tenancy-local/mongodb-uri";
 
+/// What a deployed function finds in AWS, locally: the user pool, moto's URL (every AWS
+/// endpoint), the connection string's secret and the KMS master key.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAws<'a> {
+    pub pool: &'a crate::cognito::PoolIds,
+    pub moto_url: &'a str,
+    pub secret_arn: &'a str,
+    pub kms_key_id: &'a str,
+}
+
 /// A function's environment as template.yaml gives it, pointed at the local stack: the
 /// connection string's secret (never the URI itself), the database, the KMS master key and the
 /// vault database beside the data (the local vault has no cluster of its own), the pool, moto as
 /// every AWS endpoint with clearly fake credentials, and the metrics' service name.
-pub fn function_env(
-    secret_arn: &str,
-    database: &str,
-    kms_key_id: &str,
-    pool: &crate::cognito::PoolIds,
-    moto_url: &str,
-) -> Vec<(String, String)> {
+pub fn function_env(aws: &LocalAws<'_>, database: &str) -> Vec<(String, String)> {
+    let LocalAws { pool, moto_url, secret_arn, kms_key_id } = *aws;
     let vault = format!("{database}_vault");
     let pairs = [
         ("MONGODB_URI_SECRET_ARN", secret_arn),
@@ -230,23 +212,20 @@ pub fn function_env(
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
-/// Runs one event of `events/` as `sam local invoke` would: prepares what it needs in `deps`'
+/// Runs one event of `events/` as `sam local invoke` would: prepares what it needs in `stack`'s
 /// database, and invokes the binary of its function from `bin_dir` with a deployed function's
-/// environment on the local stack (the database's connection string read from the secret
-/// `secret_arn`). Returns the binary's name and what the invocation came to.
+/// environment on the local stack (`aws`). Returns the binary's name and what the invocation
+/// came to.
 pub async fn invoke_event(
     bin_dir: &Path,
-    deps: &crate::Deps,
-    pool: &crate::cognito::PoolIds,
-    moto_url: &str,
-    secret_arn: &str,
-    kms_key_id: &str,
+    stack: &crate::Stack,
+    aws: &LocalAws<'_>,
     file_name: &str,
     event: Value,
 ) -> Result<(String, Invocation), BoxError> {
-    crate::fixtures::prepare_for_event(deps, file_name, &event).await?;
+    crate::fixtures::prepare_for_event(stack, file_name, &event).await?;
     let binary = binary_for_event(file_name, &event)?;
-    let env = function_env(secret_arn, deps.db.name(), kms_key_id, pool, moto_url);
+    let env = function_env(aws, stack.db.name());
     let run = invoke(&bin_dir.join(&binary), &env, event, INVOCATION_TIMEOUT).await?;
     Ok((binary, run))
 }

@@ -25,9 +25,9 @@
 //! Each correction emits `CounterCorrections` (its size), which alarms when non-zero. No lease:
 //! two runs at once write the same recount, each only over the value it read.
 
-use crate::{MigrationError, Report};
+use crate::error::MigrationError;
+use crate::report::{Correction, ReconcileReport, Report, Skipped};
 use mongodb::bson::{doc, Bson, DateTime, Document};
-use serde::Serialize;
 use shared::db::{Db, SystemContext, TenantCollection};
 use shared::ids::TenantId;
 use shared::models::{ApiKeyStatus, Counted, UserStatus, COUNTER_MOVE, COUNTER_MOVED_AT, MARKED_AT};
@@ -48,35 +48,6 @@ pub const SETTLE: Duration = Duration::from_secs(15 * 60);
 
 /// The reason of a counter left alone because a saga may still be between its two writes.
 pub const IN_FLIGHT: &str = "in flight";
-
-/// One counter set to its recount.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Correction {
-    pub tenant_id: String,
-    /// `seats`, `admins` or `apiKeyCount`.
-    pub counter: &'static str,
-    pub from: i64,
-    pub to: i64,
-}
-
-/// A counter left as it was, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Skipped {
-    pub tenant_id: String,
-    pub counter: &'static str,
-    pub reason: &'static str,
-}
-
-/// What one run did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReconcileReport {
-    pub tenants_checked: u64,
-    pub corrected: Vec<Correction>,
-    pub skipped: Vec<Skipped>,
-}
 
 /// The filter of users holding an admin place: the marker, or (absent) pending or active with
 /// the admin role `admin_role` (hex).
@@ -108,12 +79,9 @@ pub async fn reconcile(db: &Db, seam: &dyn Seam) -> Result<Report, MigrationErro
     let system = SystemContext::new("counter reconciliation");
     let registry = db.tenants(&system);
     let mut report = ReconcileReport::default();
-    let mut after = None;
-    loop {
-        let batch = registry.ids(doc! {}, after, TENANT_BATCH).await?;
-        let Some((last, _)) = batch.last() else { break };
-        after = Some(*last);
-        for (_, tenant) in batch {
+    let mut walk = registry.batches(doc! {}, TENANT_BATCH);
+    while let Some(batch) = walk.next().await? {
+        for tenant in batch {
             reconcile_tenant(db, &system, &tenant, seam, &mut report).await?;
             report.tenants_checked += 1;
         }

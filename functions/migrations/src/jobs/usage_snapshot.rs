@@ -6,9 +6,10 @@
 //! UTC day write the same `_id`, so the later one's numbers stand. It is bounded in memory: the
 //! registry is walked in batches, and each collection is streamed (docs/ARCHITECTURE.md §13).
 
-use crate::{MigrationError, Report};
+use crate::error::MigrationError;
+use crate::report::Report;
 use mongodb::bson::doc;
-use shared::db::{Db, SystemContext};
+use shared::db::{Db, GlobalCollection, SystemContext};
 use shared::models::UsageSnapshot;
 use std::collections::BTreeMap;
 
@@ -21,14 +22,13 @@ pub async fn snapshot(db: &Db) -> Result<Report, MigrationError> {
     let system = SystemContext::new("usage snapshot");
     let registry = db.tenants(&system);
     let meter = db.usage(&system);
+    let snapshots = db.global::<UsageSnapshot>(&system, GlobalCollection::UsageSnapshots);
     let taken_at = db.clock().now();
     let day = shared::clock::calendar_day(taken_at.timestamp_millis());
-    let (mut tenants_measured, mut snapshots_written, mut after) = (0_u64, 0_u64, None);
-    loop {
-        let batch = registry.ids(doc! {}, after, TENANT_BATCH).await?;
-        let Some((last, _)) = batch.last() else { break };
-        after = Some(*last);
-        for (_, tenant) in batch {
+    let mut walk = registry.batches(doc! {}, TENANT_BATCH);
+    let (mut tenants_measured, mut snapshots_written) = (0_u64, 0_u64);
+    while let Some(batch) = walk.next().await? {
+        for tenant in batch {
             let measured = meter.measure(&tenant).await?;
             tenants_measured += 1;
             let mut collections = BTreeMap::new();
@@ -37,7 +37,8 @@ pub async fn snapshot(db: &Db) -> Result<Report, MigrationError> {
                 collections.insert(collection.name().to_owned(), usage);
             }
             let snapshot = UsageSnapshot::new(tenant, taken_at, collections);
-            meter.record(&snapshot).await?;
+            // Replaced if the day has one: a rerun the same day leaves one snapshot, the latest.
+            snapshots.put(snapshot.id.clone().into(), &snapshot).await?;
             snapshots_written += 1;
         }
     }

@@ -17,6 +17,7 @@
 //! warm call costs that one round trip. A superadmin names the tenant it acts for explicitly; it
 //! is not counted.
 
+use crate::audit::{Action, AuditEvent};
 use crate::clock::{minute_window, month_window};
 use crate::db::{CallBounds, Db, DbError, SystemContext, TenantCollection, TenantScope};
 use crate::error::ApiError;
@@ -24,8 +25,9 @@ use crate::identity::{Identity, Principal};
 use crate::ids::{parse_object_id, Permission, TenantId};
 use crate::models::{Role, Tenant, TenantStatus, User, UserStatus};
 use crate::plans::{Plan, UNLIMITED};
+use crate::request::RequestMeta;
 use lru::LruCache;
-use mongodb::bson::{doc, oid::ObjectId, Bson};
+use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
@@ -77,6 +79,13 @@ impl SuperadminContext {
     /// The caller.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// Writes the audit entry of this superadmin's act on `tenant` (the entry's resource) in
+    /// that tenant's log (best effort: [`crate::audit::record_best_effort`]).
+    pub async fn audit(&self, db: &Db, tenant: &Tenant, meta: &RequestMeta, action: Action, details: Document) {
+        let event = AuditEvent { action, resource_id: Some(tenant.tenant_id.to_string()), details };
+        crate::audit::record_best_effort(db, tenant, meta, &self.identity, event).await;
     }
 
     /// The superadmin acting explicitly for one tenant (e.g. creating its roles).
@@ -174,17 +183,19 @@ impl TenantContext {
 
     /// The caller's permissions read now from its record and roles, bypassing the cache: for the
     /// checks of operations that grant or manage (a grant outlives the cache's 60 s bound, so a
-    /// member demoted a moment ago in another process must not still grant).
-    pub async fn fresh_permissions(&self, db: &Db) -> Result<Arc<[Permission]>, ApiError> {
-        let Some(user_id) = self.user_id else { return Ok(self.permissions.clone()) };
+    /// member demoted a moment ago in another process must not still grant). `None` when the
+    /// caller is no longer an active member: each context refuses that with its own 403
+    /// ([`NOT_MEMBER`]), even for a grant of nothing.
+    pub async fn fresh_permissions(&self, db: &Db) -> Result<Option<Arc<[Permission]>>, DbError> {
+        let Some(user_id) = self.user_id else { return Ok(Some(self.permissions.clone())) };
         let scope = SystemContext::new("admission").for_tenant(self.tenant_id().clone());
         let users = db.scoped::<User>(&scope, TenantCollection::Users);
-        let user = users.find_one(doc! {"_id": user_id, "status": UserStatus::Active.as_str()}).await?.ok_or_else(not_member)?;
+        let Some(user) = users.find_one(doc! {"_id": user_id, "status": UserStatus::Active.as_str()}).await? else { return Ok(None) };
         let held = role_permissions(db, self.tenant_id(), &user.roles).await?;
-        Ok(match self.identity.key_permissions() {
+        Ok(Some(match self.identity.key_permissions() {
             Some(key) => intersect(key, &held),
             None => held,
-        })
+        }))
     }
 
     /// A 403 saying `why` unless the caller is a person. API keys never manage API keys, so a
@@ -212,6 +223,13 @@ impl TenantContext {
     pub fn key_limits(&self) -> Result<crate::plans::KeyLimits, ApiError> {
         self.require_feature(API_KEYS_FEATURE)?;
         self.tenant.settings.billing.plan.limits().api_keys.ok_or_else(|| feature_missing(&self.tenant, API_KEYS_FEATURE))
+    }
+
+    /// Writes the audit entry of this caller's act in its tenant, on `resource_id` if it names
+    /// one (best effort: [`crate::audit::record_best_effort`]).
+    pub async fn audit(&self, db: &Db, meta: &RequestMeta, action: Action, resource_id: impl Into<Option<String>>, details: Document) {
+        let event = AuditEvent { action, resource_id: resource_id.into(), details };
+        crate::audit::record_best_effort(db, &self.tenant, meta, &self.identity, event).await;
     }
 
     /// A 403 unless one of the caller's permissions covers `permission`.
@@ -272,8 +290,12 @@ pub fn forget_tenant_members(db: &Db, tenant: &TenantId) {
     }
 }
 
+/// Why a caller who is no longer an active member is refused (a 403): by admission, and by the
+/// contexts' grant checks when [`TenantContext::fresh_permissions`] finds no membership.
+pub const NOT_MEMBER: &str = "The caller is not an active user of this tenant";
+
 fn not_member() -> ApiError {
-    ApiError::Forbidden("The caller is not an active user of this tenant".into())
+    ApiError::Forbidden(NOT_MEMBER.into())
 }
 
 /// The caller's membership of `tenant`: from the cache while fresh, else read from its user

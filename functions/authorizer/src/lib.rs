@@ -16,20 +16,32 @@
 //!
 //! A warm key call costs two round trips: the key, then the windows. `lastUsedAt` adds a third,
 //! concurrent with the second, at most once a minute per key.
+//!
+//! This crate is the gateway's authorizer, not a bounded context (like `tools/local-api`, it
+//! serves every context): it admits people and keys, and owns the keys' request windows (the
+//! global `apiKeyWindows`, through a [`shared::db::GlobalStore`]). The key lookup and its
+//! `lastUsedAt` are `shared`'s isolation machinery (`Db::key_auth`): only that and the api-keys
+//! context write `apiKeys`.
 
-use crate::jwt::{TokenError, Verifier};
-use crate::secret::{Presented, DUMMY_HASH};
+pub mod jwt;
+
+use api_keys::secret::{Presented, DUMMY_HASH};
+use jwt::{TokenError, Verifier};
 use lru::LruCache;
-use mongodb::bson::{doc, oid::ObjectId, DateTime};
+use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use serde_json::{json, Map, Value};
 use shared::audit::{record_key_refusal, Action, AuditEvent};
 use shared::clock::{day_window, hour_window, minute_window};
 use shared::config::CognitoConfig;
-use shared::db::{Db, DbError, KeyAuth, SystemContext, WindowBounds, WindowCounts};
+use shared::db::{Db, DbError, GlobalCollection, GlobalStore, KeyAuth, SystemContext, WindowCounts};
+use shared::event_kind::{EventFunction, EventKind};
 use shared::http::RequestMeta;
 use shared::models::{ApiKey, ApiKeyStatus};
 use std::num::NonZeroUsize;
 use std::sync::{LazyLock, Mutex};
+
+/// The authorizer's function: API Gateway's REQUEST authorizer events.
+pub const FUNCTION: EventFunction = EventFunction { logical_id: "AuthorizerFunction", takes: &[EventKind::ApiGatewayAuthorizer] };
 
 /// The header an API key arrives in.
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -55,9 +67,50 @@ pub enum AuthorizerFailure {
     Jwks(String),
 }
 
+/// A key, by database and id.
+type KeyOfDb = (String, ObjectId);
+
 /// Window fields last seen per key, so that the counting update can trim the stale ones.
-static WINDOW_HINTS: LazyLock<Mutex<LruCache<(String, ObjectId), Vec<String>>>> =
+static WINDOW_HINTS: LazyLock<Mutex<LruCache<KeyOfDb, Vec<String>>>> =
     LazyLock::new(|| Mutex::new(LruCache::new(NonZeroUsize::new(10_000).expect("non-zero"))));
+
+/// The bounds one key call is counted under: the current minute, hour and day (UTC) and the
+/// key's limits in each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowBounds {
+    /// `YYYYMMDDHHMM`, `YYYYMMDDHH` and `YYYYMMDD` (UTC): the current windows.
+    pub minute: String,
+    pub hour: String,
+    pub day: String,
+    pub per_minute: i64,
+    pub per_hour: i64,
+    pub per_day: i64,
+    /// Window fields last seen on the key's document (`m.…`, `h.…`, `d.…`), removed unless
+    /// current: old windows are trimmed as they pass.
+    pub seen: Vec<String>,
+}
+
+impl WindowBounds {
+    /// The window fields and their bounds, as the counting update takes them.
+    pub fn fields(&self) -> [(String, i64); 3] {
+        [
+            (format!("m.{}", self.minute), self.per_minute),
+            (format!("h.{}", self.hour), self.per_hour),
+            (format!("d.{}", self.day), self.per_day),
+        ]
+    }
+}
+
+/// The keys' request windows, one document per key (`_id` = the key id).
+pub fn key_windows(db: &Db) -> GlobalStore<Document> {
+    db.global(&SystemContext::new("authorizer"), GlobalCollection::ApiKeyWindows)
+}
+
+/// Counts one call of `key_id` in its windows: one conditional upsert with every bound a
+/// literal in its filter. `None` when a window is full: nothing is counted then.
+pub async fn count_call(windows: &GlobalStore<Document>, key_id: ObjectId, bounds: &WindowBounds) -> Result<Option<WindowCounts>, DbError> {
+    windows.count_windows(Bson::ObjectId(key_id), &bounds.fields(), &bounds.seen, Document::new()).await
+}
 
 /// The authorizer's state, built once per execution environment.
 pub struct Authorizer {
@@ -188,13 +241,14 @@ impl Authorizer {
                 }
             }
         };
-        let (counted, ()) = tokio::join!(auth.count(key.id, &bounds), touch);
+        let windows = key_windows(&self.db);
+        let (counted, ()) = tokio::join!(count_call(&windows, key.id, &bounds), touch);
         let counts = match counted? {
             Some(counts) => {
                 WINDOW_HINTS.lock().expect("poisoned").put(hint_key, counts.fields());
                 return Ok(None);
             }
-            None => auth.windows(key.id).await?,
+            None => windows.windows(Bson::ObjectId(key.id)).await?,
         };
         WINDOW_HINTS.lock().expect("poisoned").put(hint_key, counts.fields());
         Ok(Some(retry_after(&counts, &bounds, [minute_retry, hour_retry, day_retry])))
@@ -223,11 +277,7 @@ fn rejection(presented: &Presented, key: &ApiKey, now: DateTime) -> Option<&'sta
 
 /// The wait until every full window has room: the longest of their waits.
 fn retry_after(counts: &WindowCounts, bounds: &WindowBounds, waits: [u64; 3]) -> u64 {
-    let windows = [
-        (format!("m.{}", bounds.minute), bounds.per_minute),
-        (format!("h.{}", bounds.hour), bounds.per_hour),
-        (format!("d.{}", bounds.day), bounds.per_day),
-    ];
+    let windows = bounds.fields();
     let full = windows.iter().zip(waits).filter(|((field, bound), _)| counts.get(field) >= *bound).map(|(_, wait)| wait).max();
     // None full any more (a window turned over in between): the shortest wait is still right.
     full.unwrap_or(waits[0]).max(1)
@@ -313,7 +363,7 @@ pub enum AuthorizerError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret;
+    use api_keys::secret;
     use shared::models::RateLimit;
 
     fn key_with(hash: &str) -> ApiKey {

@@ -1,6 +1,6 @@
-//! The REQUEST authorizer Lambda binary: wiring only (the logic is `api_keys::authorizer`).
+//! The REQUEST authorizer Lambda binary: wiring only (the logic is the crate's library).
 
-use api_keys::authorizer::{handle_event, Authorizer};
+use authorizer::{handle_event, Authorizer};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use shared::config::{process_env, CognitoConfig, DbConfig};
