@@ -3,9 +3,14 @@ schemathesis runs, read from their HAR reports: a run whose every call was refus
 caller who may not, say) would otherwise pass while proving nothing about the operation.
 
 usage: contract_coverage.py [--reads] [--skip OPERATION_ID,...] REPORT.har[,REPORT.har...] openapi.json TAG [TAG ...]
+       contract_coverage.py --tenant-auth-tags openapi.json
 
 --reads counts only GET operations (whose 2xx a fuzzer reaches reliably), --skip leaves out the
 named operations (those the caller is documented never to get a 2xx from).
+
+--tenant-auth-tags prints, one a line, the tags whose every operation uses TenantAuth alone: the
+operations a tenant's admin and its API keys can reach, which scripts/test.sh runs as them. It
+fails when there is none.
 """
 import json
 import re
@@ -25,8 +30,36 @@ def operations(spec, tags, reads, skip):
                 yield method.upper(), path, re.compile(pattern), op.get("operationId", f"{method} {path}")
 
 
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def tenant_auth_tags(spec):
+    """The tags, in the document's order, whose every operation states TenantAuth as its only
+    security requirement (an operation without its own inherits the document's)."""
+    tags, others = [], set()
+    for item in spec["paths"].values():
+        for method, op in item.items():
+            if method not in METHODS or not isinstance(op, dict):
+                continue
+            tenant_auth = op.get("security", spec.get("security")) == [{"TenantAuth": []}]
+            for tag in op.get("tags", []):
+                if not tenant_auth:
+                    others.add(tag)
+                elif tag not in tags:
+                    tags.append(tag)
+    return [t for t in tags if t not in others]
+
+
 def main():
     args = sys.argv[1:]
+    if args[:1] == ["--tenant-auth-tags"]:
+        if len(args) != 2:
+            sys.exit(__doc__)
+        tags = tenant_auth_tags(json.load(open(args[1])))
+        if not tags:
+            sys.exit(f"{args[1]}: no tag whose every operation uses TenantAuth")
+        print("\n".join(tags))
+        return
     reads = "--reads" in args
     args = [a for a in args if a != "--reads"]
     skip = set()

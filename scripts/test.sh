@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
 # The one test command: builds and starts everything the tests need, runs every test, and
 # stops what it started, whether the tests pass or not.
+#   0. checks the format (cargo fmt) and lints (cargo clippy, warnings denied) before anything else,
+#      so that CI fails fast on them;
 #   1. builds (first run) or reuses FerretDB, and makes or reuses the Python venv;
 #   2. starts a throw-away FerretDB and moto on their own loopback ports;
 #   3. runs the Rust suites (unit, integration, events, the isolation property);
 #   4. lints template.yaml with cfn-lint and `sam validate --lint`, and checks it against the
-#      code (grants, authorizers, CORS, alarms against the metric lines the tests captured);
-#   5. runs schemathesis against the local API, as a tenant admin, with an API key, and as a
-#      superadmin;
+#      code (grants, authorizers, CORS, alarms against the metric lines the tests captured), then
+#      checks the docs (tests/docs_test.py);
+#   5. runs schemathesis against the local API, as a tenant admin and with an API key on the
+#      operations of the tags whose every operation uses TenantAuth (read from openapi.json), and
+#      as a superadmin on every operation;
 #   6. packages one function (roles) the card's way, arm64 with cargo-lambda, as a smoke test of
 #      scripts/package.sh (the full packaging of every function takes longer than CI allows; its
-#      measured time is in the README).
+#      measured time is in docs/operations/packaging.md).
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
+
+log "checking the format: cargo fmt --check"
+cargo fmt --all --check
+log "linting: cargo clippy, every warning an error"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 use_throwaway_stack "${TEST_FERRETDB_PORT:-27117}" "${TEST_MOTO_PORT:-5117}"
 API_PORT="${TEST_API_PORT:-3117}"
@@ -55,8 +64,15 @@ VENV="${CACHE}/venv"
 "${VENV}/bin/cfn-lint" template.yaml
 SAM_CLI_TELEMETRY=0 SAM_CLI_DISABLE_UPDATE_CHECK=1 "${CACHE}/venv-ship/bin/sam" validate --lint --region "${AWS_REGION}"
 "${VENV}/bin/python" tests/template_test.py
+log "checking the docs against the code"
+"${VENV}/bin/python" tests/docs_test.py
 
 log "contract tests: schemathesis against the local API, driven by openapi.json"
+# The tenant-scoped tags: those whose every operation uses TenantAuth.
+tenant_tags_text=$("${VENV}/bin/python" scripts/contract_coverage.py --tenant-auth-tags openapi.json)
+mapfile -t tenant_tags <<<"$tenant_tags_text"
+include_tenant_tags=()
+for tag in "${tenant_tags[@]}"; do include_tenant_tags+=(--include-tag "$tag"); done
 API="${ROOT}/target/debug/local-api"
 export MONGODB_URI="$TEST_MONGODB_URI" MONGODB_DATABASE="contract_$(date +%s)_$$"
 export MOTO_URL="$TEST_MOTO_URL" COGNITO_POOL_NAME="contract-tests"
@@ -95,8 +111,8 @@ contract() {
 # answer it a documented 403 (only people manage keys; a key has no profile), so those count the
 # admin's 2xx; every other read must also answer the key a 2xx (writes depend on the fuzzer
 # finding a valid body, which the admin's run already shows).
-log "contract run 1: a tenant admin, the users, roles, audit and api-keys operations"
-contract admin "Authorization: Bearer ${admin_token}" --include-tag users --include-tag roles --include-tag audit --include-tag api-keys
+log "contract run 1: a tenant admin, the operations tagged ${tenant_tags[*]}"
+contract admin "Authorization: Bearer ${admin_token}" "${include_tenant_tags[@]}"
 # The key belongs to a tenant of its own: the admin's run may revoke or rotate any key of its
 # tenant, and fill the plan's places. The TenantAuth scheme names the Authorization header, and
 # schemathesis invents a value for a scheme's header it is not given: an empty one, which the
@@ -109,11 +125,10 @@ api_key=$(curl -sS -X POST "http://127.0.0.1:${API_PORT}/api-keys" -H "Authoriza
   -H 'content-type: application/json' -d '{"name":"Contract key","permissions":["*"]}' \
   | "${VENV}/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["data"]["key"])')
 log "contract run 2: an API key, the same operations"
-contract key "x-api-key: ${api_key}" --header "Authorization: " \
-  --include-tag users --include-tag roles --include-tag audit --include-tag api-keys
-"${VENV}/bin/python" scripts/contract_coverage.py "${RUN_DIR}/contract-admin.har" openapi.json users roles audit api-keys
+contract key "x-api-key: ${api_key}" --header "Authorization: " "${include_tenant_tags[@]}"
+"${VENV}/bin/python" scripts/contract_coverage.py "${RUN_DIR}/contract-admin.har" openapi.json "${tenant_tags[@]}"
 "${VENV}/bin/python" scripts/contract_coverage.py --reads --skip getMyProfile,listApiKeys,getApiKey \
-  "${RUN_DIR}/contract-key.har" openapi.json users roles audit api-keys
+  "${RUN_DIR}/contract-key.har" openapi.json "${tenant_tags[@]}"
 log "contract run 3: a platform superadmin, every operation"
 contract superadmin "Authorization: Bearer ${token}"
 # The services are done with: free the machine for the release build.

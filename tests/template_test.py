@@ -71,8 +71,20 @@ RETENTION_BINARY = "audit-retention"
 # Binaries the template may name before their crate declares them (functions/api-keys, functions/audit).
 PENDING_BINARIES = {"api-keys", AUTHORIZER_BINARY, RETENTION_BINARY}
 TENANT_AUTH = "TenantAuth"
-# Functions whose every route is tenant-scoped: each of their operations must use TenantAuth.
-TENANT_SCOPED_FUNCTIONS = {"RolesFunction", "UsersFunction", "AuditFunction", "ApiKeysFunction"}
+COGNITO_AUTH = "CognitoAuth"
+# Every operation of a function that openapi.json integrates uses TenantAuth, but these: the
+# superadmin-only operations, which use CognitoAuth. A new context is checked without a line here.
+COGNITO_OPERATIONS = {
+    "TenantsFunction": {
+        "createTenant",
+        "listTenants",
+        "updateTenant",
+        "suspendTenant",
+        "reactivateTenant",
+        "updateBilling",
+        "getTenantUsageHistory",
+    },
+}
 FALLBACK_COGNITO_BINARIES = {"users", "tenants", "migrations"}
 COGNITO_FEATURE = "cognito"
 
@@ -795,7 +807,8 @@ def is_preflight_mock(method: str, op: dict) -> bool:
 
 
 def check_operation_security(template: dict) -> str:
-    """(h) Every operation states exactly one security requirement; tenant-scoped functions use TenantAuth.
+    """(h) Every operation states exactly one security requirement. An operation that integrates a
+    function uses TenantAuth, unless COGNITO_OPERATIONS names it for that function: then CognitoAuth.
     The one exception is a CORS preflight: an OPTIONS mock, unauthenticated (security: []), since
     browsers send preflights without credentials; it reaches no function."""
     document = load_openapi()
@@ -803,6 +816,7 @@ def check_operation_security(template: dict) -> str:
     ops = operations(document)
     require(ops, "openapi.json has no operations")
     counts: dict[str, int] = {}
+    cognito_seen: set[tuple[str, str]] = set()
     for method, path, op in ops:
         where = f"{method} {path}"
         security = op.get("security")
@@ -820,9 +834,21 @@ def check_operation_security(template: dict) -> str:
         (scheme,) = requirement
         require(scheme in schemes, f"{where}: security names {scheme!r}, not in components.securitySchemes")
         function = function_of(op)
-        if function in TENANT_SCOPED_FUNCTIONS:
-            require(scheme == TENANT_AUTH, f"{where}: integrates {function}, so it must use {TENANT_AUTH}, not {scheme}")
+        if function is not None:
+            operation_id = op.get("operationId")
+            if operation_id in COGNITO_OPERATIONS.get(function, ()):
+                expected = COGNITO_AUTH
+                cognito_seen.add((function, operation_id))
+            else:
+                expected = TENANT_AUTH
+            require(
+                scheme == expected,
+                f"{where} ({operation_id}): integrates {function}, so it must use {expected}, not {scheme}"
+                + ("" if expected == COGNITO_AUTH else " (a superadmin-only operation is named in COGNITO_OPERATIONS)"),
+            )
         counts[scheme] = counts.get(scheme, 0) + 1
+    stale = sorted(f"{f}.{o}" for f, ops_ in COGNITO_OPERATIONS.items() for o in ops_ if (f, o) not in cognito_seen)
+    require(not stale, f"COGNITO_OPERATIONS names operations that openapi.json does not integrate with that function: {stale}")
     require(TENANT_AUTH in counts, f"no operation uses {TENANT_AUTH}")
     return f"{len(ops)} operations, one requirement each but the preflights: " + ", ".join(f"{s} {n}" for s, n in sorted(counts.items()))
 

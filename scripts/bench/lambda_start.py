@@ -12,7 +12,8 @@ per invocation, and records:
             connection is made on that first call)
   warm_ms   median of the following invocations' round trips
   peak_rss  the process's VmHWM after all invocations
-Repeats for --runs cold starts and prints one JSON summary. Loopback only, bounded in count.
+Repeats for --runs cold starts and prints one JSON summary on one line (scripts/bench.sh prints
+one such line per binary). Loopback only, bounded in count.
 """
 import argparse
 import json
@@ -161,6 +162,7 @@ def main():
 
     print(json.dumps({
         "binary": args.binary,
+        "event": args.event,
         "binary_mib": round(os.path.getsize(args.binary) / 2**20, 1),
         "runs": args.runs,
         "invocations_per_run": args.invocations,
@@ -171,7 +173,7 @@ def main():
         "warm_invocation_ms": summary("warm_ms"),
         "peak_rss_mib": summary("peak_rss_mib"),
         "handler_statuses": sorted({s for r in results for s in r["statuses"]}),
-    }, indent=2))
+    }))
 
 
 if __name__ == "__main__":

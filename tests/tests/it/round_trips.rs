@@ -1,8 +1,9 @@
 //! Database round trips per route, counted with the driver's command monitor and never timed.
-//! Every route of openapi.json has a budget for its warm call in `BUDGETS`, the one table of
-//! them, which README.md prints ("Database round trips of a warm call"); a test below keeps the
-//! two equal. A route that takes more than its budget fails here, naming the route, the budget
-//! and the count; one that takes fewer fails too, so that the table stays what the code does.
+//! Every route of openapi.json declares the budget of its warm call once, per caller, as the
+//! operation's `x-round-trips`; docs/performance.md prints them ("Database round trips of a warm
+//! call") and a test below keeps the two equal. A route that takes more than its budget fails
+//! here, naming the route, the budget and the count; one that takes fewer fails too, so that the
+//! budgets stay what the code does.
 //!
 //! What is counted: every command the app's client sends to the test's own database
 //! (`Db::connect_counting`), `getMore` included; not the driver's handshakes, nor `buildInfo`
@@ -15,7 +16,11 @@
 //! process, as it must), then the counter is zeroed. Only successful calls are measured.
 
 use reqwest::{Method, RequestBuilder};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
 use serde_json::{json, Value};
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use tenancy_tests::app::{spawn_app_counting, TestApp};
@@ -34,6 +39,8 @@ enum Caller {
 }
 
 impl Caller {
+    const ALL: [Caller; 3] = [Caller::Superadmin, Caller::TenantAdmin, Caller::ApiKey];
+
     fn as_str(self) -> &'static str {
         match self {
             Caller::Superadmin => "superadmin",
@@ -41,101 +48,134 @@ impl Caller {
             Caller::ApiKey => "API key",
         }
     }
-}
 
-const OPS: Caller = Caller::Superadmin;
-const ADMIN: Caller = Caller::TenantAdmin;
-const KEY: Caller = Caller::ApiKey;
+    fn parse(name: &str) -> Option<Caller> {
+        Caller::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+}
 
 /// A route's warm call as one caller: at most (and exactly) this many round trips.
 struct Budget {
     /// `METHOD /resource`, as openapi.json names the operation.
-    route: &'static str,
+    route: String,
     caller: Caller,
     round_trips: u64,
-    /// What they are, for the README.
-    what: &'static str,
+    /// What they are, for the docs.
+    what: String,
 }
 
-const fn budget(route: &'static str, caller: Caller, round_trips: u64, what: &'static str) -> Budget {
-    Budget { route, caller, round_trips, what }
+/// One entry of an operation's `x-round-trips`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Declared {
+    caller: String,
+    round_trips: u64,
+    what: String,
 }
 
-/// The one table of budgets. A tenant-scoped call's first round trip is admission's counting
-/// update of the tenant record (the member itself comes from the cache); a superadmin-only
-/// route has no admission round trip. README.md prints this table: change both together.
-const BUDGETS: &[Budget] = &[
-    budget("POST /tenants", OPS, 6, "the id checked free, the system roles, the admin's record, its `sub` after Cognito's `AdminCreateUser`, the registry insert, the audit entry"),
-    budget("GET /tenants", OPS, 2, "the page and its total, in parallel"),
-    budget("GET /tenants/{tenantId}", ADMIN, 1, "admission, whose counting update returns the tenant: the read itself"),
-    budget("GET /tenants/{tenantId}", OPS, 2, "the read, and the `tenant.accessed` entry a superadmin's read leaves"),
-    budget("PATCH /tenants/{tenantId}", OPS, 3, "a rename: the read, the conditional update, the audit entry (a domain move adds its claims)"),
-    budget("POST /tenants/{tenantId}/suspend", OPS, 2, "the update, the audit entry"),
-    budget("POST /tenants/{tenantId}/reactivate", OPS, 2, "the update, the audit entry"),
-    budget("PATCH /tenants/{tenantId}/settings/customization", ADMIN, 3, "admission, the update, the audit entry"),
-    budget("PATCH /tenants/{tenantId}/settings/billing", OPS, 5, "a plan upgrade: the read, the update, the keys' limits clamped, the audit log held for the longer retention, the audit entry"),
-    budget("GET /tenants/{tenantId}/limits", ADMIN, 1, "admission, whose counting update returns the tenant: the read itself"),
-    budget("GET /tenants/{tenantId}/usage/history", OPS, 3, "the tenant and its snapshots, in parallel, and the `tenant.accessed` entry"),
-    budget("GET /roles", ADMIN, 3, "admission, the page and its total in parallel"),
-    budget("POST /roles", ADMIN, 5, "admission, the caller's permissions afresh (record, roles), the insert, the audit entry"),
-    budget("GET /roles/{roleId}", ADMIN, 2, "admission, the read"),
-    budget("PATCH /roles/{roleId}", ADMIN, 6, "admission, the role, the caller's permissions afresh (2), the conditional update, the audit entry"),
-    budget("DELETE /roles/{roleId}", ADMIN, 7, "an unheld role: admission, the role, the caller's permissions afresh (2), its holders counted, the delete, the audit entry"),
-    budget("GET /users", ADMIN, 3, "admission, the page and its total in parallel"),
-    budget("GET /users", KEY, 5, "the authorizer's 2 (the key, its windows), admission, the page and its total in parallel"),
-    budget("POST /users", ADMIN, 10, "admission, the tenant's invitation-refusal budget, the roles, the caller's permissions afresh (2), the blind-index lookup of the e-mail, the record, the seat, the `sub` after Cognito's `AdminCreateUser`, the audit entry"),
-    budget("GET /users/me", ADMIN, 2, "admission, the read"),
-    budget("PATCH /users/me", ADMIN, 3, "admission, the update, the audit entry"),
-    budget("GET /users/{userId}", ADMIN, 2, "admission, the read"),
-    budget("PATCH /users/{userId}", ADMIN, 7, "a deactivation: admission, the record, its roles, the caller's permissions afresh (2), the conditional write, the audit entry (an admin's adds its admin place)"),
-    budget("DELETE /users/{userId}", ADMIN, 9, "admission, the record, its roles, the caller's permissions afresh (2), its markers cleared, the seat freed, the delete, the audit entry (an admin's adds its admin place)"),
-    budget("POST /users/{userId}/roles", ADMIN, 10, "admission, the role, the caller's permissions afresh for the grant (2), the record, its roles, the caller's permissions afresh for the target (2), the write, the audit entry"),
-    budget("DELETE /users/{userId}/roles/{roleId}", ADMIN, 7, "admission, the record, its roles, the caller's permissions afresh (2), the write, the audit entry"),
-    budget("GET /audit-logs", ADMIN, 2, "admission, one page (cursor-paged: no total)"),
-    budget("GET /audit-logs/{auditLogId}", ADMIN, 2, "admission, the read"),
-    budget("GET /api-keys", ADMIN, 3, "admission, the total, then the page"),
-    budget("POST /api-keys", ADMIN, 6, "admission, the caller's permissions afresh (2), a place among the plan's keys, the insert, the audit entry"),
-    budget("GET /api-keys/{keyId}", ADMIN, 2, "admission, the read"),
-    budget("PATCH /api-keys/{keyId}", ADMIN, 4, "admission, the key, the conditional update, the audit entry"),
-    budget("POST /api-keys/{keyId}/revoke", ADMIN, 4, "admission, the conditional update, the place given back, the audit entry"),
-    budget("POST /api-keys/{keyId}/rotate", ADMIN, 4, "admission, the key, the conditional update, the audit entry"),
-];
+/// A JSON object's entries in the document's order, which serde_json's own map (sorted by key)
+/// does not keep: the docs' table lists the budgets in openapi.json's order.
+struct Ordered<T>(Vec<(String, T)>);
 
-/// Where README.md prints the table: the first table after this line's start.
-const README_SECTION: &str = "**Database round trips of a warm call**";
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Ordered<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Entries<T> {
+            type Value = Ordered<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Ordered(entries))
+            }
+        }
+        deserializer.deserialize_map(Entries(PhantomData))
+    }
+}
 
-/// The table as README.md prints it.
-fn markdown() -> String {
+/// The parts of openapi.json the budgets are read from: its paths, each path's operations.
+#[derive(Deserialize)]
+struct Document {
+    paths: Ordered<Ordered<Value>>,
+}
+
+/// The budgets, the one declaration of them: every `x-round-trips` of openapi.json, in the
+/// document's order. A tenant-scoped call's first round trip is admission's counting update of
+/// the tenant record (the member itself comes from the cache); a superadmin-only route has no
+/// admission round trip.
+fn budgets() -> Vec<Budget> {
+    let doc: Document = serde_json::from_str(local_api::OPENAPI).expect("openapi.json");
+    let mut budgets = Vec::new();
+    for (path, item) in doc.paths.0 {
+        for (method, op) in item.0 {
+            let Some(declared) = op.get("x-round-trips") else { continue };
+            let route = format!("{} {path}", method.to_ascii_uppercase());
+            let declared: Vec<Declared> = serde_json::from_value(declared.clone())
+                .unwrap_or_else(|e| panic!("openapi.json: {route}: x-round-trips is not a list of {{caller, roundTrips, what}}: {e}"));
+            for d in declared {
+                let caller = Caller::parse(&d.caller).unwrap_or_else(|| {
+                    let known: Vec<&str> = Caller::ALL.iter().map(|c| c.as_str()).collect();
+                    panic!("openapi.json: {route}: x-round-trips names caller {:?}, not one of {known:?}", d.caller)
+                });
+                budgets.push(Budget { route: route.clone(), caller, round_trips: d.round_trips, what: d.what });
+            }
+        }
+    }
+    budgets
+}
+
+/// Where docs/performance.md prints the table: the first table after this line's start.
+const DOCS_SECTION: &str = "**Database round trips of a warm call**";
+
+/// The docs file that prints the budgets, from the workspace root.
+const DOCS_FILE: &str = "docs/performance.md";
+
+/// The table as docs/performance.md prints it.
+fn markdown(budgets: &[Budget]) -> String {
     let mut out = String::from("| route | caller | round trips | what they are |\n| --- | --- | --- | --- |\n");
-    for b in BUDGETS {
+    for b in budgets {
         out.push_str(&format!("| `{}` | {} | {} | {} |\n", b.route, b.caller.as_str(), b.round_trips, b.what));
     }
     out
 }
 
-/// The rows of README.md's table: route, caller, round trips.
-fn readme_rows() -> Vec<(String, String, u64)> {
-    let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
-    let start = readme.find(README_SECTION).unwrap_or_else(|| panic!("README.md has no {README_SECTION}"));
-    readme[start..]
+/// A row of the table: route, caller, round trips, what they are.
+type Row = (String, String, u64, String);
+
+/// The rows of the docs' table.
+fn docs_rows() -> Vec<Row> {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(DOCS_FILE);
+    let docs = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{DOCS_FILE}: {e}"));
+    let start = docs.find(DOCS_SECTION).unwrap_or_else(|| panic!("{DOCS_FILE} has no {DOCS_SECTION}"));
+    docs[start..]
         .lines()
         .skip_while(|line| !line.starts_with('|'))
         .take_while(|line| line.starts_with('|'))
         .skip(2)
         .map(|line| {
             let cells: Vec<&str> = line.trim().trim_matches('|').split('|').map(str::trim).collect();
-            assert!(cells.len() >= 3, "README.md: a row of the round-trip table without route, caller and count: {line}");
-            let round_trips: u64 = cells[2].parse().unwrap_or_else(|_| panic!("README.md: not a number of round trips in {line}"));
-            (cells[0].trim_matches('`').to_owned(), cells[1].to_owned(), round_trips)
+            assert!(cells.len() >= 4, "{DOCS_FILE}: a row of the round-trip table without route, caller, count and what: {line}");
+            let round_trips: u64 = cells[2].parse().unwrap_or_else(|_| panic!("{DOCS_FILE}: not a number of round trips in {line}"));
+            (cells[0].trim_matches('`').to_owned(), cells[1].to_owned(), round_trips, cells[3..].join(" | "))
         })
         .collect()
 }
 
 #[test]
-fn the_readme_prints_the_budget_table() {
-    let expected: Vec<(String, String, u64)> =
-        BUDGETS.iter().map(|b| (b.route.to_owned(), b.caller.as_str().to_owned(), b.round_trips)).collect();
-    assert_eq!(readme_rows(), expected, "README.md's round-trip table differs from BUDGETS; it should read:\n\n{}", markdown());
+fn the_docs_print_the_budget_table() {
+    let budgets = budgets();
+    let expected: Vec<Row> =
+        budgets.iter().map(|b| (b.route.clone(), b.caller.as_str().to_owned(), b.round_trips, b.what.clone())).collect();
+    assert_eq!(
+        docs_rows(),
+        expected,
+        "{DOCS_FILE}'s round-trip table differs from openapi.json's x-round-trips; it should read:\n\n{}",
+        markdown(&budgets)
+    );
 }
 
 /// Every operation of openapi.json (the CORS preflights, mock integrations, aside).
@@ -155,10 +195,22 @@ fn documented_routes() -> Vec<String> {
 #[test]
 fn every_route_of_openapi_json_has_a_budget() {
     let routes = documented_routes();
-    let missing: Vec<&String> = routes.iter().filter(|r| !BUDGETS.iter().any(|b| b.route == r.as_str())).collect();
-    assert!(missing.is_empty(), "routes of openapi.json without a round-trip budget (add them to BUDGETS and README.md): {missing:?}");
-    let unknown: Vec<&str> = BUDGETS.iter().map(|b| b.route).filter(|b| !routes.iter().any(|r| r.as_str() == *b)).collect();
-    assert!(unknown.is_empty(), "budgets of routes openapi.json does not have: {unknown:?}");
+    let budgets = budgets();
+    let missing: Vec<&String> = routes.iter().filter(|r| !budgets.iter().any(|b| &b.route == *r)).collect();
+    assert!(
+        missing.is_empty(),
+        "routes of openapi.json without a round-trip budget (give each an x-round-trips, and a row in {DOCS_FILE}): {missing:?}"
+    );
+    let unknown: Vec<&str> = budgets.iter().map(|b| b.route.as_str()).filter(|b| !routes.iter().any(|r| r == b)).collect();
+    assert!(unknown.is_empty(), "x-round-trips on operations that are no route a caller calls (CORS preflights): {unknown:?}");
+    let mut twice: Vec<String> = budgets
+        .iter()
+        .enumerate()
+        .filter(|(i, b)| budgets[..*i].iter().any(|a| a.route == b.route && a.caller == b.caller))
+        .map(|(_, b)| format!("{} as {}", b.route, b.caller.as_str()))
+        .collect();
+    twice.dedup();
+    assert!(twice.is_empty(), "x-round-trips names a caller twice on one route: {twice:?}");
 }
 
 /// Who calls, with what credential.
@@ -186,6 +238,8 @@ struct Meter<'a> {
     app: &'a TestApp,
     commands: Arc<AtomicU64>,
     routes: local_api::routes::RouteTable,
+    /// What openapi.json declares.
+    budgets: Vec<Budget>,
     /// Route, caller, round trips.
     measured: Vec<(String, Caller, u64)>,
 }
@@ -232,16 +286,15 @@ impl Meter<'_> {
     fn verdict(&self) -> (Vec<String>, String) {
         let mut failures = Vec::new();
         let mut table = String::from("route | caller | budget | measured\n");
-        for b in BUDGETS {
-            let counts: Vec<u64> =
-                self.measured.iter().filter(|(r, c, _)| r.as_str() == b.route && *c == b.caller).map(|(_, _, n)| *n).collect();
+        for b in &self.budgets {
+            let counts: Vec<u64> = self.measured.iter().filter(|(r, c, _)| *r == b.route && *c == b.caller).map(|(_, _, n)| *n).collect();
             let who = format!("{} as {}", b.route, b.caller.as_str());
             table.push_str(&format!("{} | {} | {} | {:?}\n", b.route, b.caller.as_str(), b.round_trips, counts));
             match counts.as_slice() {
                 [] => failures.push(format!("{who}: never measured")),
                 [n] if *n > b.round_trips => failures.push(format!("{who}: {n} round trips, over its budget of {}", b.round_trips)),
                 [n] if *n < b.round_trips => failures.push(format!(
-                    "{who}: {n} round trips, under its budget of {}: lower the budget to {n} in BUDGETS and README.md",
+                    "{who}: {n} round trips, under its budget of {}: lower the budget to {n} in openapi.json's x-round-trips and {DOCS_FILE}",
                     b.round_trips
                 )),
                 [_] => {}
@@ -249,8 +302,8 @@ impl Meter<'_> {
             }
         }
         for (route, caller, n) in &self.measured {
-            if !BUDGETS.iter().any(|b| b.route == route.as_str() && b.caller == *caller) {
-                failures.push(format!("{route} as {}: {n} round trips, and no budget in BUDGETS", caller.as_str()));
+            if !self.budgets.iter().any(|b| b.route == *route && b.caller == *caller) {
+                failures.push(format!("{route} as {}: {n} round trips, and no budget in openapi.json's x-round-trips", caller.as_str()));
             }
         }
         (failures, table)
@@ -269,7 +322,7 @@ async fn every_route_s_warm_call_keeps_to_its_round_trip_budget() {
     let admin = Who { caller: Caller::TenantAdmin, credential: token };
     let ops = Who { caller: Caller::Superadmin, credential: app.superadmin().await };
     let routes = local_api::route_table().expect("the route table");
-    let mut m = Meter { app: &app, commands, routes, measured: Vec::new() };
+    let mut m = Meter { app: &app, commands, routes, budgets: budgets(), measured: Vec::new() };
 
     // The admin's first call activates its record; the tenant and its settings.
     let me = m.twice(&admin, Method::GET, "/users/me", None).await;
