@@ -142,6 +142,39 @@ impl TenantScope for SystemTenantScope {
     }
 }
 
+/// Where a keyset walk in `_id` order stands ([`Scoped::batches`], [`TenantRegistry::batches`]):
+/// each batch resumes after the last `_id` seen, so that a job's memory stays bounded and a
+/// document written behind the walk is not read twice.
+#[derive(Debug, Clone, Default)]
+struct Keyset {
+    after: Option<mongodb::bson::oid::ObjectId>,
+    done: bool,
+}
+
+impl Keyset {
+    /// `base` narrowed to the documents after the last one seen; `None` once the walk is over.
+    fn filter(&self, base: &mongodb::bson::Document) -> Option<mongodb::bson::Document> {
+        if self.done {
+            return None;
+        }
+        let mut filter = base.clone();
+        if let Some(after) = self.after {
+            filter.insert("_id", mongodb::bson::doc! {"$gt": after});
+        }
+        Some(filter)
+    }
+
+    /// Moves past a batch read with [`Self::filter`] (sorted by `_id`): `false`, and the walk
+    /// over, when it was empty.
+    fn advance(&mut self, batch: &[mongodb::bson::Document]) -> bool {
+        match batch.last().and_then(|last| last.get_object_id("_id").ok()) {
+            Some(last) => self.after = Some(last),
+            None => self.done = true,
+        }
+        !self.done
+    }
+}
+
 /// Errors of the data layer.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

@@ -2,7 +2,7 @@
 //! through `Db::tenants`, which takes a superadmin or system context.
 
 use super::guard;
-use super::{global, Db, DbError};
+use super::{global, Db, DbError, Keyset};
 use crate::ids::{Domain, TenantId};
 use crate::models::{Counted, Tenant, TenantStatus, COUNTER_MOVE};
 use futures_util::TryStreamExt;
@@ -132,7 +132,7 @@ impl TenantRegistry {
     /// jobs walk the registry (a keyset walk, so memory stays bounded; ids only, so a tenant's
     /// other fields need not decode).
     pub fn batches(&self, filter: Document, size: i64) -> TenantBatches<'_> {
-        TenantBatches { registry: self, filter, size, after: None, done: false }
+        TenantBatches { registry: self, filter, size, keyset: Keyset::default() }
     }
 
     /// Inserts a new tenant; a taken tenantId is `DbError::Duplicate`.
@@ -469,28 +469,17 @@ pub struct TenantBatches<'a> {
     registry: &'a TenantRegistry,
     filter: Document,
     size: i64,
-    after: Option<bson::oid::ObjectId>,
-    done: bool,
+    keyset: Keyset,
 }
 
 impl TenantBatches<'_> {
     /// The next batch of tenant ids, or `None` once the walk has passed the last match.
     pub async fn next(&mut self) -> Result<Option<Vec<TenantId>>, DbError> {
-        if self.done {
-            return Ok(None);
-        }
-        let mut filter = self.filter.clone();
-        if let Some(after) = self.after {
-            filter.insert("_id", doc! {"$gt": after});
-        }
+        let Some(filter) = self.keyset.filter(&self.filter) else { return Ok(None) };
         let cursor = self.registry.tenants.find(filter).sort(doc! {"_id": 1}).limit(self.size).projection(doc! {"tenantId": 1}).await?;
         let found: Vec<Document> = cursor.try_collect().await?;
-        match found.last().and_then(|last| last.get_object_id("_id").ok()) {
-            Some(last) => self.after = Some(last),
-            None => {
-                self.done = true;
-                return Ok(None);
-            }
+        if !self.keyset.advance(&found) {
+            return Ok(None);
         }
         Ok(Some(found.iter().filter_map(|d| TenantId::parse(d.get_str("tenantId").ok()?).ok()).collect()))
     }

@@ -2,7 +2,7 @@
 //! plus `find_one_and_update` and `distinct`, checked by `guard` before it leaves the process.
 
 use super::guard::{self, Site, TENANT_FIELD};
-use super::{Db, DbError};
+use super::{Db, DbError, Keyset};
 use crate::ids::TenantId;
 use futures_util::TryStreamExt;
 use mongodb::bson::{self, doc, oid::ObjectId, Bson, DateTime, Document};
@@ -108,7 +108,7 @@ where
     /// (each batch resumes after the last `_id` seen), so that a job's memory stays bounded and a
     /// document written behind the walk is not read twice.
     pub fn batches(&self, filter: Document, size: i64) -> Batches<'_, T> {
-        Batches { collection: self, filter, size, after: None, done: false }
+        Batches { collection: self, filter, size, keyset: Keyset::default() }
     }
 
     /// `insertOne`: one round trip; returns the document as stored.
@@ -208,8 +208,7 @@ pub struct Batches<'a, T> {
     collection: &'a Scoped<T>,
     filter: Document,
     size: i64,
-    after: Option<ObjectId>,
-    done: bool,
+    keyset: Keyset,
 }
 
 impl<T> Batches<'_, T>
@@ -218,23 +217,13 @@ where
 {
     /// The next batch, or `None` once the walk has passed the last match.
     pub async fn next(&mut self) -> Result<Option<Vec<T>>, DbError> {
-        if self.done {
-            return Ok(None);
-        }
-        let mut filter = self.filter.clone();
-        if let Some(after) = self.after {
-            filter.insert("_id", doc! {"$gt": after});
-        }
+        let Some(filter) = self.keyset.filter(&self.filter) else { return Ok(None) };
         let options = mongodb::options::FindOptions::builder().sort(doc! {"_id": 1}).limit(self.size).build();
         let found: Vec<Document> =
             self.collection.collection.find(self.collection.scope_filter(filter)?).with_options(options).await?.try_collect().await?;
         // The `_id` is read from the stored document, so the walk needs nothing of `T`.
-        match found.last().and_then(|last| last.get_object_id("_id").ok()) {
-            Some(last) => self.after = Some(last),
-            None => {
-                self.done = true;
-                return Ok(None);
-            }
+        if !self.keyset.advance(&found) {
+            return Ok(None);
         }
         decode_all(found).map(Some)
     }

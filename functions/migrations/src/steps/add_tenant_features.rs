@@ -10,17 +10,16 @@ use shared::plans::Plan;
 /// The step's body.
 pub fn run(deps: MigrationDeps<'_>) -> BoxFuture<'_, Result<u64, DbError>> {
     Box::pin(async move {
-        let registry = deps.db.tenants(deps.system);
-        let mut changed = 0;
-        for plan in Plan::ALL {
-            changed += registry
-                .update_many(
-                    doc! {"settings.features": {"$exists": false}, "settings.billing.plan": plan.as_str()},
-                    doc! {"$set": {"settings.features": plan.features()}},
-                )
-                .await?;
-        }
-        changed += registry
+        let mut changed = super::set_per_plan(deps, |plan| {
+            (
+                doc! {"settings.features": {"$exists": false}, "settings.billing.plan": plan.as_str()},
+                doc! {"$set": {"settings.features": plan.features()}},
+            )
+        })
+        .await?;
+        changed += deps
+            .db
+            .tenants(deps.system)
             .update_many(doc! {"settings.features": {"$exists": false}}, doc! {"$set": {"settings.features": Plan::Free.features()}})
             .await?;
         Ok(changed)

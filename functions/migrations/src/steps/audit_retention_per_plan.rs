@@ -7,21 +7,13 @@ use crate::migration::MigrationDeps;
 use futures_util::future::BoxFuture;
 use mongodb::bson::doc;
 use shared::db::DbError;
-use shared::plans::Plan;
 
 /// The step's body.
 pub fn run(deps: MigrationDeps<'_>) -> BoxFuture<'_, Result<u64, DbError>> {
-    Box::pin(async move {
-        let registry = deps.db.tenants(deps.system);
-        let mut changed = 0;
-        for plan in Plan::ALL {
-            changed += registry
-                .update_many(
-                    doc! {"settings.billing.plan": plan.as_str(), "auditRetention": {"$exists": false}},
-                    doc! {"$set": {"auditRetention": {"days": plan.limits().audit_retention_days}}},
-                )
-                .await?;
-        }
-        Ok(changed)
-    })
+    Box::pin(super::set_per_plan(deps, |plan| {
+        (
+            doc! {"settings.billing.plan": plan.as_str(), "auditRetention": {"$exists": false}},
+            doc! {"$set": {"auditRetention": {"days": plan.limits().audit_retention_days}}},
+        )
+    }))
 }
