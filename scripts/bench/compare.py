@@ -4,7 +4,7 @@ lambda_start.py: A, B, A, B, ... (--runs pairs, each run one cold start with --i
 invocations), so that a drift of the machine over the minutes of a run weighs on both sides alike.
 One run of each side before them is not counted (it warms the page cache).
 
-Prints one JSON line: per measure (init_without_secret_ms, peak_rss_mib), the median of each side,
+Prints one JSON line: per measure (init_without_secret_ms, peak_rss_mib, rss_anon_mib), the median of each side,
 their difference (B - A), and the median of the pairs' differences.
 
 usage: compare.py DIR_A DIR_B BINARY EVENT [--runs N] [--invocations N]
@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lambda_start import one_run  # noqa: E402
 
-MEASURES = ("init_without_secret_ms", "peak_rss_mib")
+MEASURES = ("init_without_secret_ms", "peak_rss_mib", "rss_anon_mib")
 
 
 def main():

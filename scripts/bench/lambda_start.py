@@ -12,6 +12,11 @@ per invocation, and records:
             connection is made on that first call)
   warm_ms   median of the following invocations' round trips
   peak_rss  the process's VmHWM after all invocations
+  rss_anon  of the resident memory then, the anonymous part (heap and stacks, RssAnon): the
+            rest is the binary's own pages, whose count follows where the linker placed the
+            code the run touched (the kernel maps the pages around each one faulted in), so a
+            change that moves functions around can move peak_rss by a MiB or two while
+            rss_anon, what the code allocates, stays put
 Repeats for --runs cold starts and prints one JSON summary on one line (scripts/bench.sh prints
 one such line per binary). Loopback only, bounded in count.
 """
@@ -79,12 +84,15 @@ class Runtime:
         return Handler
 
 
-def peak_rss_kib(pid):
+def memory_kib(pid):
+    """VmHWM and RssAnon of a live process, in KiB."""
+    found = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
+            name, _, value = line.partition(":")
+            if name in ("VmHWM", "RssAnon"):
+                found[name] = int(value.split()[0])
+    return found.get("VmHWM", 0), found.get("RssAnon", 0)
 
 
 def one_run(binary, event, invocations, env):
@@ -121,7 +129,7 @@ def one_run(binary, event, invocations, env):
     try:
         if not runtime.done.wait(timeout=60):
             raise SystemExit(f"{binary} did not finish {invocations} invocations: {proc.stderr.read1(4096)!r}")
-        rss = peak_rss_kib(proc.pid)
+        rss, anon = memory_kib(proc.pid)
     finally:
         proc.kill()
         proc.wait()
@@ -141,6 +149,7 @@ def one_run(binary, event, invocations, env):
         "first_ms": (first - started) * 1000,
         "warm_ms": statistics.median(warm) * 1000 if warm else 0.0,
         "peak_rss_mib": rss / 1024,
+        "rss_anon_mib": anon / 1024,
         "statuses": sorted(s for s in statuses if s is not None),
     }
 
@@ -172,6 +181,7 @@ def main():
         "first_invocation_ms": summary("first_ms"),
         "warm_invocation_ms": summary("warm_ms"),
         "peak_rss_mib": summary("peak_rss_mib"),
+        "rss_anon_mib": summary("rss_anon_mib"),
         "handler_statuses": sorted({s for r in results for s in r["statuses"]}),
     }))
 

@@ -86,6 +86,12 @@ pub async fn vault_database(db: &Db) -> mongodb::Database {
     mongodb::Client::with_uri_str(mongodb_uri()).await.expect("client").database(&vault_name(db))
 }
 
+/// The vault's record of `tenant`'s data keys (wrapped keys only), read directly.
+pub async fn tenant_keys(db: &Db, tenant: &str) -> mongodb::bson::Document {
+    let vault = vault_database(db).await.collection::<mongodb::bson::Document>("tenantKeys");
+    vault.find_one(mongodb::bson::doc! {"_id": tenant}).await.expect("the vault answers").expect("the tenant's keys")
+}
+
 /// A keyring on `db`'s vault over `wrapper` (a counting or failing KMS in some tests).
 pub async fn keyring_with(db: &Db, wrapper: std::sync::Arc<dyn shared::pii::KeyWrapper>) -> std::sync::Arc<shared::pii::Keyring> {
     let vault = shared::pii::KeyVault::new(vault_database(db).await);

@@ -95,13 +95,7 @@ async fn personal_data_is_stored_sealed_and_read_back_in_the_clear_through_the_a
     assert_eq!(own["data"]["settings"]["billing"]["billingEmail"], "boss@sealed.example");
 
     // The vault holds wrapped keys only, under the tenant's id, and the two e-mails' global entries.
-    let keys = tenancy_tests::vault_database(&app.db)
-        .await
-        .collection::<Document>("tenantKeys")
-        .find_one(doc! {"_id": &t.id})
-        .await
-        .unwrap()
-        .unwrap();
+    let keys = tenancy_tests::tenant_keys(&app.db, &t.id).await;
     assert_eq!(keys.get_i64("currentVersion").unwrap(), 1);
     assert_eq!(keys.get_array("dataKeys").unwrap().len(), 1);
     assert_eq!(vault_count(&app.db, "emailIndex").await, 2);
@@ -321,13 +315,7 @@ async fn rotation_re_encrypts_everything_while_reads_and_patches_go_on_and_undoe
     assert_eq!(version(field(&admin, "email")), Some(2), "and the rewrite still happened, after reading again");
     let tenant = raw_collection(&app.db, "tenants").await.find_one(doc! {"tenantId": &t.id}).await.unwrap().unwrap();
     assert_eq!(version(field(&tenant, "settings.billing.billingEmail")), Some(2));
-    let keys = tenancy_tests::vault_database(&app.db)
-        .await
-        .collection::<Document>("tenantKeys")
-        .find_one(doc! {"_id": &t.id})
-        .await
-        .unwrap()
-        .unwrap();
+    let keys = tenancy_tests::tenant_keys(&app.db, &t.id).await;
     assert_eq!(keys.get_array("dataKeys").unwrap().len(), 2, "the old version stays for older backups");
     // A resumed rotation finds nothing left to do.
     let again =
