@@ -4,7 +4,8 @@ trigger, API Gateway invoke permissions, the user pool's tenant-isolation settin
 authorizer (TenantAuth) and which operations use it, log groups, and the audit retention schedule;
 the data URI from Secrets Manager, setup on deploy (a custom resource), the usage snapshot
 schedule, CORS (preflight mocks, gateway responses, never credentials), stage throttling, the
-alarms, their topic and the dashboard, and the personal-data KMS master key and the key vault.
+alarms, their topic and the dashboard, the personal-data KMS master key and the key vault, the saga
+sweep's schedule, and the invitation e-mail (through SES only when a verified identity is given).
 
 Run from the repository root (or anywhere):
 
@@ -76,7 +77,6 @@ COGNITO_AUTH = "CognitoAuth"
 # superadmin-only operations, which use CognitoAuth. A new context is checked without a line here.
 COGNITO_OPERATIONS = {
     "TenantsFunction": {
-        "createTenant",
         "listTenants",
         "updateTenant",
         "suspendTenant",
@@ -84,8 +84,14 @@ COGNITO_OPERATIONS = {
         "updateBilling",
         "getTenantUsageHistory",
     },
+    # Tenants are made here only: POST /tenants (the brief's route) and POST /onboarding.
+    "OnboardingFunction": {
+        "createTenant",
+        "onboardTenant",
+        "getOnboarding",
+    },
 }
-FALLBACK_COGNITO_BINARIES = {"users", "tenants", "migrations"}
+FALLBACK_COGNITO_BINARIES = {"users", "onboarding", "migrations"}
 COGNITO_FEATURE = "cognito"
 
 ALLOWED_ACTIONS = {
@@ -97,7 +103,7 @@ ALLOWED_ACTIONS = {
 }
 EXPECTED_ACTIONS = {
     "users": set(ALLOWED_ACTIONS),
-    "tenants": {"cognito-idp:AdminCreateUser", "cognito-idp:AdminGetUser", "cognito-idp:AdminDeleteUser"},
+    "onboarding": {"cognito-idp:AdminCreateUser", "cognito-idp:AdminGetUser", "cognito-idp:AdminDeleteUser"},
     "migrations": {"cognito-idp:AdminGetUser", "cognito-idp:AdminCreateUser"},
 }
 # Every Cognito action that touches groups: adding a user to `superadmin` mints a superadmin.
@@ -136,7 +142,7 @@ ORIGIN_PARAM = "AdminPanelOrigin"
 ORIGIN_SUB = {"Fn::Sub": "'${AdminPanelOrigin}'"}
 ORIGIN_ENV = "CORS_ALLOWED_ORIGIN"
 PREFLIGHT_HEADERS = ("Access-Control-Allow-Origin", "Access-Control-Allow-Methods", "Access-Control-Allow-Headers", "Access-Control-Max-Age")
-PREFLIGHT_REQUEST_HEADERS = {"authorization", "content-type", "x-api-key"}
+PREFLIGHT_REQUEST_HEADERS = {"authorization", "content-type", "x-api-key", "idempotency-key"}
 # Gateway responses that must exist: the defaults, the authorizer's refusals, and throttling.
 REQUIRED_GATEWAY_RESPONSES = {"DEFAULT_4XX": None, "DEFAULT_5XX": None, "UNAUTHORIZED": None, "ACCESS_DENIED": None, "THROTTLED": "429"}
 THROTTLING_PARAMS = {"ThrottlingRateLimit": "ThrottlingRateLimit", "ThrottlingBurstLimit": "ThrottlingBurstLimit"}
@@ -180,6 +186,15 @@ KMS_ADMIN_PROBES = ["kms:PutKeyPolicy", "kms:DescribeKey", "kms:EnableKeyRotatio
 ACCOUNT_ROOT = "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"
 # The secrets a function may read: the data URI, and the key vault's (only the vault's users).
 READABLE_SECRETS = [[{"Ref": SECRET_PARAM}], [{"Ref": VAULT_SECRET_PARAM}]]
+# The binaries that seal or open personal data whatever else changes: dropping one from the key's
+# users (its crate's `kms` feature and its role in the key policy together) fails the check.
+REQUIRED_KMS_BINARIES = {"users", "post-confirmation", "tenants", "onboarding", "migrations"}
+# The durable sagas' sweeper: the onboarding binary, on its own schedule.
+SWEEP_BINARY = "onboarding"
+# The invitation e-mail: Cognito allows a custom message only through SES (EmailSendingAccount
+# DEVELOPER), so both hang on one condition, set by a verified SES identity's ARN.
+SES_PARAM = "SesIdentityArn"
+INVITE_PLACEHOLDERS = ("{username}", "{####}", f"${{{ORIGIN_PARAM}}}")
 
 
 class CheckFailed(Exception):
@@ -426,7 +441,7 @@ def check_cognito_callers(template: dict) -> str:
     """(a)+(b) Cognito callers carry the pool id and exactly their least-privilege actions on the pool ARN."""
     callers, source = cognito_callers(template)
     print(f"   Cognito callers from {source}: " + ", ".join(f"{n} ({b})" for n, b in sorted(callers.items())))
-    require(callers, "no function calls Cognito; expected at least users, tenants and migrations")
+    require(callers, "no function calls Cognito; expected at least users, onboarding and migrations")
     fns = functions(template)
     for binary in EXPECTED_ACTIONS:
         require(
@@ -1600,6 +1615,12 @@ def check_pii_key(template: dict) -> str:
         "encrypts personal data enables it on its shared dependency)",
     )
     print(f"   KMS users from code (crates enabling shared/{KMS_FEATURE}: {', '.join(crates)}): " + ", ".join(f"{n} ({b})" for n, b in sorted(users.items())))
+    missing_users = sorted(REQUIRED_KMS_BINARIES - set(users.values()))
+    require(
+        not missing_users,
+        f"the binaries {missing_users} seal or open personal data, but no function building them uses {key} "
+        f"(each one's crate enables shared/{KMS_FEATURE}, and its role is in the key policy)",
+    )
     for action in sorted(PII_KEY_USE):
         require(
             grantees[action] == set(users),
@@ -1664,6 +1685,98 @@ def check_pii_key(template: dict) -> str:
     )
 
 
+# ------------------------------------------------------------------ the saga sweep and the invitation e-mail
+
+
+def check_sweep_schedule(template: dict) -> str:
+    """(y) The onboarding function sweeps the sagas on an enabled schedule from a parameter, and takes the
+    rule's own Scheduled Event (no Input: the binary knows it by the rule's name)."""
+    fns = functions(template)
+    matches = [(n, r) for n, r in fns.items() if binary_of(r) == SWEEP_BINARY]
+    require(len(matches) == 1, f"expected exactly one function building {SWEEP_BINARY!r}, found {[n for n, _ in matches]}")
+    name, resource = matches[0]
+    events = ((resource.get("Properties") or {}).get("Events")) or {}
+    schedules = {n: e for n, e in events.items() if isinstance(e, dict) and e.get("Type") == "Schedule"}
+    require(schedules, f"{name}: needs an Events entry of Type Schedule (the saga sweep)")
+    for event_name, e in schedules.items():
+        eprops = e.get("Properties") or {}
+        expr = eprops.get("Schedule")
+        require(
+            isinstance(expr, dict) and expr.get("Ref") in parameters(template),
+            f"{name}: schedule {event_name} must take its expression from a parameter, found {expr!r}",
+        )
+        require(eprops.get("State", "ENABLED") == "ENABLED", f"{name}: schedule {event_name} must be ENABLED")
+        require(
+            "Input" not in eprops and "InputPath" not in eprops,
+            f"{name}: schedule {event_name} must deliver EventBridge's own Scheduled Event (no Input): the binary "
+            "takes it by its rule's name",
+        )
+    return f"{name}: sweep on " + ", ".join(f"{n} (!Ref {e['Properties']['Schedule']['Ref']})" for n, e in schedules.items())
+
+
+def condition_is_parameter_set(template: dict, condition: str, param: str) -> bool:
+    """Whether a Condition reads exactly "the parameter is not empty"."""
+    expr = (template.get("Conditions") or {}).get(condition)
+    return expr == {"Fn::Not": [{"Fn::Equals": [{"Ref": param}, ""]}]} or expr == {"Fn::Not": [{"Fn::Equals": ["", {"Ref": param}]}]}
+
+
+def conditional_on(value, condition_names: set[str]) -> tuple[str, object] | None:
+    """(condition, value when true) for !If [C, value, !Ref AWS::NoValue], else None."""
+    branches = value.get("Fn::If") if isinstance(value, dict) else None
+    if isinstance(branches, list) and len(branches) == 3 and branches[0] in condition_names and branches[2] == {"Ref": "AWS::NoValue"}:
+        return branches[0], branches[1]
+    return None
+
+
+def check_invitation_email(template: dict) -> str:
+    """(z) The pool sends through SES (EmailSendingAccount DEVELOPER, SourceArn the SES identity parameter)
+    and with the platform's invitation (the e-mail, the temporary password and the admin panel's URL) only
+    when that parameter is set, both under the one condition that says so: Cognito refuses a custom
+    invitation from its default account, and with the parameter empty its default message is used."""
+    params = parameters(template)
+    require(SES_PARAM in params, f"no parameter {SES_PARAM} (a verified SES identity for the invitations)")
+    param = params[SES_PARAM]
+    require(param.get("Default") == "", f"{SES_PARAM}: its Default must be the empty string (Cognito's default sender), found {param.get('Default')!r}")
+    pattern = param.get("AllowedPattern")
+    require(isinstance(pattern, str), f"{SES_PARAM}: needs an AllowedPattern")
+    for good in ("", "arn:aws:ses:us-east-1:123456789012:identity/mail.example.com"):
+        require(pattern_accepts(pattern, good), f"{SES_PARAM}: AllowedPattern {pattern!r} refuses {good!r}")
+    for bad in ("mail.example.com", "arn:aws:sns:us-east-1:123456789012:topic"):
+        require(not pattern_accepts(pattern, bad), f"{SES_PARAM}: AllowedPattern {pattern!r} accepts {bad!r}, not an SES identity ARN")
+    conditions = {c for c in (template.get("Conditions") or {}) if condition_is_parameter_set(template, c, SES_PARAM)}
+    require(conditions, f"no Condition reads !Not [!Equals [!Ref {SES_PARAM}, \"\"]]")
+    pools = [(n, r) for n, r in resources(template).items() if r.get("Type") == "AWS::Cognito::UserPool"]
+    for name, pool in pools:
+        props = pool.get("Properties") or {}
+        email = conditional_on(props.get("EmailConfiguration"), conditions)
+        require(
+            email is not None,
+            f"{name}: EmailConfiguration must be !If [<{SES_PARAM} is set>, {{...}}, !Ref AWS::NoValue], found {props.get('EmailConfiguration')!r}",
+        )
+        condition, config = email
+        require(
+            isinstance(config, dict) and config.get("EmailSendingAccount") == "DEVELOPER" and config.get("SourceArn") == {"Ref": SES_PARAM},
+            f"{name}: with {condition}, EmailConfiguration must be EmailSendingAccount DEVELOPER and SourceArn !Ref {SES_PARAM}, found {config!r}",
+        )
+        invite = conditional_on(((props.get("AdminCreateUserConfig") or {}).get("InviteMessageTemplate")), {condition})
+        require(
+            invite is not None,
+            f"{name}: AdminCreateUserConfig.InviteMessageTemplate must be !If [{condition}, {{...}}, !Ref AWS::NoValue] "
+            "(Cognito's default account takes no custom invitation)",
+        )
+        template_ = invite[1] if isinstance(invite[1], dict) else {}
+        subject = sub_text(template_.get("EmailSubject"))
+        require(isinstance(subject, str) and subject.strip(), f"{name}: the invitation needs an EmailSubject")
+        message = sub_text(template_.get("EmailMessage")) or ""
+        lacking = [p for p in INVITE_PLACEHOLDERS if p not in message]
+        require(not lacking, f"{name}: the invitation's EmailMessage lacks {lacking} (the e-mail, the temporary password, the login URL)")
+        require(
+            f"${{{ORIGIN_PARAM}}}" not in message or isinstance(template_.get("EmailMessage"), dict),
+            f"{name}: the invitation's EmailMessage names ${{{ORIGIN_PARAM}}} but is no !Sub",
+        )
+    return f"{len(pools)} pool(s): SES sender and the platform's invitation only under {', '.join(sorted(conditions))}"
+
+
 CHECKS = [
     ("(a)(b) Cognito callers: pool id and least-privilege actions", check_cognito_callers),
     ("(b) no Cognito on Resource '*', no group actions", check_no_wildcard_or_group_grants),
@@ -1688,6 +1801,8 @@ CHECKS = [
     ("(u) operations dashboard", check_dashboard),
     ("(w) each function builds from its own crate", check_code_uris),
     ("(x) personal-data KMS key and the key vault", check_pii_key),
+    ("(y) saga sweep schedule", check_sweep_schedule),
+    ("(z) invitation e-mail through SES only when configured", check_invitation_email),
     # Last: it needs the EMF lines the cargo tests capture.
     ("(v) alarms watch emitted metrics", check_alarms_watch_emitted_metrics),
 ]

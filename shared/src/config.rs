@@ -225,10 +225,74 @@ impl CognitoConfig {
     }
 }
 
+/// The switches a deployment turns on with its template's parameters: all off unless set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Features {
+    /// Self-service sign-up (`POST /signup`), when on.
+    pub signup: Option<SignupSettings>,
+}
+
+/// Self-service sign-up's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignupSettings {
+    /// The platform-wide bound of sign-ups an hour: below what the invitation e-mail's sending
+    /// account may send, since each sign-up that runs sends one.
+    pub hourly_cap: u64,
+}
+
+/// The platform-wide bound of sign-ups an hour when `SIGNUP_HOURLY_CAP` is not set.
+pub const DEFAULT_SIGNUP_HOURLY_CAP: u64 = 40;
+
+impl Features {
+    /// `SELF_SERVICE_SIGNUP` (`true` or `1` turns it on; off by default), which refuses to
+    /// start without `SES_IDENTITY_ARN`: Cognito's own sender allows too few e-mails a day for
+    /// invitations anyone can trigger. `SIGNUP_HOURLY_CAP` bounds sign-ups an hour.
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let on = match env.optional("SELF_SERVICE_SIGNUP").as_deref().map(str::trim) {
+            None | Some("" | "false" | "0") => false,
+            Some("true" | "1") => true,
+            Some(other) => return Err(ConfigError::Invalid("SELF_SERVICE_SIGNUP", format!("{other:?} is neither true nor false"))),
+        };
+        if !on {
+            return Ok(Self::default());
+        }
+        if env.optional("SES_IDENTITY_ARN").is_none_or(|v| v.trim().is_empty()) {
+            return Err(ConfigError::Invalid(
+                "SELF_SERVICE_SIGNUP",
+                "self-service sign-up needs SES_IDENTITY_ARN (the SesIdentityArn parameter): Cognito's default sender's daily quota is too small".into(),
+            ));
+        }
+        let hourly_cap = match env.optional("SIGNUP_HOURLY_CAP") {
+            None => DEFAULT_SIGNUP_HOURLY_CAP,
+            Some(v) => v
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ConfigError::Invalid("SIGNUP_HOURLY_CAP", "must be a positive number".into()))?,
+        };
+        Ok(Self { signup: Some(SignupSettings { hourly_cap }) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn self_service_signup_is_off_by_default_and_refuses_to_start_without_ses() {
+        assert_eq!(Features::from_env(&env(&[])).unwrap(), Features::default());
+        assert_eq!(Features::from_env(&env(&[("SELF_SERVICE_SIGNUP", "false")])).unwrap(), Features::default());
+        let no_ses = Features::from_env(&env(&[("SELF_SERVICE_SIGNUP", "true")])).unwrap_err();
+        assert!(matches!(no_ses, ConfigError::Invalid("SELF_SERVICE_SIGNUP", _)), "{no_ses}");
+        let on =
+            Features::from_env(&env(&[("SELF_SERVICE_SIGNUP", "1"), ("SES_IDENTITY_ARN", "arn:aws:ses:us-east-1:1:identity/x")])).unwrap();
+        assert_eq!(on.signup, Some(SignupSettings { hourly_cap: DEFAULT_SIGNUP_HOURLY_CAP }));
+        assert!(Features::from_env(&env(&[("SELF_SERVICE_SIGNUP", "yes")])).is_err());
+        let capped = [("SELF_SERVICE_SIGNUP", "true"), ("SES_IDENTITY_ARN", "arn"), ("SIGNUP_HOURLY_CAP", "0")];
+        assert!(Features::from_env(&env(&capped)).is_err());
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

@@ -69,6 +69,16 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{message}")]
     TooManyRequests { message: String, retry_after_secs: u64 },
+    /// A 409 that will resolve on its own: another call holds the work's lease.
+    #[error("{message}")]
+    InProgress { message: String, retry_after_secs: u64 },
+    /// A 422: the request is well formed but cannot be taken as it is (an idempotency key
+    /// reused with another body).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// A recorded outcome answered again: a saga's failure, replayed to its caller's retry.
+    #[error("{message}")]
+    Replayed { status: u16, message: String },
     #[error("the database is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("internal error")]
@@ -108,6 +118,24 @@ impl ApiError {
         }
     }
 
+    /// The error as a saga records it (`shared::saga::Failure`), so that a replay answers it
+    /// again: `code`, the status, what a client may read, and whether a retry may succeed (an
+    /// outage's 503; a replay then starts the saga over instead).
+    pub fn into_failure(self, code: &str) -> crate::saga::Failure {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, cause = %cause_chain(&self), "a saga failed");
+        }
+        let retryable = status == StatusCode::SERVICE_UNAVAILABLE;
+        let code = match code {
+            _ if retryable => "unavailable",
+            "" if status.is_server_error() => "internal",
+            "" => "refused",
+            code => code,
+        };
+        crate::saga::Failure { code: code.to_owned(), message: self.public_message(), status: status.as_u16(), retryable }
+    }
+
     /// The status: the only place errors become numbers.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -119,6 +147,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::InProgress { .. } => StatusCode::CONFLICT,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Replayed { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::CONFLICT),
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -132,7 +163,7 @@ impl ApiError {
     }
 
     /// What the client may read.
-    fn public_message(&self) -> String {
+    pub fn public_message(&self) -> String {
         match self {
             ApiError::Unavailable(_) => "The service is temporarily unavailable; try again shortly".into(),
             ApiError::Internal(_) => "An unexpected error occurred".into(),
@@ -162,7 +193,7 @@ impl ApiError {
         .expect("the error envelope always serialises");
         let mut builder = Response::builder().status(status).header("content-type", "application/json");
         // Every 503 says when to come back, whatever made it; a 4xx other than a 429 never does.
-        if let ApiError::TooManyRequests { retry_after_secs, .. } = &self {
+        if let ApiError::TooManyRequests { retry_after_secs, .. } | ApiError::InProgress { retry_after_secs, .. } = &self {
             builder = builder.header("retry-after", retry_after_secs.to_string());
         } else if status == StatusCode::SERVICE_UNAVAILABLE {
             builder = builder.header("retry-after", UNAVAILABLE_RETRY_AFTER_SECS.to_string());

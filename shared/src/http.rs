@@ -27,19 +27,26 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct Deps<Dir = ()> {
     pub db: Db,
     pub directory: Dir,
+    /// The deployment's switches (`crate::config::Features`): all off unless turned on.
+    pub features: crate::config::Features,
 }
 
 impl Deps {
-    /// A context's dependencies without a directory.
+    /// A context's dependencies without a directory, every switch off.
     pub fn new(db: Db) -> Self {
-        Self { db, directory: () }
+        Self { db, directory: (), features: Default::default() }
     }
 }
 
 impl<Dir> Deps<Dir> {
-    /// The same database, with `directory`.
+    /// The same database and switches, with `directory`.
     pub fn with_directory<D>(self, directory: D) -> Deps<D> {
-        Deps { db: self.db, directory }
+        Deps { db: self.db, directory, features: self.features }
+    }
+
+    /// The same, with `features`.
+    pub fn with_features(self, features: crate::config::Features) -> Self {
+        Self { features, ..self }
     }
 }
 
@@ -59,6 +66,48 @@ pub async fn run<Dir: Send + Sync + 'static>(deps: Deps<Dir>, handler: Handler<D
         async move { Ok::<_, lambda_http::Error>(handler(&deps, req).await) }
     }))
     .await
+}
+
+/// What a context's binary that also takes another kind of event (a schedule) does with one.
+pub type EventHandler<Dir> =
+    for<'a> fn(&'a Deps<Dir>, serde_json::Value) -> futures_util::future::BoxFuture<'a, Result<serde_json::Value, lambda_http::Error>>;
+
+/// Serves a context's Lambda that takes API Gateway's requests and the events `function`
+/// declares (its schedule): an event of the declared kind goes to `on_event`, any other is read
+/// as API Gateway's REST proxy event and answered as [`run`] would.
+pub async fn run_with_events<Dir: Send + Sync + 'static>(
+    deps: Deps<Dir>,
+    handler: Handler<Dir>,
+    function: crate::event_kind::EventFunction,
+    on_event: EventHandler<Dir>,
+) -> Result<(), lambda_http::Error> {
+    use lambda_http::lambda_runtime::{self, LambdaEvent};
+    let deps = std::sync::Arc::new(deps);
+    lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<serde_json::Value>| {
+        let deps = deps.clone();
+        async move {
+            if function.takes(&event.payload) {
+                return on_event(&deps, event.payload).await;
+            }
+            let request = lambda_http::request::from_str(&event.payload.to_string())?;
+            Ok(proxy_response(handler(&deps, request).await)?)
+        }
+    }))
+    .await
+}
+
+/// A response as API Gateway's REST proxy integration takes it (what `lambda_http` writes).
+fn proxy_response(response: Response<Body>) -> Result<serde_json::Value, serde_json::Error> {
+    let (parts, body) = response.into_parts();
+    let mut out = lambda_http::aws_lambda_events::apigw::ApiGatewayProxyResponse::default();
+    out.status_code = i64::from(parts.status.as_u16());
+    out.multi_value_headers = parts.headers;
+    out.is_base64_encoded = matches!(body, Body::Binary(_));
+    out.body = match body {
+        Body::Empty => None,
+        other => Some(other),
+    };
+    serde_json::to_value(out)
 }
 
 /// An HTTP context's Lambda as a host sees it (the local API, the events test): the logical id
@@ -234,6 +283,36 @@ fn record_tenant(tenant: Option<&TenantId>) {
 /// A path parameter parsed into its typed id: a malformed id is a 400 naming the parameter.
 pub fn path_id<T: TryFrom<String, Error = InvalidValue>>(req: &Request, name: &str) -> Result<T, ApiError> {
     T::try_from(path_param(req, name)?).map_err(|e| ApiError::invalid(name, e.0))
+}
+
+/// The request's `Idempotency-Key` and whom it belongs to (docs/ARCHITECTURE.md §21): the
+/// caller's tenant and `sub`, `apikey:<id>`, or the platform and the superadmin's `sub`. A
+/// malformed key is a 400; a missing one is a 400 only where `required`. Read before the body,
+/// so that a keyless request is refused before anything else is looked at.
+pub fn idempotency(
+    req: &Request,
+    identity: &Identity,
+    required: bool,
+) -> Result<Option<(crate::saga::Caller, crate::saga::IdempotencyKey)>, ApiError> {
+    use crate::saga::{Caller, IdempotencyKey, IDEMPOTENCY_KEY_HEADER};
+    let mut values = req.headers().get_all(IDEMPOTENCY_KEY_HEADER).iter();
+    let (value, more) = (values.next(), values.next());
+    let key = match (value, more) {
+        (None, _) if required => return Err(ApiError::invalid("Idempotency-Key", "this request requires an Idempotency-Key header")),
+        (None, _) => return Ok(None),
+        (Some(_), Some(_)) => return Err(ApiError::invalid("Idempotency-Key", "give one Idempotency-Key header")),
+        (Some(v), None) => {
+            let text = v.to_str().map_err(|_| ApiError::invalid("Idempotency-Key", "must be printable ASCII"))?;
+            IdempotencyKey::parse(text).map_err(|e| ApiError::invalid("Idempotency-Key", e.0))?
+        }
+    };
+    let caller = match &identity.principal {
+        crate::identity::Principal::User { sub, .. } => {
+            Caller::Person { tenant: if identity.is_superadmin() { None } else { identity.tenant().cloned() }, sub: sub.clone() }
+        }
+        crate::identity::Principal::ApiKey { key_id, .. } => Caller::ApiKey(key_id.clone()),
+    };
+    Ok(Some((caller, key)))
 }
 
 /// A path parameter that must be an ObjectId: a malformed one is a 400, never a 500.

@@ -28,6 +28,7 @@ pub mod directory;
 pub mod models;
 pub mod permissions;
 pub mod pii;
+pub mod saga;
 
 // kernel
 pub mod clock;

@@ -154,6 +154,24 @@ pub fn invocation(failed: bool) {
     });
 }
 
+/// One saga sweep: the sagas it took, how many it completed and undid, and how many it had to
+/// leave open (a compensation that could not finish: the alarm's signal), or a failed sweep.
+pub fn saga_sweep(taken: u64, completed: u64, failed: u64, left_open: u64, errored: bool) {
+    emit(|mut line| {
+        line.metrics(
+            &[BY_FUNCTION],
+            &[
+                ("SagasTaken", Unit::Count, taken as f64),
+                ("SagasCompleted", Unit::Count, completed as f64),
+                ("SagasFailed", Unit::Count, failed as f64),
+                ("SagasLeftOpen", Unit::Count, left_open as f64),
+                ("SweepErrors", Unit::Count, if errored { 1.0 } else { 0.0 }),
+            ],
+        );
+        line
+    });
+}
+
 /// One tenant's stored data in one collection, from the usage snapshot.
 pub fn data_growth(tenant: &crate::ids::TenantId, collection: &str, documents: u64, bytes: u64) {
     emit(|mut line| {

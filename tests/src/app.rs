@@ -98,7 +98,7 @@ async fn serve_on(db: Db, functions: impl FnOnce(&Stack) -> Vec<Arc<dyn HttpFunc
         issuer: pool.issuer.clone(),
         jwks_url: pool.jwks_url.clone(),
     };
-    let deps = Stack { db: db.clone(), directory: local_api::moto_directory(&moto, REGION, &pool.user_pool_id) };
+    let deps = shared::http::Deps::new(db.clone()).with_directory(local_api::moto_directory(&moto, REGION, &pool.user_pool_id));
     let gateway = local_api::gateway_with(deps.clone(), functions(&deps), config).expect("the gateway");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let address = format!("http://{}", listener.local_addr().unwrap());
@@ -220,6 +220,24 @@ impl TestApp {
         let body = serde_json::json!({"name": "Acme", "adminEmail": admin_email, "plan": plan});
         let id = self.create_tenant(&superadmin, body).await["tenantId"].as_str().unwrap().to_owned();
         (self.member(admin_email, &id).await, id)
+    }
+
+    /// Every user of this app's pool in moto, as `(sub, custom:tenantId)`.
+    pub async fn cognito_users(&self) -> Vec<(String, Option<String>)> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self.cognito.list_users().user_pool_id(&self.pool.user_pool_id).set_pagination_token(token.clone()).send().await;
+            let page = page.expect("list the pool's users");
+            for user in page.users() {
+                let attr = |name: &str| user.attributes().iter().find(|a| a.name() == name).and_then(|a| a.value()).map(str::to_owned);
+                out.push((attr("sub").unwrap_or_default(), attr("custom:tenantId")));
+            }
+            token = page.pagination_token().map(str::to_owned);
+            if token.is_none() {
+                return out;
+            }
+        }
     }
 
     /// Creates a tenant as `token`; panics unless it is a 201. Returns `data`.

@@ -89,6 +89,11 @@ pub fn wanted() -> Vec<IndexSpec> {
         IndexSpec::new(global::LOCKS, doc! {"expiresAt": 1}),
         // A tenant's usage history, newest day first.
         IndexSpec::new(global::USAGE_SNAPSHOTS, doc! {"tenantId": 1, "day": -1}),
+        // The sweep's pick (open sagas by lease end), the purge of finished ones, and a
+        // tenant's open sagas (claims they explain, an invitation found again, offboarding).
+        IndexSpec::new(global::SAGAS, doc! {"state": 1, "leaseUntil": 1}),
+        IndexSpec::new(global::SAGAS, doc! {"state": 1, "finishedAt": 1}),
+        IndexSpec::new(global::SAGAS, doc! {"tenantId": 1, "state": 1}),
     ]
 }
 

@@ -12,16 +12,8 @@ pub enum TenantsError {
     DomainTaken(String),
     #[error("Tenant {0} not found")]
     NotFound(TenantId),
-    #[error("Tenant {0} already exists")]
-    Exists(TenantId),
     #[error("Tenant {0} was changed concurrently; read it again and retry")]
     Concurrent(TenantId),
-    #[error("tenant creation failed at step {step}")]
-    CreationFailed { step: &'static str, source: DbError },
-    #[error("The admin e-mail already belongs to an existing account")]
-    AdminEmailTaken,
-    #[error("tenant creation failed at the user directory")]
-    Directory(#[source] users::error::UsersError),
     #[error("The tenant's counters are being set up; try again shortly")]
     CountersMissing,
     /// Its personal-data keys were shredded: its status and billing no longer change.
@@ -39,15 +31,7 @@ impl From<TenantsError> for ApiError {
         match e {
             TenantsError::DomainTaken(_) => ApiError::Conflict(e.to_string()),
             TenantsError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            TenantsError::Exists(_) | TenantsError::Concurrent(_) | TenantsError::Shredded(_) => ApiError::Conflict(e.to_string()),
-            // The id was registered concurrently (an onboarding retry): the other attempt won.
-            TenantsError::CreationFailed { step: "tenant record", source: DbError::Duplicate } => {
-                ApiError::Conflict("The tenant is being created by another request".into())
-            }
-            TenantsError::CreationFailed { source: DbError::Unavailable(_), .. } => ApiError::Unavailable(Box::new(e)),
-            TenantsError::CreationFailed { .. } => ApiError::internal(e),
-            TenantsError::AdminEmailTaken => ApiError::Conflict(e.to_string()),
-            TenantsError::Directory(inner) => inner.into(),
+            TenantsError::Concurrent(_) | TenantsError::Shredded(_) => ApiError::Conflict(e.to_string()),
             TenantsError::CountersMissing => ApiError::Unavailable(Box::new(e)),
             TenantsError::RetentionFixed(_) => ApiError::invalid("auditRetentionDays", e.to_string()),
             TenantsError::Db(db) => db.into(),

@@ -7,21 +7,19 @@ mod routes;
 pub mod service;
 pub mod view;
 
-use shared::directory::SharedDirectory;
 use shared::error::ApiError;
 use shared::http::{route_key, serve, BoxedResponse, Deps, Request};
 
 /// This function's logical id in template.yaml, which openapi.json's integrations name.
 pub const LOGICAL_ID: &str = "TenantsFunction";
 
-/// The Lambda handler: routes by API Gateway's matched resource, never by raw path. The
-/// directory is the user pool, where each new tenant's admin is created.
-pub fn handle(deps: &Deps<SharedDirectory>, req: Request) -> BoxedResponse<'_> {
+/// The Lambda handler: routes by API Gateway's matched resource, never by raw path. A tenant is
+/// made by the onboarding context (`POST /tenants` is its route).
+pub fn handle<Dir>(deps: &Deps<Dir>, req: Request) -> BoxedResponse<'_> {
     let db = &deps.db;
     Box::pin(serve(db, req, move |req, meta| async move {
         let route = route_key(&req).unwrap_or_default();
         match route.as_str() {
-            "POST /tenants" => routes::create(deps, &req, &meta).await,
             "GET /tenants" => routes::list(db, &req).await,
             "GET /tenants/{tenantId}" => routes::get(db, &req, &meta).await,
             "PATCH /tenants/{tenantId}" => routes::update(db, &req, &meta).await,

@@ -1,18 +1,13 @@
-//! The tenants Lambda binary: wiring only.
+//! The tenants Lambda binary: wiring only. It makes no tenant (the onboarding function does), so
+//! it needs no user directory.
 
-use shared::config::{process_env, DbConfig, PoolConfig};
+use shared::config::DbConfig;
 use shared::db::Db;
-use shared::directory::{LazyCognitoDirectory, SharedDirectory};
 use shared::http::Deps;
-use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init("tenants");
-    let env = process_env();
     let config = DbConfig::load("tenancy-tenants").await?;
-    let pool = PoolConfig::from_env(&env)?;
-    let directory: SharedDirectory = Arc::new(LazyCognitoDirectory::new(pool.user_pool_id));
-    let deps = Deps::new(Db::cached_with_keyring(&config).await?).with_directory(directory);
-    shared::http::run(deps, tenants::handle).await
+    shared::http::run(Deps::new(Db::cached_with_keyring(&config).await?), tenants::handle).await
 }

@@ -1,6 +1,6 @@
 //! Thin handlers: parse, authorize, call the service, shape the response, audit.
 
-use crate::input::{BillingBody, CreateTenantBody, CustomizationBody, SuspendBody, UpdateTenantBody};
+use crate::input::{BillingBody, CustomizationBody, SuspendBody, UpdateTenantBody};
 use crate::service;
 use crate::view::{TenantView, UsageHistoryView};
 use http::StatusCode;
@@ -8,10 +8,9 @@ use lambda_http::{Body, Request, Response};
 use mongodb::bson::doc;
 use shared::audit::Action;
 use shared::db::{Db, TenantQuery, MAX_SEARCH_LEN};
-use shared::directory::SharedDirectory;
 use shared::error::ApiError;
 use shared::http::{
-    admit, admit_over_quota, admit_superadmin, json_body, optional_json_body, path_id, respond_list, respond_one, Deps, Pagination, Query,
+    admit, admit_over_quota, admit_superadmin, json_body, optional_json_body, path_id, respond_list, respond_one, Pagination, Query,
     RequestMeta,
 };
 use shared::ids::TenantId;
@@ -34,21 +33,6 @@ fn superadmin_on(req: &Request) -> Result<(SuperadminContext, TenantId), ApiErro
 /// One tenant as the API shows it: its billing e-mail opened, or shown as unavailable.
 async fn one(db: &Db, status: StatusCode, tenant: &Tenant) -> Reply {
     respond_one(status, &service::view(db, tenant).await?)
-}
-
-/// `POST /tenants` (superadmin).
-pub async fn create(deps: &Deps<SharedDirectory>, req: &Request, meta: &RequestMeta) -> Reply {
-    let db = &deps.db;
-    let admin = admit_superadmin(req, None)?;
-    let new = json_body::<CreateTenantBody>(req)?.validate()?;
-    let tenant = service::create(db, deps.directory.as_ref(), &admin, &new).await?;
-    tracing::info!(tenantId = %tenant.tenant_id, "tenant created");
-    let details = doc! {
-        "name": &tenant.name, "domain": tenant.domain.as_deref(), "plan": new.plan.as_str(),
-    };
-    admin.audit(db, &tenant, meta, Action::TenantCreated, details).await;
-    shared::metrics::business(shared::metrics::Business::TenantsCreated, tenant.tenant_id.as_str());
-    one(db, StatusCode::CREATED, &tenant).await
 }
 
 /// `GET /tenants` (superadmin).

@@ -50,6 +50,21 @@ pub enum UsersError {
     Concurrent,
     #[error("the user directory failed")]
     Directory(#[source] DirectoryError),
+    /// Another call (or the sweeper) holds this invitation's saga: try again after this many
+    /// seconds.
+    #[error("The invitation of this address is in progress; try again shortly")]
+    InProgress(u64),
+    #[error("This Idempotency-Key was used with another request body")]
+    KeyReused,
+    /// The saga was taken too often or grew too old (or had nothing to finish from), and was
+    /// undone.
+    #[error("The invitation was abandoned and undone; send it again")]
+    Abandoned,
+    /// A failed saga's outcome, answered as it was recorded.
+    #[error("{}", .0.message)]
+    Replayed(shared::saga::Failure),
+    #[error(transparent)]
+    Injected(#[from] shared::saga::Injected),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -76,7 +91,22 @@ impl From<UsersError> for ApiError {
                 ApiError::invalid("email", "the user directory does not accept this address")
             }
             UsersError::Directory(_) => ApiError::internal(e),
+            UsersError::InProgress(retry_after_secs) => ApiError::InProgress { message: e.to_string(), retry_after_secs },
+            UsersError::KeyReused => ApiError::Unprocessable(e.to_string()),
+            UsersError::Abandoned => ApiError::Conflict(e.to_string()),
+            UsersError::Replayed(failure) => ApiError::Replayed { status: failure.status, message: failure.message },
+            UsersError::Injected(_) => ApiError::Unavailable(Box::new(e)),
             UsersError::Db(db) => db.into(),
+        }
+    }
+}
+
+impl From<shared::saga::SagaError> for UsersError {
+    fn from(e: shared::saga::SagaError) -> Self {
+        match e {
+            // Another process took over (this one was presumed dead): it finishes the work.
+            shared::saga::SagaError::LeaseLost => UsersError::InProgress(shared::saga::LEASE_TTL.as_secs()),
+            shared::saga::SagaError::Db(db) => UsersError::Db(db),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod input;
+pub mod invitation;
 pub mod person;
 pub mod refusals;
 mod routes;

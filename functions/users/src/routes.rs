@@ -12,9 +12,10 @@ use shared::audit::Action;
 use shared::db::Db;
 use shared::directory::SharedDirectory;
 use shared::error::ApiError;
-use shared::http::{admit, json_body, path_object_id, respond_list, respond_one, Deps, Pagination, Query, RequestMeta};
+use shared::http::{admit, idempotency, json_body, path_object_id, respond_list, respond_one, Deps, Pagination, Query, RequestMeta};
 use shared::ids::{parse_object_id, Email};
 use shared::models::{User, UserStatus};
+use shared::saga::NoFaults;
 use shared::TenantContext;
 
 type Reply = Result<Response<Body>, ApiError>;
@@ -51,9 +52,11 @@ pub async fn invite(deps: &Deps<SharedDirectory>, req: &Request, meta: &RequestM
     let db = &deps.db;
     let ctx = admit(db, req, None).await?;
     ctx.require("create:users")?;
+    let key = idempotency(req, ctx.identity(), false)?;
     let invitation = json_body::<InviteBody>(req)?.validate()?;
-    let user = match service::invite(db, deps.directory.as_ref(), &ctx, &invitation).await {
-        Ok(user) => user,
+    let idempotency = key.as_ref().map(|(caller, key)| (caller, key));
+    let invited = match service::invite(db, deps.directory.as_ref(), &ctx, idempotency, &invitation, &NoFaults).await {
+        Ok(invited) => invited,
         Err(refused @ UsersError::EmailTaken) => {
             audit_refused_invitation(db, &ctx, meta, &invitation.email, &refused).await;
             return Err(refused.into());
@@ -66,9 +69,14 @@ pub async fn invite(deps: &Deps<SharedDirectory>, req: &Request, meta: &RequestM
         }
         Err(e) => return Err(e.into()),
     };
-    ctx.audit(db, meta, Action::UserInvited, user.user.id.to_hex(), doc! {"roles": &user.user.roles}).await;
+    let user = &invited.person.user;
+    if !invited.fresh {
+        // A replay of an invitation made and audited before.
+        return respond_one(StatusCode::OK, &UserView::from(&invited.person));
+    }
+    ctx.audit(db, meta, Action::UserInvited, user.id.to_hex(), doc! {"roles": &user.roles}).await;
     shared::metrics::business(shared::metrics::Business::UsersInvited, ctx.tenant_id().as_str());
-    respond_one(StatusCode::CREATED, &UserView::from(&user))
+    respond_one(StatusCode::CREATED, &UserView::from(&invited.person))
 }
 
 /// The audit entry of a refused invitation, `user.invitation-refused`, with the reason

@@ -8,14 +8,15 @@ use crate::error::UsersError;
 use crate::input::{Invitation, ProfileChanges, UserChanges};
 use crate::person::{self, Person};
 use mongodb::bson::{doc, oid::ObjectId, Document};
-use roles::service::{by_ids, system_role_id, ADMIN_ROLE, DEFAULT_ROLE};
+use roles::service::{by_ids, system_role_id, ADMIN_ROLE};
 use shared::admission::forget_tenant_members;
 use shared::db::{Db, DbError, FindOptions, Scoped, TenantCollection, TenantScope};
 use shared::directory::{Directory, DirectoryError};
 use shared::ids::{Email, Permission};
-use shared::models::{Profile, Role, User, UserStatus, MARKED_AT};
+use shared::models::{Role, User, UserStatus, MARKED_AT};
 use shared::permissions::first_not_held;
 use shared::pii::EmailClaim;
+use shared::saga::{Caller, IdempotencyKey, StepFaults};
 use shared::seam::{NoSeam, Seam};
 use shared::TenantContext;
 
@@ -205,7 +206,7 @@ async fn not_above_caller(db: &Db, ctx: &TenantContext, user: &User) -> Result<(
 
 /// Nobody grants what they lack, judged on the caller's permissions as they are now (a grant
 /// outlives the permission cache's 60 s).
-async fn no_escalation(db: &Db, ctx: &TenantContext, roles: &[Role]) -> Result<(), UsersError> {
+pub(crate) async fn no_escalation(db: &Db, ctx: &TenantContext, roles: &[Role]) -> Result<(), UsersError> {
     let held = ctx.fresh_permissions(db).await?.ok_or(UsersError::NotMember)?;
     for role in roles {
         if let Some(p) = first_not_held(&held, &role.permissions) {
@@ -266,27 +267,6 @@ pub async fn discard_directory_user(db: &Db, directory: &dyn Directory, scope: &
     }
 }
 
-/// Takes a seat (and an admin place) bounded by the plan's `maxUsers` as read by admission;
-/// a plan change in between moves the bound, and the take is retried with the new one.
-async fn take_seat(db: &Db, ctx: &TenantContext, admin: bool) -> Result<(), UsersError> {
-    let own = db.own_tenant(ctx);
-    let mut max = ctx.tenant().settings.max_users;
-    for _ in 0..TRIES {
-        if own.take_seat(max, admin).await? {
-            return Ok(());
-        }
-        let tenant = own.get().await?.ok_or(UsersError::CountersMissing)?;
-        if tenant.counters.is_none() {
-            return Err(UsersError::CountersMissing);
-        }
-        if tenant.settings.max_users == max {
-            return Err(UsersError::NoSeat(max));
-        }
-        max = tenant.settings.max_users;
-    }
-    Err(UsersError::Concurrent)
-}
-
 /// Creates the directory user for a pending record and stores its `sub` at once. On a
 /// directory error or timeout, the directory is asked before anything is undone: a user that
 /// exists with this tenant's `custom:tenantId` and that no record links was made by this very
@@ -332,34 +312,19 @@ async fn linked(db: &Db, scope: &impl TenantScope, sub: &str) -> Result<bool, Db
     Ok(users(db, scope).find_one(doc! {"cognitoUserId": sub}).await?.is_some())
 }
 
-/// The invitation: a small saga, whose checks run the caller's own business first and anything
-/// global last, so that no answer about the tenant itself depends on other tenants.
-/// (0) The tenant's budget of refused invitations is read (a spent one is a 429 for every
-/// address); the roles are checked; the record is sealed (the tenant's keys: a KMS outage fails
-/// here, before any write) and checked against the tenant's users by blind index; (1) the
-/// pending record is written; (2) a seat is taken, and an admin place if it carries the admin
-/// role; (3) only then is the e-mail claimed in the global index (an e-mail belongs to one
-/// tenant); (4) Cognito creates the user and sends the invitation; (5) its `sub` is stored. A
-/// failure undoes what was done, in reverse: no orphan record, claim or Cognito user, and the
-/// seat is free again. A global refusal (3 or 4) is [`UsersError::EmailTaken`], whatever its
-/// cause, and takes a place in the budget; with none left it is a 429 like the rest of the hour.
-pub async fn invite(db: &Db, directory: &dyn Directory, ctx: &TenantContext, inv: &Invitation) -> Result<Person, UsersError> {
-    invite_with(db, directory, ctx, inv, &NoSeam).await
-}
-
-/// The point of an invitation between its record's insert and its seat, where a test runs the
-/// recount (docs/ARCHITECTURE.md §12).
-pub const INVITATION_RECORDED: &str = "users.invitation.recorded";
-
-/// [`invite`], telling `seam` when the record is written and its seat not yet taken
-/// ([`INVITATION_RECORDED`]); deployments pass `NoSeam`.
-pub async fn invite_with(
+/// The invitation (a durable saga: [`crate::invitation`]), under the tenant's budget of
+/// refused invitations: a spent budget is a 429 for every address before anything is looked
+/// up; a global refusal ([`UsersError::EmailTaken`], whatever its cause) takes a place in it,
+/// and with none left is a 429 like the rest of the hour. The tenant's own answers (its roles,
+/// its members, its seats) come before anything global, so that none depends on other tenants.
+pub async fn invite(
     db: &Db,
     directory: &dyn Directory,
     ctx: &TenantContext,
+    idempotency: Option<(&Caller, &IdempotencyKey)>,
     inv: &Invitation,
-    seam: &dyn Seam,
-) -> Result<Person, UsersError> {
+    faults: &dyn StepFaults,
+) -> Result<crate::invitation::Invited, UsersError> {
     if ctx.tenant().counters.is_none() {
         return Err(UsersError::CountersMissing);
     }
@@ -367,7 +332,7 @@ pub async fn invite_with(
     if let Some(retry_after) = refusals.spent().await? {
         return Err(UsersError::RefusalsSpent(retry_after));
     }
-    match make_invitation(db, directory, ctx, inv, seam).await {
+    match crate::invitation::invite(db, directory, ctx, idempotency, inv, faults).await {
         Err(UsersError::EmailTaken) => {
             // Racing refusals may have taken the hour's last place since the check.
             if !refusals.take().await? {
@@ -380,74 +345,27 @@ pub async fn invite_with(
     }
 }
 
-async fn make_invitation(
+/// Deletes the directory user a failed saga may have made for `email`: one that carries the
+/// scope's tenant id and that no record but the saga's own (`own`, being removed) links. Its
+/// `sub` need not have been recorded: a user whose creation's reply was lost is found by its
+/// e-mail. Any other user of that e-mail (another tenant's, a platform operator's, one a record
+/// links) is left alone.
+pub async fn discard_unlinked_user(
     db: &Db,
     directory: &dyn Directory,
-    ctx: &TenantContext,
-    inv: &Invitation,
-    seam: &dyn Seam,
-) -> Result<Person, UsersError> {
-    let roles = match &inv.roles {
-        Some(ids) => {
-            let found = by_ids(db, ctx, ids).await?;
-            if let Some(missing) = ids.iter().find(|id| !found.iter().any(|r| r.id == **id)) {
-                return Err(UsersError::RoleNotFound(*missing));
-            }
-            found
-        }
-        None => {
-            let id = system_role_id(db, ctx, DEFAULT_ROLE).await?.ok_or(UsersError::CountersMissing)?;
-            by_ids(db, ctx, &[id]).await?
-        }
-    };
-    no_escalation(db, ctx, &roles).await?;
-    let admin = roles.iter().any(|r| r.is_system && r.name == ADMIN_ROLE);
-    let profile = Profile { first_name: inv.first_name.clone(), last_name: inv.last_name.clone(), ..Profile::default() };
-    let tenant = ctx.tenant_id();
-    let record = person::pending_record(db, tenant, &inv.email, &profile, &roles).await?;
-    let users = users(db, ctx);
-    // The unique {tenantId, emailHash} index catches a race once the sealing migration has
-    // built it; this lookup answers before anything is written, and also finds old plaintext.
-    if users.find_one(person::email_filter(db, tenant, &inv.email).await?).await?.is_some() {
-        return Err(UsersError::AlreadyUser);
+    scope: &impl TenantScope,
+    email: &Email,
+    own: ObjectId,
+) -> Result<(), UsersError> {
+    let Some(found) = directory.get_user(email).await.map_err(UsersError::Directory)? else { return Ok(()) };
+    if found.tenant.as_deref() != Some(scope.scope_tenant().as_str()) {
+        return Ok(());
     }
-    if let Err(e) = users.insert_one(&record).await {
-        // A lost reply may hide a written record that holds no seat yet: remove it by its id.
-        if e.outcome_unknown() {
-            undo_record(db, ctx, &record, None).await;
-        }
-        return Err(match e {
-            DbError::Duplicate => UsersError::AlreadyUser,
-            other => other.into(),
-        });
+    let others = doc! {"cognitoUserId": &found.sub, "_id": {"$ne": own}};
+    if users(db, scope).find_one(others).await?.is_some() {
+        return Ok(());
     }
-    seam.reached(INVITATION_RECORDED).await;
-    if let Err(e) = take_seat(db, ctx, admin).await {
-        undo_record(db, ctx, &record, None).await;
-        return Err(e);
-    }
-    // Global from here on: the tenant's own answers (its members, its seats) are settled, so a
-    // full tenant says so for every address, whoever else holds it.
-    let claimed = match claim_email(db, ctx, &inv.email).await {
-        Ok(claimed) => claimed,
-        Err(e) => {
-            undo_record(db, ctx, &record, Some(admin)).await;
-            return Err(e);
-        }
-    };
-    let undo_claim = || async {
-        if claimed {
-            release_email(db, tenant, &inv.email).await;
-        }
-    };
-    match provision(db, directory, ctx, &record).await {
-        Ok(user) => Ok(Person { user, email: inv.email.clone(), profile }),
-        Err(e) => {
-            undo_record(db, ctx, &record, Some(admin)).await;
-            undo_claim().await;
-            Err(e)
-        }
-    }
+    directory_done(directory.delete_user(email).await)
 }
 
 /// Claims `email` for the scope's tenant in the global e-mail index (the platform-keyed HMAC):
@@ -466,36 +384,6 @@ pub async fn release_email(db: &Db, tenant: &shared::ids::TenantId, email: &Emai
     let released = async { db.keyring()?.release_email(tenant, email).await.map_err(DbError::from) };
     if let Err(error) = released.await {
         tracing::error!(tenantId = %tenant, %error, "could not release an e-mail's global index entry");
-    }
-}
-
-/// Compensation: removes the record and, if `seat` (with whether it took an admin place),
-/// frees what it holds. A record whose seat was taken gives it up before it goes, as a deletion
-/// does (§12): its markers cleared, then the counters, then the record. Best effort, logged.
-async fn undo_record(db: &Db, ctx: &TenantContext, record: &User, seat: Option<bool>) {
-    let users = users(db, ctx);
-    // Only a record that still holds its seat is this compensation's to free.
-    let holding = doc! {"_id": record.id, "seatHeld": {"$ne": false}};
-    let filter = match seat {
-        None => holding,
-        Some(admin) => {
-            let op = ObjectId::new();
-            match write_record(&users, record.id, holding, doc! {"$set": markers(db, false, false, op)}, op).await {
-                Written::Applied(_) => follow_record(db, ctx, -1, -i64::from(admin)).await,
-                Written::Missed => return,
-                Written::Failed(error) | Written::Unknown(error) => {
-                    tracing::error!(userId = %record.id, %error, "compensation of an invitation failed; manual clean-up needed");
-                    return;
-                }
-            }
-            doc! {"_id": record.id, "markerOp": op}
-        }
-    };
-    match delete_record(&users, record.id, filter).await {
-        Written::Applied(()) | Written::Missed => {}
-        Written::Failed(error) | Written::Unknown(error) => {
-            tracing::error!(userId = %record.id, %error, "compensation of an invitation failed; manual clean-up needed");
-        }
     }
 }
 

@@ -81,6 +81,9 @@ pub mod global {
     /// Each tenant's daily data-growth snapshot, one document per tenant and UTC day
     /// (`_id` = `<tenantId>:<YYYY-MM-DD>`).
     pub const USAGE_SNAPSHOTS: &str = "usageSnapshots";
+    /// The durable sagas, one document per saga (`_id` derived from its caller and idempotency
+    /// key, or random), each with the `tenantId` it acts on.
+    pub const SAGAS: &str = "sagas";
 }
 
 pub(crate) mod sealed {

@@ -66,6 +66,8 @@ pub struct TenantRegistry {
     db: Db,
     tenants: Collection<Document>,
     domains: Collection<Document>,
+    /// Read only: whether an open saga explains an unregistered tenant's claim.
+    sagas: Collection<Document>,
 }
 
 /// How old a claim of an unregistered tenant must be before another tenant may take it over:
@@ -98,7 +100,12 @@ impl TenantRegistry {
     }
 
     pub(super) fn new(db: &Db) -> Self {
-        Self { db: db.clone(), tenants: db.database.collection(global::TENANTS), domains: db.database.collection(global::TENANT_DOMAINS) }
+        Self {
+            db: db.clone(),
+            tenants: db.database.collection(global::TENANTS),
+            domains: db.database.collection(global::TENANT_DOMAINS),
+            sagas: db.database.collection(global::SAGAS),
+        }
     }
 
     /// One tenant by its public id.
@@ -278,7 +285,8 @@ impl TenantRegistry {
     /// Claims a domain for a tenant. `false` if another tenant holds it. The claim's `_id` is the
     /// domain itself, so uniqueness needs no sparse index. A claim whose tenant was never
     /// registered (a creation that died before it could compensate) is taken over once it is
-    /// older than [`STALE_CLAIM`], so that a crash cannot block a domain for ever.
+    /// older than [`STALE_CLAIM`], so that a crash cannot block a domain for ever; never while
+    /// an open saga acts on that tenant (it is finished or undone by its retry or the sweeper).
     pub async fn claim_domain(&self, domain: &Domain, tenant_id: &TenantId) -> Result<DomainClaim, DbError> {
         for _ in 0..2 {
             let claim = doc! {"_id": domain.as_str(), "tenantId": tenant_id.as_str(), "createdAt": self.db.clock().now()};
@@ -297,7 +305,7 @@ impl TenantRegistry {
             let claimed_at = holder.get_datetime("createdAt").map(|d| d.timestamp_millis()).unwrap_or(0);
             let stale = self.db.clock().now_ms() - claimed_at > STALE_CLAIM.as_millis() as i64;
             let registered = self.tenants.find_one(doc! {"tenantId": &holder_tenant}).await?.is_some();
-            if !stale || registered {
+            if !stale || registered || self.saga_open(&holder_tenant).await? {
                 return Ok(DomainClaim::Taken);
             }
             tracing::warn!(domain = domain.as_str(), holder = %holder_tenant, "taking over a stale domain claim");
@@ -338,6 +346,20 @@ impl TenantRegistry {
         Ok(self.tenants.find_one(doc! {"tenantId": tenant_id.as_str(), "domain": domain}).await?.is_some())
     }
 
+    /// Whether an open saga acts on `tenant` (`shared::saga`): its claims are not stale.
+    async fn saga_open(&self, tenant: &str) -> Result<bool, DbError> {
+        let open = doc! {"tenantId": tenant, "state": "running"};
+        Ok(self.sagas.find_one(open).await?.is_some())
+    }
+
+    /// Up to `limit` domain claims made before `before`, as `(domain, tenant)`, oldest first:
+    /// the candidates of the saga sweep's reaping of claims no registered tenant holds.
+    pub async fn domain_claims_made_before(&self, before: mongodb::bson::DateTime, limit: i64) -> Result<Vec<(String, String)>, DbError> {
+        let found = self.domains.find(doc! {"createdAt": {"$lt": before}}).sort(doc! {"createdAt": 1}).limit(limit).await?;
+        let claims: Vec<Document> = futures_util::TryStreamExt::try_collect(found).await?;
+        Ok(claims.into_iter().filter_map(|c| Some((c.get_str("_id").ok()?.to_owned(), c.get_str("tenantId").ok()?.to_owned()))).collect())
+    }
+
     /// The tenant that holds a domain's claim, if any.
     pub async fn domain_holder(&self, domain: &str) -> Result<Option<TenantId>, DbError> {
         let claim = self.domains.find_one(doc! {"_id": domain}).await?;
@@ -362,18 +384,47 @@ impl OwnTenant {
         self.registry.get(&self.tenant_id).await
     }
 
-    /// Takes a seat, and an admin place if `admin`: one conditional update whose bound is the
-    /// literal `max_users` (the plan's `settings.maxUsers` as read, which guards it; `-1`:
-    /// unlimited). `false` if the tenant is full, has no counters yet, or its plan changed.
-    pub async fn take_seat(&self, max_users: i64, admin: bool) -> Result<bool, DbError> {
-        let mut filter = doc! {"tenantId": self.tenant_id.as_str(), "settings.maxUsers": max_users};
+    /// Takes a seat, and an admin place if `admin`, for a durable saga (`shared::saga`, an
+    /// invitation): one conditional update whose bound is the literal `max_users` (the plan's
+    /// `settings.maxUsers` as read, which guards it; `-1`: unlimited). It is made idempotent by a
+    /// mark the same update sets on the tenant record, `sagaSeats.<saga id>` (its value: whether
+    /// it took an admin place). A redo after a crash or a lost reply finds the mark and takes nothing more:
+    /// `Ok(true)` if the saga holds its seat now, `Ok(false)` if the plan's seats are full (or the
+    /// plan changed). [`Self::give_back_saga_seat`] undoes it, [`Self::settle_saga_seat`] drops
+    /// the mark once the saga completed.
+    pub async fn take_saga_seat(&self, saga: &str, max_users: i64, admin: bool) -> Result<bool, DbError> {
+        let mark = saga_seat(saga);
+        let mut filter = doc! {"tenantId": self.tenant_id.as_str(), "settings.maxUsers": max_users, mark.clone(): {"$exists": false}};
         if max_users == crate::plans::UNLIMITED {
             filter.insert("counters.seats", doc! {"$exists": true});
         } else {
             filter.insert("counters.seats", doc! {"$lt": max_users});
         }
-        let update = doc! {"$inc": {"counters.seats": 1_i64, "counters.admins": i64::from(admin)}};
+        let update = doc! {"$inc": {"counters.seats": 1_i64, "counters.admins": i64::from(admin)}, "$set": {mark.clone(): admin}};
+        if self.move_counter(Counted::Users, filter, update).await? {
+            return Ok(true);
+        }
+        Ok(self.registry.field(&self.tenant_id, &mark).await?.is_some())
+    }
+
+    /// Gives back the seat (and admin place) a saga took, if it holds one: the mark and the
+    /// counters go in one update. Whether one was given back.
+    pub async fn give_back_saga_seat(&self, saga: &str) -> Result<bool, DbError> {
+        let mark = saga_seat(saga);
+        let Some(admin) = self.registry.field(&self.tenant_id, &mark).await? else { return Ok(false) };
+        let admin = admin.as_bool().unwrap_or(false);
+        let filter = doc! {"tenantId": self.tenant_id.as_str(), mark.clone(): {"$exists": true}};
+        let update = doc! {"$inc": {"counters.seats": -1_i64, "counters.admins": -i64::from(admin)}, "$unset": {mark: ""}};
         self.move_counter(Counted::Users, filter, update).await
+    }
+
+    /// Drops a completed saga's seat mark: its seat is the record's now, like any other.
+    pub async fn settle_saga_seat(&self, saga: &str) -> Result<(), DbError> {
+        let mark = saga_seat(saga);
+        self.registry
+            .write_one(doc! {"tenantId": self.tenant_id.as_str(), mark.clone(): {"$exists": true}}, doc! {"$unset": {mark: ""}})
+            .await?;
+        Ok(())
     }
 
     /// Takes one admin place away unless it is the last one: `false` if it is (or the tenant has
@@ -424,7 +475,13 @@ impl OwnTenant {
     /// every counter write goes through here, so the recount sees each move's time.
     async fn move_counter(&self, counted: Counted, filter: Document, mut update: Document) -> Result<bool, DbError> {
         let op = bson::oid::ObjectId::new();
-        update.insert("$set", doc! {COUNTER_MOVE: op, counted.moved_at(): self.registry.db.clock().now()});
+        let stamp = doc! {COUNTER_MOVE: op, counted.moved_at(): self.registry.db.clock().now()};
+        match update.get_document_mut("$set") {
+            Ok(set) => set.extend(stamp),
+            Err(_) => {
+                update.insert("$set", stamp);
+            }
+        }
         let error = match self.registry.write_one(filter, update).await {
             Ok(matched) => return Ok(matched),
             Err(e) if !e.outcome_unknown() => return Err(e),
@@ -450,6 +507,12 @@ impl OwnTenant {
         }
         self.registry.update(&self.tenant_id, set, &[]).await
     }
+}
+
+/// The tenant record's field that marks a seat a saga took (saga ids are base64url: no `.` or
+/// `$` can reach the path).
+fn saga_seat(saga: &str) -> String {
+    format!("sagaSeats.{saga}")
 }
 
 /// Escapes every regex metacharacter, so that user text matches literally.

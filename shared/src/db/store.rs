@@ -25,6 +25,9 @@ pub enum GlobalCollection {
     /// Each tenant's daily data-growth snapshot (`_id` = `<tenantId>:<YYYY-MM-DD>`): written by
     /// the migrations job, read by the tenants context.
     UsageSnapshots,
+    /// The durable sagas (onboardings, invitations, sign-ups), each carrying the `tenantId` it
+    /// acts on: the saga machinery's (`shared::saga`).
+    Sagas,
 }
 
 impl GlobalCollection {
@@ -34,6 +37,7 @@ impl GlobalCollection {
             GlobalCollection::ApiKeyWindows => global::API_KEY_WINDOWS,
             GlobalCollection::RefusalWindows => global::REFUSAL_WINDOWS,
             GlobalCollection::UsageSnapshots => global::USAGE_SNAPSHOTS,
+            GlobalCollection::Sagas => global::SAGAS,
         }
     }
 }
@@ -98,6 +102,26 @@ where
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Inserts `item`; an `_id` (or unique key) already taken is [`DbError::Duplicate`]. Insert
+    /// first, never find-then-insert: of two racing first writes exactly one succeeds.
+    pub async fn insert(&self, item: &T) -> Result<(), DbError> {
+        let _serial = self.db.serial().await?;
+        self.collection.insert_one(item).await?;
+        Ok(())
+    }
+
+    /// Applies `update` to the document matching `filter`, if any, and returns it as it is
+    /// after the update.
+    pub async fn find_one_and_update(&self, filter: Document, update: Document) -> Result<Option<T>, DbError> {
+        let _serial = self.db.serial().await?;
+        Ok(self.collection.find_one_and_update(filter, update).return_document(ReturnDocument::After).await?)
+    }
+
+    /// How many documents match `filter`.
+    pub async fn count(&self, filter: Document) -> Result<u64, DbError> {
+        Ok(self.collection.count_documents(filter).await?)
     }
 
     /// Applies `update` to the document matching `filter`, if any: whether one matched.

@@ -180,6 +180,24 @@ impl Keyring {
     /// The platform's blind index of `email`, for the global "one tenant per e-mail" index.
     /// The platform key is made on first use (insert-if-absent in the vault).
     pub async fn global_email_index(&self, email: &Email) -> Result<String, PiiError> {
+        Ok(blind_index(&*self.platform_key().await?, email))
+    }
+
+    /// A keyed digest of `data` under the platform key, for `purpose` (domain-separated from
+    /// the e-mail index and from each other): what the durable sagas derive an idempotency key's
+    /// saga id and a request's hash from, so that neither reveals the caller, the key or any
+    /// personal value in the body, and neither can be computed without the vault and KMS.
+    pub async fn platform_digest(&self, purpose: &str, data: &[&[u8]]) -> Result<String, PiiError> {
+        Ok(super::sealed::keyed_digest(&*self.platform_key().await?, purpose, data))
+    }
+
+    /// The platform key, unwrapped: from memory while cached (no vault read), else read (or
+    /// made) in the vault and unwrapped once.
+    async fn platform_key(&self) -> Result<Arc<Key>, PiiError> {
+        let cell = self.keys.cell(&Slot::Platform, self.now());
+        if let Some(key) = cell.get() {
+            return Ok(key.clone());
+        }
         let wrapped = match self.vault.platform_key().await? {
             Some(wrapped) => wrapped,
             None => {
@@ -187,7 +205,17 @@ impl Keyring {
                 self.vault.insert_platform_key(fresh.wrapped, self.clock.now()).await?
             }
         };
-        Ok(blind_index(&*self.unwrapped(Slot::Platform, &wrapped.bytes, &PLATFORM_CONTEXT).await?, email))
+        self.unwrapped(Slot::Platform, &wrapped.bytes, &PLATFORM_CONTEXT).await
+    }
+
+    /// Deletes the key set of a tenant that was never registered (a compensated onboarding, or
+    /// one that predates durable sagas): plainly, with no tombstone, since nothing was ever
+    /// sealed under it that anyone may keep. The caller has read the registry and found no such
+    /// tenant. Whether a set was deleted.
+    pub async fn discard_unregistered(&self, tenant: &TenantId) -> Result<bool, PiiError> {
+        let deleted = self.vault.discard_tenant_keys(tenant).await?;
+        self.forget_tenant(tenant);
+        Ok(deleted)
     }
 
     /// Claims `email` for `tenant` in the global index.

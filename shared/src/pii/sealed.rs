@@ -164,6 +164,18 @@ pub fn blind_index(key: &Key, email: &crate::ids::Email) -> String {
     data_encoding::BASE64URL_NOPAD.encode(&mac.finalize().into_bytes())
 }
 
+/// HMAC-SHA256 under `key` of `purpose` and each part of `data`, every one length-prefixed so
+/// that no two different inputs share an encoding; base64url without padding.
+pub fn keyed_digest(key: &Key, purpose: &str, data: &[&[u8]]) -> String {
+    let mut mac = <Hmac<Sha256>>::new_from_slice(key.bytes()).expect("HMAC takes any key length");
+    mac.update(b"digest\x1f");
+    for part in std::iter::once(purpose.as_bytes()).chain(data.iter().copied()) {
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part);
+    }
+    data_encoding::BASE64URL_NOPAD.encode(&mac.finalize().into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +235,16 @@ mod tests {
         assert_eq!(legacy.open(&key(0), &tenant("tn_alpha"), Field::UserEmail).unwrap(), "old@example.test");
         assert_eq!(format!("{legacy:?}"), "Sealed(legacy)");
         assert!(bson::from_bson::<Sealed>(Bson::Int32(5)).is_err());
+    }
+
+    #[test]
+    fn a_keyed_digest_separates_purposes_and_part_boundaries() {
+        let k = key(9);
+        let one = keyed_digest(&k, "idempotency", &[b"tn_a:sub", b"key-1"]);
+        assert_eq!(one, keyed_digest(&k, "idempotency", &[b"tn_a:sub", b"key-1"]));
+        assert_ne!(one, keyed_digest(&k, "request", &[b"tn_a:sub", b"key-1"]), "another purpose");
+        assert_ne!(one, keyed_digest(&k, "idempotency", &[b"tn_a:subk", b"ey-1"]), "the same bytes split elsewhere");
+        assert_ne!(one, keyed_digest(&key(10), "idempotency", &[b"tn_a:sub", b"key-1"]), "another key");
     }
 
     #[test]

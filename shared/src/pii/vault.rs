@@ -227,6 +227,30 @@ impl KeyVault {
         self.emails().count_documents(doc! {"tenantId": tenant.as_str()}).await.map_err(vault_error)
     }
 
+    /// Deletes a tenant's key set with no tombstone (a tenant that was never registered).
+    pub async fn discard_tenant_keys(&self, tenant: &TenantId) -> Result<bool, PiiError> {
+        let deleted = self.keys().delete_one(doc! {"_id": tenant.as_str()}).await.map_err(vault_error)?;
+        Ok(deleted.deleted_count == 1)
+    }
+
+    /// Up to `limit` tenants whose key set was made before `before`, oldest first: the
+    /// candidates of the sweeper's reaping of sets that no registered tenant owns.
+    pub async fn key_sets_made_before(&self, before: DateTime, limit: i64) -> Result<Vec<TenantId>, PiiError> {
+        let found =
+            self.keys().find(doc! {"createdAt": {"$lt": before}}).sort(doc! {"createdAt": 1}).limit(limit).await.map_err(vault_error)?;
+        let records: Vec<TenantKeyRecord> = found.try_collect().await.map_err(vault_error)?;
+        Ok(records.into_iter().map(|r| r.tenant_id).collect())
+    }
+
+    /// Up to `limit` global e-mail claims made before `before`, as `(hash, tenant)`, oldest
+    /// first: the candidates of the sweeper's reaping of claims no registered tenant holds.
+    pub async fn email_claims_made_before(&self, before: DateTime, limit: i64) -> Result<Vec<(String, String)>, PiiError> {
+        let found =
+            self.emails().find(doc! {"createdAt": {"$lt": before}}).sort(doc! {"createdAt": 1}).limit(limit).await.map_err(vault_error)?;
+        let entries: Vec<EmailEntry> = found.try_collect().await.map_err(vault_error)?;
+        Ok(entries.into_iter().map(|e| (e.id, e.tenant_id)).collect())
+    }
+
     /// Every tenant id with keys in the vault (for the shred and restore tests and `status`).
     pub async fn tenants_with_keys(&self) -> Result<Vec<String>, PiiError> {
         let cursor = self.keys().find(doc! {}).await.map_err(vault_error)?;

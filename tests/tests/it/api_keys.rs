@@ -348,7 +348,7 @@ async fn a_warm_key_authorization_is_two_round_trips() {
     let (db, commands) = shared::Db::connect_counting(&tenancy_tests::fresh_db_config()).await.unwrap();
     let db = tenancy_tests::with_keyring(db).await;
     migrations::setup(&db).await.unwrap();
-    let deps = local_api::Stack { db: db.clone(), directory: tenancy_tests::test_directory().await };
+    let deps = shared::http::Deps::new(db.clone()).with_directory(tenancy_tests::test_directory().await);
     local_api::fixtures::seed_events_tenant(&deps).await.unwrap();
     let authorizer = Authorizer::new(db.clone(), None);
     let key = format!("tk_{}_{}", local_api::fixtures::API_KEY, local_api::fixtures::API_KEY_SECRET);

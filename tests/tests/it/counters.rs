@@ -310,6 +310,18 @@ impl Seam for RecountsAt {
     }
 }
 
+/// The same recount before a saga's step (its name the point).
+impl shared::saga::StepFaults for RecountsAt {
+    fn at<'a>(&'a self, step: &'static str, when: shared::saga::When) -> BoxFuture<'a, Option<shared::saga::Fault>> {
+        Box::pin(async move {
+            if when == shared::saga::When::Before {
+                self.reached(step).await;
+            }
+            None
+        })
+    }
+}
+
 #[tokio::test]
 async fn the_reconciliation_leaves_alone_an_invitation_between_its_record_and_its_seat() {
     let clock = ManualClock::starting_now();
@@ -326,8 +338,8 @@ async fn the_reconciliation_leaves_alone_an_invitation_between_its_record_and_it
         roles: None,
     };
 
-    let seam = RecountsAt::new(&app.db, users::service::INVITATION_RECORDED);
-    users::service::invite_with(&app.db, app.deps.directory.as_ref(), &ctx, &invitation, &seam).await.expect("invited");
+    let seam = RecountsAt::new(&app.db, users::invitation::SEAT);
+    users::service::invite(&app.db, app.deps.directory.as_ref(), &ctx, None, &invitation, &seam).await.expect("invited");
     let report = seam.report();
     assert_eq!(report["corrected"], json!([]), "the record without its seat yet is no drift: {report}");
     assert_eq!(report["skipped"], json!([{"tenantId": tenant, "counter": "seats", "reason": "in flight"}]));
@@ -389,7 +401,7 @@ async fn the_reconciliation_corrects_a_drift_only_once_its_records_and_counters_
         last_name: "Member".into(),
         roles: None,
     };
-    users::service::invite(&app.db, app.deps.directory.as_ref(), &ctx, &invitation).await.expect("invited");
+    users::service::invite(&app.db, app.deps.directory.as_ref(), &ctx, None, &invitation, &shared::saga::NoFaults).await.expect("invited");
     let report = reconcile(&app.db).await;
     assert_eq!(report["corrected"], json!([{"tenantId": tenant, "counter": "apiKeyCount", "from": 3, "to": 1}]), "{report}");
     assert_eq!(report["skipped"], json!([{"tenantId": tenant, "counter": "seats", "reason": "in flight"}]), "{report}");

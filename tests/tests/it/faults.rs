@@ -368,7 +368,7 @@ async fn a_permanent_kms_error_in_a_built_function_is_a_500_with_an_alarmed_metr
     let pool = local_api::cognito::bootstrap(&cognito, &moto, "us-east-1", &tenancy_tests::unique_name("pool")).await.unwrap();
     let arn = runtime::put_secret(&moto, "us-east-1", &tenancy_tests::unique_name("uri"), &tenancy_tests::mongodb_uri()).await.unwrap();
     let db = tenancy_tests::fresh_db_with_indexes().await;
-    let deps = local_api::Stack { db: db.clone(), directory: local_api::moto_directory(&moto, "us-east-1", &pool.user_pool_id) };
+    let deps = shared::http::Deps::new(db.clone()).with_directory(local_api::moto_directory(&moto, "us-east-1", &pool.user_pool_id));
     let (name, event) = super::events::event_files().into_iter().find(|(n, _)| n == "tenants-create.json").expect("the event");
     // A master key that does not exist: KMS's NotFoundException, which no retry fixes.
     let missing_key = "0b6a1d0e-5d8c-4b7e-9a43-2f1c6d7e8f90";

@@ -9,7 +9,6 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use shared::clock::{Clock, ManualClock};
 use shared::directory::{Directory, DirectoryError, DirectoryUser, SharedDirectory};
-use shared::http::Hosted;
 use shared::ids::{Email, TenantId};
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,11 +111,7 @@ async fn every_global_refusal_is_one_answer_audited_by_the_address_s_blind_index
     const GONE: &str = "gone@x.example";
     let app = spawn_app_with(|deps| {
         let users_directory: SharedDirectory = Arc::new(ExistsThenGone { inner: deps.directory.clone(), address: GONE });
-        vec![
-            Arc::new(Hosted::new(tenants::LOGICAL_ID, deps.clone(), tenants::handle)),
-            Arc::new(Hosted::new(roles::LOGICAL_ID, deps.clone(), roles::handle)),
-            Arc::new(Hosted::new(users::LOGICAL_ID, deps.clone().with_directory(users_directory), users::handle)),
-        ]
+        local_api::functions_with_directory(deps, users::LOGICAL_ID, users_directory)
     })
     .await;
     let (a, admin) = tenant(&app, "basic", "admin@a.example").await;

@@ -18,6 +18,7 @@ mod refusals;
 mod retention;
 mod roles_api;
 mod round_trips;
+mod sagas;
 mod scope;
 mod shredded;
 mod tenants_api;

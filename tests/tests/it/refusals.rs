@@ -213,7 +213,7 @@ async fn an_unknown_key_id_costs_what_a_known_key_with_a_wrong_secret_costs() {
     let db = tenancy_tests::with_keyring(db).await.with_clock(ManualClock::starting_now());
     migrations::setup(&db).await.unwrap();
     db.flavor().await.unwrap();
-    let deps = local_api::Stack { db: db.clone(), directory: tenancy_tests::test_directory().await };
+    let deps = shared::http::Deps::new(db.clone()).with_directory(tenancy_tests::test_directory().await);
     local_api::fixtures::seed_events_tenant(&deps).await.unwrap();
     let authorizer = Authorizer::new(db.clone(), None);
     let secret = "W".repeat(43);

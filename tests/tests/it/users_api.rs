@@ -7,7 +7,6 @@ use mongodb::bson::{doc, oid::ObjectId, Document};
 use reqwest::Method;
 use serde_json::{json, Value};
 use shared::directory::{Directory, DirectoryError, DirectoryUser, SharedDirectory};
-use shared::http::Hosted;
 use shared::ids::{Email, TenantId};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -145,11 +144,7 @@ impl Directory for Faulty {
 async fn app_with_faulty_users_directory(lose_reply: bool) -> TestApp {
     spawn_app_with(move |deps| {
         let faulty: SharedDirectory = Arc::new(Faulty { inner: deps.directory.clone(), lose_reply, tripped: AtomicBool::new(false) });
-        vec![
-            Arc::new(Hosted::new(tenants::LOGICAL_ID, deps.clone(), tenants::handle)),
-            Arc::new(Hosted::new(roles::LOGICAL_ID, deps.clone(), roles::handle)),
-            Arc::new(Hosted::new(users::LOGICAL_ID, deps.clone().with_directory(faulty), users::handle)),
-        ]
+        local_api::functions_with_directory(deps, users::LOGICAL_ID, faulty)
     })
     .await
 }

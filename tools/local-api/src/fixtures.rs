@@ -11,6 +11,8 @@ use shared::models::{ApiKey, ApiKeyStatus, AuditLog, CognitoLink, Profile, RateL
 
 /// The tenant every tenant-scoped event acts in.
 pub const TENANT: &str = "tn_demoevents000000000000000";
+/// The onboarding saga that made the events' tenant.
+pub const ONBOARDING: &str = "sg_demoEventsOnboarding000000000000000000000";
 /// The `sub` of the tenant admin in the events' claims.
 pub const ADMIN_SUB: &str = "0f1e2d3c-0000-4000-8000-00000000b002";
 /// The second user (a viewer that also holds the `Escalations` role).
@@ -24,27 +26,19 @@ pub const API_KEY_SECRET: &str = "FAKEdemoEventsKeySecretNotForProduction0000";
 /// The custom roles `Support` and `Escalations`.
 pub const ROLES: [(&str, &str); 2] = [("6565650000000000000000c3", "Support"), ("6565650000000000000000c4", "Escalations")];
 
-fn superadmin() -> Result<shared::SuperadminContext, BoxError> {
-    let event = serde_json::json!({
-        "resource": "/tenants", "path": "/tenants", "httpMethod": "POST", "headers": {},
-        "requestContext": {"requestId": "fixtures", "resourcePath": "/tenants", "httpMethod": "POST",
-            "authorizer": {"claims": {"sub": "fixtures", "cognito:groups": "superadmin"}}},
-        "body": null, "isBase64Encoded": false
-    });
-    let identity = shared::Identity::from_request(&lambda_http::request::from_str(&event.to_string())?)?;
-    Ok(shared::SuperadminContext::require(&identity)?)
-}
-
 /// Creates the events' tenant alone, its admin invited through `stack.directory`.
 async fn create_events_tenant(stack: &Stack) -> Result<TenantId, BoxError> {
     let tenant = TenantId::parse(TENANT)?;
-    let new = tenants::input::NewTenant {
-        name: "Demo Events".into(),
+    let new = onboarding::input::Onboarding {
+        tenant_name: "Demo Events".into(),
         domain: None,
-        admin_email: Email::parse("admin@demo-events.example")?,
         plan: shared::plans::Plan::Basic,
+        admin_email: Email::parse("admin@demo-events.example")?,
+        admin_first_name: "Admin".into(),
+        admin_last_name: "User".into(),
+        customization: None,
     };
-    tenants::service::create_with_id(&stack.db, stack.directory.as_ref(), &superadmin()?, tenant.clone(), &new).await?;
+    onboarding::service::onboard_fixed(&stack.db, stack.directory.as_ref(), tenant.clone(), ONBOARDING, &new).await?;
     Ok(tenant)
 }
 
@@ -161,7 +155,8 @@ pub async fn prepare_for_event(stack: &Stack, file_name: &str, event: &serde_jso
 /// Seeded an hour back: the recount leaves alone a counter whose records are younger than its
 /// settle window, since a request may be between its writes (docs/ARCHITECTURE.md §12).
 async fn plant_counter_drift(stack: &Stack) -> Result<(), BoxError> {
-    let past = Stack { db: stack.db.clone().with_clock(std::sync::Arc::new(HourBehind)), directory: stack.directory.clone() };
+    let past =
+        shared::http::Deps::new(stack.db.clone().with_clock(std::sync::Arc::new(HourBehind))).with_directory(stack.directory.clone());
     seed_events_tenant(&past).await?;
     let system = SystemContext::new("event fixtures");
     let planted = stack.db.tenants(&system).update_many(doc! {"tenantId": TENANT}, doc! {"$inc": {"apiKeyCount": 1_i64}}).await?;

@@ -72,6 +72,34 @@ async fn local_migration(gateway: &Gateway, body: axum::body::Body, request_id: 
     }
 }
 
+/// Runs a saga sweep for `local-api onboarding sweep`: `{"olderThanSeconds": N}` (60 if
+/// absent); 0 also takes the leases of every other owner, this process being the only one
+/// alive locally.
+async fn local_sweep(gateway: &Gateway, body: axum::body::Body, request_id: &str) -> AxumResponse {
+    let Ok(bytes) = to_bytes(body, MAX_PAYLOAD).await else {
+        return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large", request_id);
+    };
+    let request: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let older_than = match request.get("olderThanSeconds") {
+        None => crate::LOCAL_SWEEP_AFTER.as_secs(),
+        Some(v) => match v.as_u64() {
+            Some(n) => n,
+            None => return gateway_error(StatusCode::BAD_REQUEST, "olderThanSeconds must be a whole number of seconds", request_id),
+        },
+    };
+    match crate::sweep_all(&gateway.stack, std::time::Duration::from_secs(older_than)).await {
+        Ok(report) => AxumResponse::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .body(AxumBody::from(serde_json::to_string(&report).expect("reports serialise")))
+            .expect("a valid response"),
+        Err(error) => {
+            tracing::error!(%error, "local sweep failed");
+            gateway_error(StatusCode::SERVICE_UNAVAILABLE, "The sweep could not run; the local API's log says why", request_id)
+        }
+    }
+}
+
 /// How a failed migrations action answers on the local route: the status, and a message of our
 /// own. Only a refused event's text (which names what the event lacks, or the unknown tenant it
 /// named) is shown as it is; a fault's cause goes to the log, never into the body.
@@ -320,18 +348,22 @@ async fn serve_request(gateway: Arc<Gateway>, peer: SocketAddr, req: axum::extra
     }
     let method = parts.method.as_str().to_owned();
     let path = parts.uri.path().to_owned();
-    if method == "POST" && path == crate::LOCAL_MIGRATIONS_PATH {
+    if method == "POST" && (path == crate::LOCAL_MIGRATIONS_PATH || path == crate::LOCAL_SWEEP_PATH) {
         // Any local process can reach loopback: only one holding the serving process's token
         // (readable by its user alone) may run an action.
         if !gateway.control_token.matches(parts.headers.get(crate::control::CONTROL_TOKEN_HEADER).map(|v| v.as_bytes())) {
-            tracing::warn!("a local migration without the control token was refused");
+            tracing::warn!(path, "a local control action without the control token was refused");
             return gateway_error(StatusCode::UNAUTHORIZED, "Unauthorized", &request_id);
         }
-        // For `local-api migrate` only: never from a web page (which sends an Origin, and cannot
-        // send JSON cross-origin without a preflight this server does not answer).
+        // For `local-api migrate` and `local-api onboarding sweep` only: never from a web page
+        // (which sends an Origin, and cannot send JSON cross-origin without a preflight this
+        // server does not answer).
         let json = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
         if parts.headers.contains_key("origin") || !json {
-            return gateway_error(StatusCode::FORBIDDEN, "Local migrations are for local-api migrate only", &request_id);
+            return gateway_error(StatusCode::FORBIDDEN, "Local control actions are for the local-api commands only", &request_id);
+        }
+        if path == crate::LOCAL_SWEEP_PATH {
+            return local_sweep(&gateway, body, &request_id).await;
         }
         return local_migration(&gateway, body, &request_id).await;
     }

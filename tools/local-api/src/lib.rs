@@ -36,6 +36,7 @@ pub const CONTEXTS: &[(&str, Handler<SharedDirectory>)] = &[
     (users::LOGICAL_ID, users::handle),
     (audit::LOGICAL_ID, audit::handle),
     (api_keys::LOGICAL_ID, api_keys::handle),
+    (onboarding::LOGICAL_ID, onboarding::handle),
 ];
 
 /// Every HTTP context, hosted on `stack`.
@@ -43,6 +44,18 @@ pub fn functions(stack: &Stack) -> Vec<Arc<dyn HttpFunction>> {
     CONTEXTS
         .iter()
         .map(|&(logical_id, handler)| Arc::new(Hosted::new(logical_id, stack.clone(), handler)) as Arc<dyn HttpFunction>)
+        .collect()
+}
+
+/// Every HTTP context, hosted on `stack`, except that `logical_id`'s is given `directory` (a
+/// test's faulty one).
+pub fn functions_with_directory(stack: &Stack, logical_id: &str, directory: SharedDirectory) -> Vec<Arc<dyn HttpFunction>> {
+    CONTEXTS
+        .iter()
+        .map(|&(id, handler)| {
+            let deps = if id == logical_id { stack.clone().with_directory(directory.clone()) } else { stack.clone() };
+            Arc::new(Hosted::new(id, deps, handler)) as Arc<dyn HttpFunction>
+        })
         .collect()
 }
 
@@ -87,6 +100,41 @@ pub const SERVE_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(
 /// `local-api migrate`. Loopback only, like the whole local API, and only with the serving
 /// process's control token ([`control`]).
 pub const LOCAL_MIGRATIONS_PATH: &str = "/_local/migrations";
+
+/// The path, outside openapi.json, where a serving local API runs a saga sweep for
+/// `local-api onboarding sweep`: loopback only, with the control token, like the migrations'.
+pub const LOCAL_SWEEP_PATH: &str = "/_local/onboarding/sweep";
+
+/// How long after a lease expired the serving local API's own sweep acts (the deployed
+/// schedule waits `shared::saga::SWEEP_AFTER`).
+pub const LOCAL_SWEEP_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often the serving local API sweeps.
+pub const LOCAL_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// One sweep of every eligible saga on `stack`, until none is left: `older_than` zero also
+/// takes the leases of every owner but this process (locally the only one alive).
+pub async fn sweep_all(stack: &Stack, older_than: std::time::Duration) -> Result<shared::saga::SweepReport, shared::saga::SagaError> {
+    let options = shared::saga::SweepOptions { older_than, any_other_owner: older_than.is_zero(), limit: usize::MAX };
+    onboarding::service::sweep(&stack.db, stack.directory.as_ref(), options).await
+}
+
+/// Sweeps every [`LOCAL_SWEEP_EVERY`], for as long as the returned task runs.
+pub fn sweep_periodically(stack: Stack) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(LOCAL_SWEEP_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match sweep_all(&stack, LOCAL_SWEEP_AFTER).await {
+                Ok(report) if report.taken > 0 || report.reaped_key_sets > 0 || report.reaped_claims > 0 => {
+                    tracing::info!(?report, "local sweep");
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "local sweep failed; the next one tries again"),
+            }
+        }
+    })
+}
 
 /// Serves until the listener fails (or the task is dropped).
 pub async fn serve(listener: TcpListener, gateway: gateway::Gateway) -> std::io::Result<()> {

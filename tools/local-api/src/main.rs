@@ -5,6 +5,10 @@
 //!                                       through AWS_ENDPOINT_URL_KMS)
 //!   local-api migrate rotate-key|shred TENANT [--resume]
 //!                                       rotate or shred one tenant's personal-data keys
+//!   local-api onboarding sweep [--older-than SECONDS]
+//!                                       finish or undo every saga whose lease expired that long
+//!                                       ago (60 s; 0 also takes other owners' live leases), through
+//!                                       the serving API if there is one; exit 1 if any stays open
 //!   local-api reset                     drop the local database (loopback URIs only)
 //!   local-api seed-events               seed the tenant, users and roles that events/ name
 //!   local-api bootstrap                 make (or find) the user pool in moto; print its ids
@@ -65,6 +69,33 @@ async fn hold_serve_lease(db: &Db, owner: &str) -> Result<(tokio::sync::oneshot:
     Ok((stop, task))
 }
 
+/// Sends `body` to `path` of the local API that serves `db`, if one does (by its serve lease),
+/// with its control token, and returns its answer; `None` if no API serves this database.
+/// Only the port comes from the database: the token goes to loopback, never to a host a
+/// database document names.
+async fn through_serving_api(db: &Db, path: &str, body: &serde_json::Value, what: &str) -> Result<Option<serde_json::Value>, BoxError> {
+    let Some(owner) = db.locks(&SystemContext::new("local-api")).holder(SERVE_LEASE).await? else {
+        return Ok(None);
+    };
+    let port = control::lease_port(&owner).ok_or("the serve lease names no address")?;
+    let token = control::read_token(&control::checkout()?, port).map_err(|e| {
+        format!("a local API holds the serve lease on port {port}, but its control token is unreadable ({e}); is it another checkout's?")
+    })?;
+    eprintln!("a local API serves this database on port {port}: running {what} through it");
+    let response = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}{path}"))
+        .header(CONTROL_TOKEN_HEADER, token.expose())
+        .json(body)
+        .send()
+        .await?;
+    let status = response.status();
+    let answer: serde_json::Value = response.json().await?;
+    if !status.is_success() {
+        return Err(format!("the local API refused {what} ({status}): {answer}").into());
+    }
+    Ok(Some(answer))
+}
+
 /// Ctrl-C or SIGTERM (what the run and test scripts send).
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
@@ -90,7 +121,7 @@ async fn main() -> Result<(), BoxError> {
             let db = local_api::database(&DbConfig::load("tenancy-local-api").await?).await?;
             let cognito_config = CognitoConfig::from_env(&process_env())?;
             let directory = local_api::moto_directory(&moto, &cognito_config.region, &cognito_config.user_pool_id);
-            let gateway = local_api::gateway(local_api::Stack { db: db.clone(), directory }, cognito_config)?;
+            let gateway = local_api::gateway(shared::http::Deps::new(db.clone()).with_directory(directory), cognito_config)?;
             let port: u16 = env_or("LOCAL_API_PORT", "3000").parse()?;
             // Loopback only: this is a developer tool, never a public server.
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
@@ -100,7 +131,10 @@ async fn main() -> Result<(), BoxError> {
             let token_file = control::TokenFile::write(&control::checkout()?, address.port(), &gateway.control_token)?;
             let (stop_renewing, lease) = hold_serve_lease(&db, &format!("serve@{address}")).await?;
             eprintln!("local API listening on http://{address}");
+            // The deployed schedule's sweep, every minute: this process alone writes here.
+            let sweeper = local_api::sweep_periodically(gateway.stack.clone());
             let served = local_api::serve_until(listener, gateway, shutdown_signal()).await;
+            sweeper.abort();
             // Give the lease back, so that a restart or a migration need not wait for it to expire.
             let _ = stop_renewing.send(());
             let _ = lease.await;
@@ -115,27 +149,8 @@ async fn main() -> Result<(), BoxError> {
             }
             migrations::parse_event(&event)?;
             let db = local_api::database(&DbConfig::from_env(&process_env(), "tenancy-local-migrate")?).await?;
-            let report = match db.locks(&SystemContext::new("local-api")).holder(SERVE_LEASE).await? {
-                Some(owner) => {
-                    // Only the port comes from the database: the token goes to loopback, never
-                    // to a host a database document names.
-                    let port = control::lease_port(&owner).ok_or("the serve lease names no address")?;
-                    let token = control::read_token(&control::checkout()?, port)
-                        .map_err(|e| format!("a local API holds the serve lease on port {port}, but its control token is unreadable ({e}); is it another checkout's?"))?;
-                    eprintln!("a local API serves this database on port {port}: running {} through it", args[1]);
-                    let response = reqwest::Client::new()
-                        .post(format!("http://127.0.0.1:{port}{LOCAL_MIGRATIONS_PATH}"))
-                        .header(CONTROL_TOKEN_HEADER, token.expose())
-                        .json(&event)
-                        .send()
-                        .await?;
-                    let status = response.status();
-                    let body: serde_json::Value = response.json().await?;
-                    if !status.is_success() {
-                        return Err(format!("the local API refused the migration ({status}): {body}").into());
-                    }
-                    body
-                }
+            let report = match through_serving_api(&db, LOCAL_MIGRATIONS_PATH, &event, &args[1]).await? {
+                Some(body) => body,
                 None => {
                     let pool = shared::config::PoolConfig::from_env(&process_env())?;
                     let directory = local_api::moto_directory(&moto, &region, &pool.user_pool_id);
@@ -143,6 +158,37 @@ async fn main() -> Result<(), BoxError> {
                 }
             };
             println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Some("onboarding") if args.get(1).map(String::as_str) == Some("sweep") => {
+            let older_than: u64 = match args.iter().position(|a| a == "--older-than") {
+                Some(i) => args
+                    .get(i + 1)
+                    .ok_or("--older-than takes a number of seconds")?
+                    .parse()
+                    .map_err(|_| "--older-than takes a number of seconds")?,
+                None => local_api::LOCAL_SWEEP_AFTER.as_secs(),
+            };
+            // The database alone first, without the keyring: a serving API does the work.
+            let config = DbConfig::from_env(&process_env(), "tenancy-local-sweep")?;
+            let plain = Db::cached(&config).await?;
+            let request = serde_json::json!({"olderThanSeconds": older_than});
+            let report = match through_serving_api(&plain, local_api::LOCAL_SWEEP_PATH, &request, "the sweep").await? {
+                Some(body) => serde_json::from_value::<shared::saga::SweepReport>(body)?,
+                None => {
+                    let (Ok(_), Ok(pool)) = (std::env::var("KMS_KEY_ID"), shared::config::PoolConfig::from_env(&process_env())) else {
+                        eprintln!("no local API serves this database; to sweep without one, set KMS_KEY_ID and COGNITO_USER_POOL_ID");
+                        std::process::exit(1);
+                    };
+                    let directory = local_api::moto_directory(&moto, &region, &pool.user_pool_id);
+                    let stack = shared::http::Deps::new(local_api::database(&config).await?).with_directory(directory);
+                    local_api::sweep_all(&stack, std::time::Duration::from_secs(older_than)).await?
+                }
+            };
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.all_ended() {
+                eprintln!("{} saga(s) are still open: {}", report.left_running.len(), report.left_running.join(", "));
+                std::process::exit(1);
+            }
         }
         Some("reset") => {
             let config = DbConfig::from_env(&process_env(), "tenancy-local-reset")?;
@@ -163,7 +209,7 @@ async fn main() -> Result<(), BoxError> {
             let db = local_api::database(&DbConfig::from_env(&process_env(), "tenancy-local-seed")?).await?;
             let pool = shared::config::PoolConfig::from_env(&process_env())?;
             let directory = local_api::moto_directory(&moto, &region, &pool.user_pool_id);
-            local_api::fixtures::seed_events_tenant(&local_api::Stack { db, directory }).await?;
+            local_api::fixtures::seed_events_tenant(&shared::http::Deps::new(db).with_directory(directory)).await?;
             eprintln!("seeded {}", local_api::fixtures::TENANT);
         }
         Some("secret") => {
@@ -182,10 +228,11 @@ async fn main() -> Result<(), BoxError> {
             let config = DbConfig::from_env(&process_env(), "tenancy-local-invoke")?;
             let client = cognito::client(&moto, &region);
             let pool = cognito::bootstrap(&client, &moto, &region, &pool_name).await?;
-            let stack = local_api::Stack {
-                db: local_api::database(&config).await?,
-                directory: local_api::moto_directory(&moto, &region, &pool.user_pool_id),
-            };
+            let stack = shared::http::Deps::new(local_api::database(&config).await?).with_directory(local_api::moto_directory(
+                &moto,
+                &region,
+                &pool.user_pool_id,
+            ));
             let arn = local_api::runtime::put_secret(&moto, &region, local_api::runtime::URI_SECRET_NAME, &config.uri).await?;
             eprintln!("invoking the function of {}", path.display());
             let kms_key_id = std::env::var("KMS_KEY_ID").map_err(|_| "KMS_KEY_ID is not set")?;
@@ -240,7 +287,7 @@ async fn main() -> Result<(), BoxError> {
         }
         _ => {
             eprintln!(
-                "usage: local-api serve | migrate setup|up|status | reset | seed-events | secret | invoke EVENT_FILE [--bin-dir DIR] | bootstrap | kms-key [ID] | user EMAIL PASSWORD [--tenant T] [--superadmin]"
+                "usage: local-api serve | migrate setup|up|status | onboarding sweep [--older-than SECONDS] | reset | seed-events | secret | invoke EVENT_FILE [--bin-dir DIR] | bootstrap | kms-key [ID] | user EMAIL PASSWORD [--tenant T] [--superadmin]"
             );
             std::process::exit(2);
         }

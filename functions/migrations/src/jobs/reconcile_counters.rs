@@ -21,14 +21,16 @@
 //! metric: nothing drifted, as far as can be told). Otherwise the correction is one write
 //! conditional on the value and the `counterMove` id read: a move after the read makes it miss
 //! (reported as skipped), and the next run tries again. [`SETTLE`] is longer than any function's
-//! timeout, so a saga older than it is dead and its half-done state is a drift to correct.
+//! timeout, so a saga older than it is dead and its half-done state is a drift to correct; a
+//! durable saga (`shared::saga`: invitations) is the exception, since a crashed one stays open
+//! until its retry or the sweeper ends it, and a tenant with one open is left alone.
 //! Each correction emits `CounterCorrections` (its size), which alarms when non-zero. No lease:
 //! two runs at once write the same recount, each only over the value it read.
 
 use crate::error::MigrationError;
 use crate::report::{Correction, ReconcileReport, Report, Skipped};
 use mongodb::bson::{doc, Bson, DateTime, Document};
-use shared::db::{Db, SystemContext, TenantCollection};
+use shared::db::{Db, SystemContext, TenantCollection, TenantScope};
 use shared::ids::TenantId;
 use shared::models::{ApiKeyStatus, Counted, UserStatus, COUNTER_MOVE, COUNTER_MOVED_AT, MARKED_AT};
 use shared::seam::Seam;
@@ -105,6 +107,11 @@ async fn in_flight(
     since: DateTime,
 ) -> Result<bool, MigrationError> {
     if matches!(moved_at, Some(Bson::DateTime(at)) if *at > since) {
+        return Ok(true);
+    }
+    // A durable saga (an invitation) left open by a crash is finished or undone by its retry or
+    // the sweeper, however old: until then its record and its seat may differ.
+    if counted == Counted::Users && shared::saga::Sagas::new(db).open_for(scope.scope_tenant().as_str()).await? {
         return Ok(true);
     }
     let collection = match counted {

@@ -1,0 +1,74 @@
+//! Thin handlers: admit, read the idempotency key, parse, call the service, shape, audit.
+
+use crate::input::{self, OnboardingBody};
+use crate::service::{self, Outcome};
+use crate::view::OnboardingView;
+use http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use mongodb::bson::doc;
+use shared::audit::Action;
+use shared::db::Db;
+use shared::directory::SharedDirectory;
+use shared::error::ApiError;
+use shared::http::{admit_superadmin, idempotency, json_body, path_param, respond_one, Deps, RequestMeta};
+use shared::saga::{NoFaults, Sagas};
+use shared::SuperadminContext;
+use tenants::input::CreateTenantBody;
+
+type Reply = Result<Response<Body>, ApiError>;
+
+/// The answer of both creating routes: 201 when this call finished the onboarding, 200 when it
+/// replayed one; the tenant's view, and with `onboarding_id` the saga's id beside it. A fresh
+/// tenant is audited and counted here, once.
+async fn answer(db: &Db, admin: &SuperadminContext, meta: &RequestMeta, outcome: Outcome, onboarding_id: bool) -> Reply {
+    let Outcome { saga, tenant, fresh } = outcome;
+    if fresh {
+        tracing::info!(tenantId = %tenant.tenant_id, sagaId = %saga.id, "tenant onboarded");
+        let details = doc! {"name": &tenant.name, "domain": tenant.domain.as_deref(), "plan": tenant.settings.billing.plan.as_str()};
+        admin.audit(db, &tenant, meta, Action::TenantCreated, details).await;
+        shared::metrics::business(shared::metrics::Business::TenantsCreated, tenant.tenant_id.as_str());
+    }
+    let mut data = serde_json::to_value(tenants::service::view(db, &tenant).await?).map_err(ApiError::internal)?;
+    if onboarding_id {
+        data["onboardingId"] = saga.id.into();
+    }
+    respond_one(if fresh { StatusCode::CREATED } else { StatusCode::OK }, &data)
+}
+
+/// `POST /onboarding` (superadmin): an `Idempotency-Key` is required.
+pub async fn onboard(deps: &Deps<SharedDirectory>, req: &Request, meta: &RequestMeta) -> Reply {
+    let db = &deps.db;
+    let admin = admit_superadmin(req, None)?;
+    let key = idempotency(req, admin.identity(), true)?;
+    let input = json_body::<OnboardingBody>(req)?.validate()?;
+    let idempotency = key.as_ref().map(|(caller, key)| (caller, key));
+    let outcome = service::onboard(db, deps.directory.as_ref(), &Sagas::new(db), idempotency, &input, &NoFaults).await?;
+    answer(db, &admin, meta, outcome, true).await
+}
+
+/// `POST /tenants` (superadmin): today's contract, served by the same saga. The key is
+/// optional: without one, a retry is not safe (it makes another tenant, or meets a 409).
+pub async fn create_tenant(deps: &Deps<SharedDirectory>, req: &Request, meta: &RequestMeta) -> Reply {
+    let db = &deps.db;
+    let admin = admit_superadmin(req, None)?;
+    let key = idempotency(req, admin.identity(), false)?;
+    let input = input::from_create_tenant(json_body::<CreateTenantBody>(req)?)?;
+    let idempotency = key.as_ref().map(|(caller, key)| (caller, key));
+    let outcome = service::onboard(db, deps.directory.as_ref(), &Sagas::new(db), idempotency, &input, &NoFaults).await?;
+    answer(db, &admin, meta, outcome, false).await
+}
+
+/// The longest onboarding id: `sg_` and a digest or random bytes in base64url.
+const MAX_ID: usize = 80;
+
+/// `GET /onboarding/{onboardingId}` (superadmin).
+pub async fn status(db: &Db, req: &Request) -> Reply {
+    admit_superadmin(req, None)?;
+    let id = path_param(req, "onboardingId")?;
+    let well_formed =
+        id.starts_with("sg_") && id.len() <= MAX_ID && id[3..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !well_formed {
+        return Err(ApiError::invalid("onboardingId", "is not an onboarding id"));
+    }
+    respond_one(StatusCode::OK, &OnboardingView::new(&service::status(db, &id).await?))
+}

@@ -1,0 +1,139 @@
+//! The onboarding context's rules: starting or rejoining an onboarding saga, reading one, and
+//! the sweep that finishes or undoes every kind of saga.
+
+use crate::error::OnboardingError;
+use crate::input::Onboarding;
+use crate::saga::{self, Env, Params};
+use futures_util::future::BoxFuture;
+use mongodb::bson;
+use shared::db::{Db, DbError, SystemContext};
+use shared::directory::Directory;
+use shared::ids::TenantId;
+use shared::models::Tenant;
+use shared::saga::{
+    Begun, Caller, IdempotencyKey, NewSaga, Run, Saga, SagaError, SagaKind, SagaState, Sagas, StepFaults, SweepOptions, SweepReport,
+};
+
+/// What an onboarding came to: the saga, its tenant, and whether this call finished it (201)
+/// or replayed an outcome (200).
+#[derive(Debug)]
+pub struct Outcome {
+    pub saga: Saga,
+    pub tenant: Tenant,
+    pub fresh: bool,
+}
+
+/// Onboards a tenant: a new saga, or, with an idempotency key its caller used before, that
+/// saga's outcome (a replay), a 409 while another call works on it, or its resumption once its
+/// lease expired. A key reused with another body is a 422.
+pub async fn onboard(
+    db: &Db,
+    directory: &dyn Directory,
+    sagas: &Sagas,
+    idempotency: Option<(&Caller, &IdempotencyKey)>,
+    input: &Onboarding,
+    faults: &dyn StepFaults,
+) -> Result<Outcome, OnboardingError> {
+    start(&Env { db, directory, faults }, sagas, idempotency, input, TenantId::generate(), None).await
+}
+
+/// Onboards a tenant under a given id, its saga under a given id, with no idempotency key: for
+/// fixtures that other fixtures name (the events' seed). An id already registered is refused
+/// before anything is written.
+pub async fn onboard_fixed(
+    db: &Db,
+    directory: &dyn Directory,
+    tenant_id: TenantId,
+    saga_id: &str,
+    input: &Onboarding,
+) -> Result<Outcome, OnboardingError> {
+    if db.tenants(&SystemContext::new("onboarding")).get(&tenant_id).await?.is_some() {
+        return Err(OnboardingError::Exists(tenant_id));
+    }
+    let env = Env { db, directory, faults: &shared::saga::NoFaults };
+    start(&env, &Sagas::new(db), None, input, tenant_id, Some(saga_id.to_owned())).await
+}
+
+async fn start(
+    env: &Env<'_>,
+    sagas: &Sagas,
+    idempotency: Option<(&Caller, &IdempotencyKey)>,
+    input: &Onboarding,
+    tenant_id: TenantId,
+    id: Option<String>,
+) -> Result<Outcome, OnboardingError> {
+    let db = env.db;
+    let params = bson::to_document(&Params::new(input)).map_err(DbError::from)?;
+    let request = input.canonical();
+    let new = NewSaga {
+        kind: SagaKind::Onboarding,
+        tenant_id,
+        idempotency,
+        request: &request,
+        params,
+        lookup: None,
+        id,
+        first: Some(saga::KEYS),
+    };
+    match sagas.begin(new).await? {
+        Begun::Run(run) => {
+            let saga = saga::drive(env, *run, Some(input)).await?;
+            Ok(Outcome { tenant: registered(db, &saga).await?, saga, fresh: true })
+        }
+        Begun::Finished(saga) => outcome_of(db, *saga).await,
+        Begun::InProgress { retry_after } => Err(OnboardingError::InProgress(retry_after)),
+        Begun::Mismatch => Err(OnboardingError::KeyReused),
+    }
+}
+
+/// The recorded outcome of a finished saga, answered again.
+async fn outcome_of(db: &Db, saga: Saga) -> Result<Outcome, OnboardingError> {
+    match (saga.state, &saga.error) {
+        (SagaState::Completed, _) => Ok(Outcome { tenant: registered(db, &saga).await?, saga, fresh: false }),
+        (_, Some(failure)) => Err(OnboardingError::Replayed(failure.clone())),
+        _ => Err(OnboardingError::InProgress(shared::saga::LEASE_TTL.as_secs())),
+    }
+}
+
+/// The tenant a completed onboarding registered.
+async fn registered(db: &Db, saga: &Saga) -> Result<Tenant, OnboardingError> {
+    let tenant = db.tenants(&SystemContext::new("onboarding")).get(&saga.tenant_id).await?;
+    // A completed onboarding's tenant exists until it is offboarded.
+    tenant.ok_or_else(|| OnboardingError::NotFound(saga.id.clone()))
+}
+
+/// One onboarding saga by id; an invitation's id, or a malformed one, is as unknown as a
+/// missing one.
+pub async fn status(db: &Db, id: &str) -> Result<Saga, OnboardingError> {
+    let found = Sagas::new(db).get(id).await?;
+    found.filter(|s| s.kind == SagaKind::Onboarding).ok_or_else(|| OnboardingError::NotFound(id.to_owned()))
+}
+
+/// Finishes or undoes one taken saga, by its kind, and reads it back as it ended.
+pub async fn finish(db: &Db, directory: &dyn Directory, sagas: &Sagas, run: Run) -> Result<Saga, SagaError> {
+    let id = run.saga().id.clone();
+    let env = Env { db, directory, faults: &shared::saga::NoFaults };
+    let ended = match run.saga().kind {
+        SagaKind::Onboarding => saga::drive(&env, run, None).await.map(drop),
+        SagaKind::Invitation => {
+            users::invitation::drive(db, directory, run, None, env.faults).await.map(drop).map_err(OnboardingError::from)
+        }
+    };
+    if let Err(error) = ended {
+        tracing::info!(sagaId = %id, %error, "the sweep ended a saga with an error");
+    }
+    sagas.get(&id).await?.ok_or(SagaError::Db(DbError::Duplicate))
+}
+
+/// One sweep (docs/ARCHITECTURE.md §21): every saga whose lease expired more than
+/// `options.older_than` ago is finished or compensated, old finished sagas are deleted, and the
+/// leftovers of tenants that were never registered are reaped.
+pub async fn sweep(db: &Db, directory: &dyn Directory, options: SweepOptions) -> Result<SweepReport, SagaError> {
+    sweep_as(db, directory, &Sagas::new(db), options).await
+}
+
+/// [`sweep`] as the lease owner of `sagas` (a test's process).
+pub async fn sweep_as(db: &Db, directory: &dyn Directory, sagas: &Sagas, options: SweepOptions) -> Result<SweepReport, SagaError> {
+    let finisher = |run: Run| -> BoxFuture<'_, Result<Saga, SagaError>> { Box::pin(finish(db, directory, sagas, run)) };
+    shared::saga::sweep(sagas, options, &finisher).await
+}
