@@ -65,13 +65,17 @@ api_pid=$!
 BASE="http://127.0.0.1:${LOCAL_API_PORT}"
 wait_for 100 curl -s -o /dev/null "$BASE/" || { log "the local API did not start"; exit 1; }
 
-# The demo tenant, made once: its admin is invited through Cognito (moto) like any admin.
+# The demo tenant, made once through the onboarding saga: its admin is invited through Cognito
+# (moto) like any admin. The Idempotency-Key makes the call safe to repeat: a replay answers 200
+# with the same tenant.
 PY="${CACHE}/venv/bin/python"
+ONBOARDING_KEY="demo-acme-onboarding-0001"
+ONBOARDING_BODY="{\"tenantName\":\"Acme Corp\",\"domain\":\"acme.example\",\"plan\":\"basic\",\"adminEmail\":\"${DEMO_ADMIN_EMAIL}\",\"adminFirstName\":\"Ada\",\"adminLastName\":\"Admin\"}"
 tenant=$(curl -sS "$BASE/tenants?search=acme.example" -H "Authorization: Bearer $token" \
   | "$PY" -c 'import json,sys; t=json.load(sys.stdin)["data"]["tenants"]; print(t[0]["tenantId"] if t else "")')
 if [ -z "$tenant" ]; then
-  tenant=$(curl -sS -X POST "$BASE/tenants" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-    -d "{\"name\":\"Acme Corp\",\"domain\":\"acme.example\",\"adminEmail\":\"${DEMO_ADMIN_EMAIL}\",\"plan\":\"basic\"}" \
+  tenant=$(curl -sS -X POST "$BASE/onboarding" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    -H "Idempotency-Key: ${ONBOARDING_KEY}" -d "$ONBOARDING_BODY" \
     | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["data"]["tenantId"])')
 fi
 # Cognito would e-mail the invited admin a temporary password; locally we set one instead.
@@ -86,8 +90,14 @@ Demo superadmin ${DEMO_EMAIL}: its ID token (valid one hour; for another, run
 
 export TOKEN='${token}'
 
-Demo tenant ${tenant} (Acme Corp, basic plan). Its admin ${DEMO_ADMIN_EMAIL} was invited through
-Cognito; it signs in (moto stands in for the e-mailed temporary password) with
+Demo tenant ${tenant} (Acme Corp, basic plan), onboarded with this call (run it again: the same
+key answers 200 with the same tenant):
+
+curl -sS -X POST ${BASE}/onboarding -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
+  -H 'Idempotency-Key: ${ONBOARDING_KEY}' -d '${ONBOARDING_BODY}'
+
+Its admin ${DEMO_ADMIN_EMAIL} was invited through Cognito; it signs in (moto stands in for the
+e-mailed temporary password) with
 \`MOTO_URL=${MOTO_URL} ${API} user ${DEMO_ADMIN_EMAIL} '${DEMO_PASSWORD}' --tenant ${tenant}\`:
 
 export ADMIN_TOKEN='${admin_token}'

@@ -5,7 +5,8 @@ authorizer (TenantAuth) and which operations use it, log groups, and the audit r
 the data URI from Secrets Manager, setup on deploy (a custom resource), the usage snapshot
 schedule, CORS (preflight mocks, gateway responses, never credentials), stage throttling, the
 alarms, their topic and the dashboard, the personal-data KMS master key and the key vault, the saga
-sweep's schedule, and the invitation e-mail (through SES only when a verified identity is given).
+sweep's schedule, the invitation e-mail (through SES only when a verified identity is given), the
+self-service sign-up switch (off by default, refused without SES) and its optional WAF rule.
 
 Run from the repository root (or anywhere):
 
@@ -91,6 +92,12 @@ COGNITO_OPERATIONS = {
         "getOnboarding",
     },
 }
+# The only operations that integrate a function with no authorizer at all (security: []), by the
+# function they integrate: self-service sign-up, behind its switch and its own bounds. Any other
+# operation left anonymous fails the check, so no route becomes public by accident.
+ANONYMOUS_OPERATIONS = {
+    "OnboardingFunction": {"signUp"},
+}
 FALLBACK_COGNITO_BINARIES = {"users", "onboarding", "migrations"}
 COGNITO_FEATURE = "cognito"
 
@@ -103,7 +110,15 @@ ALLOWED_ACTIONS = {
 }
 EXPECTED_ACTIONS = {
     "users": set(ALLOWED_ACTIONS),
-    "onboarding": {"cognito-idp:AdminCreateUser", "cognito-idp:AdminGetUser", "cognito-idp:AdminDeleteUser"},
+    # Disable and enable: the removal of an unconfirmed sign-up (users::signups), from an onboarding's
+    # e-mail step or the sweep, disables its admin first and enables it again if it was confirmed.
+    "onboarding": {
+        "cognito-idp:AdminCreateUser",
+        "cognito-idp:AdminGetUser",
+        "cognito-idp:AdminDeleteUser",
+        "cognito-idp:AdminDisableUser",
+        "cognito-idp:AdminEnableUser",
+    },
     "migrations": {"cognito-idp:AdminGetUser", "cognito-idp:AdminCreateUser"},
 }
 # Every Cognito action that touches groups: adding a user to `superadmin` mints a superadmin.
@@ -153,7 +168,18 @@ STACK_NAME = {"Ref": "AWS::StackName"}
 ALARM_TOPIC = "AlarmTopic"
 ALARM_EMAIL_PARAM = "AlarmEmail"
 # The unusual-access alarms the platform promises, by the metric each watches.
-ALARMED_METRICS = {"5xx", "Requests", "ScopeRefusals", "AuthFailures", "Throttles", "Latency", "MigrationErrors"}
+ALARMED_METRICS = {
+    "5xx",
+    "Requests",
+    "ScopeRefusals",
+    "AuthFailures",
+    "Throttles",
+    "Latency",
+    "MigrationErrors",
+    # The platform's hourly sign-up cap reached, and a saga the sweep could not end.
+    "SignupCapReached",
+    "SagasLeftOpen",
+}
 EMF_CAPTURE_ENV = "EMF_CAPTURE_DIR"
 EMF_CAPTURE_DEFAULT = ROOT / "target" / "emf"
 # Personal data (§12): the KMS master key that wraps the tenants' data keys, and the key vault. The
@@ -195,6 +221,17 @@ SWEEP_BINARY = "onboarding"
 # DEVELOPER), so both hang on one condition, set by a verified SES identity's ARN.
 SES_PARAM = "SesIdentityArn"
 INVITE_PLACEHOLDERS = ("{username}", "{####}", f"${{{ORIGIN_PARAM}}}")
+# Self-service sign-up: a switch off by default, which the function refuses to run without the SES
+# identity (and the stack refuses to deploy), and the platform's hourly cap, whose default is the code's.
+SIGNUP_SWITCH_PARAM = "SelfServiceSignup"
+SIGNUP_SWITCH_ENV = "SELF_SERVICE_SIGNUP"
+SIGNUP_CAP_PARAM = "SignupHourlyCap"
+SIGNUP_CAP_ENV = "SIGNUP_HOURLY_CAP"
+SES_ENV = "SES_IDENTITY_ARN"
+SIGNUP_CAP_CONST = re.compile(r"pub const DEFAULT_SIGNUP_HOURLY_CAP: u64 = ([0-9_]+);")
+CONFIG_RS = ROOT / "shared" / "src" / "config.rs"
+# The optional WAF rate-based rule on the sign-up route: off (0) by default.
+SIGNUP_WAF_PARAM = "SignupWafRateLimit"
 
 
 class CheckFailed(Exception):
@@ -824,20 +861,35 @@ def is_preflight_mock(method: str, op: dict) -> bool:
 def check_operation_security(template: dict) -> str:
     """(h) Every operation states exactly one security requirement. An operation that integrates a
     function uses TenantAuth, unless COGNITO_OPERATIONS names it for that function: then CognitoAuth.
-    The one exception is a CORS preflight: an OPTIONS mock, unauthenticated (security: []), since
-    browsers send preflights without credentials; it reaches no function."""
+    Two exceptions are unauthenticated (security: []): a CORS preflight, an OPTIONS mock, since
+    browsers send preflights without credentials (it reaches no function); and the operations that
+    ANONYMOUS_OPERATIONS names for the function they integrate (self-service sign-up), each of which
+    must declare its 429. Every name in either list must match an operation as stated."""
     document = load_openapi()
     schemes = set(((document.get("components") or {}).get("securitySchemes")) or {})
     ops = operations(document)
     require(ops, "openapi.json has no operations")
     counts: dict[str, int] = {}
     cognito_seen: set[tuple[str, str]] = set()
+    anonymous_seen: set[tuple[str, str]] = set()
     for method, path, op in ops:
         where = f"{method} {path}"
         security = op.get("security")
         if is_preflight_mock(method, op):
             require(security == [], f"{where}: a CORS preflight must be unauthenticated (security: []), found {security!r}")
             counts["none (CORS preflight mock)"] = counts.get("none (CORS preflight mock)", 0) + 1
+            continue
+        if security == []:
+            function, operation_id = function_of(op), op.get("operationId")
+            require(
+                function is not None and operation_id in ANONYMOUS_OPERATIONS.get(function, ()),
+                f"{where} ({operation_id}): unauthenticated (security: []) but not a CORS preflight mock, and "
+                f"ANONYMOUS_OPERATIONS does not name it for the function it integrates ({function}); only "
+                f"{sorted(f'{f}.{o}' for f, o_ in ANONYMOUS_OPERATIONS.items() for o in o_)} may be anonymous",
+            )
+            require("429" in (op.get("responses") or {}), f"{where} ({operation_id}): an anonymous operation must declare its 429 (its bounds)")
+            anonymous_seen.add((function, operation_id))
+            counts["none (anonymous)"] = counts.get("none (anonymous)", 0) + 1
             continue
         require(isinstance(security, list), f"{where}: states no security of its own")
         require(len(security) == 1, f"{where}: must have exactly one security requirement, found {security!r}")
@@ -864,6 +916,8 @@ def check_operation_security(template: dict) -> str:
         counts[scheme] = counts.get(scheme, 0) + 1
     stale = sorted(f"{f}.{o}" for f, ops_ in COGNITO_OPERATIONS.items() for o in ops_ if (f, o) not in cognito_seen)
     require(not stale, f"COGNITO_OPERATIONS names operations that openapi.json does not integrate with that function: {stale}")
+    stale = sorted(f"{f}.{o}" for f, ops_ in ANONYMOUS_OPERATIONS.items() for o in ops_ if (f, o) not in anonymous_seen)
+    require(not stale, f"ANONYMOUS_OPERATIONS names operations that openapi.json does not integrate, unauthenticated, with that function: {stale}")
     require(TENANT_AUTH in counts, f"no operation uses {TENANT_AUTH}")
     return f"{len(ops)} operations, one requirement each but the preflights: " + ", ".join(f"{s} {n}" for s, n in sorted(counts.items()))
 
@@ -1777,6 +1831,145 @@ def check_invitation_email(template: dict) -> str:
     return f"{len(pools)} pool(s): SES sender and the platform's invitation only under {', '.join(sorted(conditions))}"
 
 
+def anonymous_operations() -> list[tuple[str, str, str]]:
+    """(method, path, integrated function) of every operation ANONYMOUS_OPERATIONS names, as openapi.json has it."""
+    return [
+        (method, path, function_of(op))
+        for method, path, op in operations(load_openapi())
+        if op.get("operationId") in ANONYMOUS_OPERATIONS.get(function_of(op), ())
+    ]
+
+
+def check_signup_switch(template: dict) -> str:
+    """(aa) Self-service sign-up is a switch, off by default, that the function serving it reads from a
+    parameter (true or false only), with the platform's hourly cap (its default the code's) and the SES
+    identity the function refuses to start without; a rule refuses the switch on with no SES identity at
+    deploy time. No other function carries the switch."""
+    params = parameters(template)
+    switch = params.get(SIGNUP_SWITCH_PARAM)
+    require(switch is not None, f"no parameter {SIGNUP_SWITCH_PARAM} (self-service sign-up's switch)")
+    require(switch.get("Type") == "String", f"{SIGNUP_SWITCH_PARAM}: must be a String, found {switch.get('Type')!r}")
+    require(
+        sorted(str(v) for v in as_list(switch.get("AllowedValues"))) == ["false", "true"],
+        f"{SIGNUP_SWITCH_PARAM}: AllowedValues must be exactly \"true\" and \"false\", found {switch.get('AllowedValues')!r}",
+    )
+    require(str(switch.get("Default")) == "false", f"{SIGNUP_SWITCH_PARAM}: must default to \"false\" (off), found {switch.get('Default')!r}")
+    cap = params.get(SIGNUP_CAP_PARAM)
+    require(cap is not None and cap.get("Type") == "Number", f"no Number parameter {SIGNUP_CAP_PARAM} (the platform's sign-ups an hour)")
+    require(str(cap.get("MinValue")) == "1", f"{SIGNUP_CAP_PARAM}: MinValue must be 1 (the code refuses 0), found {cap.get('MinValue')!r}")
+    found = SIGNUP_CAP_CONST.search(CONFIG_RS.read_text(encoding="utf-8"))
+    require(found is not None, f"{CONFIG_RS.relative_to(ROOT)}: no DEFAULT_SIGNUP_HOURLY_CAP")
+    code_default = found.group(1).replace("_", "")
+    require(
+        str(cap.get("Default")) == code_default,
+        f"{SIGNUP_CAP_PARAM}: Default {cap.get('Default')!r} differs from the code's DEFAULT_SIGNUP_HOURLY_CAP {code_default}",
+    )
+
+    served = anonymous_operations()
+    require(served, "no operation of ANONYMOUS_OPERATIONS in openapi.json: nothing serves self-service sign-up")
+    serving = {function for _, _, function in served}
+    fns = functions(template)
+    for function in sorted(serving):
+        require(function in fns, f"{function} serves {sorted(p for _, p, f in served if f == function)} but is not a function")
+        env = effective_env(template, fns[function])
+        for variable, param in ((SIGNUP_SWITCH_ENV, SIGNUP_SWITCH_PARAM), (SIGNUP_CAP_ENV, SIGNUP_CAP_PARAM), (SES_ENV, SES_PARAM)):
+            require(
+                env.get(variable) == {"Ref": param},
+                f"{function}: Environment.Variables.{variable} must be !Ref {param}, found {env.get(variable)!r}",
+            )
+    others = sorted(n for n, r in fns.items() if n not in serving and SIGNUP_SWITCH_ENV in effective_env(template, r))
+    require(not others, f"{others}: carry {SIGNUP_SWITCH_ENV} but serve no sign-up")
+
+    on = {"Fn::Equals": [{"Ref": SIGNUP_SWITCH_PARAM}, "true"]}
+    ses_set = [{"Fn::Not": [{"Fn::Equals": [{"Ref": SES_PARAM}, ""]}]}, {"Fn::Not": [{"Fn::Equals": ["", {"Ref": SES_PARAM}]}]}]
+    refusing = [
+        name
+        for name, rule in ((template.get("Rules") or {}).items())
+        if isinstance(rule, dict)
+        and rule.get("RuleCondition") in (on, {"Fn::Equals": ["true", {"Ref": SIGNUP_SWITCH_PARAM}]})
+        and any(isinstance(a, dict) and a.get("Assert") in ses_set for a in as_list(rule.get("Assertions")))
+    ]
+    require(
+        refusing,
+        f"no rule in Rules refuses {SIGNUP_SWITCH_PARAM}=true with an empty {SES_PARAM} "
+        f"(RuleCondition !Equals [!Ref {SIGNUP_SWITCH_PARAM}, \"true\"], Assert !Not [!Equals [!Ref {SES_PARAM}, \"\"]])",
+    )
+    return (
+        f"{', '.join(sorted(serving))}: {SIGNUP_SWITCH_ENV} (default false), {SIGNUP_CAP_ENV} (default {code_default}) and "
+        f"{SES_ENV} from their parameters; rule {', '.join(refusing)} refuses the switch without SES"
+    )
+
+
+def check_signup_waf(template: dict) -> str:
+    """(ab) The WAF rate-based rule on the sign-up route exists only under a condition that reads "the
+    limit parameter is not 0", which is its default: a REGIONAL web ACL that allows by default, with one
+    rule that blocks an IP address past the parameter's limit, counted only on requests whose URI path
+    ends with each anonymous operation's path, associated with the API's stage once SAM has made it."""
+    params = parameters(template)
+    param = params.get(SIGNUP_WAF_PARAM)
+    require(param is not None and param.get("Type") == "Number", f"no Number parameter {SIGNUP_WAF_PARAM} (the WAF rule's limit, 0 = off)")
+    require(str(param.get("Default")) == "0", f"{SIGNUP_WAF_PARAM}: must default to 0 (no web ACL), found {param.get('Default')!r}")
+    conditions = {
+        name
+        for name, expr in (template.get("Conditions") or {}).items()
+        if any(
+            expr == {"Fn::Not": [{"Fn::Equals": pair}]}
+            for zero in (0, "0")
+            for pair in ([{"Ref": SIGNUP_WAF_PARAM}, zero], [zero, {"Ref": SIGNUP_WAF_PARAM}])
+        )
+    }
+    require(conditions, f"no Condition reads !Not [!Equals [!Ref {SIGNUP_WAF_PARAM}, 0]]")
+    res = resources(template)
+    waf = {n: r for n, r in res.items() if str(r.get("Type", "")).startswith("AWS::WAFv2::")}
+    require(waf, "no AWS::WAFv2 resource: the sign-up route's rate-based rule is missing")
+    for name, r in sorted(waf.items()):
+        require(
+            r.get("Condition") in conditions,
+            f"{name}: must carry Condition {' or '.join(sorted(conditions))} (off unless {SIGNUP_WAF_PARAM} is set), found {r.get('Condition')!r}",
+        )
+    acls = {n: r.get("Properties") or {} for n, r in waf.items() if r.get("Type") == "AWS::WAFv2::WebACL"}
+    require(len(acls) == 1, f"expected one AWS::WAFv2::WebACL, found {sorted(acls)}")
+    ((acl, props),) = acls.items()
+    require(props.get("Scope") == "REGIONAL", f"{acl}: Scope must be REGIONAL (an API Gateway REST stage), found {props.get('Scope')!r}")
+    require("Allow" in (props.get("DefaultAction") or {}), f"{acl}: DefaultAction must be Allow (it blocks only past the rate)")
+    rules = as_list(props.get("Rules"))
+    require(len(rules) == 1 and isinstance(rules[0], dict), f"{acl}: must have exactly one rule, found {len(rules)}")
+    rule = rules[0]
+    require("Block" in (rule.get("Action") or {}), f"{acl}: its rule's Action must be Block, found {rule.get('Action')!r}")
+    rate = ((rule.get("Statement") or {}).get("RateBasedStatement")) or {}
+    require(rate, f"{acl}: its rule must be a RateBasedStatement")
+    require(rate.get("Limit") == {"Ref": SIGNUP_WAF_PARAM}, f"{acl}: Limit must be !Ref {SIGNUP_WAF_PARAM}, found {rate.get('Limit')!r}")
+    require(rate.get("AggregateKeyType") == "IP", f"{acl}: AggregateKeyType must be IP, found {rate.get('AggregateKeyType')!r}")
+    match = ((rate.get("ScopeDownStatement") or {}).get("ByteMatchStatement")) or {}
+    require(
+        "UriPath" in (match.get("FieldToMatch") or {}) and match.get("PositionalConstraint") == "ENDS_WITH",
+        f"{acl}: the rule must be scoped down by a ByteMatchStatement on UriPath, ENDS_WITH, found {match!r}",
+    )
+    searched = match.get("SearchString")
+    paths = sorted({path for _, path, _ in anonymous_operations()})
+    require(paths and all(searched == path for path in paths), f"{acl}: the scope-down must match the anonymous path(s) {paths}, found {searched!r}")
+
+    associations = {n: r.get("Properties") or {} for n, r in waf.items() if r.get("Type") == "AWS::WAFv2::WebACLAssociation"}
+    require(len(associations) == 1, f"expected one AWS::WAFv2::WebACLAssociation, found {sorted(associations)}")
+    ((association, aprops),) = associations.items()
+    require(aprops.get("WebACLArn") == {"Fn::GetAtt": [acl, "Arn"]}, f"{association}: WebACLArn must be !GetAtt {acl}.Arn")
+    apis = [n for n, r in res.items() if r.get("Type") == "AWS::Serverless::Api"]
+    require(len(apis) == 1, f"expected one AWS::Serverless::Api, found {apis}")
+    api = apis[0]
+    stage = (res[api].get("Properties") or {}).get("StageName")
+    require(isinstance(stage, dict) and "Ref" in stage, f"{api}: StageName must be !Ref a parameter, found {stage!r}")
+    arn = sub_text(aprops.get("ResourceArn")) or ""
+    wanted = f"arn:${{AWS::Partition}}:apigateway:${{AWS::Region}}::/restapis/${{{api}}}/stages/${{{stage['Ref']}}}"
+    require(arn == wanted, f"{association}: ResourceArn must be !Sub \"{wanted}\", found {aprops.get('ResourceArn')!r}")
+    # SAM names the stage of an intrinsic StageName <Api>Stage; the association fails without it.
+    depends = as_list(res[association].get("DependsOn"))
+    require(f"{api}Stage" in depends, f"{association}: must DependsOn {api}Stage (the stage SAM makes), found {depends!r}")
+    return (
+        f"{acl} and {association} only under {', '.join(sorted(conditions))} ({SIGNUP_WAF_PARAM} default 0): "
+        f"IP rate limit !Ref {SIGNUP_WAF_PARAM}, scoped to {paths}, Block, on {api}'s stage"
+    )
+
+
 CHECKS = [
     ("(a)(b) Cognito callers: pool id and least-privilege actions", check_cognito_callers),
     ("(b) no Cognito on Resource '*', no group actions", check_no_wildcard_or_group_grants),
@@ -1803,6 +1996,8 @@ CHECKS = [
     ("(x) personal-data KMS key and the key vault", check_pii_key),
     ("(y) saga sweep schedule", check_sweep_schedule),
     ("(z) invitation e-mail through SES only when configured", check_invitation_email),
+    ("(aa) self-service sign-up switch", check_signup_switch),
+    ("(ab) sign-up WAF rule, off by default", check_signup_waf),
     # Last: it needs the EMF lines the cargo tests capture.
     ("(v) alarms watch emitted metrics", check_alarms_watch_emitted_metrics),
 ]

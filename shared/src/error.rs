@@ -136,6 +136,12 @@ impl ApiError {
         crate::saga::Failure { code: code.to_owned(), message: self.public_message(), status: status.as_u16(), retryable }
     }
 
+    /// The failure a saga keeps when an outage left its outcome unknown: a 503 a retry may get
+    /// past.
+    pub fn outage_failure() -> crate::saga::Failure {
+        ApiError::Unavailable(Box::new(std::io::Error::other("the outcome is unknown"))).into_failure("")
+    }
+
     /// The status: the only place errors become numbers.
     pub fn status(&self) -> StatusCode {
         match self {

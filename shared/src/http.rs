@@ -294,18 +294,8 @@ pub fn idempotency(
     identity: &Identity,
     required: bool,
 ) -> Result<Option<(crate::saga::Caller, crate::saga::IdempotencyKey)>, ApiError> {
-    use crate::saga::{Caller, IdempotencyKey, IDEMPOTENCY_KEY_HEADER};
-    let mut values = req.headers().get_all(IDEMPOTENCY_KEY_HEADER).iter();
-    let (value, more) = (values.next(), values.next());
-    let key = match (value, more) {
-        (None, _) if required => return Err(ApiError::invalid("Idempotency-Key", "this request requires an Idempotency-Key header")),
-        (None, _) => return Ok(None),
-        (Some(_), Some(_)) => return Err(ApiError::invalid("Idempotency-Key", "give one Idempotency-Key header")),
-        (Some(v), None) => {
-            let text = v.to_str().map_err(|_| ApiError::invalid("Idempotency-Key", "must be printable ASCII"))?;
-            IdempotencyKey::parse(text).map_err(|e| ApiError::invalid("Idempotency-Key", e.0))?
-        }
-    };
+    use crate::saga::Caller;
+    let Some(key) = idempotency_key(req, required)? else { return Ok(None) };
     let caller = match &identity.principal {
         crate::identity::Principal::User { sub, .. } => {
             Caller::Person { tenant: if identity.is_superadmin() { None } else { identity.tenant().cloned() }, sub: sub.clone() }
@@ -313,6 +303,22 @@ pub fn idempotency(
         crate::identity::Principal::ApiKey { key_id, .. } => Caller::ApiKey(key_id.clone()),
     };
     Ok(Some((caller, key)))
+}
+
+/// The request's `Idempotency-Key` alone (a caller with no identity: sign-up, keyed by its
+/// source). Malformed, more than one, or missing where `required`: a 400.
+pub fn idempotency_key(req: &Request, required: bool) -> Result<Option<crate::saga::IdempotencyKey>, ApiError> {
+    use crate::saga::{IdempotencyKey, IDEMPOTENCY_KEY_HEADER};
+    let mut values = req.headers().get_all(IDEMPOTENCY_KEY_HEADER).iter();
+    match (values.next(), values.next()) {
+        (None, _) if required => Err(ApiError::invalid("Idempotency-Key", "this request requires an Idempotency-Key header")),
+        (None, _) => Ok(None),
+        (Some(_), Some(_)) => Err(ApiError::invalid("Idempotency-Key", "give one Idempotency-Key header")),
+        (Some(v), None) => {
+            let text = v.to_str().map_err(|_| ApiError::invalid("Idempotency-Key", "must be printable ASCII"))?;
+            Ok(Some(IdempotencyKey::parse(text).map_err(|e| ApiError::invalid("Idempotency-Key", e.0))?))
+        }
+    }
 }
 
 /// A path parameter that must be an ObjectId: a malformed one is a 400, never a 500.

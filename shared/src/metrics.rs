@@ -172,6 +172,15 @@ pub fn saga_sweep(taken: u64, completed: u64, failed: u64, left_open: u64, error
     });
 }
 
+/// A sign-up refused because the platform's sign-ups of the hour are spent: its alarm says the
+/// cap (or an attack) needs a look.
+pub fn signup_cap_reached() {
+    emit(|mut line| {
+        line.metrics(&[BY_SERVICE], &[("SignupCapReached", Unit::Count, 1.0)]);
+        line
+    });
+}
+
 /// One tenant's stored data in one collection, from the usage snapshot.
 pub fn data_growth(tenant: &crate::ids::TenantId, collection: &str, documents: u64, bytes: u64) {
     emit(|mut line| {

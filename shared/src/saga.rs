@@ -103,6 +103,8 @@ impl Caller {
 pub enum SagaKind {
     Onboarding,
     Invitation,
+    /// A self-service sign-up: an onboarding queued by an anonymous caller, run by the sweeper.
+    Signup,
 }
 
 impl SagaKind {
@@ -111,6 +113,7 @@ impl SagaKind {
         match self {
             SagaKind::Onboarding => "onboarding",
             SagaKind::Invitation => "invitation",
+            SagaKind::Signup => "signup",
         }
     }
 }
@@ -119,6 +122,8 @@ impl SagaKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SagaState {
+    /// Accepted, its personal data sealed, waiting for the sweeper to run it (a sign-up).
+    Queued,
     /// Being worked on, or waiting for a caller's retry or the sweeper.
     Running,
     /// Done: its result stands.
@@ -131,6 +136,7 @@ impl SagaState {
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
+            SagaState::Queued => "queued",
             SagaState::Running => "running",
             SagaState::Completed => "completed",
             SagaState::Failed => "failed",
@@ -172,9 +178,13 @@ pub struct Saga {
     #[serde(default)]
     pub lease_owner: Option<String>,
     pub lease_until: DateTime,
-    /// Set when a compensation could not finish: the sweeper compensates, never resumes.
+    /// Set when a compensation could not finish: the next taker finishes it first.
     #[serde(default)]
     pub compensating: bool,
+    /// The failure that started an unfinished compensation: what the saga ends with once the
+    /// compensation is done (a retryable one lets a caller's retry start over instead).
+    #[serde(default)]
+    pub pending_failure: Option<Failure>,
     /// What the context fixed up front, with no personal data (ids, a domain, a plan).
     #[serde(default)]
     pub params: Document,
@@ -285,14 +295,10 @@ impl Sagas {
     /// Starts a saga, or finds the one its caller and key made: insert first, read on a
     /// duplicate. Without a key the saga's id is random and it is always new.
     pub async fn begin(&self, new: NewSaga<'_>) -> Result<Begun, SagaError> {
-        let keyring = self.db.keyring()?;
         let (id, request_hash) = match new.idempotency {
             Some((caller, key)) => {
-                let tag = caller.tag();
-                let id = keyring.platform_digest("saga-id", &[tag.as_bytes(), key.as_str().as_bytes()]).await.map_err(DbError::from)?;
-                let hash =
-                    keyring.platform_digest("saga-request", &[new.kind.as_str().as_bytes(), new.request]).await.map_err(DbError::from)?;
-                (format!("sg_{id}"), Some(hash))
+                let (id, hash) = self.keyed(caller, key, new.kind, new.request).await?;
+                (id, Some(hash))
             }
             None => match new.id {
                 Some(id) => (id, None),
@@ -316,6 +322,7 @@ impl Sagas {
             lease_owner: Some(self.owner.clone()),
             lease_until: self.lease_end(),
             compensating: false,
+            pending_failure: None,
             params: new.params,
             sealed: None,
             lookup: new.lookup,
@@ -343,6 +350,17 @@ impl Sagas {
             return self.rejoin(found).await;
         }
         Err(SagaError::Db(DbError::Duplicate))
+    }
+
+    /// The id of the saga that `caller`'s `key` names, and the keyed digest of its request: each
+    /// under the platform key, so that neither can be computed, or read back, without the vault
+    /// and KMS.
+    pub async fn keyed(&self, caller: &Caller, key: &IdempotencyKey, kind: SagaKind, request: &[u8]) -> Result<(String, String), DbError> {
+        let keyring = self.db.keyring()?;
+        let tag = caller.tag();
+        let id = keyring.platform_digest("saga-id", &[tag.as_bytes(), key.as_str().as_bytes()]).await?;
+        let hash = keyring.platform_digest("saga-request", &[kind.as_str().as_bytes(), request]).await?;
+        Ok((format!("sg_{id}"), hash))
     }
 
     /// A replay met `found`: its outcome if it ended, a 409 while its lease is live, or the
@@ -373,9 +391,15 @@ impl Sagas {
         };
         let mut set = doc! {"leaseOwner": &self.owner, "leaseUntil": self.lease_end(), "updatedAt": self.db.clock().now()};
         let mut update = doc! {"$inc": {"attempts": 1}};
-        if seen.state == SagaState::Failed {
-            set.extend(doc! {"state": SagaState::Running.as_str(), "steps": [], "compensating": false});
-            update.insert("$unset", doc! {"current": "", "error": "", "finishedAt": "", "sealed": ""});
+        match seen.state {
+            SagaState::Failed => {
+                set.extend(doc! {"state": SagaState::Running.as_str(), "steps": [], "compensating": false});
+                update.insert("$unset", doc! {"current": "", "error": "", "finishedAt": "", "sealed": ""});
+            }
+            SagaState::Queued => {
+                set.insert("state", SagaState::Running.as_str());
+            }
+            SagaState::Running | SagaState::Completed => {}
         }
         update.insert("$set", set);
         let taken = self.store.find_one_and_update(filter, update).await;
@@ -411,19 +435,44 @@ impl Sagas {
 
     /// Whether any open saga acts on `tenant`: its leftovers are still explained.
     pub async fn open_for(&self, tenant: &str) -> Result<bool, DbError> {
-        Ok(self.store.count(doc! {"tenantId": tenant, "state": SagaState::Running.as_str()}).await? > 0)
+        let open = vec![SagaState::Running.as_str(), SagaState::Queued.as_str()];
+        Ok(self.store.count(doc! {"tenantId": tenant, "state": {"$in": open}}).await? > 0)
+    }
+
+    /// The completed saga of `kind` that acts on `tenant`, if any (a sign-up's, to tell an
+    /// unconfirmed sign-up's tenant).
+    pub async fn completed_of(&self, kind: SagaKind, tenant: &TenantId) -> Result<Option<Saga>, DbError> {
+        self.store.find_one(doc! {"kind": kind.as_str(), "tenantId": tenant.as_str(), "state": SagaState::Completed.as_str()}).await
+    }
+
+    /// Completed sagas of `kind` that finished before `before`, oldest first, at most `limit`.
+    pub async fn completed_before(&self, kind: SagaKind, before: DateTime, limit: i64) -> Result<Vec<Saga>, DbError> {
+        let filter = doc! {"kind": kind.as_str(), "state": SagaState::Completed.as_str(), "finishedAt": {"$lt": before}};
+        self.store.find(filter, GlobalFind { sort: Some(doc! {"finishedAt": 1}), limit: Some(limit), projection: None }).await
+    }
+
+    /// Ends a completed saga as `failed` with `failure`, once what it made was removed past its
+    /// commit point (an unconfirmed sign-up cancelled or expired). Whether it was still completed.
+    pub async fn retire(&self, id: &str, failure: &Failure) -> Result<bool, DbError> {
+        let failure = mongodb::bson::to_bson(failure)?;
+        let now = self.db.clock().now();
+        let update = doc! {"$set": {"state": SagaState::Failed.as_str(), "error": failure, "finishedAt": now, "updatedAt": now}};
+        self.store.update_one(doc! {"_id": id, "state": SagaState::Completed.as_str()}, update).await
     }
 
     /// One open saga the sweep may take: its lease expired more than `older_than` ago, or, with
     /// `any_other_owner`, whatever its lease, as long as it is not this process's. `skip` holds
     /// the ids this sweep touched already.
     async fn eligible(&self, older_than: Duration, any_other_owner: bool, skip: &[String]) -> Result<Option<Saga>, DbError> {
-        let cutoff = DateTime::from_millis(self.db.clock().now_ms() - older_than.as_millis() as i64);
-        let mut or = vec![doc! {"leaseUntil": {"$lt": cutoff}}];
+        let now = self.db.clock().now();
+        let cutoff = DateTime::from_millis(now.timestamp_millis() - older_than.as_millis() as i64);
+        let mut running = vec![doc! {"leaseUntil": {"$lt": cutoff}}];
         if any_other_owner {
-            or.push(doc! {"leaseOwner": {"$ne": &self.owner}});
+            running.push(doc! {"leaseOwner": {"$ne": &self.owner}});
         }
-        let filter = doc! {"state": SagaState::Running.as_str(), "_id": {"$nin": skip}, "$or": or};
+        // A queued saga is due at once, unless a caller holds it (a sign-up being queued).
+        let queued = doc! {"state": SagaState::Queued.as_str(), "$or": [{"leaseOwner": Bson::Null}, {"leaseUntil": {"$lt": now}}]};
+        let filter = doc! {"_id": {"$nin": skip}, "$or": [{"state": SagaState::Running.as_str(), "$or": running}, queued]};
         let oldest = GlobalFind { sort: Some(doc! {"leaseUntil": 1}), limit: Some(1), projection: None };
         Ok(self.store.find(filter, oldest).await?.pop())
     }
@@ -457,11 +506,33 @@ impl Run {
         &self.sagas.db
     }
 
-    /// Whether this saga must be compensated rather than resumed: a compensation was left
-    /// unfinished, it was taken [`MAX_ATTEMPTS`] times, or it is older than [`MAX_AGE`].
+    /// Whether this saga must be compensated rather than resumed: it was taken [`MAX_ATTEMPTS`]
+    /// times, or it is older than [`MAX_AGE`].
     pub fn exhausted(&self) -> bool {
         let age = self.sagas.db.clock().now_ms() - self.saga.created_at.timestamp_millis();
-        self.saga.compensating || self.saga.attempts > MAX_ATTEMPTS || age > MAX_AGE.as_millis() as i64
+        self.saga.attempts > MAX_ATTEMPTS || age > MAX_AGE.as_millis() as i64
+    }
+
+    /// What a taker must do first with a saga whose compensation was left unfinished: nothing
+    /// (`None`, the saga is not being compensated), or finish the compensation and then either
+    /// start over (`Some(true)`: its failure was retryable, the caller has the request, and the
+    /// saga is not exhausted) or end `failed` with that failure (`Some(false)`).
+    pub fn unfinished_compensation(&self, with_request: bool) -> Option<bool> {
+        if !self.saga.compensating {
+            return None;
+        }
+        let retryable = self.saga.pending_failure.as_ref().is_some_and(|f| f.retryable);
+        Some(retryable && with_request && !self.exhausted())
+    }
+
+    /// Starts the saga over once its compensation is done: no step recorded, `first` started,
+    /// nothing sealed (a retry after an outage's 503, by the caller who has the request).
+    pub async fn restart(&mut self, first: &str) -> Result<(), SagaError> {
+        let update = doc! {
+            "$set": {"steps": [], "compensating": false, "current": first},
+            "$unset": {"sealed": "", "pendingFailure": "", "lastError": ""},
+        };
+        self.write(update, |s| !s.compensating && s.steps.is_empty()).await
     }
 
     /// One write of the saga under its lease, renewing it. `applied` tells, after a lost reply,
@@ -526,13 +597,10 @@ impl Run {
     /// step in the same write.
     pub async fn complete(mut self, result: Document) -> Result<Saga, SagaError> {
         let now = self.sagas.db.clock().now();
-        let mut set = doc! {"state": SagaState::Completed.as_str(), "result": result, "finishedAt": now};
-        let mut update = doc! {"$unset": {"current": "", "sealed": ""}};
-        if let Some((step, also)) = self.last.take() {
-            set.extend(also);
-            update.insert("$push", doc! {"steps": step});
-        }
-        update.insert("$set", set);
+        let update = doc! {
+            "$set": {"state": SagaState::Completed.as_str(), "result": result, "finishedAt": now},
+            "$unset": {"current": "", "sealed": ""},
+        };
         self.end(update, SagaState::Completed).await?;
         Ok(self.saga)
     }
@@ -544,7 +612,7 @@ impl Run {
         let failure = mongodb::bson::to_bson(&failure).map_err(DbError::from)?;
         let update = doc! {
             "$set": {"state": SagaState::Failed.as_str(), "error": failure, "finishedAt": now, "compensating": false},
-            "$unset": {"current": "", "sealed": ""},
+            "$unset": {"current": "", "sealed": "", "pendingFailure": ""},
         };
         self.end(update, SagaState::Failed).await?;
         Ok(self.saga)
@@ -554,8 +622,25 @@ impl Run {
     async fn end(&mut self, mut update: Document, state: SagaState) -> Result<(), SagaError> {
         let filter = doc! {"_id": &self.saga.id, "leaseOwner": &self.sagas.owner};
         let now = self.sagas.db.clock().now();
-        if let Ok(set) = update.get_document_mut("$set") {
-            set.extend(doc! {"leaseOwner": Bson::Null, "leaseUntil": now, "updatedAt": now});
+        let mut set = doc! {"leaseOwner": Bson::Null, "leaseUntil": now, "updatedAt": now};
+        // The last step run, not recorded yet ([`run_steps`]): recorded by this same write.
+        if let Some((step, also)) = self.last.take() {
+            set.extend(also);
+            update.insert("$push", doc! {"steps": step});
+            match update.get_document_mut("$unset") {
+                Ok(unset) => {
+                    unset.insert("current", "");
+                }
+                Err(_) => {
+                    update.insert("$unset", doc! {"current": ""});
+                }
+            }
+        }
+        match update.get_document_mut("$set") {
+            Ok(existing) => existing.extend(set),
+            Err(_) => {
+                update.insert("$set", set);
+            }
         }
         match self.sagas.store.find_one_and_update(filter, update).await {
             Ok(Some(saga)) => {
@@ -574,10 +659,22 @@ impl Run {
         }
     }
 
+    /// Hands the saga to the sweeper: `queued`, its lease given up (a sign-up, once its
+    /// personal data is sealed).
+    pub async fn queue(mut self) -> Result<Saga, SagaError> {
+        let update = doc! {"$set": {"state": SagaState::Queued.as_str()}};
+        self.end(update, SagaState::Queued).await?;
+        Ok(self.saga)
+    }
+
     /// Leaves the saga running for the sweeper (its compensation could not finish), with the
     /// lease given up so that the next taker need not wait for it.
-    pub async fn leave(mut self, why: &str) {
-        let update = doc! {"$set": {"compensating": true, "lastError": why}};
+    pub async fn leave(mut self, why: &str, failure: Option<&Failure>) {
+        let mut set = doc! {"compensating": true, "lastError": why};
+        if let Some(failure) = failure.and_then(|f| mongodb::bson::to_bson(f).ok()) {
+            set.insert("pendingFailure", failure);
+        }
+        let update = doc! {"$set": set};
         if let Err(error) = self.write(update, |s| s.compensating).await {
             tracing::error!(sagaId = %self.saga.id, %error, "could not mark a saga for the sweeper; its lease expires on its own");
         }
@@ -599,12 +696,14 @@ impl Run {
 
 /// A fault a test injects at a saga's step: fail it before it acts, lose its reply after it
 /// acted, or stop the saga there as a crash would (the step never returns, and the test drops
-/// the saga's future). Deployed code passes [`NoFaults`].
+/// the saga's future), before the step acts or after it acted and before it is recorded.
+/// Deployed code passes [`NoFaults`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     Fail,
     LoseReply,
     Crash,
+    CrashAfter,
 }
 
 /// Before or after a step acts.
@@ -652,6 +751,7 @@ pub async fn before_step(faults: &dyn StepFaults, step: &'static str) -> Result<
 pub async fn after_step(faults: &dyn StepFaults, step: &'static str) -> Result<(), Injected> {
     match faults.at(step, When::After).await {
         Some(Fault::LoseReply) => Err(Injected { step, lost: true }),
+        Some(Fault::CrashAfter) => std::future::pending().await,
         _ => Ok(()),
     }
 }
@@ -720,6 +820,9 @@ pub struct SweepReport {
     pub reaped_key_sets: u64,
     /// Domain and e-mail claims of never-registered tenants released.
     pub reaped_claims: u64,
+    /// Self-service sign-ups removed whole, unconfirmed past their temporary password's validity.
+    #[serde(default)]
+    pub expired_signups: u64,
 }
 
 impl SweepReport {

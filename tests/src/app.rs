@@ -62,7 +62,22 @@ pub async fn spawn_app_counting() -> (TestApp, Arc<AtomicU64>) {
     migrations::setup(&db).await.expect("setup");
     db.flavor().await.expect("the server's flavor");
     commands.store(0, Ordering::SeqCst);
-    (spawn_app_on(db, local_api::functions).await, commands)
+    // Sign-up on, so that every route of openapi.json can be measured.
+    let moto = moto_url();
+    let cognito = cognito::client(&moto, REGION);
+    let pool = cognito::bootstrap(&cognito, &moto, REGION, &crate::unique_name("pool")).await.expect("bootstrap the pool");
+    let features = shared::config::Features { signup: Some(shared::config::SignupSettings { hourly_cap: 1_000 }) };
+    (serve_with(db, local_api::functions, cognito, pool, features).await, commands)
+}
+
+/// Starts the local API with the deployment's switches `features` (self-service sign-up on),
+/// reading the time from `clock`.
+pub async fn spawn_app_with_features(clock: shared::clock::SharedClock, features: shared::config::Features) -> TestApp {
+    let db = crate::fresh_db_with_indexes().await.with_clock(clock);
+    let moto = moto_url();
+    let cognito = cognito::client(&moto, REGION);
+    let pool = cognito::bootstrap(&cognito, &moto, REGION, &crate::unique_name("pool")).await.expect("bootstrap the pool");
+    serve_with(db, local_api::functions, cognito, pool, features).await
 }
 
 /// Starts the local API on a fresh database reached through `uri` (a fault proxy's, see
@@ -82,6 +97,12 @@ pub async fn spawn_app_on_db(db: Db) -> TestApp {
     spawn_app_on(db, local_api::functions).await
 }
 
+/// Starts the local API on a database of the test's making with functions of the test's making:
+/// e.g. a database through a fault proxy, and a directory seam that stops it mid-saga.
+pub async fn spawn_app_on_db_with(db: Db, functions: impl FnOnce(&Stack) -> Vec<Arc<dyn HttpFunction>>) -> TestApp {
+    spawn_app_on(db, functions).await
+}
+
 async fn spawn_app_on(db: Db, functions: impl FnOnce(&Stack) -> Vec<Arc<dyn HttpFunction>>) -> TestApp {
     let moto = moto_url();
     let cognito = cognito::client(&moto, REGION);
@@ -90,6 +111,16 @@ async fn spawn_app_on(db: Db, functions: impl FnOnce(&Stack) -> Vec<Arc<dyn Http
 }
 
 async fn serve_on(db: Db, functions: impl FnOnce(&Stack) -> Vec<Arc<dyn HttpFunction>>, cognito: Cognito, pool: PoolIds) -> TestApp {
+    serve_with(db, functions, cognito, pool, Default::default()).await
+}
+
+async fn serve_with(
+    db: Db,
+    functions: impl FnOnce(&Stack) -> Vec<Arc<dyn HttpFunction>>,
+    cognito: Cognito,
+    pool: PoolIds,
+    features: shared::config::Features,
+) -> TestApp {
     let moto = moto_url();
     let config = CognitoConfig {
         region: pool.region.clone(),
@@ -98,7 +129,9 @@ async fn serve_on(db: Db, functions: impl FnOnce(&Stack) -> Vec<Arc<dyn HttpFunc
         issuer: pool.issuer.clone(),
         jwks_url: pool.jwks_url.clone(),
     };
-    let deps = shared::http::Deps::new(db.clone()).with_directory(local_api::moto_directory(&moto, REGION, &pool.user_pool_id));
+    let deps = shared::http::Deps::new(db.clone())
+        .with_directory(local_api::moto_directory(&moto, REGION, &pool.user_pool_id))
+        .with_features(features);
     let gateway = local_api::gateway_with(deps.clone(), functions(&deps), config).expect("the gateway");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let address = format!("http://{}", listener.local_addr().unwrap());

@@ -2,6 +2,8 @@
 //! started, and (see `app`) a running local API with its own Cognito pool in moto.
 
 pub mod app;
+pub mod faults;
+pub mod invariants;
 pub mod proxy;
 
 use shared::config::DbConfig;

@@ -20,6 +20,9 @@ pub enum OnboardingError {
     InProgress(u64),
     #[error("This Idempotency-Key was used with another request body")]
     KeyReused,
+    /// A sign-up bound is reached: try again after this many seconds.
+    #[error("Too many sign-ups; try again later")]
+    TooMany(u64),
     /// The saga was taken too often or grew too old, and was undone.
     #[error("The onboarding was abandoned after too many attempts and undone; send it again with a new Idempotency-Key")]
     Abandoned,
@@ -68,6 +71,7 @@ impl From<OnboardingError> for ApiError {
             OnboardingError::Exists(_) => ApiError::Conflict(e.to_string()),
             OnboardingError::InProgress(retry_after_secs) => ApiError::InProgress { message: e.to_string(), retry_after_secs },
             OnboardingError::KeyReused => ApiError::Unprocessable(e.to_string()),
+            OnboardingError::TooMany(retry_after_secs) => ApiError::TooManyRequests { message: e.to_string(), retry_after_secs },
             OnboardingError::Abandoned => ApiError::Conflict(e.to_string()),
             OnboardingError::Replayed(failure) => ApiError::Replayed { status: failure.status, message: failure.message },
             OnboardingError::Users(inner) => inner.into(),

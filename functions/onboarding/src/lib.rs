@@ -7,6 +7,7 @@ pub mod input;
 mod routes;
 pub mod saga;
 pub mod service;
+pub mod signup;
 pub mod view;
 
 use futures_util::future::BoxFuture;
@@ -35,6 +36,7 @@ pub fn handle(deps: &Deps<SharedDirectory>, req: Request) -> BoxedResponse<'_> {
             "POST /onboarding" => routes::onboard(deps, &req, &meta).await,
             "POST /tenants" => routes::create_tenant(deps, &req, &meta).await,
             "GET /onboarding/{onboardingId}" => routes::status(db, &req).await,
+            "POST /signup" => routes::signup(deps, &req, &meta).await,
             _ => Err(ApiError::NotFound(format!("No route for {route}"))),
         }
     }))

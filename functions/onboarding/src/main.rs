@@ -1,7 +1,7 @@
 //! The onboarding Lambda binary: wiring only. It takes API Gateway's requests and its
 //! schedule's sweep events.
 
-use shared::config::{process_env, DbConfig, PoolConfig};
+use shared::config::{process_env, DbConfig, Features, PoolConfig};
 use shared::db::Db;
 use shared::directory::{LazyCognitoDirectory, SharedDirectory};
 use shared::http::Deps;
@@ -14,6 +14,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let config = DbConfig::load("tenancy-onboarding").await?;
     let pool = PoolConfig::from_env(&env)?;
     let directory: SharedDirectory = Arc::new(LazyCognitoDirectory::new(pool.user_pool_id));
-    let deps = Deps::new(Db::cached_with_keyring(&config).await?).with_directory(directory);
+    // Refuses to start with sign-up on and no SES sender configured.
+    let features = Features::from_env(&env)?;
+    let deps = Deps::new(Db::cached_with_keyring(&config).await?).with_directory(directory).with_features(features);
     shared::http::run_with_events(deps, onboarding::handle, onboarding::FUNCTION, onboarding::on_schedule).await
 }

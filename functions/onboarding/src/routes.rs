@@ -2,6 +2,7 @@
 
 use crate::input::{self, OnboardingBody};
 use crate::service::{self, Outcome};
+use crate::signup::{self, SignupBody};
 use crate::view::OnboardingView;
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
@@ -10,7 +11,7 @@ use shared::audit::Action;
 use shared::db::Db;
 use shared::directory::SharedDirectory;
 use shared::error::ApiError;
-use shared::http::{admit_superadmin, idempotency, json_body, path_param, respond_one, Deps, RequestMeta};
+use shared::http::{admit_superadmin, idempotency, idempotency_key, json_body, path_param, respond_one, Deps, RequestMeta};
 use shared::saga::{NoFaults, Sagas};
 use shared::SuperadminContext;
 use tenants::input::CreateTenantBody;
@@ -71,4 +72,22 @@ pub async fn status(db: &Db, req: &Request) -> Reply {
         return Err(ApiError::invalid("onboardingId", "is not an onboarding id"));
     }
     respond_one(StatusCode::OK, &OnboardingView::new(&service::status(db, &id).await?))
+}
+
+/// `POST /signup` (no authorizer), behind the `SELF_SERVICE_SIGNUP` switch: off, the route does
+/// not exist (404) and nothing is read. On, every accepted sign-up answers the same 202,
+/// whatever its address; a bound reached is a 429 with `Retry-After`.
+pub async fn signup(deps: &Deps<SharedDirectory>, req: &Request, meta: &RequestMeta) -> Reply {
+    let Some(settings) = &deps.features.signup else {
+        return Err(ApiError::NotFound("No route for POST /signup".into()));
+    };
+    let key = idempotency_key(req, true)?.ok_or_else(|| ApiError::invalid("Idempotency-Key", "this request requires one"))?;
+    let input = json_body::<SignupBody>(req)?.validate()?;
+    let source = signup::source_of(&meta.ip).ok_or_else(|| ApiError::Forbidden("The request has no source address".into()))?;
+    signup::sign_up(&deps.db, settings, &source, &key, &input, &NoFaults).await?;
+    let received = serde_json::json!({
+        "status": "received",
+        "message": "If this address can be used, an invitation with a temporary password will be sent to it.",
+    });
+    respond_one(StatusCode::ACCEPTED, &received)
 }

@@ -112,6 +112,23 @@ impl Env<'_> {
 /// or the error that ended it (a failed saga's is [`OnboardingError::Replayed`]).
 pub async fn drive(env: &Env<'_>, mut run: Run, input: Option<&Onboarding>) -> Result<Saga, OnboardingError> {
     let params = Params::of(run.saga())?;
+    // A compensation left unfinished (the undo met an outage too) is finished first; then an
+    // outage's failure lets the caller's retry start over, anything else ends the saga with it.
+    if let Some(start_over) = run.unfinished_compensation(input.is_some()) {
+        if registered(env, &run).await?.is_some() {
+            return Ok(complete(run).await?);
+        }
+        let failure = run.saga().pending_failure.clone().unwrap_or_else(|| OnboardingError::Abandoned.failure());
+        if !start_over {
+            return finish_undo(env, run, &params, input, failure).await;
+        }
+        if let Err(error) = compensate(env, &run, &params, input).await {
+            tracing::error!(tenantId = %run.saga().tenant_id, %error, "onboarding's compensation still does not finish");
+            run.leave("compensation incomplete", Some(&failure)).await;
+            return Err(OnboardingError::Replayed(failure));
+        }
+        run.restart(KEYS).await?;
+    }
     if run.exhausted() || (input.is_none() && !run.saga().did(KEYS)) {
         if registered(env, &run).await?.is_some() {
             return Ok(complete(run).await?);
@@ -130,7 +147,7 @@ pub async fn drive(env: &Env<'_>, mut run: Run, input: Option<&Onboarding>) -> R
             Err(read) => {
                 // The outcome is unknown: undo nothing; a retry or the sweeper finds out.
                 tracing::error!(tenantId = %run.saga().tenant_id, %error, %read, "onboarding's outcome is unknown; left for a retry");
-                run.leave("outcome unknown").await;
+                run.leave("outcome unknown", Some(&shared::error::ApiError::outage_failure())).await;
                 Err(read)
             }
         },
@@ -164,13 +181,15 @@ struct OnboardingSteps<'a> {
     tenant: TenantId,
     params: &'a Params,
     input: Option<&'a Onboarding>,
+    /// [`STEPS`], or the first alone (a sign-up's request).
+    order: &'static [&'static str],
 }
 
 impl Steps for OnboardingSteps<'_> {
     type Error = OnboardingError;
 
     fn order(&self) -> &'static [&'static str] {
-        &STEPS
+        self.order
     }
 
     fn act<'a>(&'a self, run: &'a Run, step: &'static str) -> BoxFuture<'a, Result<Document, OnboardingError>> {
@@ -179,8 +198,26 @@ impl Steps for OnboardingSteps<'_> {
 }
 
 async fn steps(env: &Env<'_>, run: &mut Run, params: &Params, input: Option<&Onboarding>) -> Result<(), OnboardingError> {
-    let steps = OnboardingSteps { env, tenant: run.saga().tenant_id.clone(), params, input };
+    let steps = OnboardingSteps { env, tenant: run.saga().tenant_id.clone(), params, input, order: &STEPS };
     run_steps(&steps, run, env.faults).await
+}
+
+/// A sign-up's request (docs/ARCHITECTURE.md §21): only the first step, which makes the
+/// tenant's keys and stores the request's personal fields sealed; then the saga is queued for
+/// the sweeper, which runs the rest as an onboarding's. A failure there is compensated at once
+/// (the keys of a tenant never registered are discarded) and the saga ends `failed`.
+pub async fn seal_and_queue(env: &Env<'_>, mut run: Run, input: &Onboarding) -> Result<Saga, OnboardingError> {
+    let params = Params::of(run.saga())?;
+    if !run.saga().did(KEYS) {
+        let first = OnboardingSteps { env, tenant: run.saga().tenant_id.clone(), params: &params, input: Some(input), order: &[KEYS] };
+        if let Err(error) = run_steps(&first, &mut run, env.faults).await {
+            return match error {
+                error @ OnboardingError::InProgress(_) => Err(error),
+                error => undo(env, run, &params, Some(input), error).await,
+            };
+        }
+    }
+    Ok(run.queue().await?)
 }
 
 /// What step `name` does; what it returns is stored on the saga with its record.
@@ -212,7 +249,7 @@ async fn act(
         }
         EMAIL => {
             let email = admin_email(env, run, input).await?.ok_or(OnboardingError::Abandoned)?;
-            users::service::claim_email(db, &scope, &email).await?;
+            users::signups::claim_email(db, env.directory, &scope, &email).await?;
         }
         ROLES => seed_roles(db, &scope, params).await?,
         ADMIN => match users.insert_one(&sealed.admin).await {
@@ -332,6 +369,19 @@ async fn undo(
     if let Err(e) = run.compensating().await {
         return Err(e.into());
     }
+    finish_undo(env, run, params, input, failure).await
+}
+
+/// Compensates a saga marked `compensating` and ends it `failed` with `failure`; if the
+/// compensation cannot finish, leaves it for the next taker with `failure` kept. The caller gets
+/// `failure` either way.
+async fn finish_undo(
+    env: &Env<'_>,
+    run: Run,
+    params: &Params,
+    input: Option<&Onboarding>,
+    failure: shared::saga::Failure,
+) -> Result<Saga, OnboardingError> {
     match compensate(env, &run, params, input).await {
         Ok(()) => {
             let saga = run.fail(failure.clone()).await?;
@@ -339,8 +389,8 @@ async fn undo(
             Err(OnboardingError::Replayed(failure))
         }
         Err(undo) => {
-            tracing::error!(tenantId = %run.saga().tenant_id, error = %undo, "onboarding's compensation did not finish; left for the sweeper");
-            run.leave("compensation incomplete").await;
+            tracing::error!(tenantId = %run.saga().tenant_id, error = %undo, "onboarding's compensation did not finish; left for the next taker");
+            run.leave("compensation incomplete", Some(&failure)).await;
             Err(OnboardingError::Replayed(failure))
         }
     }

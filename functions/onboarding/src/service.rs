@@ -5,10 +5,13 @@ use crate::error::OnboardingError;
 use crate::input::Onboarding;
 use crate::saga::{self, Env, Params};
 use futures_util::future::BoxFuture;
-use mongodb::bson;
+use mongodb::bson::{self, doc};
+use shared::audit::{Action, AuditEvent};
 use shared::db::{Db, DbError, SystemContext};
 use shared::directory::Directory;
+use shared::http::RequestMeta;
 use shared::ids::TenantId;
+use shared::metrics::Business;
 use shared::models::Tenant;
 use shared::saga::{
     Begun, Caller, IdempotencyKey, NewSaga, Run, Saga, SagaError, SagaKind, SagaState, Sagas, StepFaults, SweepOptions, SweepReport,
@@ -114,7 +117,7 @@ pub async fn finish(db: &Db, directory: &dyn Directory, sagas: &Sagas, run: Run)
     let id = run.saga().id.clone();
     let env = Env { db, directory, faults: &shared::saga::NoFaults };
     let ended = match run.saga().kind {
-        SagaKind::Onboarding => saga::drive(&env, run, None).await.map(drop),
+        SagaKind::Onboarding | SagaKind::Signup => saga::drive(&env, run, None).await.map(drop),
         SagaKind::Invitation => {
             users::invitation::drive(db, directory, run, None, env.faults).await.map(drop).map_err(OnboardingError::from)
         }
@@ -122,7 +125,38 @@ pub async fn finish(db: &Db, directory: &dyn Directory, sagas: &Sagas, run: Run)
     if let Err(error) = ended {
         tracing::info!(sagaId = %id, %error, "the sweep ended a saga with an error");
     }
-    sagas.get(&id).await?.ok_or(SagaError::Db(DbError::Duplicate))
+    let saga = sagas.get(&id).await?.ok_or(SagaError::Db(DbError::Duplicate))?;
+    if saga.state == SagaState::Completed {
+        audit_completion(db, &saga).await;
+    }
+    Ok(saga)
+}
+
+/// The audit entry (and business metric) of a saga the sweeper completed, as the route writes
+/// for one its caller completed: by the system, since no request made it.
+async fn audit_completion(db: &Db, saga: &Saga) {
+    let Ok(Some(tenant)) = db.tenants(&SystemContext::new("sweep")).get(&saga.tenant_id).await else {
+        tracing::error!(sagaId = %saga.id, "a completed saga's tenant could not be read; its audit entry is missing");
+        return;
+    };
+    let (action, resource, details, metric) = match saga.kind {
+        SagaKind::Onboarding | SagaKind::Signup => {
+            let details = doc! {"name": &tenant.name, "plan": tenant.settings.billing.plan.as_str(), "actingAs": "system",
+            "via": saga.kind.as_str()};
+            (Action::TenantCreated, tenant.tenant_id.to_string(), details, Business::TenantsCreated)
+        }
+        SagaKind::Invitation => {
+            let user = saga.result.as_ref().and_then(|r| r.get_object_id("userId").ok()).map(|id| id.to_hex()).unwrap_or_default();
+            (Action::UserInvited, user, doc! {"actingAs": "system", "via": "sweep"}, Business::UsersInvited)
+        }
+    };
+    let meta = RequestMeta { request_id: saga.id.clone(), ip: String::new(), user_agent: "saga sweep".into() };
+    let event = AuditEvent { action, resource_id: Some(resource), details };
+    let days = tenant.settings.audit_retention_days();
+    if let Err(error) = shared::audit::record(db, &tenant.tenant_id, days, &meta, Some("system:sweep".into()), event).await {
+        tracing::error!(sagaId = %saga.id, %error, "could not write the audit entry of a saga the sweep completed");
+    }
+    shared::metrics::business(metric, tenant.tenant_id.as_str());
 }
 
 /// One sweep (docs/ARCHITECTURE.md §21): every saga whose lease expired more than
@@ -134,6 +168,16 @@ pub async fn sweep(db: &Db, directory: &dyn Directory, options: SweepOptions) ->
 
 /// [`sweep`] as the lease owner of `sagas` (a test's process).
 pub async fn sweep_as(db: &Db, directory: &dyn Directory, sagas: &Sagas, options: SweepOptions) -> Result<SweepReport, SagaError> {
+    // Before the purge of old finished sagas: an expired sign-up is told by its completed saga.
+    let expired = match users::signups::expire_unconfirmed(db, directory, options.limit.min(1_000) as i64).await {
+        Ok(n) => n,
+        Err(error) => {
+            tracing::error!(%error, "the sweep could not expire unconfirmed sign-ups; the next one tries again");
+            0
+        }
+    };
     let finisher = |run: Run| -> BoxFuture<'_, Result<Saga, SagaError>> { Box::pin(finish(db, directory, sagas, run)) };
-    shared::saga::sweep(sagas, options, &finisher).await
+    let mut report = shared::saga::sweep(sagas, options, &finisher).await?;
+    report.expired_signups = expired;
+    Ok(report)
 }

@@ -198,7 +198,7 @@ async fn act(steps: &InvitationSteps<'_>, run: &Run, step: &'static str) -> Resu
     match step {
         SEAT => take_seat(db, tenant, &saga.id, params.admin, steps.max_users).await?,
         EMAIL => {
-            crate::service::claim_email(db, &scope, &person::email(db, tenant, &record).await?).await?;
+            crate::signups::claim_email(db, steps.directory, &scope, &person::email(db, tenant, &record).await?).await?;
         }
         DIRECTORY => {
             let linked = match crate::service::provision(db, steps.directory, &scope, &record).await {
@@ -287,6 +287,23 @@ async fn drive_with(
     faults: &dyn StepFaults,
 ) -> Result<(Saga, Option<User>), UsersError> {
     let params = Params::of(run.saga())?;
+    // A compensation left unfinished (the undo met an outage too) is finished first; then an
+    // outage's failure lets the caller's retry start over, anything else ends the saga with it.
+    if let Some(start_over) = run.unfinished_compensation(input.is_some()) {
+        if linked(db, &run, &params).await? {
+            return Ok((complete(db, run, &params).await?, None));
+        }
+        let failure = run.saga().pending_failure.clone().unwrap_or_else(|| ApiError::from(UsersError::Abandoned).into_failure("abandoned"));
+        if !start_over {
+            return finish_undo(db, directory, run, &params, input, failure, false).await;
+        }
+        if let Err(error) = compensate(db, directory, &run, &params, input).await {
+            tracing::error!(userId = %params.record_id, %error, "an invitation's compensation still does not finish");
+            run.leave("compensation incomplete", Some(&failure)).await;
+            return Err(UsersError::Replayed(failure));
+        }
+        run.restart(RECORD).await?;
+    }
     if run.exhausted() || (input.is_none() && !run.saga().did(RECORD)) {
         return match linked(db, &run, &params).await? {
             true => Ok((complete(db, run, &params).await?, None)),
@@ -309,7 +326,7 @@ async fn drive_with(
             Ok(false) => undo(db, directory, run, &params, input, error).await,
             Err(read) => {
                 tracing::error!(userId = %params.record_id, %error, %read, "an invitation's outcome is unknown; left for a retry");
-                run.leave("outcome unknown").await;
+                run.leave("outcome unknown", Some(&ApiError::outage_failure())).await;
                 Err(read)
             }
         },
@@ -355,13 +372,28 @@ async fn undo(
     };
     let failure = ApiError::from(error).into_failure(code);
     run.compensating().await?;
+    finish_undo(db, directory, run, params, input, failure, email_taken).await
+}
+
+/// Compensates a saga marked `compensating` and ends it `failed` with `failure`; if the
+/// compensation cannot finish, leaves it for the next taker with `failure` kept. The caller gets
+/// `failure` either way (as [`UsersError::EmailTaken`] itself when `email_taken`).
+async fn finish_undo(
+    db: &Db,
+    directory: &dyn Directory,
+    run: Run,
+    params: &Params,
+    input: Option<&Invitation>,
+    failure: shared::saga::Failure,
+    email_taken: bool,
+) -> Result<(Saga, Option<User>), UsersError> {
     match compensate(db, directory, &run, params, input).await {
         Ok(()) => {
             run.fail(failure.clone()).await?;
         }
         Err(undo) => {
-            tracing::error!(userId = %params.record_id, error = %undo, "an invitation's compensation did not finish; left for the sweeper");
-            run.leave("compensation incomplete").await;
+            tracing::error!(userId = %params.record_id, error = %undo, "an invitation's compensation did not finish; left for the next taker");
+            run.leave("compensation incomplete", Some(&failure)).await;
         }
     }
     Err(if email_taken { UsersError::EmailTaken } else { UsersError::Replayed(failure) })

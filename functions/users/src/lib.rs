@@ -8,6 +8,7 @@ pub mod person;
 pub mod refusals;
 mod routes;
 pub mod service;
+pub mod signups;
 pub mod trigger;
 pub mod view;
 

@@ -278,9 +278,17 @@ pub async fn provision(db: &Db, directory: &dyn Directory, scope: &impl TenantSc
     let sub = match directory.create_user(&email, tenant).await {
         Ok(sub) => sub,
         Err(first) => match directory.get_user(&email).await.map_err(UsersError::Directory)? {
-            Some(found) if found.tenant.as_deref() == Some(tenant.as_str()) && !linked(db, scope, &found.sub).await? => {
-                tracing::warn!(userId = %record.id, error = %first, "adopting the directory user of a lost reply");
-                found.sub
+            Some(found) if found.tenant.as_deref() == Some(tenant.as_str()) => {
+                match users(db, scope).find_one(doc! {"cognitoUserId": &found.sub}).await? {
+                    None => {
+                        tracing::warn!(userId = %record.id, error = %first, "adopting the directory user of a lost reply");
+                        found.sub
+                    }
+                    // This very record links it already: a redo after the link was written
+                    // (a saga's step resumed after a crash or a lost reply). Done before.
+                    Some(linked) if linked.id == record.id => return Ok(linked),
+                    Some(_) => return Err(UsersError::EmailTaken),
+                }
             }
             Some(_) => return Err(UsersError::EmailTaken),
             // The directory said "exists" and then found none (deleted in between): a refusal

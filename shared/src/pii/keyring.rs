@@ -224,6 +224,12 @@ impl Keyring {
         self.vault.claim_email(&hash, tenant, self.clock.now()).await
     }
 
+    /// The tenant holding `email` in the global index, if any.
+    pub async fn email_holder(&self, email: &Email) -> Result<Option<TenantId>, PiiError> {
+        let hash = self.global_email_index(email).await?;
+        Ok(self.vault.email_holder(&hash).await?.and_then(|t| TenantId::parse(t).ok()))
+    }
+
     /// Releases `email` from the global index if `tenant` holds it.
     pub async fn release_email(&self, tenant: &TenantId, email: &Email) -> Result<bool, PiiError> {
         let hash = self.global_email_index(email).await?;

@@ -222,6 +222,12 @@ impl KeyVault {
         Ok(deleted.deleted_count == 1)
     }
 
+    /// Releases every global index entry `tenant` holds (a cancelled sign-up's tenant, removed
+    /// whole). How many went.
+    pub async fn release_emails_of(&self, tenant: &TenantId) -> Result<u64, PiiError> {
+        Ok(self.emails().delete_many(doc! {"tenantId": tenant.as_str()}).await.map_err(vault_error)?.deleted_count)
+    }
+
     /// How many global index entries `tenant` holds.
     pub async fn emails_held(&self, tenant: &TenantId) -> Result<u64, PiiError> {
         self.emails().count_documents(doc! {"tenantId": tenant.as_str()}).await.map_err(vault_error)

@@ -269,3 +269,32 @@ async fn the_setup_custom_resource_answers_cloudformation_and_delete_keeps_the_d
     metric_lines.extend(lines);
     keep_metric_lines("deploy.jsonl", &metric_lines);
 }
+
+#[tokio::test]
+async fn a_sign_up_past_the_platform_s_hourly_cap_is_a_429_with_an_alarmed_metric_from_the_built_binary() {
+    let (pool, arn) = stack().await;
+    let moto = moto_url();
+    let kms = tenancy_tests::kms_key_id().await;
+    let db = tenancy_tests::fresh_db_with_indexes().await;
+    let (name, event) = super::events::event_files().into_iter().find(|(n, _)| n == "onboarding-signup.json").expect("the event");
+    let aws = runtime::LocalAws { pool: &pool, moto_url: &moto, secret_arn: &arn, kms_key_id: &kms };
+    let binary = bin_dir().join(runtime::binary_for_event(&name, &event).unwrap());
+    // A cap of one sign-up an hour: the event's first run takes it, another address's is refused.
+    let mut env = runtime::function_env(&aws, db.name());
+    env.push(("SIGNUP_HOURLY_CAP".into(), "1".into()));
+    let first = runtime::invoke(&binary, &env, event.clone(), Duration::from_secs(60)).await.unwrap();
+    assert_eq!(answered(&name, &first)["statusCode"], 202, "{name}");
+    let mut second = event.clone();
+    second["body"] = json!(json!({"companyName": "Second Co", "adminEmail": "second@demo-signup.example",
+        "adminFirstName": "S", "adminLastName": "C"})
+    .to_string());
+    second["headers"]["Idempotency-Key"] = json!("demo-events-signup-0002");
+    second["multiValueHeaders"]["Idempotency-Key"] = json!(["demo-events-signup-0002"]);
+    let refused = runtime::invoke(&binary, &env, second, Duration::from_secs(60)).await.unwrap();
+    let response = answered(&name, &refused);
+    assert_eq!(response["statusCode"], 429, "{response}");
+    let lines = checked_metric_lines(&name, &refused);
+    assert!(lines.iter().any(|l| l.get("SignupCapReached") == Some(&json!(1.0))), "{lines:?}");
+    // Kept beside the events' lines, where tests/template_test.py finds the alarms' metrics.
+    keep_metric_lines("signup-cap.jsonl", &lines);
+}

@@ -36,16 +36,19 @@ enum Caller {
     /// An API key of the tenant admin's: the local gateway runs the REQUEST authorizer in
     /// process, so its two round trips (the key, its windows) are counted with the route's.
     ApiKey,
+    /// No credential at all (self-service sign-up).
+    Anonymous,
 }
 
 impl Caller {
-    const ALL: [Caller; 3] = [Caller::Superadmin, Caller::TenantAdmin, Caller::ApiKey];
+    const ALL: [Caller; 4] = [Caller::Superadmin, Caller::TenantAdmin, Caller::ApiKey, Caller::Anonymous];
 
     fn as_str(self) -> &'static str {
         match self {
             Caller::Superadmin => "superadmin",
             Caller::TenantAdmin => "tenant admin",
             Caller::ApiKey => "API key",
+            Caller::Anonymous => "anonymous",
         }
     }
 
@@ -222,12 +225,13 @@ struct Who {
 
 impl Who {
     fn request(&self, app: &TestApp, method: Method, path: &str, body: Option<&Value>) -> RequestBuilder {
-        let keyed = method == Method::POST && path == "/onboarding";
+        let keyed = method == Method::POST && (path == "/onboarding" || path == "/signup");
         let builder = match self.caller {
             Caller::ApiKey => app.key_request(method, path, &self.credential),
             Caller::Superadmin | Caller::TenantAdmin => app.request(method, path, Some(self.credential.as_str())),
+            Caller::Anonymous => app.request(method, path, None),
         };
-        // `POST /onboarding` requires an idempotency key: each call is a new onboarding.
+        // `POST /onboarding` and `POST /signup` require an idempotency key: each call is new.
         let builder = if keyed {
             builder.header("Idempotency-Key", format!("budget-{}", mongodb::bson::oid::ObjectId::new().to_hex()))
         } else {
@@ -273,7 +277,7 @@ impl Meter<'_> {
             Caller::ApiKey => {
                 self.ok(who, Method::GET, "/users", None).await;
             }
-            Caller::Superadmin => {}
+            Caller::Superadmin | Caller::Anonymous => {}
         }
         self.commands.store(0, SeqCst);
         let (status, _, reply) = self.app.call(who.request(self.app, method.clone(), path, body.as_ref())).await;
@@ -421,6 +425,13 @@ async fn every_route_s_warm_call_keeps_to_its_round_trip_budget() {
     };
     let onboarded = m.measure(&ops, Method::POST, "/onboarding", Some(onboarding("c"))).await;
     m.twice(&ops, Method::GET, &format!("/onboarding/{}", text(&onboarded["data"]["onboardingId"])), None).await;
+    let nobody = Who { caller: Caller::Anonymous, credential: String::new() };
+    let signup = |n: &str| {
+        json!({"companyName": format!("Budgets {n}"), "adminEmail": format!("admin@budgets-{n}.example"),
+            "adminFirstName": "Bud", "adminLastName": "Get"})
+    };
+    m.ok(&nobody, Method::POST, "/signup", Some(signup("d"))).await;
+    m.measure(&nobody, Method::POST, "/signup", Some(signup("e"))).await;
     m.twice(&ops, Method::GET, "/tenants", None).await;
     m.twice(&ops, Method::GET, &other, None).await;
     m.twice(&ops, Method::GET, &format!("{other}/usage/history"), None).await;

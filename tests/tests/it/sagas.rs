@@ -4,8 +4,6 @@
 //! nothing: no Cognito user without its tenant, no claim or key set of an unregistered tenant,
 //! counters equal to a recount, and never a second tenant.
 
-use futures_util::future::BoxFuture;
-use mongodb::bson::{doc, Document};
 use onboarding::error::OnboardingError;
 use onboarding::input::Onboarding;
 use onboarding::saga::STEPS;
@@ -14,38 +12,11 @@ use serde_json::{json, Value};
 use shared::clock::ManualClock;
 use shared::ids::{Domain, Email};
 use shared::plans::Plan;
-use shared::saga::{Caller, Fault, IdempotencyKey, SagaState, Sagas, StepFaults, SweepOptions, When, LEASE_TTL};
+use shared::saga::{Caller, Fault, IdempotencyKey, SagaState, Sagas, SweepOptions, LEASE_TTL};
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use tenancy_tests::app::{spawn_app, spawn_app_with_clock, TestApp};
-use tenancy_tests::raw_collection;
-
-/// One fault at one step; a crash also says when it is reached, so that the test drops the
-/// saga's future exactly there (no timing).
-#[derive(Debug)]
-struct At {
-    step: &'static str,
-    fault: Fault,
-    reached: Arc<tokio::sync::Notify>,
-}
-
-impl StepFaults for At {
-    fn at<'a>(&'a self, step: &'static str, when: When) -> BoxFuture<'a, Option<Fault>> {
-        Box::pin(async move {
-            let acts = match self.fault {
-                Fault::Fail | Fault::Crash => when == When::Before,
-                Fault::LoseReply => when == When::After,
-            };
-            if step != self.step || !acts {
-                return None;
-            }
-            if self.fault == Fault::Crash {
-                self.reached.notify_one();
-            }
-            Some(self.fault)
-        })
-    }
-}
+use tenancy_tests::faults::{crashes, At};
+use tenancy_tests::invariants::{all, assert_whole_or_nothing, tenant_of};
 
 fn input(n: &str) -> Onboarding {
     Onboarding {
@@ -61,76 +32,6 @@ fn input(n: &str) -> Onboarding {
 
 fn caller() -> Caller {
     Caller::Person { tenant: None, sub: "ops-sub".into() }
-}
-
-/// Every document of a collection of the data or the vault database.
-async fn all(app: &TestApp, vault: bool, collection: &str) -> Vec<Document> {
-    use futures_util::TryStreamExt;
-    let coll = if vault {
-        tenancy_tests::vault_database(&app.db).await.collection::<Document>(collection)
-    } else {
-        raw_collection(&app.db, collection).await
-    };
-    coll.find(doc! {}).await.unwrap().try_collect().await.unwrap()
-}
-
-fn tenant_of(d: &Document, field: &str) -> String {
-    d.get_str(field).unwrap_or_default().to_owned()
-}
-
-/// What must hold once every saga has ended: the whole or nothing, for every tenant.
-async fn assert_whole_or_nothing(app: &TestApp, context: &str) {
-    let registered: BTreeSet<String> = all(app, false, "tenants").await.iter().map(|t| tenant_of(t, "tenantId")).collect();
-    for (vault, collection, field) in [
-        (false, "roles", "tenantId"),
-        (false, "users", "tenantId"),
-        (false, "tenantDomains", "tenantId"),
-        (true, "emailIndex", "tenantId"),
-        (true, "tenantKeys", "_id"),
-    ] {
-        for d in all(app, vault, collection).await {
-            let owner = tenant_of(&d, field);
-            assert!(registered.contains(&owner), "{context}: {collection} holds a document of the unregistered tenant {owner}: {d}");
-        }
-    }
-    let cognito = app.cognito_users().await;
-    for (sub, tenant) in &cognito {
-        if let Some(tenant) = tenant {
-            assert!(registered.contains(tenant), "{context}: a Cognito user ({sub}) of the unregistered tenant {tenant}");
-        }
-    }
-    let users = all(app, false, "users").await;
-    let roles = all(app, false, "roles").await;
-    for tenant in all(app, false, "tenants").await {
-        let id = tenant_of(&tenant, "tenantId");
-        let mine: Vec<&Document> = users.iter().filter(|u| tenant_of(u, "tenantId") == id).collect();
-        let admin_role = roles.iter().find(|r| tenant_of(r, "tenantId") == id && r.get_str("name") == Ok("admin")).expect("an admin role");
-        let admin_hex = admin_role.get_object_id("_id").unwrap().to_hex();
-        let admins = mine.iter().filter(|u| u.get_array("roles").unwrap().iter().any(|r| r.as_str() == Some(&admin_hex))).count();
-        let counters = tenant.get_document("counters").unwrap();
-        assert_eq!(
-            counters.get_i64("seats").unwrap_or_else(|_| i64::from(counters.get_i32("seats").unwrap())),
-            mine.len() as i64,
-            "{context}: seats"
-        );
-        assert_eq!(
-            counters.get_i64("admins").unwrap_or_else(|_| i64::from(counters.get_i32("admins").unwrap())),
-            admins as i64,
-            "{context}: admins"
-        );
-        // The admin's Cognito user exists, carries this tenant, and the record links it.
-        for user in &mine {
-            let sub = user.get_str("cognitoUserId").unwrap();
-            assert!(
-                cognito.iter().any(|(s, t)| s == sub && t.as_deref() == Some(id.as_str())),
-                "{context}: {id}'s user is not linked to its Cognito user"
-            );
-        }
-        assert_eq!(roles.iter().filter(|r| tenant_of(r, "tenantId") == id).count(), 3, "{context}: {id}'s system roles");
-    }
-    let names: Vec<String> = all(app, false, "tenants").await.iter().map(|t| tenant_of(t, "name")).collect();
-    let unique: BTreeSet<&String> = names.iter().collect();
-    assert_eq!(unique.len(), names.len(), "{context}: a second tenant of one onboarding: {names:?}");
 }
 
 /// How a faulted onboarding is followed up.
@@ -149,7 +50,7 @@ async fn faulted(app: &TestApp, clock: &ManualClock, n: &str, step: &'static str
     let key = IdempotencyKey::parse(&format!("key-{n}-0001")).unwrap();
     let who = caller();
     let onboarding = input(n);
-    let at = At { step, fault, reached: Arc::new(tokio::sync::Notify::new()) };
+    let at = At::new(step, fault);
     // The faulted attempt runs as another process, whose lease outlives it on a crash.
     let crashed = Sagas::with_owner(db, format!("crashed-{n}"));
     let first = {
@@ -158,7 +59,7 @@ async fn faulted(app: &TestApp, clock: &ManualClock, n: &str, step: &'static str
         let task = tokio::spawn(async move {
             service::onboard(&db, directory.as_ref(), &crashed, Some((&who, &key)), &onboarding, &at).await.map(|o| o.saga.id)
         });
-        if fault == Fault::Crash {
+        if crashes(fault) {
             reached.notified().await;
             task.abort();
             None
@@ -176,7 +77,7 @@ async fn faulted(app: &TestApp, clock: &ManualClock, n: &str, step: &'static str
     match then {
         Then::Retry => {
             // A crash leaves a live lease: the retry meets a 409 until it expires.
-            if fault == Fault::Crash {
+            if crashes(fault) {
                 let busy = service::onboard(db, directory, &Sagas::new(db), Some((&who, &key)), &onboarding, &shared::saga::NoFaults).await;
                 assert!(matches!(busy, Err(OnboardingError::InProgress(_))), "{context}: {busy:?}");
                 clock.advance(LEASE_TTL + std::time::Duration::from_secs(1));
@@ -226,7 +127,7 @@ async fn every_step(fault: Fault) {
                     let finished = match fault {
                         Fault::Fail => false,
                         Fault::LoseReply => *step == "register",
-                        Fault::Crash => *step != "keys",
+                        Fault::Crash | Fault::CrashAfter => *step != "keys",
                     };
                     let expected = if finished { SagaState::Completed } else { SagaState::Failed };
                     assert_eq!(state, expected, "{step} x {fault:?} then a sweep");
@@ -250,6 +151,11 @@ async fn a_lost_reply_at_any_step_is_settled_by_reading_and_ends_whole_or_nothin
 #[tokio::test]
 async fn a_crash_at_any_step_is_finished_by_a_retry_or_the_sweeper() {
     every_step(Fault::Crash).await;
+}
+
+#[tokio::test]
+async fn a_crash_after_any_step_acted_and_before_it_was_recorded_is_finished_by_a_retry_or_the_sweeper() {
+    every_step(Fault::CrashAfter).await;
 }
 
 fn onboarding_body(n: &str) -> Value {

@@ -121,7 +121,10 @@ async fn main() -> Result<(), BoxError> {
             let db = local_api::database(&DbConfig::load("tenancy-local-api").await?).await?;
             let cognito_config = CognitoConfig::from_env(&process_env())?;
             let directory = local_api::moto_directory(&moto, &cognito_config.region, &cognito_config.user_pool_id);
-            let gateway = local_api::gateway(shared::http::Deps::new(db.clone()).with_directory(directory), cognito_config)?;
+            // The deployment's switches, as the functions read them (sign-up off unless set).
+            let features = shared::config::Features::from_env(&process_env())?;
+            let stack = shared::http::Deps::new(db.clone()).with_directory(directory).with_features(features);
+            let gateway = local_api::gateway(stack, cognito_config)?;
             let port: u16 = env_or("LOCAL_API_PORT", "3000").parse()?;
             // Loopback only: this is a developer tool, never a public server.
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;

@@ -182,10 +182,24 @@ pub struct LocalAws<'a> {
     pub kms_key_id: &'a str,
 }
 
+/// A clearly fake SES identity for the local stack: sign-up refuses to start without one, and
+/// moto sends no mail anyway.
+pub const LOCAL_SES_IDENTITY_ARN: &str = "arn:aws:ses:us-east-1:000000000000:identity/local.example";
+
+/// The switches the local stack's functions run with: sign-up on ([`function_env`]'s).
+pub fn local_features() -> shared::config::Features {
+    let env = shared::config::Env(|name: &str| match name {
+        "SELF_SERVICE_SIGNUP" => Some("true".to_owned()),
+        "SES_IDENTITY_ARN" => Some(LOCAL_SES_IDENTITY_ARN.to_owned()),
+        _ => None,
+    });
+    shared::config::Features::from_env(&env).expect("the local switches are valid")
+}
+
 /// A function's environment as template.yaml gives it, pointed at the local stack: the
 /// connection string's secret (never the URI itself), the database, the KMS master key and the
 /// vault database beside the data (the local vault has no cluster of its own), the pool, moto as
-/// every AWS endpoint with clearly fake credentials, and the metrics' service name.
+/// every AWS endpoint with clearly fake credentials, and the metrics' service name; and sign-up on.
 pub fn function_env(aws: &LocalAws<'_>, database: &str) -> Vec<(String, String)> {
     let LocalAws { pool, moto_url, secret_arn, kms_key_id } = *aws;
     let vault = format!("{database}_vault");
@@ -208,6 +222,9 @@ pub fn function_env(aws: &LocalAws<'_>, database: &str) -> Vec<(String, String)>
         ("METRICS_SERVICE", "tenancy-local"),
         ("CORS_ALLOWED_ORIGIN", LOCAL_ADMIN_PANEL_ORIGIN),
         ("RUST_LOG", "info"),
+        // The local stack runs with sign-up on, as the contract run does.
+        ("SELF_SERVICE_SIGNUP", "true"),
+        ("SES_IDENTITY_ARN", LOCAL_SES_IDENTITY_ARN),
     ];
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
