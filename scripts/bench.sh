@@ -82,7 +82,7 @@ use_throwaway_stack "$BENCH_FERRETDB_PORT" "$BENCH_MOTO_PORT"
 
 if [ "$mode" = bench ]; then
   "${build[@]}"
-  bin_dir=target/release
+  bin_dir="${CARGO_TARGET_DIR:-target}/release"
 fi
 cargo build --locked --bin local-api
 bash scripts/ferretdb.sh build >&2

@@ -17,7 +17,7 @@
 //! What the steps are, how each is undone, and what ends a saga is the owning context's; this
 //! module keeps the documents, the leases, idempotency and the sweep loop ([`sweep`]).
 
-use crate::db::{Db, DbError, GlobalCollection, GlobalFind, GlobalStore, SystemContext};
+use crate::db::{merge_operator, Db, DbError, GlobalCollection, GlobalFind, GlobalStore, SystemContext};
 use crate::ids::{InvalidValue, TenantId};
 use futures_util::future::BoxFuture;
 use mongodb::bson::{doc, Bson, DateTime, Document};
@@ -539,12 +539,15 @@ impl Run {
     /// whether the re-read saga carries this write.
     async fn write(&mut self, mut update: Document, applied: impl Fn(&Saga) -> bool) -> Result<(), SagaError> {
         let renew = doc! {"leaseUntil": self.sagas.lease_end(), "updatedAt": self.sagas.db.clock().now()};
-        match update.get_document_mut("$set") {
-            Ok(set) => set.extend(renew),
-            Err(_) => {
-                update.insert("$set", renew);
-            }
-        }
+        merge_operator(&mut update, "$set", renew);
+        let owner = self.sagas.owner.clone();
+        self.apply(update, |s| s.lease_owner.as_deref() == Some(owner.as_str()) && applied(s)).await
+    }
+
+    /// Applies `update` to the saga if this process still holds its lease, keeping the saga as
+    /// written. A miss is [`SagaError::LeaseLost`]; a lost reply is settled by reading the saga
+    /// again: `applied` tells whether it carries the update.
+    async fn apply(&mut self, update: Document, applied: impl Fn(&Saga) -> bool) -> Result<(), SagaError> {
         let filter = doc! {"_id": &self.saga.id, "leaseOwner": &self.sagas.owner};
         match self.sagas.store.find_one_and_update(filter, update).await {
             Ok(Some(saga)) => {
@@ -553,7 +556,7 @@ impl Run {
             }
             Ok(None) => Err(SagaError::LeaseLost),
             Err(e) if e.outcome_unknown() => match self.sagas.get(&self.saga.id).await? {
-                Some(saga) if saga.lease_owner.as_deref() == Some(&self.sagas.owner) && applied(&saga) => {
+                Some(saga) if applied(&saga) => {
                     self.saga = saga;
                     Ok(())
                 }
@@ -620,43 +623,16 @@ impl Run {
 
     /// The last write under the lease: `update`, the lease given up in the same write.
     async fn end(&mut self, mut update: Document, state: SagaState) -> Result<(), SagaError> {
-        let filter = doc! {"_id": &self.saga.id, "leaseOwner": &self.sagas.owner};
         let now = self.sagas.db.clock().now();
         let mut set = doc! {"leaseOwner": Bson::Null, "leaseUntil": now, "updatedAt": now};
         // The last step run, not recorded yet ([`run_steps`]): recorded by this same write.
         if let Some((step, also)) = self.last.take() {
             set.extend(also);
             update.insert("$push", doc! {"steps": step});
-            match update.get_document_mut("$unset") {
-                Ok(unset) => {
-                    unset.insert("current", "");
-                }
-                Err(_) => {
-                    update.insert("$unset", doc! {"current": ""});
-                }
-            }
+            merge_operator(&mut update, "$unset", doc! {"current": ""});
         }
-        match update.get_document_mut("$set") {
-            Ok(existing) => existing.extend(set),
-            Err(_) => {
-                update.insert("$set", set);
-            }
-        }
-        match self.sagas.store.find_one_and_update(filter, update).await {
-            Ok(Some(saga)) => {
-                self.saga = saga;
-                Ok(())
-            }
-            Ok(None) => Err(SagaError::LeaseLost),
-            Err(e) if e.outcome_unknown() => match self.sagas.get(&self.saga.id).await? {
-                Some(saga) if saga.state == state => {
-                    self.saga = saga;
-                    Ok(())
-                }
-                _ => Err(e.into()),
-            },
-            Err(e) => Err(e.into()),
-        }
+        merge_operator(&mut update, "$set", set);
+        self.apply(update, |s| s.state == state).await
     }
 
     /// Hands the saga to the sweeper: `queued`, its lease given up (a sign-up, once its

@@ -175,3 +175,50 @@ pub async fn user_by_email(db: &Db, email: &str) -> Option<mongodb::bson::Docume
     }
     None
 }
+
+/// The built `local-api`, beside the test executable (the test command builds it first).
+pub fn local_api_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's path");
+    exe.parent().and_then(|deps| deps.parent()).expect("target/debug").join("local-api")
+}
+
+/// The environment of a `local-api` process on `db` and the moto pool `pool`, with this test
+/// process's KMS key (so that both read the same vault), serving on a free loopback port.
+pub async fn local_api_env(db: &Db, pool: &local_api::cognito::PoolIds) -> Vec<(&'static str, String)> {
+    let moto = app::moto_url();
+    vec![
+        ("MONGODB_URI", mongodb_uri()),
+        ("MONGODB_DATABASE", db.name().to_owned()),
+        ("KMS_KEY_ID", kms_key_id().await),
+        ("KEY_VAULT_DATABASE", vault_name(db)),
+        ("AWS_ENDPOINT_URL_KMS", moto.clone()),
+        ("AWS_REGION", pool.region.clone()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("MOTO_URL", moto),
+        ("COGNITO_REGION", pool.region.clone()),
+        ("COGNITO_USER_POOL_ID", pool.user_pool_id.clone()),
+        ("COGNITO_CLIENT_ID", pool.client_id.clone()),
+        ("COGNITO_ISSUER", pool.issuer.clone()),
+        ("COGNITO_JWKS_URL", pool.jwks_url.clone()),
+        ("LOCAL_API_PORT", "0".into()),
+        ("RUST_LOG", "warn".into()),
+    ]
+}
+
+/// `local-api serve` with exactly `env` (nothing inherited), from `dir`, its stderr piped (where
+/// it names the address it listens on) and killed if dropped.
+pub fn local_api_serve(env: &[(&'static str, String)], dir: &std::path::Path) -> tokio::process::Child {
+    let bin = local_api_bin();
+    tokio::process::Command::new(&bin)
+        .arg("serve")
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e} (the test command builds it first)", bin.display()))
+}

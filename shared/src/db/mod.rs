@@ -178,6 +178,17 @@ impl Keyset {
     }
 }
 
+/// Adds `fields` under `operator` (`$set`, `$unset`) of `update`, beside any fields the update
+/// has there already: a write's own fields and the bookkeeping a layer stamps on it.
+pub(crate) fn merge_operator(update: &mut mongodb::bson::Document, operator: &str, fields: mongodb::bson::Document) {
+    match update.get_document_mut(operator) {
+        Ok(existing) => existing.extend(fields),
+        Err(_) => {
+            update.insert(operator, fields);
+        }
+    }
+}
+
 /// Errors of the data layer.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

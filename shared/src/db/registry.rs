@@ -476,12 +476,7 @@ impl OwnTenant {
     async fn move_counter(&self, counted: Counted, filter: Document, mut update: Document) -> Result<bool, DbError> {
         let op = bson::oid::ObjectId::new();
         let stamp = doc! {COUNTER_MOVE: op, counted.moved_at(): self.registry.db.clock().now()};
-        match update.get_document_mut("$set") {
-            Ok(set) => set.extend(stamp),
-            Err(_) => {
-                update.insert("$set", stamp);
-            }
-        }
+        super::merge_operator(&mut update, "$set", stamp);
         let error = match self.registry.write_one(filter, update).await {
             Ok(matched) => return Ok(matched),
             Err(e) if !e.outcome_unknown() => return Err(e),

@@ -277,42 +277,14 @@ async fn a_request_whose_client_hangs_up_mid_flight_still_completes_its_writes()
 /// when the server stops on SIGTERM.
 #[tokio::test]
 async fn the_serving_binary_writes_its_control_token_and_migrate_finds_it_from_anywhere() {
-    let bin = std::env::current_exe().unwrap().parent().and_then(|deps| deps.parent()).unwrap().join("local-api");
+    let bin = tenancy_tests::local_api_bin();
     let db = tenancy_tests::fresh_db_with_indexes().await;
     let moto = moto_url();
     let client = local_api::cognito::client(&moto, REGION);
     let pool = local_api::cognito::bootstrap(&client, &moto, REGION, &tenancy_tests::unique_name("pool")).await.unwrap();
-    let kms = tenancy_tests::kms_key_id().await;
-    let env: Vec<(&str, String)> = vec![
-        ("MONGODB_URI", tenancy_tests::mongodb_uri()),
-        ("MONGODB_DATABASE", db.name().to_owned()),
-        ("KMS_KEY_ID", kms),
-        ("KEY_VAULT_DATABASE", tenancy_tests::vault_name(&db)),
-        ("AWS_ENDPOINT_URL_KMS", moto.clone()),
-        ("AWS_REGION", REGION.into()),
-        ("AWS_ACCESS_KEY_ID", "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ("MOTO_URL", moto.clone()),
-        ("COGNITO_REGION", pool.region.clone()),
-        ("COGNITO_USER_POOL_ID", pool.user_pool_id.clone()),
-        ("COGNITO_CLIENT_ID", pool.client_id.clone()),
-        ("COGNITO_ISSUER", pool.issuer.clone()),
-        ("COGNITO_JWKS_URL", pool.jwks_url.clone()),
-        ("LOCAL_API_PORT", "0".into()),
-        ("RUST_LOG", "warn".into()),
-    ];
+    let env = tenancy_tests::local_api_env(&db, &pool).await;
     let elsewhere = std::env::temp_dir();
-    let mut serve = tokio::process::Command::new(&bin)
-        .arg("serve")
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .current_dir(&elsewhere)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{}: {e} (the test command builds it first)", bin.display()));
+    let mut serve = tenancy_tests::local_api_serve(&env, &elsewhere);
     let mut lines = tokio::io::BufReader::new(serve.stderr.take().unwrap()).lines();
     let port: u16 = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await.unwrap() {

@@ -434,34 +434,9 @@ async fn an_onboarding_a_database_outage_left_open_is_ended_by_the_sweeper() {
     assert!(!all(app, false, "tenants").await.iter().any(|t| t.get_str("name") == Ok("Outage cut")), "an undone onboarding");
 }
 
-/// The built `local-api`, beside this test's executable (the test command builds it first).
-fn local_api_bin() -> PathBuf {
-    std::env::current_exe().unwrap().parent().and_then(|deps| deps.parent()).unwrap().join("local-api")
-}
-
-/// The environment of a `local-api` process on `app`'s database and user pool, with this test
-/// process's KMS key, so that both read the same vault.
+/// The environment of a `local-api` process on `app`'s database and user pool.
 async fn local_env(app: &TestApp) -> Vec<(&'static str, String)> {
-    let moto = tenancy_tests::app::moto_url();
-    let pool = &app.pool;
-    vec![
-        ("MONGODB_URI", tenancy_tests::mongodb_uri()),
-        ("MONGODB_DATABASE", app.db.name().to_owned()),
-        ("KMS_KEY_ID", tenancy_tests::kms_key_id().await),
-        ("KEY_VAULT_DATABASE", tenancy_tests::vault_name(&app.db)),
-        ("AWS_ENDPOINT_URL_KMS", moto.clone()),
-        ("AWS_REGION", REGION.into()),
-        ("AWS_ACCESS_KEY_ID", "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ("MOTO_URL", moto),
-        ("COGNITO_REGION", pool.region.clone()),
-        ("COGNITO_USER_POOL_ID", pool.user_pool_id.clone()),
-        ("COGNITO_CLIENT_ID", pool.client_id.clone()),
-        ("COGNITO_ISSUER", pool.issuer.clone()),
-        ("COGNITO_JWKS_URL", pool.jwks_url.clone()),
-        ("LOCAL_API_PORT", "0".into()),
-        ("RUST_LOG", "warn".into()),
-    ]
+    tenancy_tests::local_api_env(&app.db, &app.pool).await
 }
 
 /// A `local-api serve` process. Dropping it kills it (SIGKILL) and removes its control token
@@ -474,18 +449,7 @@ struct Served {
 
 impl Served {
     async fn start(env: &[(&'static str, String)]) -> Served {
-        let bin = local_api_bin();
-        let mut child = tokio::process::Command::new(&bin)
-            .arg("serve")
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .current_dir(std::env::temp_dir())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e} (the test command builds it first)", bin.display()));
+        let mut child = tenancy_tests::local_api_serve(env, &std::env::temp_dir());
         let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("piped")).lines();
         let log = Arc::new(Mutex::new(Vec::new()));
         let port = tokio::time::timeout(Duration::from_secs(60), async {
@@ -672,7 +636,7 @@ async fn the_local_api_killed_mid_burst_then_swept_leaves_every_tenant_whole_and
 
     let sweep = tokio::time::timeout(
         Duration::from_secs(180),
-        tokio::process::Command::new(local_api_bin())
+        tokio::process::Command::new(tenancy_tests::local_api_bin())
             .args(["onboarding", "sweep", "--older-than", "0"])
             .env_clear()
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))

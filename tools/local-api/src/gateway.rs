@@ -48,18 +48,32 @@ pub struct Gateway {
     pub control_token: crate::control::ControlToken,
 }
 
+/// A local control action's JSON body (anything else reads as `null`, which the action refuses
+/// by its own rules), or the 413 of one too large.
+async fn control_body(body: axum::body::Body, request_id: &str) -> Result<Value, AxumResponse> {
+    let Ok(bytes) = to_bytes(body, MAX_PAYLOAD).await else {
+        return Err(gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large", request_id));
+    };
+    Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// A local control action's report, as a 200.
+fn report_response(report: &impl serde::Serialize) -> AxumResponse {
+    AxumResponse::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(AxumBody::from(serde_json::to_string(report).expect("reports serialise")))
+        .expect("a valid response")
+}
+
 /// Runs a migrations action in this process for `local-api migrate` (see `SERVE_LEASE`).
 async fn local_migration(gateway: &Gateway, body: axum::body::Body, request_id: &str) -> AxumResponse {
-    let Ok(bytes) = to_bytes(body, MAX_PAYLOAD).await else {
-        return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large", request_id);
+    let event = match control_body(body, request_id).await {
+        Ok(event) => event,
+        Err(response) => return response,
     };
-    let event: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     match migrations::run_event(&gateway.stack.db, gateway.stack.directory.as_ref(), &event).await {
-        Ok(report) => AxumResponse::builder()
-            .status(StatusCode::OK)
-            .header("content-type", "application/json")
-            .body(AxumBody::from(serde_json::to_string(&report).expect("reports serialise")))
-            .expect("a valid response"),
+        Ok(report) => report_response(&report),
         Err(error) => {
             let (status, message) = migration_failure(&error);
             if status.is_server_error() {
@@ -76,10 +90,10 @@ async fn local_migration(gateway: &Gateway, body: axum::body::Body, request_id: 
 /// absent); 0 also takes the leases of every other owner, this process being the only one
 /// alive locally.
 async fn local_sweep(gateway: &Gateway, body: axum::body::Body, request_id: &str) -> AxumResponse {
-    let Ok(bytes) = to_bytes(body, MAX_PAYLOAD).await else {
-        return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large", request_id);
+    let request = match control_body(body, request_id).await {
+        Ok(request) => request,
+        Err(response) => return response,
     };
-    let request: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let older_than = match request.get("olderThanSeconds") {
         None => crate::LOCAL_SWEEP_AFTER.as_secs(),
         Some(v) => match v.as_u64() {
@@ -88,11 +102,7 @@ async fn local_sweep(gateway: &Gateway, body: axum::body::Body, request_id: &str
         },
     };
     match crate::sweep_all(&gateway.stack, std::time::Duration::from_secs(older_than)).await {
-        Ok(report) => AxumResponse::builder()
-            .status(StatusCode::OK)
-            .header("content-type", "application/json")
-            .body(AxumBody::from(serde_json::to_string(&report).expect("reports serialise")))
-            .expect("a valid response"),
+        Ok(report) => report_response(&report),
         Err(error) => {
             tracing::error!(%error, "local sweep failed");
             gateway_error(StatusCode::SERVICE_UNAVAILABLE, "The sweep could not run; the local API's log says why", request_id)
