@@ -236,10 +236,13 @@ impl Keyring {
         self.vault.release_email(&hash, tenant).await
     }
 
-    /// Makes the tenant's index key and first data key, unless it has keys: insert-if-absent
-    /// with `_id` = the tenant id, so two racing first writes can never make two key sets. A
-    /// shredded tenant never gets keys again.
+    /// Makes the tenant's index key and first data key, unless it has keys (read from the vault,
+    /// never from this process's cache): insert-if-absent with `_id` = the tenant id, so two
+    /// racing first writes can never make two key sets. A shredded tenant never gets keys again.
     pub async fn create_tenant_keys(&self, tenant: &TenantId) -> Result<(), PiiError> {
+        // Read afresh: a saga's compensation in another process may have discarded a set this
+        // process still holds (`discard_unregistered`), and nothing may be sealed under it.
+        self.forget_tenant(tenant);
         match self.record(tenant).await {
             Ok(_) => return Ok(()),
             Err(PiiError::NoKeys(_)) => {}
