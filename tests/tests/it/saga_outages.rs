@@ -623,7 +623,9 @@ async fn the_local_api_killed_mid_burst_then_swept_leaves_every_tenant_whole_and
     }
     println!("burst: {} answered before the kill, {cut} cut", first.len() - cut);
 
-    // The restart: the dead process's serve lease lapses on its own (it renews every 10 s).
+    // The restart: the dead process's serve lease lapses on its own (it renews every 10 s). A
+    // bounded poll of that condition, not a sleep for synchronisation: the lease expires on the
+    // system clock of a process that is gone, so there is no event to wait on instead.
     let locks = app.db.locks(&SystemContext::new("saga outages test"));
     let deadline = std::time::Instant::now() + local_api::SERVE_LEASE_TTL + Duration::from_secs(15);
     while locks.holder(local_api::SERVE_LEASE).await.expect("the lease's holder").is_some() {
