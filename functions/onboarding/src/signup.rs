@@ -24,7 +24,7 @@ use shared::db::{Db, DbError, GlobalCollection, GlobalStore, SystemContext};
 use shared::error::{ApiError, Check};
 use shared::ids::{Email, TenantId};
 use shared::plans::Plan;
-use shared::saga::{Begun, Caller, IdempotencyKey, NewSaga, SagaKind, Sagas, StepFaults};
+use shared::saga::{Begun, Caller, IdempotencyKey, NewSaga, SagaKind, Sagas, StepFaults, LEASE_TTL};
 use shared::text::free_text;
 use std::net::IpAddr;
 
@@ -98,17 +98,36 @@ async fn count_hour(db: &Db, id: &str, bound: i64) -> Result<Result<(), u64>, Db
 }
 
 /// Holds the address's one pending sign-up for `saga`: an insert of a fixed `_id`, so that of
-/// racing sign-ups of one address exactly one holds it. `false` if another sign-up holds it.
+/// racing sign-ups of one address exactly one holds it. `false` if another sign-up holds it. A
+/// hold whose sign-up failed, or whose saga never came to exist (its request died between the
+/// hold and the saga's insert), holds nothing: it is taken over, once.
 async fn hold_address(db: &Db, digest: &str, saga: &str) -> Result<bool, DbError> {
     let store = windows(db);
     let id = format!("signup-address:{digest}");
-    let expire_at = DateTime::from_millis(db.clock().now_ms() + PENDING_FOR.as_millis() as i64);
-    match store.insert(&doc! {"_id": &id, "sagaId": saga, "expireAt": expire_at}).await {
-        Ok(()) => Ok(true),
-        // Its own retry holds it already.
-        Err(DbError::Duplicate) => Ok(store.find_one(doc! {"_id": &id}).await?.is_some_and(|d| d.get_str("sagaId") == Ok(saga))),
-        Err(e) => Err(e),
+    let now = db.clock().now_ms();
+    let hold = doc! {"_id": &id, "sagaId": saga, "createdAt": DateTime::from_millis(now),
+    "expireAt": DateTime::from_millis(now + PENDING_FOR.as_millis() as i64)};
+    for _ in 0..2 {
+        match store.insert(&hold).await {
+            Ok(()) => return Ok(true),
+            Err(DbError::Duplicate) => {}
+            Err(e) => return Err(e),
+        }
+        let Some(held) = store.find_one(doc! {"_id": &id}).await? else { continue };
+        let holder = held.get_str("sagaId").unwrap_or_default().to_owned();
+        if holder == saga {
+            return Ok(true); // its own retry
+        }
+        let dead = match Sagas::new(db).get(&holder).await? {
+            Some(found) => found.state == shared::saga::SagaState::Failed,
+            None => held.get_datetime("createdAt").map_or(true, |at| now - at.timestamp_millis() > 2 * LEASE_TTL.as_millis() as i64),
+        };
+        if !dead {
+            return Ok(false);
+        }
+        store.delete_many(doc! {"_id": &id, "sagaId": &holder}).await?;
     }
+    Ok(false)
 }
 
 /// Gives up the address's pending hold (a sign-up refused after it took the hold).

@@ -15,6 +15,9 @@ use shared::ids::{Email, TenantId};
 use shared::models::{User, UserStatus};
 use shared::saga::{Failure, SagaKind, Sagas};
 
+/// The field that locks a sign-up's admin record for its removal: the sign-up saga's id.
+const REMOVAL: &str = "signupRemoval";
+
 /// How long an unconfirmed sign-up lives: Cognito's temporary password's validity.
 pub const UNCONFIRMED_FOR: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
@@ -40,28 +43,41 @@ pub async fn claim_email(db: &Db, directory: &dyn Directory, scope: &impl Tenant
 }
 
 /// Removes `tenant` whole if it is an unconfirmed sign-up's: its admin has not signed in. The
-/// admin's Cognito user is disabled first, so that nobody can confirm halfway; a record that is
-/// no longer pending by then means the person confirmed, and nothing is removed. Each removal
-/// is idempotent, so a removal that died halfway is finished by the next one (the sign-up's
-/// saga stays `completed` until the end). Returns whether the tenant was removed; the saga then
-/// ends `failed` with `code`.
+/// admin's Cognito user is disabled first, so that nobody can confirm halfway; then the pending
+/// record is locked by one conditional write (pending to inactive, naming the removal: a first
+/// sign-in activates only a pending record). A record no longer pending by then means the person confirmed, and
+/// nothing is removed. The Cognito user goes while the locked record still holds the address,
+/// and the records after it, so that a removal that died at any point is finished by the next
+/// one (the sign-up's saga stays `completed` until the end). Returns whether the tenant was
+/// removed; the saga then ends `failed` with `code`.
 pub async fn cancel_unconfirmed(db: &Db, directory: &dyn Directory, tenant: &TenantId, code: &str) -> Result<bool, UsersError> {
     let sagas = Sagas::new(db);
     let Some(saga) = sagas.completed_of(SagaKind::Signup, tenant).await? else { return Ok(false) };
     let Ok(admin_id) = saga.params.get_object_id("adminId") else { return Ok(false) };
     let scope = SystemContext::new("sign-up removal").for_tenant(tenant.clone());
     let users = db.scoped::<User>(&scope, TenantCollection::Users);
-    let admin = users.find_one(doc! {"_id": admin_id}).await?;
-    if let Some(admin) = &admin {
-        if admin.status != UserStatus::Pending {
-            return Ok(false);
-        }
-        let email = person::email(db, tenant, admin).await?;
-        enable(directory, &email, false).await?;
-        // Only a record still pending goes: one activated meanwhile is a confirmed sign-up.
-        if users.delete_one(doc! {"_id": admin_id, "status": UserStatus::Pending.as_str()}).await? == 0 {
-            enable(directory, &email, true).await?;
-            return Ok(false);
+    // No record: an earlier removal got past the Cognito user; what is left is documents.
+    if let Some(admin) = users.find_one(doc! {"_id": admin_id}).await? {
+        let email = person::email(db, tenant, &admin).await?;
+        match admin.status {
+            // Locked by an earlier removal of this sign-up that died: go on. Any other inactive
+            // admin was once active: a confirmed sign-up.
+            UserStatus::Inactive => {
+                if users.find_one(doc! {"_id": admin_id, REMOVAL: &saga.id}).await?.is_none() {
+                    return Ok(false);
+                }
+            }
+            UserStatus::Pending => {
+                enable(directory, &email, false).await?;
+                let lock = doc! {"$set": {"status": UserStatus::Inactive.as_str(), REMOVAL: &saga.id}};
+                let locked = users.find_one_and_update(doc! {"_id": admin_id, "status": UserStatus::Pending.as_str()}, lock, false).await?;
+                if locked.is_none() {
+                    // Activated meanwhile: a confirmed sign-up keeps its user.
+                    enable(directory, &email, true).await?;
+                    return Ok(false);
+                }
+            }
+            UserStatus::Active => return Ok(false),
         }
         crate::service::discard_unlinked_user(db, directory, &scope, &email, admin_id).await?;
     }

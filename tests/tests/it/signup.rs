@@ -200,3 +200,33 @@ async fn an_unconfirmed_sign_up_is_removed_whole_after_seven_days() {
     assert!(windows.find_one(doc! {"_id": {"$regex": "^signup-source:"}}).await.unwrap().is_some(), "the source is held hashed only");
     assert!(windows.find_one(doc! {"_id": {"$regex": "127\\.0\\.0\\.1"}}).await.unwrap().is_none(), "never in clear");
 }
+
+#[tokio::test]
+async fn a_sign_up_that_failed_holds_its_address_no_longer() {
+    let app = spawn_app_with_features(ManualClock::starting_now(), on(100)).await;
+    app.tenant_with_admin("basic", "member@signup.example").await;
+    assert_eq!(sign_up(&app, "member-key-01", &body("member@signup.example")).await.0, 202);
+    let report = sweep(&app).await;
+    assert_eq!(report.failed, 1, "the address belongs to a member: {report:?}");
+    // A new sign-up of the address (once the member leaves, say) is not refused by the old hold.
+    assert_eq!(sign_up(&app, "member-key-02", &body("member@signup.example")).await.0, 202);
+}
+
+#[tokio::test]
+async fn a_removal_that_died_after_locking_the_record_is_finished_by_the_next_one() {
+    let app = spawn_app_with_features(ManualClock::starting_now(), on(100)).await;
+    assert_eq!(sign_up(&app, "died-key-001", &body("died@signup.example")).await.0, 202);
+    sweep(&app).await;
+    let saga = sagas_of_kind(&app, "signup").await.pop().expect("the sign-up");
+    let admin_id = saga.get_document("params").unwrap().get_object_id("adminId").unwrap();
+    // As a removal leaves it when it dies right after its lock: the record locked, the user kept.
+    let users = tenancy_tests::raw_collection(&app.db, "users").await;
+    let lock = doc! {"$set": {"status": "inactive", "signupRemoval": saga.get_str("_id").unwrap()}};
+    users.update_one(doc! {"_id": admin_id}, lock).await.unwrap();
+    let (admin, _) = app.tenant_with_admin("basic", "admin@finisher.example").await;
+    let invite = json!({"email": "died@signup.example", "firstName": "Real", "lastName": "Person"});
+    let (status, _, reply) = app.call(app.request(Method::POST, "/users", Some(&admin)).json(&invite)).await;
+    assert_eq!(status, 201, "{reply}");
+    assert!(tenant_named(&all(&app, false, "tenants").await, &company("died@signup.example")).is_none());
+    assert_whole_or_nothing(&app, "after the finished removal").await;
+}
