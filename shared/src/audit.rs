@@ -73,8 +73,10 @@ closed_list!(
         UserUpdated => "user.updated";
         UserProfileUpdated => "user.profile.updated";
         UserDeleted => "user.deleted";
+        UserErased => "user.erased";
         UserRoleAssigned => "user.role.assigned";
         UserRoleRemoved => "user.role.removed";
+        UserExported => "user.exported";
         RoleCreated => "role.created";
         RoleUpdated => "role.updated";
         RoleDeleted => "role.deleted";
@@ -97,6 +99,40 @@ impl Action {
     }
 }
 
+/// Where a page of audit entries ends, newest first: the last entry's timestamp and id. Pages
+/// cut on `(timestamp, _id)` are not shifted by entries written while a client pages, as an
+/// offset's would be. Its opaque form is the one `GET /audit-logs` hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageCursor {
+    pub timestamp_ms: i64,
+    pub id: ObjectId,
+}
+
+impl PageCursor {
+    /// The cursor after `entry`.
+    pub fn after(entry: &AuditLog) -> Self {
+        Self { timestamp_ms: entry.timestamp.timestamp_millis(), id: entry.id }
+    }
+
+    /// The opaque form clients hand back: base64url of `<ms>.<id>`.
+    pub fn encode(self) -> String {
+        data_encoding::BASE64URL_NOPAD.encode(format!("{}.{}", self.timestamp_ms, self.id.to_hex()).as_bytes())
+    }
+
+    /// A cursor this API issued; anything else is `None` (a 400 for the caller).
+    pub fn decode(text: &str) -> Option<Self> {
+        let raw = data_encoding::BASE64URL_NOPAD.decode(text.as_bytes()).ok()?;
+        let (ms, id) = std::str::from_utf8(&raw).ok()?.split_once('.')?;
+        Some(Self { timestamp_ms: ms.parse().ok()?, id: ObjectId::parse_str(id).ok()? })
+    }
+
+    /// The filter of the entries after this cursor, newest first.
+    pub fn filter(self) -> Document {
+        let at = DateTime::from_millis(self.timestamp_ms);
+        doc! {"$or": [{"timestamp": {"$lt": at}}, {"timestamp": at, "_id": {"$lt": self.id}}]}
+    }
+}
+
 /// What happened, to which resource.
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
@@ -113,6 +149,22 @@ const SECRET_KEYS: [&str; 7] = ["password", "secret", "token", "authorization", 
 /// blind indexes, never these values. Matched whole (case-insensitively), so that a key such as
 /// `billingEmailChanged` keeps its boolean.
 const PERSONAL_KEYS: [&str; 8] = ["email", "adminemail", "billingemail", "firstname", "lastname", "department", "title", "phone"];
+
+/// The detail keys an erasure removes from the entries about a person (docs/ARCHITECTURE.md
+/// §22): the personal keys (their values are redacted at write, but not every entry was written
+/// by today's code) and an address's blind index (`emailHash`), which would confirm a guess.
+pub const ERASED_DETAIL_KEYS: [&str; 11] =
+    ["email", "emailHash", "adminEmail", "billingEmail", "firstName", "lastName", "department", "title", "phone", "sub", "formerSub"];
+
+/// Whether `identity` is a person whose erasure left a tombstone in `tenant` (their token is
+/// still signed, and refused). Only a refusal asks, so the read costs nothing on admitted calls;
+/// a failed read answers no.
+pub async fn erased_actor(db: &Db, tenant: &TenantId, identity: &Identity) -> bool {
+    let Principal::User { sub, .. } = &identity.principal else { return false };
+    let scope = SystemContext::new("erasure check").for_tenant(tenant.clone());
+    let tombstones = db.scoped::<Document>(&scope, TenantCollection::UserErasures);
+    matches!(tombstones.find_one(doc! {"formerSub": sub}).await, Ok(Some(_)))
+}
 
 /// Replaces the values of secret-looking keys, and of personal-data keys, with `"[REDACTED]"`.
 pub fn redact(details: Document) -> Document {
@@ -186,6 +238,7 @@ fn entry(id: ObjectId, now: DateTime, retention_days: i64, meta: &RequestMeta, a
         expire_at: expire_at(now, retention_days),
         created_at: None,
         updated_at: None,
+        actor_erased: None,
     }
 }
 
@@ -375,6 +428,15 @@ async fn record_dropped(
 mod tests {
     use super::*;
     use mongodb::bson::doc;
+
+    #[test]
+    fn a_page_cursor_round_trips_and_anything_else_is_refused() {
+        let c = PageCursor { timestamp_ms: 1_795_911_056_336, id: ObjectId::new() };
+        assert_eq!(PageCursor::decode(&c.encode()), Some(c));
+        for bad in ["", "x", "bm9wZQ", "MTIzLnp6eg", "{\"$gt\":1}"] {
+            assert_eq!(PageCursor::decode(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn every_action_is_about_a_resource_of_the_list() {

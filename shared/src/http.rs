@@ -234,6 +234,12 @@ async fn audit_refusal(db: &Db, meta: &RequestMeta, caller: Option<&Identity>, n
         details.insert("namedTenantId", named);
     }
     let event = AuditEvent { action, resource_id: None, details };
+    // An erased person's token is refused until it expires: its refusals keep no address or
+    // user agent of theirs (docs/ARCHITECTURE.md §22).
+    if error.to_string() == crate::admission::NOT_MEMBER && crate::audit::erased_actor(db, own, identity).await {
+        let blank = RequestMeta { ip: String::new(), user_agent: String::new(), ..meta.clone() };
+        return record_refusal(db, own, &blank, Some(identity.actor_id()), event).await;
+    }
     record_refusal(db, own, meta, Some(identity.actor_id()), event).await;
 }
 
@@ -389,6 +395,21 @@ pub fn optional_json_body<T: DeserializeOwned + Default>(req: &Request) -> Resul
     }
     require_json(req)?;
     parse_json(bytes)
+}
+
+/// A route that takes no body: none, or an empty JSON object (what many clients send with a
+/// bare `POST`). Anything else is a 400, so that a client that believes it sent options learns
+/// that none were read.
+pub fn no_body(req: &Request) -> Result<(), ApiError> {
+    let bytes = body_bytes(req)?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    require_json(req)?;
+    match parse_json::<serde_json::Value>(bytes)? {
+        serde_json::Value::Object(fields) if fields.is_empty() => Ok(()),
+        _ => Err(ApiError::invalid("body", "this route takes no body")),
+    }
 }
 
 /// A write (`POST`, `PUT`, `PATCH`, `DELETE`) carries a JSON body or none: anything else is a

@@ -471,6 +471,29 @@ pub struct AuditLog {
     pub created_at: Option<DateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<DateTime>,
+    /// Set by an erasure on the entries its person made (docs/ARCHITECTURE.md §22): the actor id
+    /// is a `sub` that a `userErasures` tombstone holds as `formerSub`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_erased: Option<bool>,
+}
+
+/// The tombstone of an erased person, in `userErasures` (docs/ARCHITECTURE.md §22): no personal
+/// data, only what resolves the person's old ids: the record's id (`_id`, also `userId`) and
+/// the Cognito `sub` their audit entries name as actor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserErasure {
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<TenantId>,
+    pub user_id: String,
+    /// The `sub` the person had; absent for a person who never signed in and was never linked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub former_sub: Option<String>,
+    pub erased_at: DateTime,
+    /// The actor id of whoever asked for the erasure.
+    pub erased_by: String,
 }
 
 /// Documents and their BSON bytes: of one tenant collection, or a snapshot's totals.

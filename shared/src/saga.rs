@@ -105,6 +105,8 @@ pub enum SagaKind {
     Invitation,
     /// A self-service sign-up: an onboarding queued by an anonymous caller, run by the sweeper.
     Signup,
+    /// A person's erasure: rolled forward to its end, never undone (docs/ARCHITECTURE.md §22).
+    Erasure,
 }
 
 impl SagaKind {
@@ -114,6 +116,7 @@ impl SagaKind {
             SagaKind::Onboarding => "onboarding",
             SagaKind::Invitation => "invitation",
             SagaKind::Signup => "signup",
+            SagaKind::Erasure => "erasure",
         }
     }
 }
@@ -451,6 +454,18 @@ impl Sagas {
         self.store.find(filter, GlobalFind { sort: Some(doc! {"finishedAt": 1}), limit: Some(limit), projection: None }).await
     }
 
+    /// Deletes the finished invitation sagas of one person of `tenant`, found by the e-mail's
+    /// blind index (`lookup`) or the record they made (a person's erasure, docs/ARCHITECTURE.md
+    /// §22): they would keep the index. How many went.
+    pub async fn forget_invitations(&self, tenant: &TenantId, lookup: &str, record: mongodb::bson::oid::ObjectId) -> Result<u64, DbError> {
+        let ended = vec![SagaState::Completed.as_str(), SagaState::Failed.as_str()];
+        let filter = doc! {
+            "kind": SagaKind::Invitation.as_str(), "tenantId": tenant.as_str(), "state": {"$in": ended},
+            "$or": [{"lookup": lookup}, {"params.recordId": record}],
+        };
+        self.store.delete_many(filter).await
+    }
+
     /// Ends a completed saga as `failed` with `failure`, once what it made was removed past its
     /// commit point (an unconfirmed sign-up cancelled or expired). Whether it was still completed.
     pub async fn retire(&self, id: &str, failure: &Failure) -> Result<bool, DbError> {
@@ -653,6 +668,15 @@ impl Run {
         let update = doc! {"$set": set};
         if let Err(error) = self.write(update, |s| s.compensating).await {
             tracing::error!(sagaId = %self.saga.id, %error, "could not mark a saga for the sweeper; its lease expires on its own");
+        }
+        self.release().await;
+    }
+
+    /// Leaves a saga that only rolls forward (an erasure) running for the next taker, which
+    /// resumes it from its last recorded step: nothing is undone, and the lease is given up.
+    pub async fn pause(mut self, why: &str) {
+        if let Err(error) = self.write(doc! {"$set": {"lastError": why}}, |_| true).await {
+            tracing::error!(sagaId = %self.saga.id, %error, "could not note why a saga paused; its lease expires on its own");
         }
         self.release().await;
     }

@@ -145,6 +145,20 @@ pub fn superadmin_context() -> shared::SuperadminContext {
     shared::SuperadminContext::require(&identity).expect("a superadmin")
 }
 
+/// A member of `tenant` (by its `sub`) admitted as the local API admits it: for tests that call
+/// a context's services directly with a fault seam.
+pub async fn member_context(db: &Db, tenant: &str, sub: &str) -> shared::TenantContext {
+    let event = serde_json::json!({
+        "resource": "/users", "path": "/users", "httpMethod": "POST", "headers": {},
+        "requestContext": {"requestId": "service-test", "resourcePath": "/users", "httpMethod": "POST",
+            "authorizer": {"principalType": "user", "sub": sub, "email": "", "emailVerified": false,
+                "groups": "[]", "tenantId": tenant, "apiKeyId": "", "createdBy": "", "permissions": "[]"}},
+        "body": null, "isBase64Encoded": false
+    });
+    let identity = shared::Identity::from_request(&lambda_http::request::from_str(&event.to_string()).unwrap()).expect("an identity");
+    shared::TenantContext::admit(db, &identity, None, shared::admission::Quota::Enforce).await.expect("admitted")
+}
+
 /// A user directory on a fresh pool in moto, for code that needs one outside the API.
 pub async fn test_directory() -> shared::directory::SharedDirectory {
     let moto = app::moto_url();

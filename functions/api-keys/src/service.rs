@@ -5,7 +5,7 @@ use crate::error::KeysError;
 use crate::input::NewKey;
 use crate::secret;
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
-use shared::db::{Db, FindOptions, Scoped, TenantCollection};
+use shared::db::{Db, FindOptions, Scoped, TenantCollection, TenantScope};
 use shared::ids::Permission;
 use shared::models::{ApiKey, ApiKeyStatus, RateLimit, MARKED_AT};
 use shared::permissions::first_not_held;
@@ -266,21 +266,56 @@ pub async fn update(
 /// Revokes an active key: the authorizer refuses it from the next call. Its place is given
 /// back. An expired key is a 409: it is refused already, and its place is reclaimed when needed.
 pub async fn revoke(db: &Db, ctx: &TenantContext, id: ObjectId) -> Result<ApiKey, KeysError> {
+    match revoke_where(db, ctx, active(id, db.clock().now()), id).await? {
+        Some(key) => Ok(key),
+        None => Err(not_active(db, ctx, id).await),
+    }
+}
+
+/// Revokes every key `creator` made that is not revoked yet, expired ones included (a person's
+/// erasure, docs/ARCHITECTURE.md §22), giving back the places they hold. Safe to run again: a
+/// revoked key is never matched twice. How many this call revoked.
+pub async fn revoke_all_of(db: &Db, scope: &impl TenantScope, creator: ObjectId) -> Result<u64, KeysError> {
+    let keys = db.scoped::<ApiKey>(scope, TenantCollection::ApiKeys);
+    let mut revoked = 0;
+    loop {
+        let batch =
+            keys.find(doc! {"createdBy": creator, "status": "active"}, FindOptions { limit: Some(100), ..FindOptions::default() }).await?;
+        if batch.is_empty() {
+            return Ok(revoked);
+        }
+        for key in batch {
+            let filter = doc! {"_id": key.id, "status": "active"};
+            let written = if key.holds_place() {
+                revoke_where(db, scope, filter, key.id).await?
+            } else {
+                // Its place went back already (an expired key's, reclaimed): only its status moves.
+                let update = doc! {"$set": {"status": "revoked", "revokedAt": db.clock().now()}};
+                keys.find_one_and_update(filter, update, false).await?
+            };
+            revoked += u64::from(written.is_some());
+        }
+    }
+}
+
+/// The revoking write of key `id`, on `filter`, and its place given back: `None` if the filter
+/// matched nothing.
+async fn revoke_where(db: &Db, scope: &impl TenantScope, mut filter: Document, id: ObjectId) -> Result<Option<ApiKey>, KeysError> {
+    let keys = db.scoped::<ApiKey>(scope, TenantCollection::ApiKeys);
     let now = db.clock().now();
     // The marker is cleared by the revoking write itself, conditional on the key holding it; the
     // place follows only a write that applied (after a lost reply, one the re-read shows to be
     // this one), so a retry never gives it back twice.
     let op = ObjectId::new();
-    let mut filter = active(id, now);
     filter.insert("placeHeld", doc! {"$ne": false});
     let update = doc! {
         "$set": {"status": "revoked", "revokedAt": now, "placeHeld": false, "markerOp": op, MARKED_AT: now},
         "$unset": {"previousKeyHash": "", "previousKeyValidUntil": ""},
     };
-    let written = match keys(db, ctx).find_one_and_update(filter, update, false).await {
+    let written = match keys.find_one_and_update(filter, update, false).await {
         Ok(written) => written,
         Err(e) if !e.outcome_unknown() => return Err(e.into()),
-        Err(e) => match keys(db, ctx).find_one(doc! {"_id": id}).await {
+        Err(e) => match keys.find_one(doc! {"_id": id}).await {
             Ok(Some(key)) if key.marker_op == Some(op) => {
                 tracing::warn!(keyId = %id, error = %e, "a revocation's reply was lost; it was applied");
                 Some(key)
@@ -292,16 +327,13 @@ pub async fn revoke(db: &Db, ctx: &TenantContext, id: ObjectId) -> Result<ApiKey
             }
         },
     };
-    match written {
-        Some(key) => {
-            // The key is revoked whatever happens here: a failure is the job's to correct.
-            if let Err(error) = db.own_tenant(ctx).give_back_key_places(1).await {
-                tracing::error!(keyId = %id, %error, "a revoked key's place was not given back; the reconciliation job corrects apiKeyCount");
-            }
-            Ok(key)
+    if written.is_some() {
+        // The key is revoked whatever happens here: a failure is the job's to correct.
+        if let Err(error) = db.own_tenant(scope).give_back_key_places(1).await {
+            tracing::error!(keyId = %id, %error, "a revoked key's place was not given back; the reconciliation job corrects apiKeyCount");
         }
-        None => Err(not_active(db, ctx, id).await),
     }
+    Ok(written)
 }
 
 /// Issues a new secret; the old one keeps working for `grace`, then stops. A new secret is an

@@ -25,26 +25,12 @@ pub struct AuditQuery {
     pub after: Option<Cursor>,
 }
 
-/// Where a page ends: the last entry's timestamp and id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor {
-    pub timestamp_ms: i64,
-    pub id: ObjectId,
-}
+/// Where a page ends: the last entry's timestamp and id (one cursor for every paged read of
+/// the log, this context's and a person's export).
+pub use shared::audit::PageCursor as Cursor;
 
-impl Cursor {
-    /// The opaque form clients hand back: base64url of `<ms>.<id>`.
-    pub fn encode(self) -> String {
-        data_encoding::BASE64URL_NOPAD.encode(format!("{}.{}", self.timestamp_ms, self.id.to_hex()).as_bytes())
-    }
-
-    /// A cursor this service issued; anything else is `None` (a 400 for the caller).
-    pub fn decode(text: &str) -> Option<Self> {
-        let raw = data_encoding::BASE64URL_NOPAD.decode(text.as_bytes()).ok()?;
-        let (ms, id) = std::str::from_utf8(&raw).ok()?.split_once('.')?;
-        Some(Self { timestamp_ms: ms.parse().ok()?, id: ObjectId::parse_str(id).ok()? })
-    }
-}
+/// How an entry names an actor who was erased.
+pub const ERASED_ACTOR: &str = "erased user";
 
 /// An entry as the API shows it.
 #[derive(Debug, Serialize)]
@@ -53,6 +39,9 @@ pub struct AuditLogView {
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// `"erased user"` when the actor was erased (docs/ARCHITECTURE.md §22).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<&'static str>,
     pub action: String,
     pub resource: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,6 +58,7 @@ impl From<&AuditLog> for AuditLogView {
         Self {
             id: e.id.to_hex(),
             user_id: e.user_id.clone(),
+            actor: e.actor_erased.unwrap_or(false).then_some(ERASED_ACTOR),
             action: e.action.clone(),
             resource: e.resource.clone(),
             resource_id: e.resource_id.clone(),
@@ -107,14 +97,13 @@ pub async fn list(db: &Db, ctx: &TenantContext, query: &AuditQuery) -> Result<(V
         filter.insert("timestamp", window);
     }
     if let Some(after) = query.after {
-        let at = DateTime::from_millis(after.timestamp_ms);
-        filter.insert("$or", vec![doc! {"timestamp": {"$lt": at}}, doc! {"timestamp": at, "_id": {"$lt": after.id}}]);
+        filter.extend(after.filter());
     }
     let options = FindOptions { sort: Some(doc! {"timestamp": -1, "_id": -1}), skip: None, limit: Some(query.limit as i64 + 1) };
     let mut entries = db.scoped::<AuditLog>(ctx, TenantCollection::AuditLogs).find(filter, options).await?;
     let next = if entries.len() as u64 > query.limit {
         entries.truncate(query.limit as usize);
-        entries.last().map(|e| Cursor { timestamp_ms: e.timestamp.timestamp_millis(), id: e.id })
+        entries.last().map(Cursor::after)
     } else {
         None
     };
@@ -124,18 +113,4 @@ pub async fn list(db: &Db, ctx: &TenantContext, query: &AuditQuery) -> Result<(V
 /// One entry of the caller's tenant; another tenant's is as unknown as a missing one.
 pub async fn get(db: &Db, ctx: &TenantContext, id: ObjectId) -> Result<Option<AuditLog>, DbError> {
     db.scoped::<AuditLog>(ctx, TenantCollection::AuditLogs).find_one(doc! {"_id": id}).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_cursor_round_trips_and_anything_else_is_refused() {
-        let c = Cursor { timestamp_ms: 1_795_911_056_336, id: ObjectId::new() };
-        assert_eq!(Cursor::decode(&c.encode()), Some(c));
-        for bad in ["", "x", "bm9wZQ", "MTIzLnp6eg", "{\"$gt\":1}"] {
-            assert_eq!(Cursor::decode(bad), None, "{bad}");
-        }
-    }
 }

@@ -78,6 +78,10 @@ pub fn wanted() -> Vec<IndexSpec> {
         IndexSpec::new(keys, doc! {"tenantId": 1, "lastUsedAt": 1}),
         IndexSpec::new(audit, doc! {"tenantId": 1, "timestamp": -1}),
         IndexSpec::new(audit, doc! {"tenantId": 1, "userId": 1, "timestamp": -1}),
+        // An erasure's pass over the entries about the person (docs/ARCHITECTURE.md §22).
+        IndexSpec::new(audit, doc! {"tenantId": 1, "resourceId": 1}),
+        // A tombstone by the `sub` the person had: their audit entries' actor id.
+        IndexSpec::new(TenantCollection::UserErasures.name(), doc! {"tenantId": 1, "formerSub": 1}),
         IndexSpec::new(audit, doc! {"tenantId": 1, "action": 1, "timestamp": -1}),
         IndexSpec::new(audit, doc! {"tenantId": 1, "resource": 1, "timestamp": -1}),
         // Retention: each entry carries its own expireAt (the brief's TTL on timestamp, made

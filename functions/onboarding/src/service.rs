@@ -121,6 +121,7 @@ pub async fn finish(db: &Db, directory: &dyn Directory, sagas: &Sagas, run: Run)
         SagaKind::Invitation => {
             users::invitation::drive(db, directory, run, None, env.faults).await.map(drop).map_err(OnboardingError::from)
         }
+        SagaKind::Erasure => users::erasure::resume(db, directory, run).await.map(drop).map_err(OnboardingError::from),
     };
     if let Err(error) = ended {
         tracing::info!(sagaId = %id, %error, "the sweep ended a saga with an error");
@@ -143,12 +144,13 @@ async fn audit_completion(db: &Db, saga: &Saga) {
         SagaKind::Onboarding | SagaKind::Signup => {
             let details = doc! {"name": &tenant.name, "plan": tenant.settings.billing.plan.as_str(), "actingAs": "system",
             "via": saga.kind.as_str()};
-            (Action::TenantCreated, tenant.tenant_id.to_string(), details, Business::TenantsCreated)
+            (Action::TenantCreated, tenant.tenant_id.to_string(), details, Some(Business::TenantsCreated))
         }
         SagaKind::Invitation => {
-            let user = saga.result.as_ref().and_then(|r| r.get_object_id("userId").ok()).map(|id| id.to_hex()).unwrap_or_default();
-            (Action::UserInvited, user, doc! {"actingAs": "system", "via": "sweep"}, Business::UsersInvited)
+            (Action::UserInvited, result_user(saga), doc! {"actingAs": "system", "via": "sweep"}, Some(Business::UsersInvited))
         }
+        // No request saw this erasure end: the route audits only the ones its call ends.
+        SagaKind::Erasure => (Action::UserErased, result_user(saga), doc! {"actingAs": "system", "via": "sweep"}, None),
     };
     let meta = RequestMeta { request_id: saga.id.clone(), ip: String::new(), user_agent: "saga sweep".into() };
     let event = AuditEvent { action, resource_id: Some(resource), details };
@@ -156,7 +158,14 @@ async fn audit_completion(db: &Db, saga: &Saga) {
     if let Err(error) = shared::audit::record(db, &tenant.tenant_id, days, &meta, Some("system:sweep".into()), event).await {
         tracing::error!(sagaId = %saga.id, %error, "could not write the audit entry of a saga the sweep completed");
     }
-    shared::metrics::business(metric, tenant.tenant_id.as_str());
+    if let Some(metric) = metric {
+        shared::metrics::business(metric, tenant.tenant_id.as_str());
+    }
+}
+
+/// The user id a completed invitation or erasure names in its result.
+fn result_user(saga: &Saga) -> String {
+    saga.result.as_ref().and_then(|r| r.get_object_id("userId").ok()).map(|id| id.to_hex()).unwrap_or_default()
 }
 
 /// One sweep (docs/ARCHITECTURE.md §21): every saga whose lease expired more than

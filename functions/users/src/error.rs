@@ -63,6 +63,9 @@ pub enum UsersError {
     /// A failed saga's outcome, answered as it was recorded.
     #[error("{}", .0.message)]
     Replayed(shared::saga::Failure),
+    /// A key of the person could not be revoked (an erasure's step).
+    #[error(transparent)]
+    Keys(Box<api_keys::error::KeysError>),
     #[error(transparent)]
     Injected(#[from] shared::saga::Injected),
     #[error(transparent)]
@@ -96,6 +99,7 @@ impl From<UsersError> for ApiError {
             UsersError::Abandoned => ApiError::Conflict(e.to_string()),
             UsersError::Replayed(failure) => ApiError::Replayed { status: failure.status, message: failure.message },
             UsersError::Injected(_) => ApiError::Unavailable(Box::new(e)),
+            UsersError::Keys(keys) => (*keys).into(),
             UsersError::Db(db) => db.into(),
         }
     }

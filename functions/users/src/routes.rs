@@ -2,17 +2,20 @@
 //! entries name users by id, never by e-mail.
 
 use crate::error::UsersError;
+use crate::export::AuditPart;
 use crate::input::{AssignRoleBody, InviteBody, UpdateProfileBody, UpdateUserBody};
 use crate::service::{self, UserQuery};
 use crate::view::UserView;
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use mongodb::bson::{doc, Document};
-use shared::audit::Action;
+use mongodb::bson::{doc, oid::ObjectId, Document};
+use shared::audit::{Action, PageCursor};
 use shared::db::Db;
 use shared::directory::SharedDirectory;
 use shared::error::ApiError;
-use shared::http::{admit, idempotency, json_body, path_object_id, respond_list, respond_one, Deps, Pagination, Query, RequestMeta};
+use shared::http::{
+    admit, idempotency, json_body, no_body, path_object_id, respond_list, respond_one, Deps, Pagination, Query, RequestMeta,
+};
 use shared::ids::{parse_object_id, Email};
 use shared::models::{User, UserStatus};
 use shared::saga::NoFaults;
@@ -105,6 +108,41 @@ pub async fn me(db: &Db, req: &Request) -> Reply {
     one(db, &ctx, StatusCode::OK, user).await
 }
 
+const NO_EXPORT: &str = "An export is of a person's own data, given to a person";
+
+/// `GET /users/me/export`: any member, whatever their roles (a person's access to their own data
+/// is not a permission an admin grants); a person, never a key.
+pub async fn export_me(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
+    let ctx = admit(db, req, None).await?;
+    ctx.require_person(NO_EXPORT)?;
+    let id = ctx.user_id().ok_or_else(|| ApiError::Forbidden("A platform operator has no record of its own in a tenant".into()))?;
+    export_of(db, req, meta, &ctx, id).await
+}
+
+/// `GET /users/{userId}/export` (`read:users`); a person, never a key.
+pub async fn export(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
+    let ctx = admit(db, req, None).await?;
+    ctx.require_person(NO_EXPORT)?;
+    ctx.require("read:users")?;
+    let id = path_object_id(req, "userId")?;
+    export_of(db, req, meta, &ctx, id).await
+}
+
+/// The export of user `id`, with its audit part if the caller may have it, and its audit entry,
+/// which names the record by id and says what the answer held, never a value of it.
+async fn export_of(db: &Db, req: &Request, meta: &RequestMeta, ctx: &TenantContext, id: ObjectId) -> Reply {
+    let query = Query::from_request(req, &["auditCursor"])?;
+    let after = query
+        .get("auditCursor")
+        .map(|c| PageCursor::decode(c).ok_or_else(|| ApiError::invalid("auditCursor", "is not a cursor this API issued")))
+        .transpose()?;
+    let export = crate::export::export(db, ctx, id, AuditPart::for_caller(ctx, after)).await?;
+    let entries = export.audit_log.as_ref().map(|a| a.entries.len() as i64);
+    let details = doc! {"own": ctx.user_id() == Some(id), "auditEntries": entries, "continued": after.is_some()};
+    ctx.audit(db, meta, Action::UserExported, id.to_hex(), details).await;
+    respond_one(StatusCode::OK, &export)
+}
+
 /// `PATCH /users/me` (`update:profile`).
 pub async fn update_me(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
     let ctx = admit(db, req, None).await?;
@@ -163,6 +201,22 @@ pub async fn delete(deps: &Deps<SharedDirectory>, req: &Request, meta: &RequestM
     service::delete(db, deps.directory.as_ref(), &ctx, id).await?;
     ctx.audit(db, meta, Action::UserDeleted, id.to_hex(), doc! {}).await;
     respond_one(StatusCode::OK, &serde_json::json!({"deleted": true, "id": id.to_hex()}))
+}
+
+/// `POST /users/{userId}/erase` (`delete:users`): the person's erasure (docs/ARCHITECTURE.md
+/// §22). No body; 200 whether this call erased them or an earlier one did, and audited once.
+pub async fn erase(deps: &Deps<SharedDirectory>, req: &Request, meta: &RequestMeta) -> Reply {
+    let db = &deps.db;
+    let ctx = admit(db, req, None).await?;
+    ctx.require("delete:users")?;
+    let id = path_object_id(req, "userId")?;
+    no_body(req)?;
+    let erased = crate::erasure::erase(db, deps.directory.as_ref(), &ctx, id, &NoFaults).await?;
+    if erased.fresh {
+        ctx.audit(db, meta, Action::UserErased, id.to_hex(), doc! {}).await;
+    }
+    let erased_at = erased.erased_at.try_to_rfc3339_string().unwrap_or_default();
+    respond_one(StatusCode::OK, &serde_json::json!({"erased": true, "id": id.to_hex(), "erasedAt": erased_at}))
 }
 
 /// `POST /users/{userId}/roles` (`update:users`, and every permission of the role).

@@ -83,7 +83,7 @@ fn holds(user: &User, role: &ObjectId) -> bool {
 /// The record as read: its status, its exact roles and its markers (`seatHeld`, `adminHeld`,
 /// absent pinned as absent). A write filtered on it matches only if none changed since, so the
 /// counter moves and permission checks made from the read hold.
-fn as_read(user: &User) -> Document {
+pub(crate) fn as_read(user: &User) -> Document {
     let mut filter = doc! {"_id": user.id, "status": user.status.as_str(), "roles": user.roles.clone()};
     for (field, held) in [("seatHeld", user.seat_held), ("adminHeld", user.admin_held)] {
         match held {
@@ -195,7 +195,7 @@ async fn give_back_admin_place(db: &Db, ctx: &TenantContext) {
 /// Nobody acts on a user who holds a permission the caller lacks: managing a user is bounded by
 /// the caller's permissions, as granting is. (Otherwise an operator with `update:users` could
 /// deactivate, delete or strip an admin.)
-async fn not_above_caller(db: &Db, ctx: &TenantContext, user: &User) -> Result<(), UsersError> {
+pub(crate) async fn not_above_caller(db: &Db, ctx: &TenantContext, user: &User) -> Result<(), UsersError> {
     let ids: Vec<ObjectId> = user.roles.iter().filter_map(|r| ObjectId::parse_str(r).ok()).collect();
     let held: Vec<Permission> = by_ids(db, ctx, &ids).await?.into_iter().flat_map(|r| r.permissions).collect();
     match first_not_held(&ctx.fresh_permissions(db).await?.ok_or(UsersError::NotMember)?, &held) {
@@ -231,14 +231,15 @@ enum DirectoryAction {
 async fn act_on_own_directory_user(
     db: &Db,
     directory: &dyn Directory,
-    ctx: &TenantContext,
+    scope: &impl TenantScope,
     user: &User,
     action: DirectoryAction,
 ) -> Result<(), UsersError> {
     let Some(sub) = user.cognito_user_id.sub() else { return Ok(()) };
-    let email = person::email(db, ctx.tenant_id(), user).await?;
+    let tenant = scope.scope_tenant();
+    let email = person::email(db, tenant, user).await?;
     match directory.get_user(&email).await.map_err(UsersError::Directory)? {
-        Some(found) if found.sub == sub && found.tenant.as_deref() == Some(ctx.tenant_id().as_str()) => {}
+        Some(found) if found.sub == sub && found.tenant.as_deref() == Some(tenant.as_str()) => {}
         _ => {
             tracing::warn!(userId = %user.id, "the directory user of this e-mail is not this record's; left alone");
             return Ok(());
@@ -248,6 +249,17 @@ async fn act_on_own_directory_user(
         DirectoryAction::Delete => directory.delete_user(&email).await,
         DirectoryAction::Enable(enabled) => directory.set_enabled(&email, enabled).await,
     })
+}
+
+/// Deletes the directory user of `user` if it is the record's own (an erasure's step): gone
+/// already is done.
+pub(crate) async fn delete_own_directory_user(
+    db: &Db,
+    directory: &dyn Directory,
+    scope: &impl TenantScope,
+    user: &User,
+) -> Result<(), UsersError> {
+    act_on_own_directory_user(db, directory, scope, user, DirectoryAction::Delete).await
 }
 
 /// Deletes the directory user a failed saga made, unless a record links it by now (another

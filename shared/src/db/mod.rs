@@ -46,12 +46,20 @@ pub enum TenantCollection {
     Roles,
     ApiKeys,
     AuditLogs,
+    /// The tombstones of erased people (docs/ARCHITECTURE.md §22): kept out of `users`, where
+    /// they would collide on the unique indexes and count as seats.
+    UserErasures,
 }
 
 impl TenantCollection {
     /// Every tenant collection.
-    pub const ALL: [TenantCollection; 4] =
-        [TenantCollection::Users, TenantCollection::Roles, TenantCollection::ApiKeys, TenantCollection::AuditLogs];
+    pub const ALL: [TenantCollection; 5] = [
+        TenantCollection::Users,
+        TenantCollection::Roles,
+        TenantCollection::ApiKeys,
+        TenantCollection::AuditLogs,
+        TenantCollection::UserErasures,
+    ];
 
     /// The collection's name in the database.
     pub fn name(self) -> &'static str {
@@ -60,6 +68,7 @@ impl TenantCollection {
             TenantCollection::Roles => "roles",
             TenantCollection::ApiKeys => "apiKeys",
             TenantCollection::AuditLogs => "auditLogs",
+            TenantCollection::UserErasures => "userErasures",
         }
     }
 }

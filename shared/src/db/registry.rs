@@ -427,6 +427,56 @@ impl OwnTenant {
         Ok(())
     }
 
+    /// Gives up the seat and, with `admin`, the admin place of a record that a saga removes (an
+    /// erasure), once: the counters move in the same update that marks the tenant record with
+    /// the saga's id and what it gave up (`sagaReleases.<id>`), so that a redo after a crash or
+    /// a lost reply finds the mark and moves nothing. An admin place goes only if it is not the
+    /// last. What the mark says was given up (`(seat, admin)`, this call's or an earlier one's),
+    /// or `None` if the admin place is the last. [`Self::give_back_saga_release`] undoes it, and
+    /// [`Self::settle_saga_release`] drops the mark once the record is gone.
+    pub async fn release_for_saga(&self, saga: &str, seat: bool, admin: bool) -> Result<Option<(bool, bool)>, DbError> {
+        let mark = saga_release(saga);
+        let mut filter = doc! {"tenantId": self.tenant_id.as_str(), "counters": {"$exists": true}, mark.clone(): {"$exists": false}};
+        if admin {
+            filter.insert("counters.admins", doc! {"$gt": 1_i64});
+        }
+        let update = doc! {
+            "$inc": {"counters.seats": -i64::from(seat), "counters.admins": -i64::from(admin)},
+            "$set": {mark.clone(): {"seat": seat, "admin": admin}},
+        };
+        if self.move_counter(Counted::Users, filter, update).await? {
+            return Ok(Some((seat, admin)));
+        }
+        self.saga_release(saga).await
+    }
+
+    /// What a saga's release mark says it gave up, if there is one.
+    async fn saga_release(&self, saga: &str) -> Result<Option<(bool, bool)>, DbError> {
+        Ok(match self.registry.field(&self.tenant_id, &saga_release(saga)).await? {
+            Some(Bson::Document(mark)) => Some((mark.get_bool("seat").unwrap_or(false), mark.get_bool("admin").unwrap_or(false))),
+            _ => None,
+        })
+    }
+
+    /// Takes back what a saga's release gave up (its record changed before the saga could hold
+    /// it): the counters and the mark go in one update.
+    pub async fn give_back_saga_release(&self, saga: &str) -> Result<(), DbError> {
+        let Some((seat, admin)) = self.saga_release(saga).await? else { return Ok(()) };
+        let mark = saga_release(saga);
+        let filter = doc! {"tenantId": self.tenant_id.as_str(), mark.clone(): {"$exists": true}};
+        let update = doc! {"$inc": {"counters.seats": i64::from(seat), "counters.admins": i64::from(admin)}, "$unset": {mark: ""}};
+        self.move_counter(Counted::Users, filter, update).await.map(drop)
+    }
+
+    /// Drops a saga's release mark: the record it was for is gone.
+    pub async fn settle_saga_release(&self, saga: &str) -> Result<(), DbError> {
+        let mark = saga_release(saga);
+        self.registry
+            .write_one(doc! {"tenantId": self.tenant_id.as_str(), mark.clone(): {"$exists": true}}, doc! {"$unset": {mark: ""}})
+            .await?;
+        Ok(())
+    }
+
     /// Takes one admin place away unless it is the last one: `false` if it is (or the tenant has
     /// no counters yet). The bound is a literal in the filter.
     pub async fn take_admin_place(&self) -> Result<bool, DbError> {
@@ -508,6 +558,10 @@ impl OwnTenant {
 /// `$` can reach the path).
 fn saga_seat(saga: &str) -> String {
     format!("sagaSeats.{saga}")
+}
+
+fn saga_release(saga: &str) -> String {
+    format!("sagaReleases.{saga}")
 }
 
 /// Escapes every regex metacharacter, so that user text matches literally.

@@ -10,7 +10,6 @@ use mongodb::bson::{doc, Bson, Document};
 use reqwest::{Method, RequestBuilder};
 use serde_json::json;
 use shared::clock::ManualClock;
-use shared::db::Db;
 use shared::ids::{Email, TenantId};
 use shared::saga::{Caller, Fault, IdempotencyKey, NoFaults, SagaState, SweepOptions, LEASE_TTL};
 use shared::TenantContext;
@@ -41,22 +40,9 @@ async fn tenant(app: &TestApp, name: &str, admin_email: &str) -> Tenant {
     let token = app.member(admin_email, &id).await;
     let admin = raw_collection(&app.db, "users").await.find_one(doc! {"tenantId": &id}).await.unwrap().expect("the admin's record");
     let sub = admin.get_str("cognitoUserId").unwrap().to_owned();
-    let ctx = admin_context(&app.db, &id, &sub).await;
+    let ctx = tenancy_tests::member_context(&app.db, &id, &sub).await;
     let caller = Caller::Person { tenant: Some(TenantId::parse(id.clone()).unwrap()), sub };
     Tenant { id, token, ctx, caller }
-}
-
-/// The tenant's admin admitted as the local API admits it.
-async fn admin_context(db: &Db, tenant: &str, sub: &str) -> TenantContext {
-    let event = json!({
-        "resource": "/users", "path": "/users", "httpMethod": "POST", "headers": {},
-        "requestContext": {"requestId": "invitation-sagas", "resourcePath": "/users", "httpMethod": "POST",
-            "authorizer": {"principalType": "user", "sub": sub, "email": "", "emailVerified": false,
-                "groups": "[]", "tenantId": tenant, "apiKeyId": "", "createdBy": "", "permissions": "[]"}},
-        "body": null, "isBase64Encoded": false
-    });
-    let identity = shared::Identity::from_request(&lambda_http::request::from_str(&event.to_string()).unwrap()).expect("an identity");
-    TenantContext::admit(db, &identity, None, shared::admission::Quota::Enforce).await.expect("admitted")
 }
 
 fn invitation(email: &str) -> Invitation {

@@ -26,4 +26,6 @@ mod shredded;
 mod signup;
 mod tenants_api;
 mod usage;
+mod user_erasure;
+mod user_exports;
 mod users_api;

@@ -26,9 +26,19 @@ async fn run(db: &Db, action: Action) -> Result<Report, MigrationError> {
 async fn index_names(db: &Db) -> Vec<(String, String)> {
     let indexes = db.indexes(&SystemContext::new("test"));
     let mut all = Vec::new();
-    for collection in
-        ["tenants", "tenantDomains", "users", "roles", "apiKeys", "auditLogs", "locks", "usageSnapshots", "refusalWindows", "sagas"]
-    {
+    for collection in [
+        "tenants",
+        "tenantDomains",
+        "users",
+        "roles",
+        "apiKeys",
+        "auditLogs",
+        "userErasures",
+        "locks",
+        "usageSnapshots",
+        "refusalWindows",
+        "sagas",
+    ] {
         for model in indexes.list(collection).await.unwrap() {
             all.push((collection.to_owned(), model.options.and_then(|o| o.name).unwrap_or_default()));
         }

@@ -367,11 +367,14 @@ async fn every_route_s_warm_call_keeps_to_its_round_trip_budget() {
     m.twice(&admin, Method::GET, "/users", None).await;
     m.twice(&admin, Method::GET, &format!("/users/{admin_id}"), None).await;
     m.twice(&admin, Method::PATCH, "/users/me", Some(json!({"title": "Operator"}))).await;
+    // Exports, with the audit part (the admin holds `read:audit-logs`, and basic has `audit_logs`).
+    m.twice(&admin, Method::GET, "/users/me/export", None).await;
+    m.twice(&admin, Method::GET, &format!("/users/{admin_id}/export"), None).await;
     let invite = |email: &str| json!({"email": email, "firstName": "New", "lastName": "Hire"});
     m.ok(&admin, Method::POST, "/users", Some(invite("cold@budgets.example"))).await;
     m.measure(&admin, Method::POST, "/users", Some(invite("warm@budgets.example"))).await;
     let mut users = Vec::new();
-    for i in 0..6 {
+    for i in 0..8 {
         let (id, _) = app.seed_user(&tenant, &format!("user{i}@budgets.example"), "user", "active").await;
         users.push(format!("/users/{}", id.to_hex()));
     }
@@ -384,6 +387,8 @@ async fn every_route_s_warm_call_keeps_to_its_round_trip_budget() {
     m.measure(&admin, Method::POST, &format!("{}/roles", users[5]), Some(grant)).await;
     m.ok(&admin, Method::DELETE, &format!("{}/roles/{viewer}", users[4]), None).await;
     m.measure(&admin, Method::DELETE, &format!("{}/roles/{viewer}", users[5]), None).await;
+    m.ok(&admin, Method::POST, &format!("{}/erase", users[6]), None).await;
+    m.measure(&admin, Method::POST, &format!("{}/erase", users[7]), None).await;
 
     // The audit log, which by now has entries.
     let logs = m.twice(&admin, Method::GET, "/audit-logs", None).await;

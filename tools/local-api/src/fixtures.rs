@@ -123,6 +123,7 @@ pub async fn seed_events_tenant(stack: &Stack) -> Result<(), BoxError> {
         expire_at: shared::audit::expire_at(now, shared::plans::Plan::Basic.limits().audit_retention_days),
         created_at: None,
         updated_at: None,
+        actor_erased: None,
     };
     stack.db.scoped::<AuditLog>(&scope, TenantCollection::AuditLogs).insert_one(&entry).await?;
     Ok(())
