@@ -6,7 +6,8 @@ the data URI from Secrets Manager, setup on deploy (a custom resource), the usag
 schedule, CORS (preflight mocks, gateway responses, never credentials), stage throttling, the
 alarms, their topic and the dashboard, the personal-data KMS master key and the key vault, the saga
 sweep's schedule, the invitation e-mail (through SES only when a verified identity is given), the
-self-service sign-up switch (off by default, refused without SES) and its optional WAF rule.
+self-service sign-up switch (off by default, refused without SES) and its optional WAF rule, and the
+erasure receipts' signing key and the backup retentions the receipt states.
 
 Run from the repository root (or anywhere):
 
@@ -85,11 +86,15 @@ COGNITO_OPERATIONS = {
         "updateBilling",
         "getTenantUsageHistory",
     },
-    # Tenants are made here only: POST /tenants (the brief's route) and POST /onboarding.
+    # Tenants are made here only (POST /tenants, the brief's route, and POST /onboarding), and
+    # ended here (offboarding, its cancellation, and the purge's receipt).
     "OnboardingFunction": {
         "createTenant",
         "onboardTenant",
         "getOnboarding",
+        "offboardTenant",
+        "cancelTenantOffboarding",
+        "getTenantReceipt",
     },
 }
 # The only operations that integrate a function with no authorizer at all (security: []), by the
@@ -232,6 +237,23 @@ SIGNUP_CAP_CONST = re.compile(r"pub const DEFAULT_SIGNUP_HOURLY_CAP: u64 = ([0-9
 CONFIG_RS = ROOT / "shared" / "src" / "config.rs"
 # The optional WAF rate-based rule on the sign-up route: off (0) by default.
 SIGNUP_WAF_PARAM = "SignupWafRateLimit"
+# The erasure receipts' signing key (§22): asymmetric, used by the function that serves the receipt
+# (and purges tenants) only, for exactly these actions; and the backup retentions the receipt states,
+# each a parameter whose default is the code's (shared::receipt::DEFAULT_BACKUP_BOUNDS).
+RECEIPT_KEY = "ReceiptSigningKey"
+RECEIPT_KEY_ENV = "RECEIPT_KEY_ID"
+RECEIPT_OPERATION = "getTenantReceipt"
+RECEIPT_KEY_USE = {"kms:Sign", "kms:GetPublicKey"}
+RECEIPT_USE_PROBES = ["kms:Sign", "kms:CreateGrant"]
+RECEIPT_RS = ROOT / "shared" / "src" / "receipt.rs"
+# parameter, variable, field of DEFAULT_BACKUP_BOUNDS
+BACKUP_BOUNDS = [
+    ("BackupVaultPitrDays", "BACKUP_VAULT_PITR_DAYS", "vault_pitr_days"),
+    ("BackupDataPitrDays", "BACKUP_DATA_PITR_DAYS", "data_pitr_days"),
+    ("BackupSnapshotRetentionDays", "BACKUP_SNAPSHOT_RETENTION_DAYS", "snapshot_retention_days"),
+    ("BackupCrossRegionCopyRetentionDays", "BACKUP_CROSS_REGION_COPY_RETENTION_DAYS", "cross_region_copy_retention_days"),
+    ("ExportExpiryDays", "EXPORT_EXPIRY_DAYS", "export_expiry_days"),
+]
 
 
 class CheckFailed(Exception):
@@ -1970,6 +1992,82 @@ def check_signup_waf(template: dict) -> str:
     )
 
 
+def check_receipt_key(template: dict) -> str:
+    """(ac) The erasure receipts' signing key: one retained ECC_NIST_P256 SIGN_VERIFY key that the account
+    administers without signing (no action pattern of its administration covers kms:Sign or CreateGrant),
+    and that only the role of the function serving GET /tenants/{tenantId}/receipt may use, for Sign and
+    GetPublicKey exactly. That function, and no other, has RECEIPT_KEY_ID (!GetAtt the key's Arn) and the
+    backup retentions, each !Ref a Number parameter whose Default is the code's."""
+    res = resources(template)
+    signing = sorted(n for n, r in res.items() if r.get("Type") == "AWS::KMS::Key" and (r.get("Properties") or {}).get("KeyUsage") == "SIGN_VERIFY")
+    require(signing == [RECEIPT_KEY], f"expected exactly one SIGN_VERIFY KMS key, {RECEIPT_KEY}, found {signing}")
+    resource = res[RECEIPT_KEY]
+    props = resource.get("Properties") or {}
+    for policy in ("DeletionPolicy", "UpdateReplacePolicy"):
+        require(resource.get(policy) == "Retain", f"{RECEIPT_KEY}: {policy} must be Retain (receipts given out name it), found {resource.get(policy)!r}")
+    require(props.get("KeySpec") == "ECC_NIST_P256", f"{RECEIPT_KEY}: KeySpec must be ECC_NIST_P256, found {props.get('KeySpec')!r}")
+    require(props.get("Enabled", True) is not False, f"{RECEIPT_KEY}: must be Enabled")
+
+    served = [function_of(op) for _, _, op in operations(load_openapi()) if op.get("operationId") == RECEIPT_OPERATION]
+    require(len(served) == 1, f"openapi.json: expected one operation {RECEIPT_OPERATION}, found {len(served)}")
+    signer = served[0]
+    fns = functions(template)
+    require(signer in fns, f"{RECEIPT_OPERATION} integrates {signer!r}, which is not a function")
+    roles = generated_roles(template)
+    statements = as_list((props.get("KeyPolicy") or {}).get("Statement"))
+    admin: list[str] = []
+    granted: dict[str, set[str]] = {}
+    for i, st in enumerate(statements):
+        sid = st.get("Sid") or f"Statement[{i}]"
+        if st.get("Effect") != "Allow":
+            continue
+        require("NotAction" not in st and "NotPrincipal" not in st, f"{RECEIPT_KEY}: {sid} allows with NotAction or NotPrincipal")
+        principals = key_policy_principals(st)
+        actions = [a for a in as_list(st.get("Action"))]
+        require(all(isinstance(a, str) for a in actions), f"{RECEIPT_KEY}: {sid} has an action that is not a string")
+        signs = [a for a in actions if any(fnmatch.fnmatchcase(p.lower(), a.lower()) for p in RECEIPT_USE_PROBES)]
+        if any(kind == "AWS" and is_account_root(value) for kind, value in principals):
+            require(not signs, f"{RECEIPT_KEY}: {sid} lets the account root use the key ({signs}); it administers only")
+            admin.extend(actions)
+            continue
+        for kind, value in principals:
+            role = getatt_arn_of(value) if kind == "AWS" else None
+            require(role in roles, f"{RECEIPT_KEY}: {sid} names {json.dumps(value)}; only a function's role (!GetAtt <Function>Role.Arn) may use the key")
+            granted.setdefault(roles[role], set()).update(actions)
+    require(any(fnmatch.fnmatchcase("kms:putkeypolicy", a.lower()) for a in admin), f"{RECEIPT_KEY}: the account must administer the key (kms:PutKeyPolicy)")
+    require(
+        granted == {signer: RECEIPT_KEY_USE},
+        f"{RECEIPT_KEY}: exactly {signer}'s role may use the key, for {sorted(RECEIPT_KEY_USE)}; found {({k: sorted(v) for k, v in granted.items()})}",
+    )
+
+    params = parameters(template)
+    code = RECEIPT_RS.read_text(encoding="utf-8")
+    block = re.search(r"pub const DEFAULT_BACKUP_BOUNDS: BackupBounds = BackupBounds \{(.*?)\};", code, re.S)
+    require(block is not None, f"{RECEIPT_RS.relative_to(ROOT)}: no DEFAULT_BACKUP_BOUNDS")
+    defaults = dict(re.findall(r"(\w+): (\d+)", block.group(1)))
+    for param, _, field in BACKUP_BOUNDS:
+        p = params.get(param) or {}
+        require(p.get("Type") == "Number", f"no Number parameter {param}")
+        require(str(p.get("Default")) == defaults.get(field), f"{param}: Default {p.get('Default')!r} differs from DEFAULT_BACKUP_BOUNDS.{field} ({defaults.get(field)})")
+    variables = [RECEIPT_KEY_ENV] + [v for _, v, _ in BACKUP_BOUNDS]
+    for name, fn in sorted(fns.items()):
+        env = effective_env(template, fn)
+        if name != signer:
+            has = [v for v in variables if v in env]
+            require(not has, f"{name}: has {has}, but only {signer} signs or serves erasure receipts")
+            continue
+        require(
+            env.get(RECEIPT_KEY_ENV) in ({"Fn::GetAtt": [RECEIPT_KEY, "Arn"]}, {"Fn::GetAtt": f"{RECEIPT_KEY}.Arn"}),
+            f"{name}: {RECEIPT_KEY_ENV} must be !GetAtt {RECEIPT_KEY}.Arn, found {env.get(RECEIPT_KEY_ENV)!r}",
+        )
+        for param, variable, _ in BACKUP_BOUNDS:
+            require(env.get(variable) == {"Ref": param}, f"{name}: {variable} must be !Ref {param}, found {env.get(variable)!r}")
+    return (
+        f"{RECEIPT_KEY}: ECC_NIST_P256 SIGN_VERIFY, retained, {' and '.join(sorted(RECEIPT_KEY_USE))} to {signer}'s role only; "
+        f"{signer} alone has {RECEIPT_KEY_ENV} and {len(BACKUP_BOUNDS)} backup bounds, their defaults the code's"
+    )
+
+
 CHECKS = [
     ("(a)(b) Cognito callers: pool id and least-privilege actions", check_cognito_callers),
     ("(b) no Cognito on Resource '*', no group actions", check_no_wildcard_or_group_grants),
@@ -1998,6 +2096,7 @@ CHECKS = [
     ("(z) invitation e-mail through SES only when configured", check_invitation_email),
     ("(aa) self-service sign-up switch", check_signup_switch),
     ("(ab) sign-up WAF rule, off by default", check_signup_waf),
+    ("(ac) erasure receipts' signing key and backup bounds", check_receipt_key),
     # Last: it needs the EMF lines the cargo tests capture.
     ("(v) alarms watch emitted metrics", check_alarms_watch_emitted_metrics),
 ]

@@ -554,6 +554,7 @@ mod tests {
             api_key_count: 0,
             audit_retention: None,
             keys_shredded_at: None,
+            offboarding: None,
             created_at: now,
             updated_at: now,
         };

@@ -68,6 +68,8 @@ closed_list!(
         TenantCustomizationUpdated => "tenant.customization.updated";
         TenantBillingUpdated => "tenant.billing.updated";
         TenantAccessed => "tenant.accessed";
+        TenantOffboarded => "tenant.offboarded";
+        TenantOffboardingCancelled => "tenant.offboarding-cancelled";
         UserInvited => "user.invited";
         UserInvitationRefused => "user.invitation-refused";
         UserUpdated => "user.updated";

@@ -14,6 +14,10 @@ use std::collections::BTreeMap;
 pub enum TenantStatus {
     Active,
     Suspended,
+    /// Offboarded and within its grace period, or being purged: no member or key is admitted,
+    /// its data is kept, and nothing writes into it (docs/ARCHITECTURE.md §22).
+    Offboarding,
+    /// Purged: its documents deleted and its keys shredded; only its registry record remains.
     Inactive,
 }
 
@@ -23,9 +27,32 @@ impl TenantStatus {
         match self {
             TenantStatus::Active => "active",
             TenantStatus::Suspended => "suspended",
+            TenantStatus::Offboarding => "offboarding",
             TenantStatus::Inactive => "inactive",
         }
     }
+
+    /// Whether the tenant is ending: offboarding or purged. Its settings no longer change.
+    pub fn is_ending(self) -> bool {
+        matches!(self, TenantStatus::Offboarding | TenantStatus::Inactive)
+    }
+}
+
+/// An offboarding as the registry record keeps it (docs/ARCHITECTURE.md §22).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OffboardingState {
+    pub requested_at: DateTime,
+    /// The actor id of the superadmin who asked.
+    pub requested_by: String,
+    pub grace_period_days: i64,
+    /// When the purge may start; a cancellation is accepted only before it.
+    pub grace_ends_at: DateTime,
+    /// The status a cancellation puts back.
+    pub previous_status: TenantStatus,
+    /// Set by the one write that hands the tenant to its purge: no cancellation after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_started_at: Option<DateTime>,
 }
 
 /// Branding a tenant admin may change.
@@ -127,6 +154,9 @@ pub struct Tenant {
     /// and billing no longer change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys_shredded_at: Option<DateTime>,
+    /// Set while the tenant is `offboarding`, and kept once it is `inactive`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offboarding: Option<OffboardingState>,
     pub created_at: DateTime,
     pub updated_at: DateTime,
 }
@@ -475,6 +505,26 @@ pub struct AuditLog {
     /// is a `sub` that a `userErasures` tombstone holds as `formerSub`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor_erased: Option<bool>,
+}
+
+/// The tombstone of a purged tenant, in the global `tenantTombstones` (docs/ARCHITECTURE.md
+/// §22): the data cluster's record that the tenant ended, which a restore of an older backup
+/// cannot undo without the reconciliation seeing it (the vault keeps its own). No personal data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantTombstone {
+    /// The tenant id.
+    #[serde(rename = "_id")]
+    pub id: TenantId,
+    pub offboarded_at: DateTime,
+    /// The actor id of the superadmin who offboarded it.
+    pub offboarded_by: String,
+    pub purged_at: DateTime,
+    /// The receipt as signed: its payload's bytes (base64), the signature (base64), and the
+    /// signing key's id and algorithm. Absent on a tombstone written by the reconciliation of a
+    /// restored backup (the receipt stays on the tombstone it restores from the other side).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<mongodb::bson::Document>,
 }
 
 /// The tombstone of an erased person, in `userErasures` (docs/ARCHITECTURE.md §22): no personal

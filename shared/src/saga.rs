@@ -107,6 +107,8 @@ pub enum SagaKind {
     Signup,
     /// A person's erasure: rolled forward to its end, never undone (docs/ARCHITECTURE.md §22).
     Erasure,
+    /// An offboarded tenant's purge: rolled forward to its end, never undone (§22).
+    Purge,
 }
 
 impl SagaKind {
@@ -117,6 +119,7 @@ impl SagaKind {
             SagaKind::Invitation => "invitation",
             SagaKind::Signup => "signup",
             SagaKind::Erasure => "erasure",
+            SagaKind::Purge => "purge",
         }
     }
 }

@@ -73,6 +73,31 @@ pub async fn kms_key_id() -> String {
     .clone()
 }
 
+/// The erasure receipts' signing key of this test process (ECC_NIST_P256, SIGN_VERIFY), made
+/// once in moto like the master key.
+pub async fn receipt_key_id() -> String {
+    static KEY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    KEY.get_or_init(|| async {
+        let client = kms_client(&app::moto_url());
+        let key = client
+            .create_key()
+            .description("tenancy tests: erasure receipts")
+            .key_spec(aws_sdk_kms::types::KeySpec::EccNistP256)
+            .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
+            .send()
+            .await
+            .expect("a signing key in moto");
+        key.key_metadata.expect("key metadata").key_id
+    })
+    .await
+    .clone()
+}
+
+/// moto's KMS signing with this process's receipt key.
+pub async fn receipt_signer() -> std::sync::Arc<shared::receipt::KmsReceiptSigner> {
+    std::sync::Arc::new(shared::receipt::KmsReceiptSigner::with_client(kms_client(&app::moto_url()), receipt_key_id().await))
+}
+
 /// A KMS client for an endpoint (moto, or a closed port for the KMS-down path).
 pub fn kms_client(endpoint: &str) -> aws_sdk_kms::Client {
     aws_sdk_kms::Client::new(&local_api::cognito::moto_config(endpoint, "us-east-1"))
@@ -105,11 +130,11 @@ pub async fn moto_kms() -> std::sync::Arc<shared::pii::AwsKms> {
     std::sync::Arc::new(shared::pii::AwsKms::with_client(kms_client(&app::moto_url()), kms_key_id().await))
 }
 
-/// `db` with a keyring on moto's KMS and its own vault.
+/// `db` with a keyring on moto's KMS and its own vault, and the erasure receipts' signer.
 pub async fn with_keyring(db: Db) -> Db {
     capture_logs();
     let keyring = keyring_with(&db, moto_kms().await).await;
-    db.with_keyring(keyring)
+    db.with_keyring(keyring).with_signer(receipt_signer().await)
 }
 
 /// A fresh database with its keyring, reached through `uri` (a [`proxy::FaultProxy`]'s), with
@@ -204,6 +229,7 @@ pub async fn local_api_env(db: &Db, pool: &local_api::cognito::PoolIds) -> Vec<(
         ("MONGODB_URI", mongodb_uri()),
         ("MONGODB_DATABASE", db.name().to_owned()),
         ("KMS_KEY_ID", kms_key_id().await),
+        ("RECEIPT_KEY_ID", receipt_key_id().await),
         ("KEY_VAULT_DATABASE", vault_name(db)),
         ("AWS_ENDPOINT_URL_KMS", moto.clone()),
         ("AWS_REGION", pool.region.clone()),

@@ -7,7 +7,7 @@
 //!   and their order;
 //! - [`runner`] and [`lease`]: `setup`, `up` and `status`, and the lease that keeps runs apart;
 //! - [`jobs`]: the jobs outside the ledger (`usage-snapshot`, `rotate-key`, `shred`,
-//!   `reconcile-counters`);
+//!   `reconcile-counters`, `reconcile-tombstones`);
 //! - [`deploy`]: the custom resource; [`indexes`]: every index; [`reseal`]: the personal-data
 //!   rewrites that migration 005 and `rotate-key` share;
 //! - [`report`] and [`error`]: what an invocation answers.
@@ -65,15 +65,20 @@ pub enum Action {
     /// ([`jobs::reconcile_counters`]).
     #[serde(rename = "reconcile-counters")]
     ReconcileCounters,
+    /// Ends again whatever a restored backup of either cluster brought back of a tenant that was
+    /// purged, from the tombstones of both ([`jobs::reconcile_tombstones`]).
+    #[serde(rename = "reconcile-tombstones")]
+    ReconcileTombstones,
 }
 
-/// Reads the action: `{"action": "setup" | "up" | "status" | "usage-snapshot" | "reconcile-counters" | …}`, or a scheduled
+/// Reads the action: `{"action": "setup" | "up" | "status" | "usage-snapshot" | "reconcile-counters" | "reconcile-tombstones" | …}`, or a scheduled
 /// event, which means `up`.
 pub fn parse_event(event: &Value) -> Result<Action, MigrationError> {
     if let Some(action) = event.get("action") {
         return serde_json::from_value(action.clone()).map_err(|_| {
             MigrationError::BadEvent(
-                "action must be one of setup, up, status, usage-snapshot, rotate-key, shred, reconcile-counters".into(),
+                "action must be one of setup, up, status, usage-snapshot, rotate-key, shred, reconcile-counters, reconcile-tombstones"
+                    .into(),
             )
         });
     }
@@ -97,6 +102,7 @@ pub async fn run(db: &Db, directory: &dyn Directory, action: Action) -> Result<R
         Action::Status => runner::status(db, &system).await,
         Action::UsageSnapshot => jobs::usage_snapshot::snapshot(db).await,
         Action::ReconcileCounters => jobs::reconcile_counters::reconcile(db, &shared::seam::NoSeam).await,
+        Action::ReconcileTombstones => jobs::reconcile_tombstones::reconcile(db).await,
         Action::RotateKey | Action::Shred => {
             Err(MigrationError::BadEvent("rotate-key and shred name a tenant: {\"action\": …, \"tenantId\": …}".into()))
         }
@@ -167,6 +173,7 @@ mod tests {
         assert_eq!(parse_event(&json!({"action": "status"})).unwrap(), Action::Status);
         assert_eq!(parse_event(&json!({"action": "usage-snapshot"})).unwrap(), Action::UsageSnapshot);
         assert_eq!(parse_event(&json!({"action": "reconcile-counters"})).unwrap(), Action::ReconcileCounters);
+        assert_eq!(parse_event(&json!({"action": "reconcile-tombstones"})).unwrap(), Action::ReconcileTombstones);
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub enum Report {
     Shred(ShredReport),
     #[serde(rename = "reconcile-counters")]
     ReconcileCounters(ReconcileReport),
+    #[serde(rename = "reconcile-tombstones")]
+    ReconcileTombstones(TombstoneReport),
 }
 
 /// An applied migration as `status` reports it.
@@ -133,4 +135,29 @@ pub struct ReconcileReport {
     pub tenants_checked: u64,
     pub corrected: Vec<Correction>,
     pub skipped: Vec<Skipped>,
+}
+
+/// What one tombstone reconciliation did, by kind (each zero when no restore brought anything
+/// back).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TombstoneReport {
+    /// Tenants in the union of both sides' tombstones.
+    pub tenants_checked: u64,
+    /// Vault tombstones written from the data cluster's.
+    pub vault_tombstones_written: u64,
+    /// Data cluster tombstones written from the vault's (without a receipt).
+    pub data_tombstones_written: u64,
+    /// Registry records marked `keysShreddedAt` again.
+    pub shred_marks_set: u64,
+    /// Wrapped key sets destroyed in the vault.
+    pub key_sets_deleted: u64,
+    /// Global e-mail index entries destroyed in the vault.
+    pub email_entries_deleted: u64,
+    /// Tenants whose restored documents were purged again.
+    pub tenants_purged: u64,
+    /// The documents those purges deleted, per tenant collection.
+    pub documents_deleted: std::collections::BTreeMap<String, u64>,
+    /// Tenants left to their purge saga, still open.
+    pub purges_in_flight: u64,
 }

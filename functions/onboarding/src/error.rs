@@ -15,6 +15,14 @@ pub enum OnboardingError {
     NotFound(String),
     #[error("Tenant {0} already exists")]
     Exists(shared::ids::TenantId),
+    #[error("Tenant {0} not found")]
+    TenantNotFound(shared::ids::TenantId),
+    /// An offboarding of a tenant that is offboarding or inactive already.
+    #[error("Tenant {0} is {1} already")]
+    Ending(shared::ids::TenantId, &'static str),
+    /// A cancellation of a tenant that is not offboarding, or whose purge began.
+    #[error("Tenant {0} is not offboarding, or its grace period is over and its purge has begun")]
+    NotCancellable(shared::ids::TenantId),
     /// Another call (or the sweeper) holds this saga's lease.
     #[error("The onboarding with this Idempotency-Key is in progress; try again shortly")]
     InProgress(u64),
@@ -68,7 +76,10 @@ impl From<OnboardingError> for ApiError {
         match e {
             OnboardingError::DomainTaken(_) | OnboardingError::AdminEmailTaken => ApiError::Conflict(e.to_string()),
             OnboardingError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            OnboardingError::Exists(_) => ApiError::Conflict(e.to_string()),
+            OnboardingError::Exists(_) | OnboardingError::Ending(..) | OnboardingError::NotCancellable(_) => {
+                ApiError::Conflict(e.to_string())
+            }
+            OnboardingError::TenantNotFound(_) => ApiError::NotFound(e.to_string()),
             OnboardingError::InProgress(retry_after_secs) => ApiError::InProgress { message: e.to_string(), retry_after_secs },
             OnboardingError::KeyReused => ApiError::Unprocessable(e.to_string()),
             OnboardingError::TooMany(retry_after_secs) => ApiError::TooManyRequests { message: e.to_string(), retry_after_secs },

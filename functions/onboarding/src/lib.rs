@@ -4,6 +4,8 @@
 
 pub mod error;
 pub mod input;
+pub mod offboarding;
+pub mod purge;
 mod routes;
 pub mod saga;
 pub mod service;
@@ -37,6 +39,9 @@ pub fn handle(deps: &Deps<SharedDirectory>, req: Request) -> BoxedResponse<'_> {
             "POST /tenants" => routes::create_tenant(deps, &req, &meta).await,
             "GET /onboarding/{onboardingId}" => routes::status(db, &req).await,
             "POST /signup" => routes::signup(deps, &req, &meta).await,
+            "POST /tenants/{tenantId}/offboard" => routes::offboard(db, &req, &meta).await,
+            "POST /tenants/{tenantId}/offboard/cancel" => routes::cancel_offboarding(db, &req, &meta).await,
+            "GET /tenants/{tenantId}/receipt" => routes::receipt(db, &req).await,
             _ => Err(ApiError::NotFound(format!("No route for {route}"))),
         }
     }))

@@ -5,6 +5,7 @@ use shared::config::{process_env, DbConfig, Features, PoolConfig};
 use shared::db::Db;
 use shared::directory::{LazyCognitoDirectory, SharedDirectory};
 use shared::http::Deps;
+use shared::receipt::ReceiptConfig;
 use std::sync::Arc;
 
 #[tokio::main]
@@ -16,6 +17,9 @@ async fn main() -> Result<(), lambda_http::Error> {
     let directory: SharedDirectory = Arc::new(LazyCognitoDirectory::new(pool.user_pool_id));
     // Refuses to start with sign-up on and no SES sender configured.
     let features = Features::from_env(&env)?;
-    let deps = Deps::new(Db::cached_with_keyring(&config).await?).with_directory(directory).with_features(features);
+    // The purge signs erasure receipts, and `GET /tenants/{tenantId}/receipt` serves them.
+    let receipts = ReceiptConfig::from_env(&env)?;
+    let db = Db::cached_with_keyring(&config).await?.with_receipts(&receipts);
+    let deps = Deps::new(db).with_directory(directory).with_features(features);
     shared::http::run_with_events(deps, onboarding::handle, onboarding::FUNCTION, onboarding::on_schedule).await
 }

@@ -1,6 +1,7 @@
 //! Thin handlers: admit, read the idempotency key, parse, call the service, shape, audit.
 
 use crate::input::{self, OnboardingBody};
+use crate::offboarding;
 use crate::service::{self, Outcome};
 use crate::signup::{self, SignupBody};
 use crate::view::OnboardingView;
@@ -8,10 +9,12 @@ use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use mongodb::bson::doc;
 use shared::audit::Action;
-use shared::db::Db;
+use shared::db::{Db, DbError, GlobalCollection, SystemContext};
 use shared::directory::SharedDirectory;
 use shared::error::ApiError;
 use shared::http::{admit_superadmin, idempotency, idempotency_key, json_body, path_param, respond_one, Deps, RequestMeta};
+use shared::models::TenantTombstone;
+use shared::receipt::{ReceiptError, SignedReceipt};
 use shared::saga::{NoFaults, Sagas};
 use shared::SuperadminContext;
 use tenants::input::CreateTenantBody;
@@ -90,4 +93,63 @@ pub async fn signup(deps: &Deps<SharedDirectory>, req: &Request, meta: &RequestM
         "message": "If this address can be used, an invitation with a temporary password will be sent to it.",
     });
     respond_one(StatusCode::ACCEPTED, &received)
+}
+
+/// The path's tenant id: a malformed one is a 400.
+fn tenant_param(req: &Request) -> Result<shared::ids::TenantId, ApiError> {
+    shared::http::path_id(req, "tenantId")
+}
+
+/// `POST /tenants/{tenantId}/offboard` (superadmin): `gracePeriodDays` (default 30, 0 allowed).
+/// The offboarding is audited in the tenant's log before anything changes; 202, since the
+/// purge follows (at once with no grace period, else once the grace ends).
+pub async fn offboard(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
+    let tenant_id = tenant_param(req)?;
+    let admin = admit_superadmin(req, Some(&tenant_id))?;
+    let grace_days = shared::http::optional_json_body::<offboarding::OffboardBody>(req)?.validate()?;
+    let tenant = offboarding::offboardable(db, &tenant_id).await?;
+    admin.audit(db, &tenant, meta, Action::TenantOffboarded, doc! {"gracePeriodDays": grace_days}).await;
+    let written = offboarding::offboard(db, &admin, &tenant, grace_days).await?;
+    let state = written.offboarding.as_ref().ok_or_else(|| ApiError::internal(shared::db::DbError::Duplicate))?;
+    let data = serde_json::json!({
+        "tenantId": tenant_id.as_str(),
+        "status": written.status.as_str(),
+        "gracePeriodDays": grace_days,
+        "purgeAfter": state.grace_ends_at.try_to_rfc3339_string().unwrap_or_default(),
+    });
+    respond_one(StatusCode::ACCEPTED, &data)
+}
+
+/// `POST /tenants/{tenantId}/offboard/cancel` (superadmin): within the grace period, the tenant
+/// goes back to the status it had. No body.
+pub async fn cancel_offboarding(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
+    let tenant_id = tenant_param(req)?;
+    let admin = admit_superadmin(req, Some(&tenant_id))?;
+    shared::http::no_body(req)?;
+    let tenant = offboarding::cancel(db, &admin, &tenant_id).await?;
+    admin.audit(db, &tenant, meta, Action::TenantOffboardingCancelled, doc! {"status": tenant.status.as_str()}).await;
+    respond_one(StatusCode::OK, &tenants::service::view(db, &tenant).await?)
+}
+
+/// `GET /tenants/{tenantId}/receipt` (superadmin): a purged tenant's signed erasure receipt,
+/// with the public key that verifies it offline (docs/ARCHITECTURE.md §22). A tenant that was
+/// not purged has no tombstone: a 404. Not audited: the tenant's log went with it.
+pub async fn receipt(db: &Db, req: &Request) -> Reply {
+    let tenant_id = tenant_param(req)?;
+    admit_superadmin(req, Some(&tenant_id))?;
+    let tombstones = db.global::<TenantTombstone>(&SystemContext::new("receipt"), GlobalCollection::TenantTombstones);
+    let not_found = || ApiError::NotFound(format!("Tenant {tenant_id} has no erasure receipt: it was not purged"));
+    let tombstone = tombstones.find_one(doc! {"_id": tenant_id.as_str()}).await?.ok_or_else(not_found)?;
+    // A tombstone the reconciliation restored from the vault's side carries no receipt.
+    let stored = tombstone.receipt.ok_or_else(not_found)?;
+    let signed = SignedReceipt::from_document(&stored).map_err(DbError::from)?;
+    let signer = db.signer()?;
+    // The public key must be the signing key's: serving another's would make a true receipt
+    // fail to verify.
+    if signed.key_id != signer.key_id() {
+        let other = ReceiptError::Malformed(format!("signed with key {}, not with this function's key {}", signed.key_id, signer.key_id()));
+        return Err(DbError::from(other).into());
+    }
+    let public_key = signer.public_key().await.map_err(DbError::from)?;
+    respond_one(StatusCode::OK, &signed.publish(&public_key).map_err(DbError::from)?)
 }

@@ -349,6 +349,7 @@ fn new_tenant(db: &Db, tenant: &TenantId, params: &Params, sealed: &SealedFields
         api_key_count: 0,
         audit_retention: None,
         keys_shredded_at: None,
+        offboarding: None,
         created_at: now,
         updated_at: now,
     }

@@ -122,6 +122,7 @@ pub async fn finish(db: &Db, directory: &dyn Directory, sagas: &Sagas, run: Run)
             users::invitation::drive(db, directory, run, None, env.faults).await.map(drop).map_err(OnboardingError::from)
         }
         SagaKind::Erasure => users::erasure::resume(db, directory, run).await.map(drop).map_err(OnboardingError::from),
+        SagaKind::Purge => crate::purge::drive(db, directory, run, env.faults).await.map(drop),
     };
     if let Err(error) = ended {
         tracing::info!(sagaId = %id, %error, "the sweep ended a saga with an error");
@@ -151,6 +152,8 @@ async fn audit_completion(db: &Db, saga: &Saga) {
         }
         // No request saw this erasure end: the route audits only the ones its call ends.
         SagaKind::Erasure => (Action::UserErased, result_user(saga), doc! {"actingAs": "system", "via": "sweep"}, None),
+        // A purged tenant has no log left to write to: its tombstone and receipt are the record.
+        SagaKind::Purge => return,
     };
     let meta = RequestMeta { request_id: saga.id.clone(), ip: String::new(), user_agent: "saga sweep".into() };
     let event = AuditEvent { action, resource_id: Some(resource), details };
@@ -168,9 +171,10 @@ fn result_user(saga: &Saga) -> String {
     saga.result.as_ref().and_then(|r| r.get_object_id("userId").ok()).map(|id| id.to_hex()).unwrap_or_default()
 }
 
-/// One sweep (docs/ARCHITECTURE.md §21): every saga whose lease expired more than
-/// `options.older_than` ago is finished or compensated, old finished sagas are deleted, and the
-/// leftovers of tenants that were never registered are reaped.
+/// One sweep (docs/ARCHITECTURE.md §21): the purges of offboardings whose grace ended are
+/// queued (§22), every saga whose lease expired more than `options.older_than` ago is finished
+/// or compensated, old finished sagas are deleted, and the leftovers of tenants that were never
+/// registered are reaped.
 pub async fn sweep(db: &Db, directory: &dyn Directory, options: SweepOptions) -> Result<SweepReport, SagaError> {
     sweep_as(db, directory, &Sagas::new(db), options).await
 }
@@ -185,6 +189,10 @@ pub async fn sweep_as(db: &Db, directory: &dyn Directory, sagas: &Sagas, options
             0
         }
     };
+    // Before the sagas are taken: a purge queued now is run by this very sweep.
+    if let Err(error) = crate::offboarding::start_due_purges(db, options.limit as i64).await {
+        tracing::error!(%error, "the sweep could not start the purges of ended grace periods; the next one tries again");
+    }
     let finisher = |run: Run| -> BoxFuture<'_, Result<Saga, SagaError>> { Box::pin(finish(db, directory, sagas, run)) };
     let mut report = shared::saga::sweep(sagas, options, &finisher).await?;
     report.expired_signups = expired;

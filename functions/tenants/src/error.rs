@@ -19,6 +19,9 @@ pub enum TenantsError {
     /// Its personal-data keys were shredded: its status and billing no longer change.
     #[error("Tenant {0}'s personal data was shredded; its status and billing can no longer change")]
     Shredded(TenantId),
+    /// It is offboarding or inactive (docs/ARCHITECTURE.md §22): it no longer changes.
+    #[error("Tenant {0} is {1}; it can no longer change")]
+    Ending(TenantId, &'static str),
     /// Only an enterprise tenant sets its own audit retention; every other plan's is fixed.
     #[error("the {} plan keeps its audit log {} days; only enterprise configures it", .0.as_str(), .0.limits().audit_retention_days)]
     RetentionFixed(Plan),
@@ -31,7 +34,7 @@ impl From<TenantsError> for ApiError {
         match e {
             TenantsError::DomainTaken(_) => ApiError::Conflict(e.to_string()),
             TenantsError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            TenantsError::Concurrent(_) | TenantsError::Shredded(_) => ApiError::Conflict(e.to_string()),
+            TenantsError::Concurrent(_) | TenantsError::Shredded(_) | TenantsError::Ending(..) => ApiError::Conflict(e.to_string()),
             TenantsError::CountersMissing => ApiError::Unavailable(Box::new(e)),
             TenantsError::RetentionFixed(_) => ApiError::invalid("auditRetentionDays", e.to_string()),
             TenantsError::Db(db) => db.into(),

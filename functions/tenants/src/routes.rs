@@ -63,11 +63,13 @@ pub async fn get(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
 
 /// Admits the caller to the path's tenant: any member (an active user of that tenant) may read
 /// its own tenant, no role needed (the brief's rule). A superadmin acting for a tenant is
-/// audited there, reads included (docs/ARCHITECTURE.md §4).
+/// audited there, reads included (docs/ARCHITECTURE.md §4), unless the tenant is offboarding
+/// or inactive (§22).
 async fn admit_reader(db: &Db, req: &Request, meta: &RequestMeta, over_quota: bool) -> Result<TenantContext, ApiError> {
     let tenant_id = tenant_param(req)?;
     let ctx = if over_quota { admit_over_quota(db, req, Some(&tenant_id)).await? } else { admit(db, req, Some(&tenant_id)).await? };
-    if ctx.is_superadmin() {
+    // An ending tenant's log takes nothing more: its offboarding was its last entry (§22).
+    if ctx.is_superadmin() && !ctx.tenant().status.is_ending() {
         let details = doc! {"route": shared::http::route_key(req)};
         ctx.audit(db, meta, Action::TenantAccessed, ctx.tenant_id().to_string(), details).await;
     }

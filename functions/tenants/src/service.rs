@@ -6,7 +6,7 @@ use crate::input::{BillingChanges, CustomizationChanges, TenantChanges};
 use crate::view::{Opened, TenantLimits, TenantView, Unavailable};
 use mongodb::bson::{doc, Document};
 use shared::clock::month_window;
-use shared::db::{not_shredded, Db, DomainClaim, GlobalCollection, GlobalFind, SystemContext, TenantPage, TenantQuery, TenantRegistry};
+use shared::db::{changeable, Db, DomainClaim, GlobalCollection, GlobalFind, SystemContext, TenantPage, TenantQuery, TenantRegistry};
 use shared::ids::TenantId;
 use shared::models::{Tenant, TenantStatus, UsageSnapshot};
 use shared::pii::{Field, PiiError};
@@ -53,7 +53,7 @@ fn found(tenant_id: &TenantId, tenant: Option<Tenant>) -> Result<Tenant, Tenants
     tenant.ok_or_else(|| TenantsError::NotFound(tenant_id.clone()))
 }
 
-/// The outcome of a write guarded by [`not_shredded`]: the tenant it returned, or on a miss
+/// The outcome of a write guarded by [`changeable`]: the tenant it returned, or on a miss
 /// why (missing, shredded, or changed in between).
 async fn unless_shredded(registry: &TenantRegistry, tenant_id: &TenantId, updated: Option<Tenant>) -> Result<Tenant, TenantsError> {
     if let Some(tenant) = updated {
@@ -62,6 +62,7 @@ async fn unless_shredded(registry: &TenantRegistry, tenant_id: &TenantId, update
     Err(match registry.get(tenant_id).await? {
         None => TenantsError::NotFound(tenant_id.clone()),
         Some(t) if t.keys_shredded_at.is_some() => TenantsError::Shredded(tenant_id.clone()),
+        Some(t) if t.status.is_ending() => TenantsError::Ending(tenant_id.clone(), t.status.as_str()),
         Some(_) => TenantsError::Concurrent(tenant_id.clone()),
     })
 }
@@ -93,10 +94,11 @@ pub async fn update(
         set.insert("domain", domain.as_str());
     }
     seam.reached("tenant.update.claimed").await;
-    let held = match &current.domain {
+    let mut held = match &current.domain {
         Some(d) => doc! {"domain": d},
         None => doc! {"domain": {"$exists": false}},
     };
+    held.extend(changeable());
     let outcome = registry.update_where(tenant_id, held, set, &[]).await;
     let give_back = || async {
         if let Some(domain) = new_domain {
@@ -109,10 +111,7 @@ pub async fn update(
         Ok(Some(t)) => t,
         Ok(None) => {
             give_back().await;
-            return Err(match registry.get(tenant_id).await? {
-                None => TenantsError::NotFound(tenant_id.clone()),
-                Some(_) => TenantsError::Concurrent(tenant_id.clone()),
-            });
+            return Err(unless_shredded(&registry, tenant_id, None).await.err().unwrap_or(TenantsError::Concurrent(tenant_id.clone())));
         }
         Err(e) => {
             give_back().await;
@@ -140,7 +139,7 @@ pub async fn suspend(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId, r
         None => &["suspensionReason"],
     };
     let registry = db.tenants(admin);
-    let updated = registry.update_where(tenant_id, not_shredded(), set, unset).await?;
+    let updated = registry.update_where(tenant_id, changeable(), set, unset).await?;
     unless_shredded(&registry, tenant_id, updated).await
 }
 
@@ -148,7 +147,7 @@ pub async fn suspend(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId, r
 pub async fn reactivate(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId) -> Result<Tenant, TenantsError> {
     let set = doc! {"status": TenantStatus::Active.as_str()};
     let registry = db.tenants(admin);
-    let updated = registry.update_where(tenant_id, not_shredded(), set, &["suspendedAt", "suspensionReason"]).await?;
+    let updated = registry.update_where(tenant_id, changeable(), set, &["suspendedAt", "suspensionReason"]).await?;
     unless_shredded(&registry, tenant_id, updated).await
 }
 
@@ -216,7 +215,7 @@ pub async fn change_billing(
     if moved {
         set.insert("auditRetention", doc! {"days": retention});
     }
-    let updated = registry.update_where(tenant_id, not_shredded(), set, &unset).await?;
+    let updated = registry.update_where(tenant_id, changeable(), set, &unset).await?;
     let tenant = unless_shredded(&registry, tenant_id, updated).await?;
     if let Some(keys) = changes.plan.and_then(|p| p.limits().api_keys) {
         clamp_key_limits(db, admin, tenant_id, keys).await?;

@@ -184,6 +184,7 @@ mod tests {
             api_key_count: 0,
             audit_retention: None,
             keys_shredded_at: Some(now),
+            offboarding: None,
             created_at: now,
             updated_at: now,
         }

@@ -253,7 +253,7 @@ async fn act_on_own_directory_user(
 
 /// Deletes the directory user of `user` if it is the record's own (an erasure's step): gone
 /// already is done.
-pub(crate) async fn delete_own_directory_user(
+pub async fn delete_own_directory_user(
     db: &Db,
     directory: &dyn Directory,
     scope: &impl TenantScope,

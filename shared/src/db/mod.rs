@@ -18,7 +18,7 @@ pub use health::{NoAvailableServer, ServerState};
 pub use keys::{KeyAuth, RefusalBudget, RefusalSource, REFUSALS_PER_MINUTE};
 pub use ledger::{LockGuard, Locks, MigrationLedger, MigrationRecord};
 pub use registry::{
-    not_shredded, CallBounds, DomainClaim, OwnTenant, TenantPage, TenantQuery, TenantRegistry, KEYS_SHREDDED_AT, MAX_SEARCH_LEN,
+    changeable, not_purged, CallBounds, DomainClaim, OwnTenant, TenantPage, TenantQuery, TenantRegistry, KEYS_SHREDDED_AT, MAX_SEARCH_LEN,
 };
 pub use retention::AuditRetention;
 pub use scoped::{Batches, FindOptions, Scoped, UpdateOutcome};
@@ -29,6 +29,9 @@ use crate::clock::{self, SharedClock};
 use crate::config::DbConfig;
 use crate::ids::TenantId;
 use crate::pii::Keyring;
+#[cfg(feature = "kms")]
+use crate::receipt::ReceiptConfig;
+use crate::receipt::{BackupBounds, ReceiptSigner};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
 use std::collections::HashMap;
@@ -93,6 +96,8 @@ pub mod global {
     /// The durable sagas, one document per saga (`_id` derived from its caller and idempotency
     /// key, or random), each with the `tenantId` it acts on.
     pub const SAGAS: &str = "sagas";
+    /// The tombstones of purged tenants, one per tenant (`_id` = the tenant id).
+    pub const TENANT_TOMBSTONES: &str = "tenantTombstones";
 }
 
 pub(crate) mod sealed {
@@ -218,6 +223,9 @@ pub enum DbError {
     /// Personal data could not be sealed, opened or indexed (docs/ARCHITECTURE.md §20).
     #[error("personal data: {0}")]
     Pii(#[from] crate::pii::PiiError),
+    /// An erasure receipt could not be signed or read (docs/ARCHITECTURE.md §22).
+    #[error("erasure receipt: {0}")]
+    Receipt(#[from] crate::receipt::ReceiptError),
 }
 
 impl From<mongodb::bson::ser::Error> for DbError {
@@ -240,6 +248,7 @@ impl DbError {
         match self {
             DbError::Unavailable(_) => true,
             DbError::Pii(e) => e.is_unavailable(),
+            DbError::Receipt(e) => e.is_unavailable(),
             DbError::Other(e) => {
                 e.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR) || e.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR)
             }
@@ -335,6 +344,10 @@ pub struct Db {
     clock: SharedClock,
     /// Seals and opens personal data; only the functions that handle it have one.
     keyring: Option<Arc<Keyring>>,
+    /// Signs erasure receipts; only the function that purges tenants has one.
+    signer: Option<Arc<dyn ReceiptSigner>>,
+    /// The backup retentions a receipt states.
+    backup_bounds: BackupBounds,
     /// The client's servers as its monitoring events describe them.
     health: Arc<health::Health>,
 }
@@ -348,7 +361,15 @@ impl Db {
     }
 
     fn new(database: Database, health: Arc<health::Health>) -> Db {
-        Db { database, flavor: Arc::new(OnceCell::new()), clock: clock::system(), keyring: None, health }
+        Db {
+            database,
+            flavor: Arc::new(OnceCell::new()),
+            clock: clock::system(),
+            keyring: None,
+            signer: None,
+            backup_bounds: BackupBounds::default(),
+            health,
+        }
     }
 
     /// The same database, sealing and opening personal data with `keyring`.
@@ -393,6 +414,39 @@ impl Db {
     /// data rather than store it in the clear.
     pub fn keyring(&self) -> Result<&Keyring, DbError> {
         self.keyring.as_deref().ok_or(DbError::Pii(crate::pii::PiiError::NotConfigured))
+    }
+
+    /// The same database, signing erasure receipts with `signer`.
+    pub fn with_signer(mut self, signer: Arc<dyn ReceiptSigner>) -> Db {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// The same database, stating `bounds` in the receipts it signs.
+    pub fn with_backup_bounds(mut self, bounds: BackupBounds) -> Db {
+        self.backup_bounds = bounds;
+        self
+    }
+
+    /// The same database with the receipt signing that `config` describes: its key in KMS (the
+    /// SDK, configured from the environment when first used) and its backup bounds.
+    #[cfg(feature = "kms")]
+    pub fn with_receipts(self, config: &ReceiptConfig) -> Db {
+        let signer = Arc::new(crate::receipt::KmsReceiptSigner::new(config.key_id.clone()));
+        self.with_signer(signer).with_backup_bounds(config.bounds)
+    }
+
+    /// The erasure receipts' signer. A function built without one refuses to sign or serve a
+    /// receipt: [`ReceiptError::NotConfigured`], which names `RECEIPT_KEY_ID`.
+    ///
+    /// [`ReceiptError::NotConfigured`]: crate::receipt::ReceiptError::NotConfigured
+    pub fn signer(&self) -> Result<Arc<dyn ReceiptSigner>, DbError> {
+        self.signer.clone().ok_or(DbError::Receipt(crate::receipt::ReceiptError::NotConfigured))
+    }
+
+    /// The backup retentions the receipts state ([`BackupBounds::default`] unless configured).
+    pub fn backup_bounds(&self) -> BackupBounds {
+        self.backup_bounds
     }
 
     /// The same database, reading the time from `clock` (tests move time instead of sleeping).

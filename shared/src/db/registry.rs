@@ -80,10 +80,17 @@ pub const MAX_SEARCH_LEN: usize = 100;
 /// The marker of a tenant whose personal-data keys were shredded ([`Tenant::keys_shredded_at`]).
 pub const KEYS_SHREDDED_AT: &str = "keysShreddedAt";
 
-/// The condition of a write that must not apply to a shredded tenant (a status or billing
-/// change): with it in the filter, a shred that lands between a read and the write wins.
-pub fn not_shredded() -> Document {
-    doc! {KEYS_SHREDDED_AT: {"$exists": false}}
+/// The condition of a write that must not apply to a shredded or ending tenant (a status,
+/// billing or profile change): with it in the filter, a shred or an offboarding that lands
+/// between a read and the write wins (docs/ARCHITECTURE.md §20, §22).
+pub fn changeable() -> Document {
+    doc! {KEYS_SHREDDED_AT: {"$exists": false}, "status": {"$nin": [TenantStatus::Offboarding.as_str(), TenantStatus::Inactive.as_str()]}}
+}
+
+/// The filter of the tenants a daily job still walks: every one but the purged (`inactive`),
+/// which hold nothing to count, measure or keep (docs/ARCHITECTURE.md §22).
+pub fn not_purged() -> Document {
+    doc! {"status": {"$ne": TenantStatus::Inactive.as_str()}}
 }
 
 impl TenantRegistry {
@@ -350,6 +357,12 @@ impl TenantRegistry {
     async fn saga_open(&self, tenant: &str) -> Result<bool, DbError> {
         let open = doc! {"tenantId": tenant, "state": "running"};
         Ok(self.sagas.find_one(open).await?.is_some())
+    }
+
+    /// Releases every domain claim `tenant_id` holds (its purge): the domains are free again.
+    pub async fn release_domains_of(&self, tenant_id: &TenantId) -> Result<u64, DbError> {
+        let _serial = self.db.serial().await?;
+        Ok(self.domains.delete_many(doc! {"tenantId": tenant_id.as_str()}).await?.deleted_count)
     }
 
     /// Up to `limit` domain claims made before `before`, as `(domain, tenant)`, oldest first:

@@ -28,6 +28,10 @@ pub enum GlobalCollection {
     /// The durable sagas (onboardings, invitations, sign-ups), each carrying the `tenantId` it
     /// acts on: the saga machinery's (`shared::saga`).
     Sagas,
+    /// The tombstones of purged tenants (`_id` = the tenant id), with their signed erasure
+    /// receipts: the data cluster's half of the record that a tenant ended (the vault keeps the
+    /// other, docs/ARCHITECTURE.md §22).
+    TenantTombstones,
 }
 
 impl GlobalCollection {
@@ -38,6 +42,7 @@ impl GlobalCollection {
             GlobalCollection::RefusalWindows => global::REFUSAL_WINDOWS,
             GlobalCollection::UsageSnapshots => global::USAGE_SNAPSHOTS,
             GlobalCollection::Sagas => global::SAGAS,
+            GlobalCollection::TenantTombstones => global::TENANT_TOMBSTONES,
         }
     }
 }

@@ -25,6 +25,8 @@ pub trait KeyWrapper: Send + Sync + std::fmt::Debug {
 
 #[cfg(feature = "kms")]
 pub use aws::AwsKms;
+#[cfg(feature = "kms")]
+pub(crate) use aws::{sort_failure, KmsFailure};
 
 #[cfg(feature = "kms")]
 mod aws {
@@ -74,10 +76,17 @@ mod aws {
     const TRANSIENT: &[&str] =
         &["ThrottlingException", "LimitExceededException", "KMSInternalException", "DependencyTimeoutException", "KeyUnavailableException"];
 
-    /// Sorts a KMS failure: transient (the network, a timeout, throttling, a 5xx) is
-    /// [`PiiError::Kms`], a 503; permanent is [`PiiError::KmsRefused`], a 500 with an error
-    /// line and a `DependencyErrors` metric, which an alarm watches.
-    fn failed<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> PiiError
+    /// How a KMS failure sorts, for every caller of KMS (the keyring, the receipt's signer).
+    pub(crate) enum KmsFailure {
+        /// The network, a timeout, throttling, a 5xx: a retry may get past it.
+        Transient(String),
+        /// Anything else, with its code; already counted as a `DependencyErrors` metric, which
+        /// an alarm watches.
+        Permanent { code: String, text: String },
+    }
+
+    /// Sorts a KMS failure ([`KmsFailure`]).
+    pub(crate) fn sort_failure<E>(error: SdkError<E, HttpResponse>) -> KmsFailure
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
@@ -87,18 +96,32 @@ mod aws {
                 let code = service.err().code().unwrap_or("Unknown");
                 let status = service.raw().status().as_u16();
                 if TRANSIENT.contains(&code) || status >= 500 || status == 429 {
-                    return PiiError::Kms(text);
+                    return KmsFailure::Transient(text);
                 }
                 code.to_owned()
             }
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => return PiiError::Kms(text),
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => return KmsFailure::Transient(text),
             // The request could not even be built: configuration (region, credentials).
             _ => "ConstructionFailure".to_owned(),
         };
         crate::metrics::dependency_error(crate::metrics::Dependency::Kms, &code);
-        // The code and operation only: KMS's message names the key, which says enough with them.
-        tracing::error!(dependency = "KMS", operation, code = %code, "KMS refused the request permanently: check the master key (exists, enabled) and the function's permissions on it");
-        PiiError::KmsRefused(format!("{operation}: {code}: {text}"))
+        KmsFailure::Permanent { code, text }
+    }
+
+    /// A keyring's KMS failure: transient is [`PiiError::Kms`], a 503; permanent is
+    /// [`PiiError::KmsRefused`], a 500 with an error line.
+    fn failed<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> PiiError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        match sort_failure(error) {
+            KmsFailure::Transient(text) => PiiError::Kms(text),
+            KmsFailure::Permanent { code, text } => {
+                // The code and operation only: KMS's message names the key, which says enough with them.
+                tracing::error!(dependency = "KMS", operation, code = %code, "KMS refused the request permanently: check the master key (exists, enabled) and the function's permissions on it");
+                PiiError::KmsRefused(format!("{operation}: {code}: {text}"))
+            }
+        }
     }
 
     impl KeyWrapper for AwsKms {

@@ -12,7 +12,7 @@
 //!   shredded tenants and the global e-mail index.
 
 mod keyring;
-mod kms;
+pub(crate) mod kms;
 mod sealed;
 mod vault;
 

@@ -153,22 +153,55 @@ impl KeyVault {
 
     /// Whether the tenant's keys were shredded.
     pub async fn is_shredded(&self, tenant: &TenantId) -> Result<bool, PiiError> {
-        let found = self.database.collection::<mongodb::bson::Document>(TOMBSTONES).find_one(doc! {"_id": tenant.as_str()}).await;
+        let found = self.tombstones().find_one(doc! {"_id": tenant.as_str()}).await;
         Ok(found.map_err(vault_error)?.is_some())
     }
 
     /// Destroys a tenant's keys: a tombstone first (so that no key set can be made for it
     /// again), then its wrapped keys and its entries in the global e-mail index.
     pub async fn shred(&self, tenant: &TenantId, now: DateTime) -> Result<(), PiiError> {
-        let tombstones = self.database.collection::<mongodb::bson::Document>(TOMBSTONES);
-        match tombstones.insert_one(doc! {"_id": tenant.as_str(), "shreddedAt": now}).await {
-            Ok(_) => {}
-            Err(e) if is_duplicate(&e) => {}
-            Err(e) => return Err(vault_error(e)),
-        }
+        self.insert_tombstone(tenant, now).await?;
         self.keys().delete_many(doc! {"_id": tenant.as_str()}).await.map_err(vault_error)?;
         self.emails().delete_many(doc! {"tenantId": tenant.as_str()}).await.map_err(vault_error)?;
         Ok(())
+    }
+
+    fn tombstones(&self) -> Collection<mongodb::bson::Document> {
+        self.database.collection(TOMBSTONES)
+    }
+
+    /// Writes the tenant's tombstone, shredded at `at`, unless it has one (whose date stays).
+    /// Whether it wrote it: the reconciliation of a restored vault writes the tombstones that the
+    /// data cluster knows of and the vault lost (docs/ARCHITECTURE.md §22).
+    pub async fn insert_tombstone(&self, tenant: &TenantId, at: DateTime) -> Result<bool, PiiError> {
+        match self.tombstones().insert_one(doc! {"_id": tenant.as_str(), "shreddedAt": at}).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate(&e) => Ok(false),
+            Err(e) => Err(vault_error(e)),
+        }
+    }
+
+    /// Up to `limit` tombstones whose tenant id sorts after `after`, in id order, as
+    /// `(tenant id, shreddedAt)`: a keyset walk, so that memory stays bounded however many
+    /// tenants were shredded.
+    pub async fn tombstones_after(&self, after: Option<&str>, limit: i64) -> Result<Vec<(String, Option<DateTime>)>, PiiError> {
+        let filter = match after {
+            Some(after) => doc! {"_id": {"$gt": after}},
+            None => doc! {},
+        };
+        let found = self.tombstones().find(filter).sort(doc! {"_id": 1}).limit(limit).await.map_err(vault_error)?;
+        let found: Vec<mongodb::bson::Document> = found.try_collect().await.map_err(vault_error)?;
+        Ok(found
+            .into_iter()
+            .filter_map(|t| Some((t.get_str("_id").ok()?.to_owned(), t.get_datetime("shreddedAt").ok().copied())))
+            .collect())
+    }
+
+    /// Which of `tenants` have a tombstone: one read for a batch.
+    pub async fn tombstoned_among(&self, tenants: &[&str]) -> Result<Vec<String>, PiiError> {
+        let found = self.tombstones().find(doc! {"_id": {"$in": tenants}}).projection(doc! {"_id": 1}).await.map_err(vault_error)?;
+        let found: Vec<mongodb::bson::Document> = found.try_collect().await.map_err(vault_error)?;
+        Ok(found.into_iter().filter_map(|t| t.get_str("_id").ok().map(str::to_owned)).collect())
     }
 
     /// The wrapped platform key of the global e-mail index, if made.

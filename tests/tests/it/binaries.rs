@@ -72,6 +72,7 @@ async fn every_event_runs_through_the_built_binary_of_its_function() {
     let mut metric_lines = Vec::new();
     let mut binaries_run = std::collections::HashSet::new();
     let kms = tenancy_tests::kms_key_id().await;
+    let receipt = tenancy_tests::receipt_key_id().await;
     for (name, event) in super::events::event_files() {
         let db = tenancy_tests::fresh_db_with_indexes().await;
         let deps = shared::http::Deps::new(db.clone()).with_directory(local_api::moto_directory(&moto, REGION, &pool.user_pool_id));
@@ -79,7 +80,7 @@ async fn every_event_runs_through_the_built_binary_of_its_function() {
         let (binary, run) = runtime::invoke_event(
             &bin_dir(),
             &deps,
-            &runtime::LocalAws { pool: &pool, moto_url: &moto, secret_arn: &arn, kms_key_id: &kms },
+            &runtime::LocalAws { pool: &pool, moto_url: &moto, secret_arn: &arn, kms_key_id: &kms, receipt_key_id: &receipt },
             &name,
             event.clone(),
         )
@@ -140,7 +141,13 @@ async fn a_missing_or_bad_secret_fails_the_cold_start_with_a_clear_line() {
     let missing = format!("arn:aws:secretsmanager:{REGION}:123456789012:secret:{}", tenancy_tests::unique_name("none"));
     for (arn, expected) in [(missing.as_str(), "GetSecretValue"), (bad.as_str(), "not a mongodb:// or mongodb+srv:// connection string")] {
         let env = runtime::function_env(
-            &runtime::LocalAws { pool: &pool, moto_url: &moto, secret_arn: arn, kms_key_id: &tenancy_tests::kms_key_id().await },
+            &runtime::LocalAws {
+                pool: &pool,
+                moto_url: &moto,
+                secret_arn: arn,
+                kms_key_id: &tenancy_tests::kms_key_id().await,
+                receipt_key_id: "",
+            },
             "unused",
         );
         let event = super::events::event_files().into_iter().find(|(n, _)| n == "roles-list.json").unwrap().1;
@@ -207,7 +214,13 @@ async fn the_setup_custom_resource_answers_cloudformation_and_delete_keeps_the_d
     // A database nobody set up: the deploy is what makes its indexes.
     let db = tenancy_tests::fresh_db().await;
     let env = runtime::function_env(
-        &runtime::LocalAws { pool: &pool, moto_url: &moto, secret_arn: &arn, kms_key_id: &tenancy_tests::kms_key_id().await },
+        &runtime::LocalAws {
+            pool: &pool,
+            moto_url: &moto,
+            secret_arn: &arn,
+            kms_key_id: &tenancy_tests::kms_key_id().await,
+            receipt_key_id: "",
+        },
         db.name(),
     );
     let migrations = bin_dir().join("migrations");
@@ -257,7 +270,13 @@ async fn the_setup_custom_resource_answers_cloudformation_and_delete_keeps_the_d
 
     // A setup that cannot run is FAILED, with its reason, and still answered.
     let broken = runtime::function_env(
-        &runtime::LocalAws { pool: &pool, moto_url: &moto, secret_arn: &arn, kms_key_id: &tenancy_tests::kms_key_id().await },
+        &runtime::LocalAws {
+            pool: &pool,
+            moto_url: &moto,
+            secret_arn: &arn,
+            kms_key_id: &tenancy_tests::kms_key_id().await,
+            receipt_key_id: "",
+        },
         "no/such$database",
     );
     let failed = runtime::invoke(&migrations, &broken, custom_resource("Create", &url), TIMEOUT).await.unwrap();
@@ -274,10 +293,10 @@ async fn the_setup_custom_resource_answers_cloudformation_and_delete_keeps_the_d
 async fn a_sign_up_past_the_platform_s_hourly_cap_is_a_429_with_an_alarmed_metric_from_the_built_binary() {
     let (pool, arn) = stack().await;
     let moto = moto_url();
-    let kms = tenancy_tests::kms_key_id().await;
+    let (kms, receipt) = (tenancy_tests::kms_key_id().await, tenancy_tests::receipt_key_id().await);
     let db = tenancy_tests::fresh_db_with_indexes().await;
     let (name, event) = super::events::event_files().into_iter().find(|(n, _)| n == "onboarding-signup.json").expect("the event");
-    let aws = runtime::LocalAws { pool: &pool, moto_url: &moto, secret_arn: &arn, kms_key_id: &kms };
+    let aws = runtime::LocalAws { pool: &pool, moto_url: &moto, secret_arn: &arn, kms_key_id: &kms, receipt_key_id: &receipt };
     let binary = bin_dir().join(runtime::binary_for_event(&name, &event).unwrap());
     // A cap of one sign-up an hour: the event's first run takes it, another address's is refused.
     let mut env = runtime::function_env(&aws, db.name());

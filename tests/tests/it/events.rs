@@ -63,7 +63,7 @@ async fn every_http_event_runs_through_the_function_its_route_names() {
         let deps =
             shared::http::Deps::new(tenancy_tests::fresh_db_with_indexes().await).with_directory(tenancy_tests::test_directory().await);
         let deps = deps.with_features(local_api::runtime::local_features());
-        local_api::fixtures::seed_events_tenant(&deps).await.expect("the events' fixtures");
+        local_api::fixtures::prepare_for_event(&deps, name, event).await.expect("the events' fixtures");
         let functions = local_api::functions(&deps);
         let function = functions.iter().find(|f| f.logical_id() == matched.route.function).expect("a hosted function");
         let request = lambda_http::request::from_str(&event.to_string()).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -372,10 +372,11 @@ async fn a_permanent_kms_error_in_a_built_function_is_a_500_with_an_alarmed_metr
     let (name, event) = super::events::event_files().into_iter().find(|(n, _)| n == "tenants-create.json").expect("the event");
     // A master key that does not exist: KMS's NotFoundException, which no retry fixes.
     let missing_key = "0b6a1d0e-5d8c-4b7e-9a43-2f1c6d7e8f90";
+    let receipt = tenancy_tests::receipt_key_id().await;
     let (_, run) = runtime::invoke_event(
         &bin_dir(),
         &deps,
-        &runtime::LocalAws { pool: &pool, moto_url: &moto, secret_arn: &arn, kms_key_id: missing_key },
+        &runtime::LocalAws { pool: &pool, moto_url: &moto, secret_arn: &arn, kms_key_id: missing_key, receipt_key_id: &receipt },
         &name,
         event,
     )

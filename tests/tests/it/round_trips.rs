@@ -448,6 +448,21 @@ async fn every_route_s_warm_call_keeps_to_its_round_trip_budget() {
     m.ok(&ops, Method::PATCH, &billing, Some(json!({"billingEmail": "billing@budgets-b.example"}))).await;
     m.measure(&ops, Method::PATCH, &billing, Some(json!({"plan": "premium"}))).await;
 
+    // Offboarding, on two tenants of their own, the first call cold; each then cancelled.
+    let (_, first) = app.tenant_with_admin("basic", "admin@budgets-off1.example").await;
+    let (_, second) = app.tenant_with_admin("basic", "admin@budgets-off2.example").await;
+    let grace = json!({"gracePeriodDays": 30});
+    m.ok(&ops, Method::POST, &format!("/tenants/{first}/offboard"), Some(grace.clone())).await;
+    m.measure(&ops, Method::POST, &format!("/tenants/{second}/offboard"), Some(grace)).await;
+    m.ok(&ops, Method::POST, &format!("/tenants/{first}/offboard/cancel"), None).await;
+    m.measure(&ops, Method::POST, &format!("/tenants/{second}/offboard/cancel"), None).await;
+
+    // A purged tenant's receipt: its tombstone as the purge leaves it, planted (a purge's own
+    // round trips are no route's).
+    let purged = shared::ids::TenantId::generate();
+    local_api::fixtures::plant_tombstone(&app.db, &purged).await.expect("a signed tombstone");
+    m.twice(&ops, Method::GET, &format!("/tenants/{purged}/receipt"), None).await;
+
     let (failures, table) = m.verdict();
     println!("Database round trips of a warm call:\n{table}");
     assert!(failures.is_empty(), "{}\n\n{table}", failures.join("\n"));

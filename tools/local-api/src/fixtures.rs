@@ -23,6 +23,10 @@ pub const AUDIT_ENTRY: &str = "6565650000000000000000d5";
 /// local-only value: it works against nothing but these fixtures.
 pub const API_KEY: &str = "6565650000000000000000e6";
 pub const API_KEY_SECRET: &str = "FAKEdemoEventsKeySecretNotForProduction0000";
+/// A tenant that was offboarded and purged: only its tombstone, with a signed erasure receipt.
+pub const PURGED_TENANT: &str = "tn_demopurged000000000000000";
+/// The superadmin whose `sub` the events' claims carry, who offboarded [`PURGED_TENANT`].
+pub const SUPERADMIN_SUB: &str = "0f1e2d3c-0000-4000-8000-00000000a001";
 /// The custom roles `Support` and `Escalations`.
 pub const ROLES: [(&str, &str); 2] = [("6565650000000000000000c3", "Support"), ("6565650000000000000000c4", "Escalations")];
 
@@ -126,7 +130,42 @@ pub async fn seed_events_tenant(stack: &Stack) -> Result<(), BoxError> {
         actor_erased: None,
     };
     stack.db.scoped::<AuditLog>(&scope, TenantCollection::AuditLogs).insert_one(&entry).await?;
+    plant_tombstone(&stack.db, &TenantId::parse(PURGED_TENANT)?).await?;
     Ok(())
+}
+
+/// Writes the tombstone a purge leaves for `tenant`, offboarded by [`SUPERADMIN_SUB`] 30 days
+/// before now, with an erasure receipt signed by `db`'s signer (which must be configured:
+/// `RECEIPT_KEY_ID`). Answers the stored receipt (`{payload, signature, keyId,
+/// signingAlgorithm}`).
+pub async fn plant_tombstone(db: &shared::db::Db, tenant: &TenantId) -> Result<mongodb::bson::Document, BoxError> {
+    use shared::receipt::{Receipt, ReceiptFacts};
+    let now = db.clock().now();
+    let at = |ms_ago: i64| mongodb::bson::DateTime::from_millis(now.timestamp_millis() - ms_ago);
+    let facts = ReceiptFacts {
+        tenant_id: tenant.clone(),
+        offboarded_at: at(30 * 86_400_000),
+        offboarded_by: SUPERADMIN_SUB.into(),
+        purged_at: now,
+        deleted: [("apiKeys", 1), ("auditLogs", 14), ("roles", 5), ("users", 2), ("usageSnapshots", 30)]
+            .into_iter()
+            .map(|(collection, n)| (collection.to_owned(), n))
+            .collect(),
+        cognito_users_deleted: 2,
+        keys_shredded_at: at(1_000),
+    };
+    let receipt = Receipt::new(facts, &db.backup_bounds());
+    let signed = shared::receipt::sign(&*db.signer()?, &receipt).await?;
+    let tombstone = shared::models::TenantTombstone {
+        id: tenant.clone(),
+        offboarded_at: at(30 * 86_400_000),
+        offboarded_by: SUPERADMIN_SUB.into(),
+        purged_at: now,
+        receipt: Some(signed.clone()),
+    };
+    let system = SystemContext::new("event fixtures");
+    db.global::<shared::models::TenantTombstone>(&system, shared::db::GlobalCollection::TenantTombstones).insert(&tombstone).await?;
+    Ok(signed)
 }
 
 /// What an event of `events/` needs in a fresh database before its function runs: the events'
@@ -148,7 +187,30 @@ pub async fn prepare_for_event(stack: &Stack, file_name: &str, event: &serde_jso
     if crate::dispatch::function_for_event(file_name, event)? == "MigrationsFunction" {
         return Ok(());
     }
-    seed_events_tenant(stack).await
+    seed_events_tenant(stack).await?;
+    if event.get("resource").and_then(serde_json::Value::as_str) == Some("/tenants/{tenantId}/offboard/cancel") {
+        return offboard_events_tenant(stack).await;
+    }
+    Ok(())
+}
+
+/// The cancellation's event: the events' tenant offboarding, its 30-day grace running.
+async fn offboard_events_tenant(stack: &Stack) -> Result<(), BoxError> {
+    let now = stack.db.clock().now();
+    let state = shared::models::OffboardingState {
+        requested_at: now,
+        requested_by: "fixtures".into(),
+        grace_period_days: 30,
+        grace_ends_at: mongodb::bson::DateTime::from_millis(now.timestamp_millis() + 30 * 24 * 3600 * 1000),
+        previous_status: shared::models::TenantStatus::Active,
+        purge_started_at: None,
+    };
+    let set = doc! {"$set": {"status": "offboarding", "offboarding": mongodb::bson::to_bson(&state)?}};
+    let system = SystemContext::new("event fixtures");
+    if stack.db.tenants(&system).update_many(doc! {"tenantId": TENANT}, set).await? != 1 {
+        return Err("the events' tenant is missing".into());
+    }
+    Ok(())
 }
 
 /// The reconciliation's event: the events' tenant with its `apiKeyCount` one high, as a lost

@@ -152,7 +152,14 @@ pub async fn serve_until(
 }
 
 /// Connects to the configured database through the cached client, with the personal-data
-/// keyring (`KMS_KEY_ID`, the vault database beside it; moto's KMS locally).
+/// keyring (`KMS_KEY_ID`, the vault database beside it; moto's KMS locally) and, when
+/// `RECEIPT_KEY_ID` is set, the erasure receipts' signer and backup bounds (`serve` requires it;
+/// the commands that only migrate, seed or sweep do not).
 pub async fn database(config: &DbConfig) -> Result<Db, BoxError> {
-    Ok(Db::cached_with_keyring(config).await.map_err(|e| e.to_string())?)
+    let db = Db::cached_with_keyring(config).await.map_err(|e| e.to_string())?;
+    let env = shared::config::process_env();
+    if (env.0)(shared::receipt::RECEIPT_KEY_VARIABLE).is_some_and(|v| !v.trim().is_empty()) {
+        return Ok(db.with_receipts(&shared::receipt::ReceiptConfig::from_env(&env)?));
+    }
+    Ok(db)
 }

@@ -5,6 +5,9 @@
 //!                                       through AWS_ENDPOINT_URL_KMS)
 //!   local-api migrate rotate-key|shred TENANT [--resume]
 //!                                       rotate or shred one tenant's personal-data keys
+//!   local-api migrate reconcile-tombstones
+//!                                       after a restore: end again what it brought back of
+//!                                       purged tenants (any other action name works too)
 //!   local-api onboarding sweep [--older-than SECONDS]
 //!                                       finish or undo every saga whose lease expired that long
 //!                                       ago (60 s; 0 also takes other owners' live leases), through
@@ -13,7 +16,9 @@
 //!   local-api seed-events               seed the tenant, users and roles that events/ name
 //!   local-api bootstrap                 make (or find) the user pool in moto; print its ids
 //!   local-api kms-key [ID]              make (or keep, if moto still has ID) the personal-data
-//!                                       master key in moto's KMS; print KMS_KEY_ID=…
+//!                                       master key in moto's KMS; print KMS_KEY_ID=…; and make
+//!                                       (or keep) the erasure receipts' signing key; print
+//!                                       RECEIPT_KEY_ID=… (which `serve` requires)
 //!   local-api user EMAIL PASSWORD [--tenant T] [--superadmin]
 //!                                       make (or update) a user; print its ID token
 //! `serve` and `migrate` read MONGODB_URI and MONGODB_DATABASE; `serve` also the COGNITO_*
@@ -31,6 +36,9 @@ use local_api::{cognito, BoxError, LOCAL_MIGRATIONS_PATH, SERVE_LEASE, SERVE_LEA
 use shared::config::{process_env, CognitoConfig, DbConfig};
 use shared::db::{Db, SystemContext};
 use shared::identity::SUPERADMIN_GROUP;
+
+/// The alias of the local erasure receipts' signing key in moto's KMS.
+const RECEIPT_KEY_ALIAS: &str = "alias/tenancy-local-receipts";
 
 /// Takes the serve lease (refusing to start beside another local API on the same database) and
 /// renews it in the background; a message on the returned sender releases it.
@@ -119,6 +127,8 @@ async fn main() -> Result<(), BoxError> {
         Some("serve") => {
             shared::telemetry::init("local-api");
             let db = local_api::database(&DbConfig::load("tenancy-local-api").await?).await?;
+            // It hosts the onboarding function, which signs and serves erasure receipts.
+            db.signer()?;
             let cognito_config = CognitoConfig::from_env(&process_env())?;
             let directory = local_api::moto_directory(&moto, &cognito_config.region, &cognito_config.user_pool_id);
             // The deployment's switches, as the functions read them (sign-up off unless set).
@@ -239,7 +249,14 @@ async fn main() -> Result<(), BoxError> {
             let arn = local_api::runtime::put_secret(&moto, &region, local_api::runtime::URI_SECRET_NAME, &config.uri).await?;
             eprintln!("invoking the function of {}", path.display());
             let kms_key_id = std::env::var("KMS_KEY_ID").map_err(|_| "KMS_KEY_ID is not set")?;
-            let aws = local_api::runtime::LocalAws { pool: &pool, moto_url: &moto, secret_arn: &arn, kms_key_id: &kms_key_id };
+            let receipt_key_id = std::env::var("RECEIPT_KEY_ID").map_err(|_| "RECEIPT_KEY_ID is not set")?;
+            let aws = local_api::runtime::LocalAws {
+                pool: &pool,
+                moto_url: &moto,
+                secret_arn: &arn,
+                kms_key_id: &kms_key_id,
+                receipt_key_id: &receipt_key_id,
+            };
             let (_, run) = local_api::runtime::invoke_event(std::path::Path::new(bin_dir), &stack, &aws, &file_name, event).await?;
             for line in &run.stdout {
                 eprintln!("{line}");
@@ -274,6 +291,29 @@ async fn main() -> Result<(), BoxError> {
                 }
             };
             println!("KMS_KEY_ID={id}");
+            // The erasure receipts' signing key, found by its alias: a moto that kept the master
+            // key kept it too. A lost one only makes the local receipts signed before unverifiable,
+            // and a reset database holds none.
+            let found = kms.describe_key().key_id(RECEIPT_KEY_ALIAS).send().await.ok().and_then(|d| d.key_metadata);
+            let receipt_key = match found {
+                Some(key) if key.enabled => key.key_id,
+                disabled => {
+                    let created = kms
+                        .create_key()
+                        .description("tenancy-local: erasure receipts (fake, local only)")
+                        .key_spec(aws_sdk_kms::types::KeySpec::EccNistP256)
+                        .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
+                        .send()
+                        .await?;
+                    let id = created.key_metadata.ok_or("CreateKey returned no key")?.key_id;
+                    match disabled {
+                        Some(_) => kms.update_alias().alias_name(RECEIPT_KEY_ALIAS).target_key_id(&id).send().await.map(|_| ())?,
+                        None => kms.create_alias().alias_name(RECEIPT_KEY_ALIAS).target_key_id(&id).send().await.map(|_| ())?,
+                    }
+                    id
+                }
+            };
+            println!("RECEIPT_KEY_ID={receipt_key}");
         }
         Some("bootstrap") => {
             let client = cognito::client(&moto, &region);
@@ -290,7 +330,7 @@ async fn main() -> Result<(), BoxError> {
         }
         _ => {
             eprintln!(
-                "usage: local-api serve | migrate setup|up|status | onboarding sweep [--older-than SECONDS] | reset | seed-events | secret | invoke EVENT_FILE [--bin-dir DIR] | bootstrap | kms-key [ID] | user EMAIL PASSWORD [--tenant T] [--superadmin]"
+                "usage: local-api serve | migrate setup|up|status|reconcile-tombstones|… | onboarding sweep [--older-than SECONDS] | reset | seed-events | secret | invoke EVENT_FILE [--bin-dir DIR] | bootstrap | kms-key [ID] | user EMAIL PASSWORD [--tenant T] [--superadmin]"
             );
             std::process::exit(2);
         }

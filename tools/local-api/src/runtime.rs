@@ -173,13 +173,14 @@ pub const LOCAL_ADMIN_PANEL_ORIGIN: &str = crate::gateway::DEFAULT_ADMIN_PANEL_O
 pub const URI_SECRET_NAME: &str = "tenancy-local/mongodb-uri";
 
 /// What a deployed function finds in AWS, locally: the user pool, moto's URL (every AWS
-/// endpoint), the connection string's secret and the KMS master key.
+/// endpoint), the connection string's secret, the KMS master key and the receipt-signing key.
 #[derive(Debug, Clone, Copy)]
 pub struct LocalAws<'a> {
     pub pool: &'a crate::cognito::PoolIds,
     pub moto_url: &'a str,
     pub secret_arn: &'a str,
     pub kms_key_id: &'a str,
+    pub receipt_key_id: &'a str,
 }
 
 /// A clearly fake SES identity for the local stack: sign-up refuses to start without one, and
@@ -201,12 +202,13 @@ pub fn local_features() -> shared::config::Features {
 /// vault database beside the data (the local vault has no cluster of its own), the pool, moto as
 /// every AWS endpoint with clearly fake credentials, and the metrics' service name; and sign-up on.
 pub fn function_env(aws: &LocalAws<'_>, database: &str) -> Vec<(String, String)> {
-    let LocalAws { pool, moto_url, secret_arn, kms_key_id } = *aws;
+    let LocalAws { pool, moto_url, secret_arn, kms_key_id, receipt_key_id } = *aws;
     let vault = format!("{database}_vault");
     let pairs = [
         ("MONGODB_URI_SECRET_ARN", secret_arn),
         ("MONGODB_DATABASE", database),
         ("KMS_KEY_ID", kms_key_id),
+        ("RECEIPT_KEY_ID", receipt_key_id),
         ("KEY_VAULT_DATABASE", &vault),
         ("AWS_ENDPOINT_URL_KMS", moto_url),
         ("COGNITO_REGION", &pool.region),

@@ -2,6 +2,7 @@
 //! never recorded in the ledger, each safe to run again.
 
 pub mod reconcile_counters;
+pub mod reconcile_tombstones;
 pub mod rotate_key;
 pub mod shred;
 pub mod usage_snapshot;

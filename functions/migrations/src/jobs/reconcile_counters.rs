@@ -81,7 +81,7 @@ pub async fn reconcile(db: &Db, seam: &dyn Seam) -> Result<Report, MigrationErro
     let system = SystemContext::new("counter reconciliation");
     let registry = db.tenants(&system);
     let mut report = ReconcileReport::default();
-    let mut walk = registry.batches(doc! {}, TENANT_BATCH);
+    let mut walk = registry.batches(shared::db::not_purged(), TENANT_BATCH);
     while let Some(batch) = walk.next().await? {
         for tenant in batch {
             reconcile_tenant(db, &system, &tenant, seam, &mut report).await?;

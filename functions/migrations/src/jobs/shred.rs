@@ -2,8 +2,7 @@
 
 use crate::error::MigrationError;
 use crate::report::ShredReport;
-use mongodb::bson::doc;
-use shared::db::{Db, DbError, SystemContext, KEYS_SHREDDED_AT};
+use shared::db::{Db, SystemContext};
 use shared::ids::TenantId;
 
 /// Marks the tenant `keysShreddedAt` in the registry, then destroys its wrapped data and index
@@ -21,10 +20,7 @@ pub async fn shred(db: &Db, tenant: &TenantId) -> Result<ShredReport, MigrationE
     if registry.field(tenant, "tenantId").await?.is_none() {
         return Err(MigrationError::UnknownTenant(tenant.clone()));
     }
-    let keys = db.keyring()?;
-    let unmarked = doc! {KEYS_SHREDDED_AT: {"$exists": false}};
-    registry.set_if(tenant, unmarked, doc! {KEYS_SHREDDED_AT: db.clock().now()}).await?;
-    keys.shred(tenant).await.map_err(DbError::Pii)?;
+    onboarding::purge::shred_keys(db, tenant, db.clock().now()).await?;
     tracing::warn!(tenantId = %tenant, "personal-data keys shredded");
     Ok(ShredReport { tenant_id: tenant.to_string(), shredded: true })
 }

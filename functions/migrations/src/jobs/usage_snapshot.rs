@@ -8,7 +8,6 @@
 
 use crate::error::MigrationError;
 use crate::report::Report;
-use mongodb::bson::doc;
 use shared::db::{Db, GlobalCollection, SystemContext};
 use shared::models::UsageSnapshot;
 use std::collections::BTreeMap;
@@ -25,7 +24,7 @@ pub async fn snapshot(db: &Db) -> Result<Report, MigrationError> {
     let snapshots = db.global::<UsageSnapshot>(&system, GlobalCollection::UsageSnapshots);
     let taken_at = db.clock().now();
     let day = shared::clock::calendar_day(taken_at.timestamp_millis());
-    let mut walk = registry.batches(doc! {}, TENANT_BATCH);
+    let mut walk = registry.batches(shared::db::not_purged(), TENANT_BATCH);
     let (mut tenants_measured, mut snapshots_written) = (0_u64, 0_u64);
     while let Some(batch) = walk.next().await? {
         for tenant in batch {
