@@ -6,7 +6,7 @@ use crate::error::OnboardingError;
 use crate::purge;
 use mongodb::bson::{doc, DateTime};
 use serde::Deserialize;
-use shared::db::{Db, SystemContext, KEYS_SHREDDED_AT};
+use shared::db::{Db, SystemContext};
 use shared::error::ApiError;
 use shared::ids::TenantId;
 use shared::models::{OffboardingState, Tenant, TenantStatus};
@@ -63,10 +63,11 @@ pub async fn offboard(db: &Db, admin: &SuperadminContext, tenant: &Tenant, grace
         purge_started_at: (grace_days == 0).then_some(now),
     };
     let set = doc! {"status": TenantStatus::Offboarding.as_str(), "offboarding": mongodb::bson::to_bson(&state).map_err(shared::db::DbError::from)?};
-    let condition = doc! {"status": tenant.status.as_str(), KEYS_SHREDDED_AT: {"$exists": false}};
+    // A shredded tenant is offboarded too: its documents and its keys' records are still there.
+    let condition = doc! {"status": tenant.status.as_str()};
     let registry = db.tenants(admin);
     let Some(written) = registry.update_where(&tenant.tenant_id, condition, set, &[]).await? else {
-        // Changed since read: offboarded (or shredded) by another call, or gone.
+        // Changed since read: offboarded by another call, or gone.
         return Err(match offboardable(db, &tenant.tenant_id).await {
             Ok(_) => OnboardingError::Ending(tenant.tenant_id.clone(), TenantStatus::Offboarding.as_str()),
             Err(e) => e,

@@ -240,7 +240,12 @@ async fn act(steps: &ErasureSteps<'_>, run: &Run, step: &'static str) -> Result<
     // Steps 2 to 5 read what they need from the record, which stays until step 6.
     let Some(user) = users.find_one(held).await? else { return Err(UsersError::NotFound(params.user_id)) };
     match step {
-        DIRECTORY => crate::service::delete_own_directory_user(db, steps.directory, &scope, &user).await?,
+        DIRECTORY => match crate::service::delete_own_directory_user(db, steps.directory, &scope, &user).await {
+            // Shredded meanwhile: no address opens to find the Cognito user by, and the tenant
+            // admits no one any more.
+            Ok(()) | Err(UsersError::Db(DbError::Pii(shared::pii::PiiError::Shredded(_)))) => {}
+            Err(e) => return Err(e),
+        },
         KEYS => {
             api_keys::service::revoke_all_of(db, &scope, params.user_id).await.map_err(|e| UsersError::Keys(Box::new(e)))?;
         }
@@ -249,8 +254,15 @@ async fn act(steps: &ErasureSteps<'_>, run: &Run, step: &'static str) -> Result<
             if let Some(lookup) = &user.email_hash {
                 Sagas::new(db).forget_invitations(tenant, lookup, params.user_id).await?;
             }
-            let email = person::email(db, tenant, &user).await?;
-            db.keyring()?.release_email(tenant, &email).await.map_err(DbError::from)?;
+            match person::email(db, tenant, &user).await {
+                Ok(email) => {
+                    db.keyring()?.release_email(tenant, &email).await.map_err(DbError::from)?;
+                }
+                // The tenant's keys were shredded meanwhile: the shred released every e-mail
+                // claim of the tenant already.
+                Err(DbError::Pii(shared::pii::PiiError::Shredded(_))) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         _ => return Err(UsersError::Concurrent),
     }

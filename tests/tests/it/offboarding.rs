@@ -233,3 +233,23 @@ async fn a_dump_of_the_data_database_taken_before_the_offboarding_opens_nothing_
     }
     assert_eq!(refused, 3, "two users and the billing e-mail, all sealed and none opens");
 }
+
+#[tokio::test]
+async fn a_tenant_shredded_before_its_offboarding_is_still_purged_to_its_end() {
+    let app = spawn_app().await;
+    let ops = app.superadmin().await;
+    let t = tenant(&app, "shredded-first").await;
+    let event = json!({"action": "shred", "tenantId": &t.id});
+    migrations::handle_event(&app.db, app.deps.directory.as_ref(), event).await.unwrap();
+    assert_eq!(offboard(&app, &ops, &t.id, json!({"gracePeriodDays": 0})).await.0, 202);
+    let report = onboarding::service::sweep(&app.db, app.deps.directory.as_ref(), NOW).await.unwrap();
+    assert!(report.completed == 1 && report.all_ended(), "{report:?}");
+    for collection in TenantCollection::ALL {
+        let left = raw_collection(&app.db, collection.name()).await.count_documents(doc! {"tenantId": &t.id}).await.unwrap();
+        assert_eq!(left, 0, "{}", collection.name());
+    }
+    let record = raw_collection(&app.db, "tenants").await.find_one(doc! {"tenantId": &t.id}).await.unwrap().unwrap();
+    assert_eq!(record.get_str("status").unwrap(), "inactive");
+    let (status, _, receipt) = app.call(app.request(Method::GET, &format!("/tenants/{}/receipt", t.id), Some(&ops))).await;
+    assert_eq!((status, receipt["data"]["receipt"]["cognitoUsersDeleted"].as_u64()), (200, Some(0)), "{receipt}");
+}
