@@ -82,8 +82,13 @@ impl SuperadminContext {
     }
 
     /// Writes the audit entry of this superadmin's act on `tenant` (the entry's resource) in
-    /// that tenant's log (best effort: [`crate::audit::record_best_effort`]).
+    /// that tenant's log (best effort: [`crate::audit::record_best_effort`]). A read of a tenant
+    /// that is offboarding or inactive is not: its log's last entry is its offboarding
+    /// (docs/ARCHITECTURE.md §22).
     pub async fn audit(&self, db: &Db, tenant: &Tenant, meta: &RequestMeta, action: Action, details: Document) {
+        if action == Action::TenantAccessed && tenant.status.is_ending() {
+            return;
+        }
         let event = AuditEvent { action, resource_id: Some(tenant.tenant_id.to_string()), details };
         crate::audit::record_best_effort(db, tenant, meta, &self.identity, event).await;
     }

@@ -106,7 +106,9 @@ async fn a_zero_grace_offboarding_refuses_everyone_at_once_and_the_sweeper_purge
     let before = entries.count_documents(doc! {"tenantId": &t.id}).await.unwrap();
     let (status, _, _) = app.call(app.request(Method::GET, &format!("/tenants/{}", t.id), Some(&ops))).await;
     assert_eq!(status, 200);
-    assert_eq!(entries.count_documents(doc! {"tenantId": &t.id}).await.unwrap(), before, "a superadmin's read is not audited there");
+    let (status, _, _) = app.call(app.request(Method::GET, &format!("/tenants/{}/usage/history", t.id), Some(&ops))).await;
+    assert_eq!(status, 200);
+    assert_eq!(entries.count_documents(doc! {"tenantId": &t.id}).await.unwrap(), before, "a superadmin's reads are not audited there");
 
     let report = onboarding::service::sweep(&app.db, app.deps.directory.as_ref(), NOW).await.unwrap();
     assert!(report.completed >= 1 && report.all_ended(), "{report:?}");
