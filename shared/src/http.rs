@@ -236,7 +236,7 @@ async fn audit_refusal(db: &Db, meta: &RequestMeta, caller: Option<&Identity>, n
     let event = AuditEvent { action, resource_id: None, details };
     // An erased person's token is refused until it expires: its refusals keep no address or
     // user agent of theirs (docs/ARCHITECTURE.md §22).
-    if error.to_string() == crate::admission::NOT_MEMBER && crate::audit::erased_actor(db, own, identity).await {
+    if crate::audit::erased_actor(db, own, identity).await {
         let blank = RequestMeta { ip: String::new(), user_agent: String::new(), ..meta.clone() };
         return record_refusal(db, own, &blank, Some(identity.actor_id()), event).await;
     }

@@ -457,6 +457,15 @@ impl Sagas {
         self.store.find(filter, GlobalFind { sort: Some(doc! {"finishedAt": 1}), limit: Some(limit), projection: None }).await
     }
 
+    /// Whether an invitation saga that made `record` in `tenant` is still open (an erasure waits
+    /// for it: the saga still holds the person's blind index, and may act on the record again).
+    pub async fn invitation_open_for(&self, tenant: &TenantId, record: mongodb::bson::oid::ObjectId) -> Result<bool, DbError> {
+        let open = vec![SagaState::Running.as_str(), SagaState::Queued.as_str()];
+        let filter =
+            doc! {"kind": SagaKind::Invitation.as_str(), "tenantId": tenant.as_str(), "params.recordId": record, "state": {"$in": open}};
+        Ok(self.store.count(filter).await? > 0)
+    }
+
     /// Deletes the finished invitation sagas of one person of `tenant`, found by the e-mail's
     /// blind index (`lookup`) or the record they made (a person's erasure, docs/ARCHITECTURE.md
     /// §22): they would keep the index. How many went.

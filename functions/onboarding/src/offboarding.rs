@@ -113,9 +113,13 @@ pub async fn start_due_purges(db: &Db, limit: i64) -> Result<u64, OnboardingErro
     let mut queued = 0;
     if let Some(batch) = batches.next().await? {
         for tenant in batch {
-            let unstarted = doc! {"offboarding.purgeStartedAt": {"$exists": false}};
+            let unstarted = doc! {"status": TenantStatus::Offboarding.as_str(), "offboarding.purgeStartedAt": {"$exists": false}};
             registry.set_if(&tenant, unstarted, doc! {"offboarding.purgeStartedAt": now}).await?;
-            if !purge::exists(db, &tenant).await? {
+            // Handed over, by this write or an earlier one, and still offboarding: a cancellation
+            // that won the race leaves no `purgeStartedAt`, and no purge is queued.
+            let Some(record) = registry.get(&tenant).await? else { continue };
+            let handed = record.status == TenantStatus::Offboarding && record.offboarding.is_some_and(|o| o.purge_started_at.is_some());
+            if handed && !purge::exists(db, &tenant).await? {
                 purge::queue(db, &tenant).await?;
                 queued += 1;
             }

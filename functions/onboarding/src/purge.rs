@@ -18,6 +18,7 @@ use futures_util::future::BoxFuture;
 use mongodb::bson::{doc, Bson, DateTime, Document};
 use shared::db::{Db, DbError, GlobalCollection, SystemContext, SystemTenantScope, TenantCollection, KEYS_SHREDDED_AT};
 use shared::directory::Directory;
+use shared::error::ApiError;
 use shared::ids::TenantId;
 use shared::models::{Tenant, TenantStatus, TenantTombstone, User};
 use shared::pii::PiiError;
@@ -79,6 +80,14 @@ pub async fn drive(db: &Db, directory: &dyn Directory, mut run: Run, faults: &dy
             let result = doc! {"tenantId": run.saga().tenant_id.as_str()};
             Ok(run.complete(result).await?)
         }
+        // Not offboarding (cancelled before the purge was handed over): nothing was done.
+        Err(error @ (OnboardingError::NotCancellable(_) | OnboardingError::TenantNotFound(_))) if !run.saga().did(KEYS) => {
+            let mut failure = ApiError::from(OnboardingError::NotCancellable(run.saga().tenant_id.clone())).into_failure("not_offboarding");
+            // A later offboarding queues the same saga again: it starts over.
+            failure.retryable = true;
+            run.fail(failure).await?;
+            Err(error)
+        }
         Err(error) => {
             run.pause(&error.to_string()).await;
             Err(error)
@@ -109,6 +118,12 @@ async fn act(steps: &PurgeSteps<'_>, run: &Run, step: &'static str) -> Result<Do
     let tenant = &saga.tenant_id;
     match step {
         KEYS => {
+            // Only an offboarded tenant is purged: a queue that raced a cancellation finds it
+            // active again and stops here, before anything changed.
+            let record = registry_record(db, tenant).await?.ok_or_else(|| OnboardingError::TenantNotFound(tenant.clone()))?;
+            if !record.status.is_ending() {
+                return Err(OnboardingError::NotCancellable(tenant.clone()));
+            }
             // Counted before anything goes, while the tenant is frozen: what the receipt states.
             let mut counts = Document::new();
             for collection in TenantCollection::ALL {
@@ -125,6 +140,9 @@ async fn act(steps: &PurgeSteps<'_>, run: &Run, step: &'static str) -> Result<Do
         }
         SHRED => {
             shred_keys(db, tenant, db.clock().now()).await?;
+            // The vault's tombstone says the tenant ended (not only shredded), for the
+            // reconciliation of a restored data cluster that no longer has the data side's.
+            db.keyring()?.vault().mark_purged(tenant).await.map_err(DbError::Pii)?;
             Ok(Document::new())
         }
         TOMBSTONE => {
@@ -147,28 +165,45 @@ async fn revoke_keys(db: &Db, tenant: &TenantId) -> Result<u64, DbError> {
     Ok(keys.update_many(doc! {"status": {"$ne": "revoked"}}, update, false).await?.modified)
 }
 
-/// Deletes the Cognito user of every linked record of the tenant, where it is the record's own;
-/// one gone already is done. How many records were linked (each one's user is gone after).
+/// Deletes the Cognito user of every record of the tenant, where it is the record's own: a
+/// linked record's by its `sub`, a pending record's (an invitation that never linked it) only if
+/// no other record links it; one gone already is done. Each record is marked `directoryGone`
+/// once its user is dealt with, so that a redo after a timeout goes on from where it stopped
+/// instead of asking Cognito about every record again. How many linked records' users are gone.
 async fn delete_directory_users(db: &Db, directory: &dyn Directory, tenant: &TenantId) -> Result<u64, OnboardingError> {
     let scope = scope(tenant);
     let users = db.scoped::<User>(&scope, TenantCollection::Users);
-    let mut batches = users.batches(doc! {"cognitoUserId": {"$not": {"$regex": "^pending:"}}}, 100);
-    let mut linked = 0;
-    while let Some(batch) = batches.next().await? {
+    loop {
+        let options = shared::db::FindOptions { limit: Some(100), ..Default::default() };
+        let batch = users.find(doc! {"directoryGone": {"$exists": false}}, options).await?;
+        if batch.is_empty() {
+            break;
+        }
         for user in batch {
-            match users::service::delete_own_directory_user(db, directory, &scope, &user).await {
-                Ok(()) => linked += 1,
+            let done = match user.cognito_user_id.sub() {
+                Some(_) => users::service::delete_own_directory_user(db, directory, &scope, &user).await,
+                None => match users::person::email(db, tenant, &user).await {
+                    Ok(email) => users::service::discard_unlinked_user(db, directory, &scope, &email, user.id).await,
+                    Err(e) => Err(e.into()),
+                },
+            };
+            match done {
+                Ok(()) => {}
                 // Its keys were shredded before the offboarding (the operator's `shred`): no
                 // address opens to find its Cognito users by. They stay, admitted nowhere (the
                 // tenant is ending), and the receipt does not count them.
                 Err(users::error::UsersError::Db(DbError::Pii(PiiError::Shredded(_)))) => {
                     tracing::warn!(tenantId = %tenant, userId = %user.id, "a shredded tenant's Cognito user cannot be found by its e-mail; left");
+                    users.update_one(doc! {"_id": user.id}, doc! {"$set": {"directoryGone": false}}, false).await?;
+                    continue;
                 }
                 Err(e) => return Err(e.into()),
             }
+            users.update_one(doc! {"_id": user.id}, doc! {"$set": {"directoryGone": true}}, false).await?;
         }
     }
-    Ok(linked)
+    let linked = doc! {"directoryGone": true, "cognitoUserId": {"$not": {"$regex": "^pending:"}}};
+    Ok(users.count_documents(linked).await?)
 }
 
 /// Deletes every document of the tenant, in every tenant collection, in bounded batches, and its
@@ -283,9 +318,10 @@ pub async fn purge_leftovers(db: &Db, tenant: &TenantId) -> Result<BTreeMap<Stri
     Ok(counts)
 }
 
-/// Whether the tenant's purge saga exists (queued, running or ended).
+/// Whether the tenant's purge saga exists and counts: queued, running or completed (a failed
+/// one, stopped by a cancellation, is queued again by the next offboarding).
 pub async fn exists(db: &Db, tenant: &TenantId) -> Result<bool, DbError> {
-    Ok(Sagas::new(db).get(&saga_id(tenant)).await?.is_some())
+    Ok(Sagas::new(db).get(&saga_id(tenant)).await?.is_some_and(|s| s.state != shared::saga::SagaState::Failed))
 }
 
 /// The registry record of a tenant, if any (the offboarding's reads).

@@ -108,7 +108,15 @@ pub async fn offboard(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
     let admin = admit_superadmin(req, Some(&tenant_id))?;
     let grace_days = shared::http::optional_json_body::<offboarding::OffboardBody>(req)?.validate()?;
     let tenant = offboarding::offboardable(db, &tenant_id).await?;
-    admin.audit(db, &tenant, meta, Action::TenantOffboarded, doc! {"gracePeriodDays": grace_days}).await;
+    // The entry is written, not attempted: an offboarding that could not be audited does not
+    // happen (a 503, nothing changed).
+    let event = shared::audit::AuditEvent {
+        action: Action::TenantOffboarded,
+        resource_id: Some(tenant_id.to_string()),
+        details: doc! {"gracePeriodDays": grace_days},
+    };
+    let days = tenant.settings.audit_retention_days();
+    shared::audit::record(db, &tenant_id, days, meta, Some(admin.identity().actor_id()), event).await?;
     let written = offboarding::offboard(db, &admin, &tenant, grace_days).await?;
     let state = written.offboarding.as_ref().ok_or_else(|| ApiError::internal(shared::db::DbError::Duplicate))?;
     let data = serde_json::json!({

@@ -159,7 +159,14 @@ pub async fn customize(db: &Db, ctx: &TenantContext, changes: &CustomizationChan
             set.insert(format!("settings.customization.{field}"), value);
         }
     }
-    found(ctx.tenant_id(), db.own_tenant(ctx).customize(set).await?)
+    if ctx.tenant().status.is_ending() {
+        return Err(TenantsError::Ending(ctx.tenant_id().clone(), ctx.tenant().status.as_str()));
+    }
+    // A miss: gone, or offboarded since admission read it.
+    db.own_tenant(ctx)
+        .customize(set)
+        .await?
+        .ok_or_else(|| TenantsError::Ending(ctx.tenant_id().clone(), TenantStatus::Offboarding.as_str()))
 }
 
 /// Changes the billing contact and/or the plan; a plan change resets the tenant's features and

@@ -122,6 +122,10 @@ pub async fn erase(
                 // Its invitation's saga is still open: that saga owns the record until it ends.
                 return Err(UsersError::Unlinked);
             };
+            // Linked, but its saga has not ended (a crash after the link): the same.
+            if sagas.invitation_open_for(tenant, id).await? {
+                return Err(UsersError::Unlinked);
+            }
             let params = Params { user_id: id, former_sub: Some(sub.to_owned()), erased_by: ctx.identity().actor_id() };
             let new = NewSaga {
                 kind: SagaKind::Erasure,
@@ -172,6 +176,11 @@ pub async fn drive(db: &Db, directory: &dyn Directory, mut run: Run, faults: &dy
             failure.retryable = true;
             run.fail(failure).await?;
             Err(UsersError::LastAdmin)
+        }
+        // The record went before it was held (a deletion won the race): nothing to erase.
+        Err(UsersError::NotFound(id)) if !run.saga().did(HOLD) => {
+            run.fail(ApiError::from(UsersError::NotFound(id)).into_failure("not_found")).await?;
+            Err(UsersError::NotFound(id))
         }
         Err(error) => {
             run.pause(&error.to_string()).await;
@@ -281,7 +290,11 @@ async fn hold(db: &Db, scope: &SystemTenantScope, saga: &str, id: ObjectId) -> R
         if users.find_one(doc! {"_id": id, "erasing": saga}).await?.is_some() {
             return Ok(());
         }
-        let user = users.find_one(doc! {"_id": id}).await?.ok_or(UsersError::NotFound(id))?;
+        let Some(user) = users.find_one(doc! {"_id": id}).await? else {
+            // Deleted before it could be held: whatever an earlier attempt gave up goes back.
+            own.give_back_saga_release(saga).await?;
+            return Err(UsersError::NotFound(id));
+        };
         let wanted = (user.holds_seat(), user.holds_admin_place(&admin_role));
         match own.release_for_saga(saga, wanted.0, wanted.1).await? {
             None => return Err(UsersError::LastAdmin),

@@ -84,7 +84,8 @@ fn holds(user: &User, role: &ObjectId) -> bool {
 /// absent pinned as absent). A write filtered on it matches only if none changed since, so the
 /// counter moves and permission checks made from the read hold.
 pub(crate) fn as_read(user: &User) -> Document {
-    let mut filter = doc! {"_id": user.id, "status": user.status.as_str(), "roles": user.roles.clone()};
+    // A record held by an erasure (§22) is the erasure's alone: every other writer misses it.
+    let mut filter = doc! {"_id": user.id, "status": user.status.as_str(), "roles": user.roles.clone(), "erasing": {"$exists": false}};
     for (field, held) in [("seatHeld", user.seat_held), ("adminHeld", user.admin_held)] {
         match held {
             Some(held) => filter.insert(field, held),

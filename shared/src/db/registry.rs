@@ -87,10 +87,10 @@ pub fn changeable() -> Document {
     doc! {KEYS_SHREDDED_AT: {"$exists": false}, "status": {"$nin": [TenantStatus::Offboarding.as_str(), TenantStatus::Inactive.as_str()]}}
 }
 
-/// The filter of the tenants a daily job still walks: every one but the purged (`inactive`),
-/// which hold nothing to count, measure or keep (docs/ARCHITECTURE.md §22).
+/// The filter of the tenants a daily job still walks: every one but the purged (`inactive`) and
+/// those being purged, which hold nothing to count, measure or keep (docs/ARCHITECTURE.md §22).
 pub fn not_purged() -> Document {
-    doc! {"status": {"$ne": TenantStatus::Inactive.as_str()}}
+    doc! {"status": {"$ne": TenantStatus::Inactive.as_str()}, "offboarding.purgeStartedAt": {"$exists": false}}
 }
 
 impl TenantRegistry {
@@ -558,12 +558,14 @@ impl OwnTenant {
         }
     }
 
-    /// `$set`s fields under `settings.customization` and returns the tenant afterwards.
+    /// `$set`s fields under `settings.customization` and returns the tenant afterwards; `None`
+    /// if the tenant is missing, or ending ([`changeable`]: nothing writes into it any more).
     pub async fn customize(&self, set: Document) -> Result<Option<Tenant>, DbError> {
         if let Some(field) = set.keys().find(|k| !k.starts_with("settings.customization.")) {
             return Err(DbError::Refused(super::Refusal::UnknownUpdateOperator(format!("$set {field}"))));
         }
-        self.registry.update(&self.tenant_id, set, &[]).await
+        let ending = doc! {"status": {"$nin": [TenantStatus::Offboarding.as_str(), TenantStatus::Inactive.as_str()]}};
+        self.registry.update_where(&self.tenant_id, ending, set, &[]).await
     }
 }
 

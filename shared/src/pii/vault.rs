@@ -181,10 +181,17 @@ impl KeyVault {
         }
     }
 
+    /// Marks a tenant's tombstone as a purge's (docs/ARCHITECTURE.md §22): the tenant ended, as
+    /// opposed to an operator's shred of a tenant that lives on. Idempotent.
+    pub async fn mark_purged(&self, tenant: &TenantId) -> Result<(), PiiError> {
+        self.tombstones().update_one(doc! {"_id": tenant.as_str()}, doc! {"$set": {"purged": true}}).await.map_err(vault_error)?;
+        Ok(())
+    }
+
     /// Up to `limit` tombstones whose tenant id sorts after `after`, in id order, as
-    /// `(tenant id, shreddedAt)`: a keyset walk, so that memory stays bounded however many
-    /// tenants were shredded.
-    pub async fn tombstones_after(&self, after: Option<&str>, limit: i64) -> Result<Vec<(String, Option<DateTime>)>, PiiError> {
+    /// `(tenant id, shreddedAt, purged)`: a keyset walk, so that memory stays bounded however
+    /// many tenants were shredded. `purged` tells a purge's tombstone from an operator's shred.
+    pub async fn tombstones_after(&self, after: Option<&str>, limit: i64) -> Result<Vec<(String, Option<DateTime>, bool)>, PiiError> {
         let filter = match after {
             Some(after) => doc! {"_id": {"$gt": after}},
             None => doc! {},
@@ -193,7 +200,10 @@ impl KeyVault {
         let found: Vec<mongodb::bson::Document> = found.try_collect().await.map_err(vault_error)?;
         Ok(found
             .into_iter()
-            .filter_map(|t| Some((t.get_str("_id").ok()?.to_owned(), t.get_datetime("shreddedAt").ok().copied())))
+            .filter_map(|t| {
+                let purged = t.get_bool("purged").unwrap_or(false);
+                Some((t.get_str("_id").ok()?.to_owned(), t.get_datetime("shreddedAt").ok().copied(), purged))
+            })
             .collect())
     }
 

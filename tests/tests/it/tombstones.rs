@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use shared::ids::TenantId;
 use std::time::Duration;
 use tenancy_tests::app::{spawn_app, TestApp};
-use tenancy_tests::vault_name;
+use tenancy_tests::{raw_collection, vault_name};
 
 /// The collections that hold tombstones, per side: a restore keeps them (the runbook's step).
 const DATA_TOMBSTONES: &str = "tenantTombstones";
@@ -264,4 +264,21 @@ async fn an_old_data_cluster_restored_alone_gets_its_tombstone_back_and_the_tena
     let (status, _, body) = app.call(app.key_request(Method::GET, "/roles", &gone.key)).await;
     assert!(status == 401 || status == 403, "the old key is refused: {status} {body}");
     a_second_run_changes_nothing(&app).await;
+}
+
+#[tokio::test]
+async fn a_tenant_only_shredded_by_the_operator_keeps_its_documents_through_the_reconciliation() {
+    let app = spawn_app().await;
+    let made = tenant_with_key(&app, "admin@only-shredded.example").await;
+    let event = json!({"action": "shred", "tenantId": &made.id});
+    migrations::handle_event(&app.db, app.deps.directory.as_ref(), event).await.unwrap();
+    let users_before = count(app.db.name(), "users", doc! {"tenantId": &made.id}).await;
+    assert!(users_before >= 1);
+    let report = reconcile(&app).await;
+    assert_eq!(report["tenantsPurged"], 0, "{report}");
+    assert_eq!(report["dataTombstonesWritten"], 0, "{report}");
+    assert_eq!(count(app.db.name(), "users", doc! {"tenantId": &made.id}).await, users_before, "its records stay");
+    let record = raw_collection(&app.db, "tenants").await.find_one(doc! {"tenantId": &made.id}).await.unwrap().unwrap();
+    assert_eq!(record.get_str("status").unwrap(), "active", "a shred is not an end");
+    assert_eq!(count(app.db.name(), "tenantTombstones", doc! {"_id": &made.id}).await, 0);
 }

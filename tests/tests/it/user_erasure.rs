@@ -310,3 +310,34 @@ async fn an_erasure_crashed_at_any_step_is_finished_by_a_retry_or_the_sweeper() 
 async fn an_erasure_crashed_after_any_step_acted_is_finished_by_a_retry_or_the_sweeper() {
     every_step(Fault::CrashAfter).await;
 }
+
+#[tokio::test]
+async fn a_record_held_by_an_erasure_is_no_other_writer_s_and_the_erasure_ends_it() {
+    let clock = ManualClock::starting_now();
+    let app = spawn_app_with_clock(clock.clone()).await;
+    let t = tenant(&app, "admin@held.erasure.example").await;
+    let p = person(&app, &t, "held@held.erasure.example").await;
+    let ctx = tenancy_tests::member_context(&app.db, &t.id, &t.admin_sub).await;
+    let (seats, admins) = counters(&app, &t.id).await;
+    // The erasure stops right after its first step acted: the record is held.
+    let at = At::new(users::erasure::HOLD, Fault::CrashAfter);
+    let reached = at.reached.clone();
+    let first = {
+        let (db, directory, ctx, id) = (app.db.clone(), app.deps.directory.clone(), ctx.clone(), p.id);
+        tokio::spawn(async move { users::erasure::erase(&db, directory.as_ref(), &ctx, id, &at).await.map(|e| e.fresh) })
+    };
+    reached.notified().await;
+    first.abort();
+    let path = format!("/users/{}", p.id.to_hex());
+    let (status, _, body) = app.call(app.request(Method::DELETE, &path, Some(&t.admin))).await;
+    assert_eq!(status, 409, "a deletion misses the held record: {body}");
+    let (status, _, _) = app.call(app.request(Method::PATCH, &path, Some(&t.admin)).json(&json!({"status": "active"}))).await;
+    assert_eq!(status, 404, "a record being removed is not changed either");
+    let held = raw_collection(&app.db, "users").await.find_one(doc! {"_id": p.id}).await.unwrap().unwrap();
+    assert_eq!((held.get_str("status").unwrap(), held.get_str("erasing").is_ok()), ("inactive", true), "{held:?}");
+    clock.advance(LEASE_TTL + Duration::from_secs(1));
+    let (status, body) = erase(&app, &t.admin, &p.id.to_hex()).await;
+    assert_eq!(status, 200, "the retry finishes it: {body}");
+    assert_eq!(traces_of(&app, &p).await, Vec::<String>::new());
+    assert_eq!(counters(&app, &t.id).await, (seats - 1, admins - 1), "the places went once");
+}

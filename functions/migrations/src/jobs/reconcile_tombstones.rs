@@ -57,20 +57,24 @@ pub async fn reconcile(db: &Db) -> Result<Report, MigrationError> {
     let mut after: Option<String> = None;
     loop {
         let batch = vault.tombstones_after(after.as_deref(), BATCH).await?;
-        let Some((last, _)) = batch.last() else { break };
+        let Some((last, _, _)) = batch.last() else { break };
         after = Some(last.clone());
-        let ids: Vec<&str> = batch.iter().map(|(id, _)| id.as_str()).collect();
+        let ids: Vec<&str> = batch.iter().map(|(id, _, _)| id.as_str()).collect();
         let options = GlobalFind { projection: Some(doc! {"_id": 1}), limit: Some(BATCH), ..Default::default() };
         let present = data.find(doc! {"_id": {"$in": &ids}}, options).await?;
         let present: Vec<&str> = present.iter().filter_map(|d| d.get_str("_id").ok()).collect();
-        for (id, shredded_at) in &batch {
+        for (id, shredded_at, purged) in &batch {
             let Ok(tenant) = TenantId::parse(id) else {
                 tracing::warn!("a vault tombstone whose id is not a tenant id; left alone");
                 continue;
             };
             report.tenants_checked += 1;
-            let missing = Missing { vault: false, data: !present.contains(&id.as_str()) };
-            reconcile_tenant(db, &tenant, *shredded_at, missing, &mut report).await?;
+            let data = present.contains(&id.as_str());
+            // An operator's shred of a tenant that lives on (no purge marked it, no data-side
+            // tombstone): only its keys are the reconciliation's, never its documents.
+            let ended = *purged || data;
+            let missing = Missing { vault: false, data: ended && !data };
+            reconcile_tenant(db, &tenant, *shredded_at, missing, ended, &mut report).await?;
         }
     }
 
@@ -95,7 +99,7 @@ pub async fn reconcile(db: &Db) -> Result<Report, MigrationError> {
             };
             report.tenants_checked += 1;
             let purged_at = tombstone.get_datetime("purgedAt").ok().copied();
-            reconcile_tenant(db, &tenant, purged_at, Missing { vault: true, data: false }, &mut report).await?;
+            reconcile_tenant(db, &tenant, purged_at, Missing { vault: true, data: false }, true, &mut report).await?;
         }
     }
 
@@ -134,12 +138,14 @@ async fn purge_open(db: &Db, tenant: &TenantId) -> Result<bool, MigrationError> 
     Ok(saga.is_some_and(|s| matches!(s.state, SagaState::Queued | SagaState::Running)))
 }
 
-/// One tombstoned tenant: `known_at` is the shred's date as the surviving tombstone gives it.
+/// One tombstoned tenant: `known_at` is the shred's date as the surviving tombstone gives it;
+/// `ended` whether it was purged (a purge's tombstone on either side), not only shredded.
 async fn reconcile_tenant(
     db: &Db,
     tenant: &TenantId,
     known_at: Option<DateTime>,
     missing: Missing,
+    ended: bool,
     report: &mut TombstoneReport,
 ) -> Result<(), MigrationError> {
     let vault = db.keyring()?.vault();
@@ -148,7 +154,7 @@ async fn reconcile_tenant(
     let unmarked = registry.is_some() && marked_at.is_none();
     let key_set = vault.tenant_keys(tenant).await?.is_some();
     let emails = vault.emails_held(tenant).await?;
-    let present = documents_present(db, tenant, registry.as_ref()).await?;
+    let present = ended && documents_present(db, tenant, registry.as_ref()).await?;
     if !(missing.vault || missing.data || unmarked || key_set || emails > 0 || present) {
         return Ok(());
     }
@@ -157,8 +163,11 @@ async fn reconcile_tenant(
     let exact = if missing.vault { marked_at.or(known_at) } else { known_at.or(marked_at) };
     let shredded_at = exact.unwrap_or_else(|| db.clock().now());
 
-    if missing.vault && vault.insert_tombstone(tenant, shredded_at).await? {
-        report.vault_tombstones_written += 1;
+    if missing.vault {
+        if vault.insert_tombstone(tenant, shredded_at).await? {
+            report.vault_tombstones_written += 1;
+        }
+        vault.mark_purged(tenant).await?;
     }
     if unmarked || key_set || emails > 0 {
         onboarding::purge::shred_keys(db, tenant, shredded_at).await?;
