@@ -6,6 +6,9 @@
 #   scripts/bench.sh --list                 prints what it benches and builds; starts nothing
 #   scripts/bench.sh --compare DIR_A DIR_B  paired, interleaved cold starts of two builds'
 #                                           release binaries, A, B, A, B, ...: RUNS pairs (default 20)
+#   scripts/bench.sh --export-memory        the jobs worker (release tenant-jobs) exporting a tenant of
+#                                           DOCUMENTS documents (default 100000): its peak memory over
+#                                           the invocations that export it whole, and the job at the end
 # Stdout is one JSON line per binary; everything else goes to stderr. BENCH_ONLY=a,b limits the
 # run to those binaries.
 # The binaries, their packages, their events and invocations per cold start are derived from
@@ -23,6 +26,7 @@ mode=bench
 case "${1:-}" in
   "") [ $# -eq 0 ] || usage ;;
   --list) [ $# -eq 1 ] || usage; mode=list ;;
+  --export-memory) [ $# -eq 1 ] || usage; mode=export ;;
   --compare)
     [ $# -eq 3 ] || usage
     mode=compare dir_a=$2 dir_b=$3
@@ -32,7 +36,11 @@ case "${1:-}" in
 esac
 
 PY="$(bash scripts/venv.sh)/bin/python"
-plan=$("$PY" scripts/bench/functions.py)
+if [ "$mode" = export ]; then
+  plan=$(printf 'tenant-jobs\ttenants\t-\t-\tTenantJobsFunction')
+else
+  plan=$("$PY" scripts/bench/functions.py)
+fi
 if [ -n "${BENCH_ONLY:-}" ]; then
   plan=$(BENCH_ONLY="$BENCH_ONLY" "$PY" -c '
 import os, sys
@@ -80,7 +88,7 @@ for port in "$BENCH_FERRETDB_PORT" "$((BENCH_FERRETDB_PORT + 1))" "$BENCH_MOTO_P
 done
 use_throwaway_stack "$BENCH_FERRETDB_PORT" "$BENCH_MOTO_PORT"
 
-if [ "$mode" = bench ]; then
+if [ "$mode" = bench ] || [ "$mode" = export ]; then
   "${build[@]}"
   bin_dir="${CARGO_TARGET_DIR:-target}/release"
 fi
@@ -102,6 +110,23 @@ export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=test
 export AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER="$MOTO_URL" AWS_ENDPOINT_URL_SECRETS_MANAGER="$MOTO_URL"
 export AWS_ENDPOINT_URL_KMS="$MOTO_URL" KMS_KEY_ID
 export "$("$API" secret)"
+# The export bucket and the jobs queue in moto, as the local stack names them (the functions that
+# export, serve or delete export files read them at cold start).
+export EXPORT_BUCKET=tenancy-local-exports JOBS_QUEUE_URL="${MOTO_URL}/123456789012/tenancy-local-jobs" S3_FORCE_PATH_STYLE=true
+export AWS_ENDPOINT_URL_S3="$MOTO_URL" AWS_ENDPOINT_URL_SQS="$MOTO_URL"
+
+if [ "$mode" = export ]; then
+  job=$("$API" seed-export-bench "${DOCUMENTS:-100000}")
+  unset MONGODB_URI
+  event=$(mktemp)
+  trap 'rm -f "$event"; throwaway_cleanup' EXIT
+  printf '{"Records":[{"messageId":"bench","receiptHandle":"bench","body":"{\\"jobId\\":\\"%s\\"}","attributes":{},"messageAttributes":{},"md5OfBody":"","eventSource":"aws:sqs","eventSourceARN":"arn:aws:sqs:us-east-1:123456789012:bench-JobsQueue-1","awsRegion":"us-east-1"}]}' "$job" >"$event"
+  # One cold start, then one message per invocation, as SQS delivers the job again until it is
+  # done; the invocations after that find it ended.
+  python3 scripts/bench/lambda_start.py "${bin_dir}/tenant-jobs" "$event" --runs 1 --invocations "${INVOCATIONS:-12}"
+  MONGODB_URI="mongodb://127.0.0.1:${FERRETDB_PORT}/" "$API" job "$job" >&2
+  exit 0
+fi
 unset MONGODB_URI
 
 # The authorizer's event presents the fixtures' key, whose minute window is 60 calls: 10 runs of

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# moto server (Cognito user pools and KMS) on 127.0.0.1, from the project's virtualenv.
+# moto server (Cognito user pools, KMS, S3 and SQS) on 127.0.0.1, from the project's virtualenv.
 #   scripts/moto.sh start   start and wait until it answers (idempotent)
 #   scripts/moto.sh stop    stop the server started from this checkout
 #   scripts/moto.sh url     print its endpoint

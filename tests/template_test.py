@@ -6,8 +6,9 @@ the data URI from Secrets Manager, setup on deploy (a custom resource), the usag
 schedule, CORS (preflight mocks, gateway responses, never credentials), stage throttling, the
 alarms, their topic and the dashboard, the personal-data KMS master key and the key vault, the saga
 sweep's schedule, the invitation e-mail (through SES only when a verified identity is given), the
-self-service sign-up switch (off by default, refused without SES) and its optional WAF rule, and the
-erasure receipts' signing key and the backup retentions the receipt states.
+self-service sign-up switch (off by default, refused without SES) and its optional WAF rule, the
+erasure receipts' signing key and the backup retentions the receipt states, and tenant exports: the
+jobs queue and its worker, and the export bucket with who may do what in it.
 
 Run from the repository root (or anywhere):
 
@@ -31,6 +32,11 @@ Which functions use the personal-data master key (KMS GenerateDataKey and Decryp
 is read from the code the same way: those whose crate enables the `shared` feature `kms`. No fallback:
 the key policy's grants, the KMS_KEY_ID / KEY_VAULT_* variables and the vault secret's grant must name
 exactly those functions. The account administers the key but may not use it.
+
+Which functions use the export bucket and the jobs queue is fixed here (EXPORT_ACCESS, by binary, with
+exactly what each may do) and held to the code: every function whose crate enables the `shared`
+feature `exports` must be in it, but for EXPORTS_FREE_SIBLINGS (binaries that share such a crate and
+touch no export); one listed ahead of its crate enabling the feature is noted.
 
 The last check compares every alarm on our own metrics with the Embedded Metric Format lines that the
 Rust test `binaries` (run by scripts/test.sh) captures into target/emf/*.jsonl (or the directory in
@@ -104,6 +110,9 @@ ANONYMOUS_OPERATIONS = {
     "OnboardingFunction": {"signUp"},
 }
 FALLBACK_COGNITO_BINARIES = {"users", "onboarding", "migrations"}
+# Binaries whose crate enables shared/cognito for a sibling binary of the same crate (tenant-jobs'
+# restores invite an admin), and which call no Cognito action themselves: no pool id, no grant.
+COGNITO_FREE_SIBLINGS = {"tenants"}
 COGNITO_FEATURE = "cognito"
 
 ALLOWED_ACTIONS = {
@@ -125,6 +134,9 @@ EXPECTED_ACTIONS = {
         "cognito-idp:AdminEnableUser",
     },
     "migrations": {"cognito-idp:AdminGetUser", "cognito-idp:AdminCreateUser"},
+    # A restore invites the new tenant's admin: created, looked up after a lost reply, deleted by the
+    # compensation.
+    "tenant-jobs": {"cognito-idp:AdminCreateUser", "cognito-idp:AdminGetUser", "cognito-idp:AdminDeleteUser"},
 }
 # Every Cognito action that touches groups: adding a user to `superadmin` mints a superadmin.
 GROUP_ACTIONS = [
@@ -219,7 +231,7 @@ ACCOUNT_ROOT = "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"
 READABLE_SECRETS = [[{"Ref": SECRET_PARAM}], [{"Ref": VAULT_SECRET_PARAM}]]
 # The binaries that seal or open personal data whatever else changes: dropping one from the key's
 # users (its crate's `kms` feature and its role in the key policy together) fails the check.
-REQUIRED_KMS_BINARIES = {"users", "post-confirmation", "tenants", "onboarding", "migrations"}
+REQUIRED_KMS_BINARIES = {"users", "post-confirmation", "tenants", "tenant-jobs", "onboarding", "migrations"}
 # The durable sagas' sweeper: the onboarding binary, on its own schedule.
 SWEEP_BINARY = "onboarding"
 # The invitation e-mail: Cognito allows a custom message only through SES (EmailSendingAccount
@@ -254,6 +266,45 @@ BACKUP_BOUNDS = [
     ("BackupCrossRegionCopyRetentionDays", "BACKUP_CROSS_REGION_COPY_RETENTION_DAYS", "cross_region_copy_retention_days"),
     ("ExportExpiryDays", "EXPORT_EXPIRY_DAYS", "export_expiry_days"),
 ]
+# Tenant exports (§22): the jobs worker, its queue and dead-letter queue, and the export bucket. The
+# functions that touch them are those whose crate enables the `shared` feature `exports`.
+EXPORTS_FEATURE = "exports"
+JOBS_BINARY = "tenant-jobs"
+JOBS_QUEUE = "JobsQueue"
+JOBS_QUEUE_ENV = "JOBS_QUEUE_URL"
+EXPORT_BUCKET = "ExportBucket"
+EXPORT_BUCKET_ENV = "EXPORT_BUCKET"
+EXPORT_EXPIRY_PARAM = "ExportExpiryDays"
+EXPORT_EXPIRY_ENV = "EXPORT_EXPIRY_DAYS"
+EXPORT_ENV = (EXPORT_BUCKET_ENV, JOBS_QUEUE_ENV, EXPORT_EXPIRY_ENV)
+# The ARN every object grant names: the export files' prefix (shared::exports::tenant_prefix), never the
+# whole bucket.
+EXPORT_OBJECTS = "${ExportBucket.Arn}/exports/*"
+EXPORTS_RS = ROOT / "shared" / "src" / "exports.rs"
+EXPIRY_BOUNDS = re.compile(r"\((\d+)\.\.=(\d+)\)\.contains\(d\)")
+OBJECT_ACTIONS = {"s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:AbortMultipartUpload"}
+LIST_EXPORTS = {"s3:ListBucket", "s3:ListBucketVersions", "s3:ListBucketMultipartUploads"}
+DELETE_EXPORTS = {"s3:DeleteObject", "s3:DeleteObjectVersion", "s3:AbortMultipartUpload"}
+# What the SQS event source needs of its function's role.
+SQS_POLL = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+# binary -> (object actions on EXPORT_OBJECTS, bucket actions on the bucket, actions on the jobs queue),
+# exactly. Multipart uploads are s3:PutObject.
+EXPORT_ACCESS = {
+    # Writes the files and reads them back (digests, restores), deletes a failed export's; polls the
+    # queue through its event source and re-queues an unfinished job.
+    JOBS_BINARY: (DELETE_EXPORTS | {"s3:PutObject", "s3:GetObject"}, LIST_EXPORTS, SQS_POLL | {"sqs:SendMessage"}),
+    # Queues export jobs and pre-signs the download URLs (a URL carries its signer's permission).
+    "tenants": ({"s3:GetObject"}, set(), {"sqs:SendMessage"}),
+    # The purge and a person's erasure delete export files; they read none.
+    "onboarding": (DELETE_EXPORTS, LIST_EXPORTS, set()),
+    "users": (DELETE_EXPORTS, LIST_EXPORTS, set()),
+}
+# S3 uses the bucket's KMS key with the caller's own permission: what each object action needs of the
+# key policy (a multipart upload decrypts too).
+S3_KMS_USE = {"s3:PutObject": {"kms:GenerateDataKey", "kms:Decrypt"}, "s3:GetObject": {"kms:Decrypt"}}
+# Binaries whose crate enables shared/exports for a sibling binary (the users crate, for a person's
+# erasure), and which touch no export themselves: no bucket, no queue, no grant.
+EXPORTS_FREE_SIBLINGS = {"post-confirmation"}
 
 
 class CheckFailed(Exception):
@@ -409,7 +460,7 @@ def cognito_callers(template: dict) -> tuple[dict[str, str], str]:
                 not (binary == AUTHORIZER_BINARY and COGNITO_FEATURE in crates[binary][1]),
                 f"{name}: the authorizer only verifies tokens; its crate {crates[binary][0]} must not enable shared/cognito",
             )
-            if COGNITO_FEATURE in crates[binary][1] and binary != TRIGGER_BINARY:
+            if COGNITO_FEATURE in crates[binary][1] and binary != TRIGGER_BINARY and binary not in COGNITO_FREE_SIBLINGS:
                 callers[name] = binary
         if pending:
             source += "; note: no [[bin]] yet for " + ", ".join(sorted(pending)) + " (treated as not calling Cognito)"
@@ -1997,7 +2048,8 @@ def check_receipt_key(template: dict) -> str:
     administers without signing (no action pattern of its administration covers kms:Sign or CreateGrant),
     and that only the role of the function serving GET /tenants/{tenantId}/receipt may use, for Sign and
     GetPublicKey exactly. That function, and no other, has RECEIPT_KEY_ID (!GetAtt the key's Arn) and the
-    backup retentions, each !Ref a Number parameter whose Default is the code's."""
+    backup retentions, each !Ref a Number parameter whose Default is the code's (the export functions also
+    carry the export expiry, their own setting: (ae))."""
     res = resources(template)
     signing = sorted(n for n, r in res.items() if r.get("Type") == "AWS::KMS::Key" and (r.get("Properties") or {}).get("KeyUsage") == "SIGN_VERIFY")
     require(signing == [RECEIPT_KEY], f"expected exactly one SIGN_VERIFY KMS key, {RECEIPT_KEY}, found {signing}")
@@ -2053,7 +2105,9 @@ def check_receipt_key(template: dict) -> str:
     for name, fn in sorted(fns.items()):
         env = effective_env(template, fn)
         if name != signer:
-            has = [v for v in variables if v in env]
+            # The export expiry is also the export functions' own setting, checked by (ae).
+            shared_with_exports = {EXPORT_EXPIRY_ENV} if binary_of(fn) in EXPORT_ACCESS else set()
+            has = [v for v in variables if v in env and v not in shared_with_exports]
             require(not has, f"{name}: has {has}, but only {signer} signs or serves erasure receipts")
             continue
         require(
@@ -2064,7 +2118,321 @@ def check_receipt_key(template: dict) -> str:
             require(env.get(variable) == {"Ref": param}, f"{name}: {variable} must be !Ref {param}, found {env.get(variable)!r}")
     return (
         f"{RECEIPT_KEY}: ECC_NIST_P256 SIGN_VERIFY, retained, {' and '.join(sorted(RECEIPT_KEY_USE))} to {signer}'s role only; "
-        f"{signer} alone has {RECEIPT_KEY_ENV} and {len(BACKUP_BOUNDS)} backup bounds, their defaults the code's"
+        f"{signer} alone has {RECEIPT_KEY_ENV} and {len(BACKUP_BOUNDS)} backup bounds (but {EXPORT_EXPIRY_ENV}), their defaults the code's"
+    )
+
+
+# ------------------------------------------------------------------ tenant exports: the jobs queue and the export bucket
+
+
+def service_statements(statements: list[dict], service: str) -> list[dict]:
+    """The Allow statements with an action of `service`, or a pattern or intrinsic that could cover one."""
+    def covers(action) -> bool:
+        if not isinstance(action, str):
+            return True
+        prefix = action.split(":", 1)[0].lower()
+        return prefix == service or "*" in prefix or "?" in prefix
+
+    return [s for s in statements if s.get("Effect") == "Allow" and ("NotAction" in s or any(covers(a) for a in as_list(s.get("Action"))))]
+
+
+def exact_actions(name: str, statement: dict, service: str) -> list[str]:
+    """A statement's actions, each an exact name of `service` (no NotAction, no wildcard, no other service)."""
+    require("NotAction" not in statement, f"{name}: a {service} statement uses NotAction: {statement}")
+    actions = as_list(statement.get("Action"))
+    for a in actions:
+        require(
+            isinstance(a, str) and a.lower().startswith(f"{service}:") and not any(c in a for c in "*?"),
+            f"{name}: {service} statement {statement.get('Sid')!r} has {a!r}; name each {service} action exactly, in a statement of its own service",
+        )
+    return actions
+
+
+def export_functions(template: dict) -> dict[str, str]:
+    """function logical id -> binary, for every function whose binary EXPORT_ACCESS lists."""
+    return {name: binary_of(r) for name, r in functions(template).items() if binary_of(r) in EXPORT_ACCESS}
+
+
+def denies_insecure_transport(statement: dict, service: str, arns: list) -> bool:
+    """Whether a statement denies everyone every `service` action on all of `arns` over plain HTTP."""
+    condition = statement.get("Condition") or {}
+    insecure = (condition.get("Bool") or {}).get("aws:SecureTransport")
+    return (
+        statement.get("Effect") == "Deny"
+        and statement.get("Principal") in ("*", {"AWS": "*"})
+        and any(a in ("*", f"{service}:*") for a in as_list(statement.get("Action")))
+        and all(arn in as_list(statement.get("Resource")) for arn in arns)
+        and str(insecure).lower() == "false"
+    )
+
+
+def exports_from_code(template: dict) -> str:
+    """Every function whose crate enables shared/exports is in EXPORT_ACCESS; a note for those ahead of it."""
+    crates = scan_crates()
+    pending = []
+    for name, resource in sorted(functions(template).items()):
+        binary = binary_of(resource)
+        enabled = binary in crates and EXPORTS_FEATURE in crates[binary][1] and binary not in EXPORTS_FREE_SIBLINGS
+        if enabled:
+            require(
+                binary in EXPORT_ACCESS,
+                f"{name} ({binary}): its crate enables shared/{EXPORTS_FEATURE} but EXPORT_ACCESS does not say what it may do "
+                "with the export bucket and the jobs queue",
+            )
+        elif binary in EXPORT_ACCESS:
+            pending.append(f"{name} ({binary})")
+    for binary in EXPORT_ACCESS:
+        require(any(binary_of(r) == binary for r in functions(template).values()), f"EXPORT_ACCESS names {binary!r}, which no function builds")
+    return f"; note: granted ahead of their crate enabling shared/{EXPORTS_FEATURE}: {', '.join(pending)}" if pending else ""
+
+
+def check_jobs_queue(template: dict) -> str:
+    """(ad) The jobs worker takes the jobs queue by an event source mapping of batch size 1 (not SAM's SQS
+    event, whose managed policy lets the role poll every queue), on a queue that hides a message for at
+    least six times the worker's timeout, is encrypted, denies plain HTTP, and sends a message failed
+    too often to an encrypted dead-letter queue that keeps it longer and that an alarm watches. The
+    worker's schedule (the sweep of stalled jobs) is enabled, from a parameter, with EventBridge's own
+    event. Only the functions EXPORT_ACCESS lists have the queue's URL, and each may do exactly its
+    listed actions on exactly the queue's ARN."""
+    res = resources(template)
+    fns = functions(template)
+    workers = [n for n, r in fns.items() if binary_of(r) == JOBS_BINARY]
+    require(len(workers) == 1, f"expected exactly one function building {JOBS_BINARY!r}, found {workers}")
+    worker = workers[0]
+    timeout = function_timeout(template, fns[worker])
+
+    for name, r in sorted(fns.items()):
+        sqs_events = [e for e, v in (((r.get("Properties") or {}).get("Events")) or {}).items() if isinstance(v, dict) and v.get("Type") == "SQS"]
+        require(
+            not sqs_events,
+            f"{name}: SAM's SQS event {sqs_events} attaches AWSLambdaSQSQueueExecutionRole (every queue of the account); "
+            "declare an AWS::Lambda::EventSourceMapping and grant polling on the one queue",
+        )
+    mappings = {n: r.get("Properties") or {} for n, r in res.items() if r.get("Type") == "AWS::Lambda::EventSourceMapping"}
+    own = {n: p for n, p in mappings.items() if permission_target(p.get("FunctionName")) == worker}
+    require(len(own) == 1, f"{worker}: expected exactly one AWS::Lambda::EventSourceMapping, found {sorted(own)}")
+    ((mapping, mprops),) = own.items()
+    queue = getatt_arn_of(mprops.get("EventSourceArn"))
+    require(queue == JOBS_QUEUE, f"{mapping}: EventSourceArn must be !GetAtt {JOBS_QUEUE}.Arn, found {mprops.get('EventSourceArn')!r}")
+    others = sorted(n for n, p in mappings.items() if getatt_arn_of(p.get("EventSourceArn")) == JOBS_QUEUE and n != mapping)
+    require(not others, f"{others}: only {worker} consumes {JOBS_QUEUE}")
+    batch = mprops.get("BatchSize")
+    require(batch == 1 and not isinstance(batch, bool), f"{mapping}: BatchSize must be 1 (one job per invocation), found {batch!r}")
+    require(mprops.get("Enabled", True) is not False, f"{mapping}: must be Enabled")
+
+    qres = res.get(JOBS_QUEUE) or {}
+    require(qres.get("Type") == "AWS::SQS::Queue", f"{JOBS_QUEUE}: must be an AWS::SQS::Queue, found {qres.get('Type')!r}")
+    qprops = qres.get("Properties") or {}
+    require("QueueName" not in qprops, f"{JOBS_QUEUE}: no QueueName: the local dispatcher knows the queue by CloudFormation's <stack>-{JOBS_QUEUE}-<suffix>")
+    visibility = qprops.get("VisibilityTimeout")
+    require(
+        isinstance(visibility, int) and not isinstance(visibility, bool) and visibility >= 6 * timeout,
+        f"{JOBS_QUEUE}: VisibilityTimeout must be at least six times {worker}'s Timeout ({6 * timeout}), found {visibility!r}",
+    )
+
+    def encrypted(name: str, props: dict) -> None:
+        require(
+            props.get("SqsManagedSseEnabled") is True or props.get("KmsMasterKeyId") is not None,
+            f"{name}: must be encrypted (SqsManagedSseEnabled: true, or KmsMasterKeyId)",
+        )
+
+    encrypted(JOBS_QUEUE, qprops)
+    redrive = qprops.get("RedrivePolicy") or {}
+    dlq = getatt_arn_of(redrive.get("deadLetterTargetArn"))
+    require(dlq is not None and (res.get(dlq) or {}).get("Type") == "AWS::SQS::Queue", f"{JOBS_QUEUE}: RedrivePolicy.deadLetterTargetArn must be !GetAtt <an SQS queue>.Arn, found {redrive!r}")
+    receives = redrive.get("maxReceiveCount")
+    require(isinstance(receives, int) and not isinstance(receives, bool) and 1 <= receives <= 10, f"{JOBS_QUEUE}: RedrivePolicy.maxReceiveCount must be 1 to 10, found {receives!r}")
+    dprops = res[dlq].get("Properties") or {}
+    encrypted(dlq, dprops)
+    require("RedrivePolicy" not in dprops, f"{dlq}: a dead-letter queue redrives nowhere")
+    kept, dlq_kept = qprops.get("MessageRetentionPeriod", 345600), dprops.get("MessageRetentionPeriod", 345600)
+    require(
+        isinstance(dlq_kept, int) and isinstance(kept, int) and dlq_kept > kept,
+        f"{dlq}: MessageRetentionPeriod ({dlq_kept}) must exceed {JOBS_QUEUE}'s ({kept}): a message keeps its first enqueue time",
+    )
+    queue_name = ({"Fn::GetAtt": [dlq, "QueueName"]}, {"Fn::GetAtt": f"{dlq}.QueueName"})
+    watching = [
+        n for n, p in alarms(template).items()
+        if (p.get("Namespace"), p.get("MetricName")) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+        and [d.get("Value") for d in as_list(p.get("Dimensions")) if isinstance(d, dict) and d.get("Name") == "QueueName"] in ([v] for v in queue_name)
+        and (p.get("Threshold"), p.get("ComparisonOperator")) in ((0, "GreaterThanThreshold"), (1, "GreaterThanOrEqualToThreshold"))
+    ]
+    require(watching, f"no alarm on AWS/SQS ApproximateNumberOfMessagesVisible of {dlq} (QueueName !GetAtt {dlq}.QueueName) firing on one message")
+
+    arns = [{"Fn::GetAtt": [JOBS_QUEUE, "Arn"]}, {"Fn::GetAtt": [dlq, "Arn"]}]
+    policies = [
+        p for p in (r.get("Properties") or {} for r in res.values() if r.get("Type") == "AWS::SQS::QueuePolicy")
+        if {"Ref": JOBS_QUEUE} in as_list(p.get("Queues")) and {"Ref": dlq} in as_list(p.get("Queues"))
+    ]
+    require(
+        any(denies_insecure_transport(st, "sqs", arns) for p in policies for st in as_list((p.get("PolicyDocument") or {}).get("Statement"))),
+        f"no AWS::SQS::QueuePolicy on {JOBS_QUEUE} and {dlq} denies every sqs action when aws:SecureTransport is false",
+    )
+    for p in policies:
+        allows = [st for st in as_list((p.get("PolicyDocument") or {}).get("Statement")) if st.get("Effect") == "Allow"]
+        require(not allows, f"the queue policy of {JOBS_QUEUE} allows {allows}: the functions' roles are the only grants")
+
+    schedules = {n: e for n, e in (((fns[worker].get("Properties") or {}).get("Events")) or {}).items() if isinstance(e, dict) and e.get("Type") == "Schedule"}
+    require(schedules, f"{worker}: needs a Schedule event (the sweep of stalled jobs)")
+    for event_name, e in schedules.items():
+        eprops = e.get("Properties") or {}
+        expr = eprops.get("Schedule")
+        require(isinstance(expr, dict) and expr.get("Ref") in parameters(template), f"{worker}: schedule {event_name} must take its expression from a parameter")
+        require(eprops.get("State", "ENABLED") == "ENABLED", f"{worker}: schedule {event_name} must be ENABLED")
+        require("Input" not in eprops and "InputPath" not in eprops, f"{worker}: schedule {event_name} must deliver EventBridge's own Scheduled Event (no Input)")
+
+    queue_arn = ({"Fn::GetAtt": [JOBS_QUEUE, "Arn"]}, {"Fn::GetAtt": f"{JOBS_QUEUE}.Arn"})
+    exporters = export_functions(template)
+    for name, fn in sorted(fns.items()):
+        granted: set[str] = set()
+        for st in service_statements(function_policy_statements(name, fn), "sqs"):
+            actions = exact_actions(name, st, "sqs")
+            require(
+                len(as_list(st.get("Resource"))) == 1 and as_list(st.get("Resource"))[0] in queue_arn,
+                f"{name}: sqs statement {st.get('Sid')!r} must name exactly !GetAtt {JOBS_QUEUE}.Arn, found {st.get('Resource')!r}",
+            )
+            granted |= set(actions)
+        expected = EXPORT_ACCESS[exporters[name]][2] if name in exporters else set()
+        require(granted == expected, f"{name}: sqs actions must be exactly {sorted(expected)}; missing {sorted(expected - granted)}, extra {sorted(granted - expected)}")
+        env = effective_env(template, fn)
+        if name in exporters:
+            require(env.get(JOBS_QUEUE_ENV) == {"Ref": JOBS_QUEUE}, f"{name}: {JOBS_QUEUE_ENV} must be !Ref {JOBS_QUEUE} (its URL), found {env.get(JOBS_QUEUE_ENV)!r}")
+        else:
+            require(JOBS_QUEUE_ENV not in env, f"{name} ({binary_of(fn)}): has {JOBS_QUEUE_ENV} but EXPORT_ACCESS does not list it")
+    require(SQS_POLL <= EXPORT_ACCESS[JOBS_BINARY][2], f"EXPORT_ACCESS: {JOBS_BINARY} must poll its queue ({sorted(SQS_POLL)})")
+    return (
+        f"{worker} (Timeout {timeout}s) takes {JOBS_QUEUE} by {mapping}, batch size 1; VisibilityTimeout {visibility}s; "
+        f"dead letters to {dlq} after {receives} receives, watched by {', '.join(watching)}; TLS only; sweep on "
+        + ", ".join(f"{n} (!Ref {e['Properties']['Schedule']['Ref']})" for n, e in schedules.items())
+    )
+
+
+def check_export_bucket(template: dict) -> str:
+    """(ae) The export bucket: retained, versioned, encrypted with the personal-data key (its ARN or its
+    alias's) under a bucket key, public access blocked four ways, ACLs off, plain HTTP denied, and every
+    object expired after ExportExpiryDays (1 or more, within the code's bounds), a noncurrent version and
+    an unfinished upload a day later, expired delete markers removed. Only the functions EXPORT_ACCESS
+    lists have the bucket, its queue and the expiry, and each may do exactly its listed actions: object
+    actions on the exports/ prefix's ARN, list actions on the bucket's. Those that write or read may use
+    the key for it."""
+    note = exports_from_code(template)
+    res = resources(template)
+    buckets = sorted(n for n, r in res.items() if r.get("Type") == "AWS::S3::Bucket")
+    require(buckets == [EXPORT_BUCKET], f"expected exactly one AWS::S3::Bucket, {EXPORT_BUCKET}, found {buckets}")
+    bucket = res[EXPORT_BUCKET]
+    for policy in ("DeletionPolicy", "UpdateReplacePolicy"):
+        require(bucket.get(policy) == "Retain", f"{EXPORT_BUCKET}: {policy} must be Retain, as for the other data stores, found {bucket.get(policy)!r}")
+    props = bucket.get("Properties") or {}
+    require("BucketName" not in props, f"{EXPORT_BUCKET}: no BucketName (a stack name may hold capitals, which a bucket name may not)")
+    require((props.get("VersioningConfiguration") or {}).get("Status") == "Enabled", f"{EXPORT_BUCKET}: VersioningConfiguration.Status must be Enabled")
+
+    rules = as_list((props.get("BucketEncryption") or {}).get("ServerSideEncryptionConfiguration"))
+    require(len(rules) == 1, f"{EXPORT_BUCKET}: BucketEncryption must have exactly one rule, found {len(rules)}")
+    default = rules[0].get("ServerSideEncryptionByDefault") or {}
+    require(default.get("SSEAlgorithm") == "aws:kms", f"{EXPORT_BUCKET}: SSEAlgorithm must be aws:kms, found {default.get('SSEAlgorithm')!r}")
+    alias_arns = {f"arn:${{AWS::Partition}}:kms:${{AWS::Region}}:${{AWS::AccountId}}:{text}" for text in pii_key_aliases(template, PII_KEY).values()}
+    key_id = default.get("KMSMasterKeyID")
+    require(
+        getatt_arn_of(key_id) == PII_KEY or (isinstance(key_id, dict) and sub_text(key_id) in alias_arns),
+        f"{EXPORT_BUCKET}: KMSMasterKeyID must be !GetAtt {PII_KEY}.Arn or its alias's ARN {sorted(alias_arns)}, found {key_id!r}",
+    )
+    require(rules[0].get("BucketKeyEnabled") is True, f"{EXPORT_BUCKET}: BucketKeyEnabled must be true")
+    block = props.get("PublicAccessBlockConfiguration") or {}
+    for setting in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"):
+        require(block.get(setting) is True, f"{EXPORT_BUCKET}: PublicAccessBlockConfiguration.{setting} must be true")
+    ownership = [r.get("ObjectOwnership") for r in as_list((props.get("OwnershipControls") or {}).get("Rules"))]
+    require(ownership == ["BucketOwnerEnforced"], f"{EXPORT_BUCKET}: OwnershipControls must be BucketOwnerEnforced (no ACLs), found {ownership}")
+
+    lifecycle = [r for r in as_list((props.get("LifecycleConfiguration") or {}).get("Rules")) if isinstance(r, dict) and r.get("Status") == "Enabled"]
+    whole = [r for r in lifecycle if r.get("Prefix", "") in ("", "exports/") and not r.get("TagFilters") and "ObjectSizeGreaterThan" not in r and "ObjectSizeLessThan" not in r]
+    expiring = [r for r in whole if r.get("ExpirationInDays") == {"Ref": EXPORT_EXPIRY_PARAM}]
+    require(expiring, f"{EXPORT_BUCKET}: no enabled lifecycle rule on every export file with ExpirationInDays !Ref {EXPORT_EXPIRY_PARAM}")
+
+    def after_a_day(rule: dict, field: str, days: str) -> bool:
+        value = (rule.get(field) or {}).get(days)
+        return value == 1 and not isinstance(value, bool)
+
+    require(any(after_a_day(r, "NoncurrentVersionExpiration", "NoncurrentDays") for r in whole), f"{EXPORT_BUCKET}: noncurrent versions must expire after 1 day")
+    require(any(after_a_day(r, "AbortIncompleteMultipartUpload", "DaysAfterInitiation") for r in whole), f"{EXPORT_BUCKET}: unfinished uploads must be aborted after 1 day")
+    require(any(r.get("ExpiredObjectDeleteMarker") is True for r in whole), f"{EXPORT_BUCKET}: no enabled rule removes expired delete markers")
+
+    param = parameters(template).get(EXPORT_EXPIRY_PARAM) or {}
+    bounds = EXPIRY_BOUNDS.search(EXPORTS_RS.read_text(encoding="utf-8"))
+    require(bounds is not None, f"{EXPORTS_RS.relative_to(ROOT)}: no ({{min}}..={{max}}).contains(d) bound on {EXPORT_EXPIRY_ENV}")
+    low, high = int(bounds.group(1)), int(bounds.group(2))
+    require(low >= 1, f"{EXPORTS_RS.relative_to(ROOT)}: the expiry's lower bound {low} is below S3's 1 day")
+    require(
+        (param.get("MinValue"), param.get("MaxValue")) == (low, high),
+        f"{EXPORT_EXPIRY_PARAM}: MinValue and MaxValue must be the code's bounds ({low}, {high}), found {(param.get('MinValue'), param.get('MaxValue'))}",
+    )
+    require(low <= int(param.get("Default", 0)) <= high, f"{EXPORT_EXPIRY_PARAM}: Default {param.get('Default')!r} is outside its bounds")
+
+    bucket_arn = ({"Fn::GetAtt": [EXPORT_BUCKET, "Arn"]}, {"Fn::GetAtt": f"{EXPORT_BUCKET}.Arn"})
+    policies = [(r.get("Properties") or {}) for r in res.values() if r.get("Type") == "AWS::S3::BucketPolicy"]
+    policies = [p for p in policies if p.get("Bucket") == {"Ref": EXPORT_BUCKET}]
+    statements = [st for p in policies for st in as_list((p.get("PolicyDocument") or {}).get("Statement"))]
+    require(
+        any(denies_insecure_transport(st, "s3", [bucket_arn[0], {"Fn::Sub": "${ExportBucket.Arn}/*"}]) for st in statements),
+        f"no AWS::S3::BucketPolicy on {EXPORT_BUCKET} denies every s3 action on the bucket and its objects when aws:SecureTransport is false",
+    )
+    allows = [st for st in statements if st.get("Effect") == "Allow"]
+    require(not allows, f"{EXPORT_BUCKET}'s policy allows {allows}: the functions' roles are the only grants")
+
+    # Who may do what, and the key's use through S3.
+    roles = generated_roles(template)
+    key_grants: dict[str, set[str]] = {}
+    for st in as_list(((res[PII_KEY].get("Properties") or {}).get("KeyPolicy") or {}).get("Statement")):
+        if st.get("Effect") == "Allow":
+            for kind, value in key_policy_principals(st):
+                if kind == "AWS" and getatt_arn_of(value) in roles:
+                    key_grants.setdefault(roles[getatt_arn_of(value)], set()).update(a for a in as_list(st.get("Action")) if isinstance(a, str))
+    exporters = export_functions(template)
+    fns = functions(template)
+    for name, fn in sorted(fns.items()):
+        objects: set[str] = set()
+        listing: set[str] = set()
+        for st in service_statements(function_policy_statements(name, fn), "s3"):
+            actions = set(exact_actions(name, st, "s3"))
+            targets = as_list(st.get("Resource"))
+            require(len(targets) == 1, f"{name}: s3 statement {st.get('Sid')!r} must name one resource, found {st.get('Resource')!r}")
+            if sub_text(targets[0]) == EXPORT_OBJECTS and isinstance(targets[0], dict):
+                require(actions <= OBJECT_ACTIONS, f"{name}: {sorted(actions - OBJECT_ACTIONS)} are not object actions on {EXPORT_OBJECTS}")
+                objects |= actions
+            elif targets[0] in bucket_arn:
+                require(actions <= LIST_EXPORTS, f"{name}: {sorted(actions - LIST_EXPORTS)} on the whole bucket; only {sorted(LIST_EXPORTS)} may name it")
+                listing |= actions
+            else:
+                raise CheckFailed(f"{name}: s3 statement {st.get('Sid')!r} names {targets[0]!r}; only !Sub \"{EXPORT_OBJECTS}\" or !GetAtt {EXPORT_BUCKET}.Arn")
+        want_objects, want_listing, _ = EXPORT_ACCESS[exporters[name]] if name in exporters else (set(), set(), set())
+        require(
+            (objects, listing) == (want_objects, want_listing),
+            f"{name}: s3 actions must be exactly {sorted(want_objects)} on exports/* and {sorted(want_listing)} on the bucket; "
+            f"found {sorted(objects)} and {sorted(listing)}",
+        )
+        for action, kms in S3_KMS_USE.items():
+            if action in objects:
+                lacking = kms - key_grants.get(name, set())
+                require(not lacking, f"{name}: may {action} in the export bucket but {PII_KEY}'s policy does not grant its role {sorted(lacking)}")
+        env = effective_env(template, fn)
+        if name in exporters:
+            for variable, target in ((EXPORT_BUCKET_ENV, EXPORT_BUCKET), (EXPORT_EXPIRY_ENV, EXPORT_EXPIRY_PARAM)):
+                require(env.get(variable) == {"Ref": target}, f"{name}: {variable} must be !Ref {target}, found {env.get(variable)!r}")
+        else:
+            require(EXPORT_BUCKET_ENV not in env, f"{name} ({binary_of(fn)}): has {EXPORT_BUCKET_ENV} but EXPORT_ACCESS does not list it")
+            named = sorted(references(fn.get("Properties") or {}, {EXPORT_BUCKET, JOBS_QUEUE}))
+            require(not named, f"{name} ({binary_of(fn)}): references {named} but EXPORT_ACCESS does not list it")
+    # No grant on the bucket or the queue anywhere else (a managed policy, another role).
+    counted = sum(len(service_statements(function_policy_statements(n, f), svc)) for n, f in fns.items() for svc in ("s3", "sqs"))
+    everywhere = [
+        path for path, st in all_statements(template.get("Resources") or {}, "Resources")
+        if st.get("Effect") == "Allow" and (service_statements([st], "s3") or service_statements([st], "sqs"))
+    ]
+    require(len(everywhere) == counted, f"s3 or sqs granted outside the functions' inline policies: {everywhere}")
+    return (
+        f"{EXPORT_BUCKET}: retained, versioned, SSE-KMS with {PII_KEY} (bucket key), public access blocked, ACLs off, TLS only; "
+        f"objects expire after !Ref {EXPORT_EXPIRY_PARAM} ({low}..{high}), noncurrent and unfinished after 1 day; "
+        + ", ".join(f"{n} ({b})" for n, b in sorted(exporters.items()))
+        + " hold exactly their listed actions on exports/*" + note
     )
 
 
@@ -2097,6 +2465,8 @@ CHECKS = [
     ("(aa) self-service sign-up switch", check_signup_switch),
     ("(ab) sign-up WAF rule, off by default", check_signup_waf),
     ("(ac) erasure receipts' signing key and backup bounds", check_receipt_key),
+    ("(ad) tenant jobs: queue, dead letters and worker", check_jobs_queue),
+    ("(ae) export bucket and who may use it", check_export_bucket),
     # Last: it needs the EMF lines the cargo tests capture.
     ("(v) alarms watch emitted metrics", check_alarms_watch_emitted_metrics),
 ]

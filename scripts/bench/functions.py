@@ -13,8 +13,9 @@ integrates for its method and resource, a REQUEST authorizer event to the functi
 scheme's authorizer names, and any other event to the binary its file name names
 (`<binary>-<what>.json` or `<what>-<binary>.json`, the longest name when several fit).
 A binary with one event takes it. With several, it takes its only `-list` or `-status` one: a
-read, because every run repeats the event and the fixtures must stay as they were. A binary left
-with no event, or with more than one read, is an error, never skipped.
+read, because every run repeats the event and the fixtures must stay as they were; with no such
+read, its only `-scheduled` one (a schedule's run, which finds its work done after the first).
+A binary left with no event, or with more than one, is an error, never skipped.
 
 usage: functions.py [--root DIR]   prints one tab-separated line per binary:
        binary, package, event, invocations, logical id
@@ -34,6 +35,7 @@ import yaml
 HTTP_INVOCATIONS = 20
 OTHER_INVOCATIONS = 5
 READS = ("-list", "-status")
+SCHEDULED = "-scheduled"
 ARN_REF = re.compile(r"\$\{([A-Za-z0-9]+)\.Arn\}")
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
@@ -169,12 +171,13 @@ def bench_plan(root: Path) -> list[dict]:
     for f in fns:
         events = candidates[f["binary"]]
         if len(events) > 1:
-            events = [e for e in events if Path(e[0]).stem.endswith(READS)]
+            reads = [e for e in events if Path(e[0]).stem.endswith(READS)]
+            events = reads or [e for e in events if Path(e[0]).stem.endswith(SCHEDULED)]
         if len(events) != 1:
             listed = ", ".join(e for e, _ in candidates[f["binary"]]) or "none"
             raise Failure(
                 f"no single bench event for binary {f['binary']} ({f['logical_id']}): its events are {listed}; "
-                f"it needs one, or exactly one ending in {' or '.join(READS)}"
+                f"it needs one, or exactly one ending in {' or '.join(READS)} (else in {SCHEDULED})"
             )
         event, proxy = events[0]
         plan.append({**f, "event": event, "invocations": HTTP_INVOCATIONS if proxy else OTHER_INVOCATIONS})

@@ -560,6 +560,7 @@ mod tests {
             audit_retention: None,
             keys_shredded_at: None,
             offboarding: None,
+            restoring: None,
             created_at: now,
             updated_at: now,
         };

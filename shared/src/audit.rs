@@ -70,6 +70,10 @@ closed_list!(
         TenantAccessed => "tenant.accessed";
         TenantOffboarded => "tenant.offboarded";
         TenantOffboardingCancelled => "tenant.offboarding-cancelled";
+        TenantExportRequested => "tenant.export-requested";
+        TenantExportRead => "tenant.export-read";
+        TenantRestoreRequested => "tenant.restore-requested";
+        TenantExportSettingsUpdated => "tenant.export-settings.updated";
         UserInvited => "user.invited";
         UserInvitationRefused => "user.invitation-refused";
         UserUpdated => "user.updated";
@@ -273,13 +277,20 @@ pub fn acting_as(identity: &Identity) -> &'static str {
 /// Writes the audit entry of a mutation that has already happened, with `actingAs` added to its
 /// details. A failure is logged, not returned: the caller's change stands, and a 500 would
 /// claim it did not.
-pub async fn record_best_effort(db: &Db, tenant: &Tenant, meta: &RequestMeta, identity: &Identity, mut event: AuditEvent) {
-    event.details.insert("actingAs", acting_as(identity));
+pub async fn record_best_effort(db: &Db, tenant: &Tenant, meta: &RequestMeta, identity: &Identity, event: AuditEvent) {
     let action = event.action.as_str();
-    let days = tenant.settings.audit_retention_days();
-    if let Err(error) = record(db, &tenant.tenant_id, days, meta, Some(identity.actor_id()), event).await {
+    if let Err(error) = record_as(db, tenant, meta, identity, event).await {
         tracing::error!(%error, action, "could not write the audit entry");
     }
+}
+
+/// Writes the audit entry of `identity`'s act in `tenant`'s log, with `actingAs` added to its
+/// details, before the act's answer: for acts that do not happen unless audited (a tenant's
+/// export, handed out only once its request or read is on record).
+pub async fn record_as(db: &Db, tenant: &Tenant, meta: &RequestMeta, identity: &Identity, mut event: AuditEvent) -> Result<(), DbError> {
+    event.details.insert("actingAs", acting_as(identity));
+    let days = tenant.settings.audit_retention_days();
+    record(db, &tenant.tenant_id, days, meta, Some(identity.actor_id()), event).await
 }
 
 /// Audits a route's refusal of an authenticated caller (a 403) in `tenant`'s log, the caller's

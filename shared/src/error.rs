@@ -241,6 +241,7 @@ impl From<DbError> for ApiError {
             // KMS or the vault down, or a tenant whose keys the migration has not made yet:
             // nothing was written, and a retry can succeed.
             DbError::Pii(ref p) if p.is_unavailable() || matches!(p, crate::pii::PiiError::NoKeys(_)) => ApiError::Unavailable(Box::new(e)),
+            DbError::Files(ref f) if f.is_unavailable() => ApiError::Unavailable(Box::new(e)),
             DbError::Duplicate => ApiError::Conflict("The resource already exists".into()),
             other => ApiError::internal(other),
         }

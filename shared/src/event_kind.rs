@@ -20,6 +20,9 @@ pub enum EventKind {
     CustomResource,
     /// An API Gateway REQUEST authorizer's event (`"type": "REQUEST"` and `methodArn`).
     ApiGatewayAuthorizer,
+    /// An SQS event source's batch from the queue of this logical id (CloudFormation names a
+    /// queue `<stack>-<logical id>-<suffix>`, and each record carries its ARN).
+    SqsQueue(&'static str),
 }
 
 impl EventKind {
@@ -44,6 +47,16 @@ impl EventKind {
             }
             Self::CustomResource => event.get("RequestType").is_some() && event.get("ResponseURL").is_some(),
             Self::ApiGatewayAuthorizer => text("type") == Some("REQUEST") && event.get("methodArn").is_some(),
+            Self::SqsQueue(queue) => event.get("Records").and_then(serde_json::Value::as_array).is_some_and(|records| {
+                !records.is_empty()
+                    && records.iter().all(|r| {
+                        r.get("eventSource").and_then(serde_json::Value::as_str) == Some("aws:sqs")
+                            && r.get("eventSourceARN")
+                                .and_then(serde_json::Value::as_str)
+                                .and_then(|arn| arn.rsplit(':').next())
+                                .is_some_and(|name| name.contains(&format!("-{queue}-")))
+                    })
+            }),
         }
     }
 }

@@ -26,6 +26,9 @@ pub mod telemetry;
 // data
 pub mod db;
 pub mod directory;
+#[cfg(feature = "exports")]
+pub mod exports;
+pub mod jobs;
 pub mod models;
 pub mod permissions;
 pub mod pii;

@@ -53,6 +53,10 @@ pub struct OffboardingState {
     /// Set by the one write that hands the tenant to its purge: no cancellation after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purge_started_at: Option<DateTime>,
+    /// The tenant a restore of its export is making, which takes its people and domain over:
+    /// no cancellation after it either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_into: Option<TenantId>,
 }
 
 /// Branding a tenant admin may change.
@@ -90,6 +94,10 @@ pub struct TenantSettings {
     /// plan's, and a plan change clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_retention_days: Option<i64>,
+    /// Whether the tenant opted in to a nightly export of its data, which runs while its plan
+    /// allows it (`PlanLimits::nightly_exports`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nightly_export: bool,
 }
 
 impl TenantSettings {
@@ -102,15 +110,13 @@ impl TenantSettings {
             customization: Customization { theme: Some("default".into()), ..Customization::default() },
             billing: Billing { plan, max_api_calls: limits.max_api_calls, billing_email },
             audit_retention_days: None,
+            nightly_export: false,
         }
     }
 
     /// How long the tenant's audit entries are kept, in days.
     pub fn audit_retention_days(&self) -> i64 {
-        match (self.billing.plan, self.audit_retention_days) {
-            (Plan::Enterprise, Some(days)) => days.clamp(1, crate::plans::MAX_AUDIT_RETENTION_DAYS),
-            (plan, _) => plan.limits().audit_retention_days,
-        }
+        self.billing.plan.retention_days(self.audit_retention_days)
     }
 }
 
@@ -157,6 +163,9 @@ pub struct Tenant {
     /// Set while the tenant is `offboarding`, and kept once it is `inactive`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offboarding: Option<OffboardingState>,
+    /// Set while a restore loads the tenant (docs/ARCHITECTURE.md §22): no route changes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restoring: Option<bool>,
     pub created_at: DateTime,
     pub updated_at: DateTime,
 }

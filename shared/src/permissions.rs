@@ -4,8 +4,9 @@
 
 use crate::ids::{InvalidValue, Permission};
 
-/// What a permission may allow.
-pub const ACTIONS: [&str; 4] = ["read", "create", "update", "delete"];
+/// What a permission may allow. `export` is for `export:tenant`: every personal field of the
+/// tenant, carried out of it, which no `read` permission implies.
+pub const ACTIONS: [&str; 5] = ["read", "create", "update", "delete", "export"];
 
 /// What a permission may be about.
 pub const RESOURCES: [&str; 6] = ["tenant", "users", "roles", "profile", "api-keys", "audit-logs"];

@@ -30,6 +30,8 @@ pub struct PlanLimits {
     pub api_keys: Option<KeyLimits>,
     /// How long audit entries are kept, in days (`expireAt` is set from it at write time).
     pub audit_retention_days: i64,
+    /// Whether the tenant may opt in to a nightly export of its data (docs/ARCHITECTURE.md §22).
+    pub nightly_exports: bool,
 }
 
 /// A plan's API-key allowance: the number of keys, and per key the largest (and default)
@@ -52,6 +54,15 @@ const ENTERPRISE_FEATURES: &[&str] =
     &["basic_auth", "basic_rbac", "api_keys", "audit_logs", "sso", "advanced_analytics", "custom_domains", "priority_support"];
 
 impl Plan {
+    /// How long a tenant on this plan keeps its audit entries, in days: the plan's, or on
+    /// enterprise the tenant's own `configured` setting, within bounds.
+    pub fn retention_days(self, configured: Option<i64>) -> i64 {
+        match (self, configured) {
+            (Plan::Enterprise, Some(days)) => days.clamp(1, MAX_AUDIT_RETENTION_DAYS),
+            (plan, _) => plan.limits().audit_retention_days,
+        }
+    }
+
     /// Every plan, cheapest first.
     pub const ALL: [Plan; 4] = [Plan::Free, Plan::Basic, Plan::Premium, Plan::Enterprise];
 
@@ -75,6 +86,7 @@ impl Plan {
                 features: FREE_FEATURES,
                 api_keys: None,
                 audit_retention_days: 30,
+                nightly_exports: false,
             },
             Plan::Basic => PlanLimits {
                 max_users: 25,
@@ -83,6 +95,7 @@ impl Plan {
                 features: BASIC_FEATURES,
                 api_keys: Some(KeyLimits { max_keys: 5, per_minute: 60, per_hour: 1_000, per_day: 10_000 }),
                 audit_retention_days: 90,
+                nightly_exports: false,
             },
             Plan::Premium => PlanLimits {
                 max_users: 100,
@@ -91,6 +104,7 @@ impl Plan {
                 features: PREMIUM_FEATURES,
                 api_keys: Some(KeyLimits { max_keys: 25, per_minute: 600, per_hour: 20_000, per_day: 200_000 }),
                 audit_retention_days: 365,
+                nightly_exports: true,
             },
             Plan::Enterprise => PlanLimits {
                 max_users: UNLIMITED,
@@ -100,6 +114,7 @@ impl Plan {
                 api_keys: Some(KeyLimits { max_keys: 100, per_minute: 6_000, per_hour: 200_000, per_day: 2_000_000 }),
                 // The default; a tenant's own setting may raise it to MAX_AUDIT_RETENTION_DAYS.
                 audit_retention_days: 365,
+                nightly_exports: true,
             },
         }
     }

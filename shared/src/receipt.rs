@@ -87,6 +87,11 @@ impl ReceiptError {
     }
 }
 
+/// Days S3 may take beyond a lifecycle rule's expiry to remove an object: expiry runs
+/// asynchronously from the next midnight UTC, and the version it leaves goes with the rule for
+/// noncurrent versions, a day later.
+pub const EXPORT_EXPIRY_LAG_DAYS: u32 = 2;
+
 /// The backup retentions the runbook sets, in days: what the receipt's dates are computed from,
 /// and stated in it. The runbook gives both clusters the same snapshot policy, daily snapshots
 /// and their cross-region copies, with no weekly or monthly snapshots.
@@ -165,9 +170,11 @@ impl BackupBounds {
 
     /// How long after the shred a copy of the tenant's keys, or of its opened data, may still
     /// exist: the longest of the vault's point-in-time window, the snapshots' retention, their
-    /// cross-region copies', and the export bucket's expiry.
+    /// cross-region copies', and the export bucket's expiry with S3's lag
+    /// ([`EXPORT_EXPIRY_LAG_DAYS`]).
     pub fn unrecoverable_days(&self) -> u32 {
-        self.vault_pitr_days.max(self.snapshot_retention_days).max(self.cross_region_copy_retention_days).max(self.export_expiry_days)
+        let exports = if self.export_expiry_days == 0 { 0 } else { self.export_expiry_days + EXPORT_EXPIRY_LAG_DAYS };
+        self.vault_pitr_days.max(self.snapshot_retention_days).max(self.cross_region_copy_retention_days).max(exports)
     }
 
     /// The data cluster's longest backup retention: how long the never-sealed fields stay in
@@ -507,7 +514,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#""deleted":{"apiKeys":2,"auditLogs":120,"users":3},"cognitoUsersDeleted":3,"#), "sorted: {text}");
-        assert!(text.contains(r#""keysShreddedAt":"2026-01-31T00:00:04.000Z","unrecoverableAfter":"2026-02-07T00:00:04.000Z","#), "{text}");
+        assert!(text.contains(r#""keysShreddedAt":"2026-01-31T00:00:04.000Z","unrecoverableAfter":"2026-02-09T00:00:04.000Z","#), "{text}");
         assert!(text.ends_with(r#""auditLogs.details"],"neverSealedBackupBoundDays":7}"#), "{text}");
         assert!(!text.contains(char::is_whitespace), "compact: {text}");
         assert_eq!(Receipt::from_bytes(&bytes).unwrap(), receipt);
@@ -550,12 +557,13 @@ mod tests {
             export_expiry_days: 4,
         };
         // The data cluster's window holds no keys: it bounds the never-sealed fields instead.
-        assert_eq!(Receipt::unrecoverable_after(shredded, &base), at("2026-03-06T12:00:00Z"));
+        // The export bucket's 4 days, with S3's lag of 2, are the longest.
+        assert_eq!(Receipt::unrecoverable_after(shredded, &base), at("2026-03-07T12:00:00Z"));
         assert_eq!(base.data_cluster_days(), 90);
         let cases = [
             (BackupBounds { vault_pitr_days: 9, ..base }, "2026-03-10T12:00:00Z"),
             (BackupBounds { cross_region_copy_retention_days: 30, ..base }, "2026-03-31T12:00:00Z"),
-            (BackupBounds { export_expiry_days: 14, ..base }, "2026-03-15T12:00:00Z"),
+            (BackupBounds { export_expiry_days: 14, ..base }, "2026-03-17T12:00:00Z"),
         ];
         for (bounds, expected) in cases {
             assert_eq!(Receipt::unrecoverable_after(shredded, &bounds), at(expected), "{bounds:?}");
@@ -569,7 +577,7 @@ mod tests {
         };
         assert_eq!(Receipt::unrecoverable_after(shredded, &zero), shredded);
         let receipt = Receipt::new(ReceiptFacts { keys_shredded_at: shredded, ..facts() }, &base);
-        assert_eq!(receipt.unrecoverable_after, "2026-03-06T12:00:00.000Z");
+        assert_eq!(receipt.unrecoverable_after, "2026-03-07T12:00:00.000Z");
         assert_eq!(receipt.never_sealed_backup_bound_days, 90);
         assert_eq!(receipt.backup_bounds, base, "the receipt states its bounds");
     }

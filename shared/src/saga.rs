@@ -53,6 +53,11 @@ static PROCESS_OWNER: LazyLock<String> = LazyLock::new(|| {
     format!("p_{}", data_encoding::HEXLOWER.encode(&bytes))
 });
 
+/// This process's lease owner id, which the jobs' leases use too.
+pub fn process_owner() -> String {
+    PROCESS_OWNER.clone()
+}
+
 /// A client's idempotency key: 8 to 255 printable ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey(String);

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 /// A password for moto's test users (fake, local only).
 pub const PASSWORD: &str = "Test-Passw0rd!";
-const REGION: &str = "us-east-1";
+pub const REGION: &str = "us-east-1";
 
 /// The moto server the test command started.
 pub fn moto_url() -> String {
@@ -143,6 +143,23 @@ async fn serve_with(
 }
 
 impl TestApp {
+    /// Runs the jobs worker over this app's queue until the queue is empty, as SQS runs the
+    /// deployed one: each handled message is deleted, and one whose step failed stays hidden
+    /// (and is not counted). How many messages were handled.
+    pub async fn run_jobs(&self) -> usize {
+        let exports = self.db.exports().expect("the test database has exports");
+        let mut handled = 0;
+        // Bounded: a job re-queues itself at most once per step.
+        for _ in 0..10_000 {
+            let messages = exports.receive(0, 30).await.expect("the jobs queue answers");
+            if messages.is_empty() {
+                return handled;
+            }
+            handled += local_api::exports::handle_received(&self.db, self.deps.directory.as_ref(), exports, messages).await;
+        }
+        panic!("the jobs queue never emptied");
+    }
+
     /// A second local API, as another execution environment of the same deployment: the same
     /// user pool, on `db` (this app's database with, say, another keyring).
     pub async fn beside(&self, db: Db) -> TestApp {

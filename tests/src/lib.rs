@@ -134,7 +134,19 @@ pub async fn moto_kms() -> std::sync::Arc<shared::pii::AwsKms> {
 pub async fn with_keyring(db: Db) -> Db {
     capture_logs();
     let keyring = keyring_with(&db, moto_kms().await).await;
-    db.with_keyring(keyring).with_signer(receipt_signer().await)
+    let exports = test_exports().await;
+    db.with_keyring(keyring).with_signer(receipt_signer().await).with_exports(exports)
+}
+
+/// The export bucket of this test process (made once in moto, versioned) and a jobs queue of
+/// the database's own, so that a test's worker takes only its own jobs.
+pub async fn test_exports() -> std::sync::Arc<shared::exports::Exports> {
+    let moto = app::moto_url();
+    let mut config = local_api::exports::local_config(&moto);
+    config.bucket = "tenancy-test-exports".into();
+    config.queue_url = config.queue_url.replace(local_api::exports::LOCAL_QUEUE, &unique_name("jobs"));
+    local_api::exports::ensure(&config, &moto, app::REGION).await.expect("the export bucket and a jobs queue in moto");
+    local_api::exports::on_moto(config, &moto, app::REGION)
 }
 
 /// A fresh database with its keyring, reached through `uri` (a [`proxy::FaultProxy`]'s), with

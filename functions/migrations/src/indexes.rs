@@ -98,6 +98,10 @@ pub fn wanted() -> Vec<IndexSpec> {
         IndexSpec::new(global::SAGAS, doc! {"state": 1, "leaseUntil": 1}),
         IndexSpec::new(global::SAGAS, doc! {"state": 1, "finishedAt": 1}),
         IndexSpec::new(global::SAGAS, doc! {"tenantId": 1, "state": 1}),
+        // The jobs sweep's pick (unfinished jobs untouched for a while), and a tenant's jobs by
+        // kind (its unfinished export, an erasure's or a purge's exports, a nightly one).
+        IndexSpec::new(global::JOBS, doc! {"state": 1, "updatedAt": 1}),
+        IndexSpec::new(global::JOBS, doc! {"tenantId": 1, "kind": 1, "createdAt": -1}),
     ]
 }
 

@@ -4,6 +4,7 @@
 use shared::config::{process_env, DbConfig, Features, PoolConfig};
 use shared::db::Db;
 use shared::directory::{LazyCognitoDirectory, SharedDirectory};
+use shared::exports::{Exports, ExportsConfig};
 use shared::http::Deps;
 use shared::receipt::ReceiptConfig;
 use std::sync::Arc;
@@ -19,7 +20,9 @@ async fn main() -> Result<(), lambda_http::Error> {
     let features = Features::from_env(&env)?;
     // The purge signs erasure receipts, and `GET /tenants/{tenantId}/receipt` serves them.
     let receipts = ReceiptConfig::from_env(&env)?;
-    let db = Db::cached_with_keyring(&config).await?.with_receipts(&receipts);
+    // The purge deletes the tenant's export files.
+    let exports = Arc::new(Exports::new(ExportsConfig::from_env(&env)?));
+    let db = Db::cached_with_keyring(&config).await?.with_receipts(&receipts).with_exports(exports);
     let deps = Deps::new(db).with_directory(directory).with_features(features);
     shared::http::run_with_events(deps, onboarding::handle, onboarding::FUNCTION, onboarding::on_schedule).await
 }

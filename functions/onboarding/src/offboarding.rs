@@ -46,6 +46,10 @@ pub async fn offboardable(db: &Db, tenant_id: &TenantId) -> Result<Tenant, Onboa
     if tenant.status.is_ending() {
         return Err(OnboardingError::Ending(tenant_id.clone(), tenant.status.as_str()));
     }
+    // A restore is still loading it: it is the restore's until its commit (or its undoing).
+    if tenant.restoring.is_some() {
+        return Err(OnboardingError::Ending(tenant_id.clone(), "being restored"));
+    }
     Ok(tenant)
 }
 
@@ -61,6 +65,7 @@ pub async fn offboard(db: &Db, admin: &SuperadminContext, tenant: &Tenant, grace
         grace_ends_at: DateTime::from_millis(now.timestamp_millis() + grace_days * DAY_MS),
         previous_status: tenant.status,
         purge_started_at: (grace_days == 0).then_some(now),
+        restored_into: None,
     };
     let set = doc! {"status": TenantStatus::Offboarding.as_str(), "offboarding": mongodb::bson::to_bson(&state).map_err(shared::db::DbError::from)?};
     // A shredded tenant is offboarded too: its documents and its keys' records are still there.
@@ -92,6 +97,8 @@ pub async fn cancel(db: &Db, admin: &SuperadminContext, tenant_id: &TenantId) ->
         "offboarding.requestedAt": state.requested_at,
         "offboarding.purgeStartedAt": {"$exists": false},
         "offboarding.graceEndsAt": {"$gt": db.clock().now()},
+        // A restore of its export took its people and domain over: it cannot come back.
+        "offboarding.restoredInto": {"$exists": false},
     };
     let set = doc! {"status": state.previous_status.as_str()};
     let registry = db.tenants(admin);

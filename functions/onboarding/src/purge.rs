@@ -8,10 +8,12 @@
 //! 3. `documents`: every document of the tenant deleted in bounded batches, in every tenant
 //!    collection, and its global documents: usage snapshots, other sagas, domain claims, key
 //!    windows and its refusal budget;
-//! 4. `shred`: the registry marked `keysShreddedAt`, then the keys destroyed in the vault (its
+//! 4. `exports`: the tenant's export files deleted, every version and unfinished upload
+//!    included (its exports marked first, and no worker left writing one), then its exports' jobs;
+//! 5. `shred`: the registry marked `keysShreddedAt`, then the keys destroyed in the vault (its
 //!    tombstone, its key set, its global e-mail index entries);
-//! 5. `tombstone`: the data cluster's tombstone, with the signed erasure receipt;
-//! 6. `inactive`: the registry record `inactive`: the commit of the purge.
+//! 6. `tombstone`: the data cluster's tombstone, with the signed erasure receipt;
+//! 7. `inactive`: the registry record `inactive`: the commit of the purge.
 
 use crate::error::OnboardingError;
 use futures_util::future::BoxFuture;
@@ -29,11 +31,12 @@ use std::collections::BTreeMap;
 pub const KEYS: &str = "keys";
 pub const DIRECTORY: &str = "directory";
 pub const DOCUMENTS: &str = "documents";
+pub const EXPORTS: &str = "exports";
 pub const SHRED: &str = "shred";
 pub const TOMBSTONE: &str = "tombstone";
 pub const INACTIVE: &str = "inactive";
 /// The steps, in order.
-pub const STEPS: [&str; 6] = [KEYS, DIRECTORY, DOCUMENTS, SHRED, TOMBSTONE, INACTIVE];
+pub const STEPS: [&str; 7] = [KEYS, DIRECTORY, DOCUMENTS, EXPORTS, SHRED, TOMBSTONE, INACTIVE];
 
 /// Documents one delete removes at most: a tenant of 100,000 documents is purged in bounded
 /// commands, none of which holds the server for long.
@@ -124,6 +127,12 @@ async fn act(steps: &PurgeSteps<'_>, run: &Run, step: &'static str) -> Result<Do
             if !record.status.is_ending() {
                 return Err(OnboardingError::NotCancellable(tenant.clone()));
             }
+            // A restore of its export is still reading the files this purge deletes: it waits
+            // for the restore to end (the sweeper takes it up again), so that it is not undone.
+            if shared::jobs::Jobs::new(db).restore_open(tenant).await? {
+                let why = "a restore of the tenant's export is under way".to_owned();
+                return Err(DbError::Files(shared::jobs::ExportError::Unavailable("the jobs worker", why)).into());
+            }
             // Counted before anything goes, while the tenant is frozen: what the receipt states.
             let mut counts = Document::new();
             for collection in TenantCollection::ALL {
@@ -137,6 +146,14 @@ async fn act(steps: &PurgeSteps<'_>, run: &Run, step: &'static str) -> Result<Do
         DOCUMENTS => {
             delete_documents(db, tenant, &saga.id).await?;
             Ok(Document::new())
+        }
+        EXPORTS => {
+            let tracked = shared::exports::delete_tenant_exports(db, tenant).await?;
+            // And whatever lies under the tenant's prefix that no job names any more.
+            let stray =
+                db.exports().map_err(DbError::from)?.delete_under(&shared::exports::tenant_prefix(tenant)).await.map_err(DbError::from)?;
+            shared::jobs::Jobs::new(db).delete_exports(tenant).await?;
+            Ok(doc! {"params.exportObjectsDeleted": (tracked + stray) as i64})
         }
         SHRED => {
             shred_keys(db, tenant, db.clock().now()).await?;

@@ -350,6 +350,7 @@ fn new_tenant(db: &Db, tenant: &TenantId, params: &Params, sealed: &SealedFields
         audit_retention: None,
         keys_shredded_at: None,
         offboarding: None,
+        restoring: None,
         created_at: now,
         updated_at: now,
     }

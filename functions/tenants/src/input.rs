@@ -101,6 +101,31 @@ impl SuspendBody {
     }
 }
 
+/// `PATCH /tenants/{tenantId}/settings/exports`: whether the tenant is exported nightly.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSettingsBody {
+    pub nightly: bool,
+}
+
+/// `POST /tenants/{tenantId}/restore`: the export of that tenant to load into a new tenant.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RestoreBody {
+    export_id: String,
+}
+
+impl RestoreBody {
+    /// The export's id: an export's (`ex_…`), never another job's.
+    pub fn validate(self) -> Result<shared::jobs::JobId, ApiError> {
+        let id = shared::jobs::JobId::try_from(self.export_id).map_err(|e| ApiError::invalid("exportId", e.0))?;
+        if !id.as_str().starts_with("ex_") {
+            return Err(ApiError::invalid("exportId", "must be an export's id (ex_…)"));
+        }
+        Ok(id)
+    }
+}
+
 /// `PATCH /tenants/{tenantId}/settings/customization`: merged field by field.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

@@ -2,7 +2,9 @@
 //! usage history (data growth).
 
 pub mod error;
+pub mod exports;
 pub mod input;
+pub mod jobs;
 mod routes;
 pub mod service;
 pub mod view;
@@ -29,6 +31,10 @@ pub fn handle<Dir>(deps: &Deps<Dir>, req: Request) -> BoxedResponse<'_> {
             "PATCH /tenants/{tenantId}/settings/billing" => routes::billing(db, &req, &meta).await,
             "GET /tenants/{tenantId}/limits" => routes::limits(db, &req, &meta).await,
             "GET /tenants/{tenantId}/usage/history" => routes::usage_history(db, &req, &meta).await,
+            "POST /tenants/{tenantId}/exports" => routes::export(db, &req, &meta).await,
+            "GET /tenants/{tenantId}/exports/{exportId}" => routes::export_status(db, &req, &meta).await,
+            "POST /tenants/{tenantId}/restore" => routes::restore(db, &req, &meta).await,
+            "PATCH /tenants/{tenantId}/settings/exports" => routes::export_settings(db, &req, &meta).await,
             _ => Err(ApiError::NotFound(format!("No route for {route}"))),
         }
     }))

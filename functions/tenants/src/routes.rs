@@ -1,6 +1,6 @@
 //! Thin handlers: parse, authorize, call the service, shape the response, audit.
 
-use crate::input::{BillingBody, CustomizationBody, SuspendBody, UpdateTenantBody};
+use crate::input::{BillingBody, CustomizationBody, ExportSettingsBody, RestoreBody, SuspendBody, UpdateTenantBody};
 use crate::service;
 use crate::view::{TenantView, UsageHistoryView};
 use http::StatusCode;
@@ -148,4 +148,89 @@ pub async fn usage_history(db: &Db, req: &Request, meta: &RequestMeta) -> Reply 
     let details = doc! {"route": shared::http::route_key(req)};
     admin.audit(db, &tenant, meta, Action::TenantAccessed, details).await;
     respond_one(StatusCode::OK, &UsageHistoryView::new(&tenant_id, &snapshots))
+}
+
+/// Admits the caller to the path's tenant's exports: a superadmin, or a person of the tenant
+/// holding `export:tenant`. An API key is refused whatever its permissions: an export is every
+/// personal field of the tenant, and a leaked key must not carry it away.
+async fn admit_exporter(db: &Db, req: &Request) -> Result<TenantContext, ApiError> {
+    let tenant_id = tenant_param(req)?;
+    let ctx = admit(db, req, Some(&tenant_id)).await?;
+    ctx.require_person("An API key cannot export a tenant")?;
+    if !ctx.is_superadmin() {
+        ctx.require("export:tenant")?;
+    }
+    Ok(ctx)
+}
+
+/// Writes the audit entry of an export's request or read, before the answer: an export that
+/// could not be audited is not handed out (a 503). An ending tenant's log takes nothing more
+/// (§22): its superadmin's acts there are not written.
+async fn audit_export(db: &Db, ctx: &TenantContext, meta: &RequestMeta, action: Action, export_id: &str) -> Result<(), ApiError> {
+    if ctx.tenant().status.is_ending() {
+        // The record of who read an ending tenant's export is the job's own.
+        if action == Action::TenantExportRead {
+            shared::jobs::Jobs::new(db).note_read(export_id, &ctx.identity().actor_id(), db.clock().now()).await?;
+        }
+        return Ok(());
+    }
+    let event = shared::audit::AuditEvent { action, resource_id: Some(ctx.tenant_id().to_string()), details: doc! {"exportId": export_id} };
+    Ok(shared::audit::record_as(db, ctx.tenant(), meta, ctx.identity(), event).await?)
+}
+
+/// `POST /tenants/{tenantId}/exports` (a superadmin, or a person holding `export:tenant`): no
+/// body; 202 with the queued export's id.
+pub async fn export(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
+    let ctx = admit_exporter(db, req).await?;
+    shared::http::no_body(req)?;
+    let job = crate::exports::prepare(db, ctx.tenant(), ctx.identity().actor_id()).await?;
+    audit_export(db, &ctx, meta, Action::TenantExportRequested, &job.id).await?;
+    crate::exports::start(db, &job).await?;
+    respond_one(StatusCode::ACCEPTED, &serde_json::json!({"exportId": job.id, "status": "queued"}))
+}
+
+/// `GET /tenants/{tenantId}/exports/{exportId}` (as the POST): the export's status and manifest,
+/// and once completed its files' download URLs, pre-signed for this answer (never stored,
+/// logged or audited; the read itself is audited).
+pub async fn export_status(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
+    let ctx = admit_exporter(db, req).await?;
+    let export_id: shared::jobs::JobId = path_id(req, "exportId")?;
+    let view = crate::exports::status(db, ctx.tenant(), export_id.as_str()).await?;
+    audit_export(db, &ctx, meta, Action::TenantExportRead, export_id.as_str()).await?;
+    respond_one(StatusCode::OK, &view)
+}
+
+/// `POST /tenants/{tenantId}/restore` (superadmin): `{exportId}`, an export of the path's
+/// tenant, loaded into a new tenant by the jobs worker once nothing that would stop it half way
+/// stands in its way (a domain or an e-mail address another tenant holds is a 409). 202 with the
+/// new tenant's id and the restore's id. The request is audited in the new tenant's log, which
+/// its restore then fills.
+pub async fn restore(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
+    let (admin, tenant_id) = superadmin_on(req)?;
+    let export_id = json_body::<RestoreBody>(req)?.validate()?;
+    let (job, days) = crate::exports::request_restore(db, &tenant_id, export_id.as_str(), admin.identity().actor_id()).await?;
+    // The request is on record before the job exists: a restore nobody can see asked for does
+    // not happen (a 503, nothing started).
+    let target = crate::jobs::restore::Params::of(&job)?.target_tenant_id;
+    let details = doc! {"restoreId": &job.id, "exportId": export_id.as_str(), "fromTenantId": tenant_id.as_str(), "actingAs": "superadmin"};
+    let event = shared::audit::AuditEvent { action: Action::TenantRestoreRequested, resource_id: Some(target.to_string()), details };
+    shared::audit::record(db, &target, days, meta, Some(admin.identity().actor_id()), event).await?;
+    crate::exports::start(db, &job).await?;
+    let data = serde_json::json!({"tenantId": target.as_str(), "restoreId": job.id, "exportId": export_id.as_str(), "status": "queued"});
+    respond_one(StatusCode::ACCEPTED, &data)
+}
+
+/// `PATCH /tenants/{tenantId}/settings/exports` (as the exports: a superadmin, or a person
+/// holding `export:tenant`): `{nightly}`, the tenant's opt-in to a nightly export, within its
+/// plan (a 403 names the plan).
+pub async fn export_settings(db: &Db, req: &Request, meta: &RequestMeta) -> Reply {
+    let ctx = admit_exporter(db, req).await?;
+    let body = json_body::<ExportSettingsBody>(req)?;
+    let nightly = crate::exports::set_nightly(db, ctx.tenant(), body.nightly).await?;
+    ctx.audit(db, meta, Action::TenantExportSettingsUpdated, ctx.tenant_id().to_string(), doc! {"nightly": nightly}).await;
+    let plan = ctx.tenant().settings.billing.plan;
+    respond_one(
+        StatusCode::OK,
+        &serde_json::json!({"nightly": nightly, "plan": plan.as_str(), "planAllows": plan.limits().nightly_exports}),
+    )
 }

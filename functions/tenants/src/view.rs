@@ -185,6 +185,7 @@ mod tests {
             audit_retention: None,
             keys_shredded_at: Some(now),
             offboarding: None,
+            restoring: None,
             created_at: now,
             updated_at: now,
         }

@@ -14,7 +14,10 @@
 //!    and user agent where they acted, the personal detail keys where they acted or were acted
 //!    on, and an address's blind index wherever an entry holds theirs;
 //! 5. `traces`: their finished invitation sagas deleted, and their global e-mail claim released;
-//! 6. `record`: the record deleted, the mark dropped.
+//! 6. `exports`: the files of every export of the tenant begun until now deleted (they hold the
+//!    person; an export begun later skips the held record, and its audit entries are scrubbed
+//!    already), once no worker is still writing one;
+//! 7. `record`: the record deleted, the mark dropped.
 
 use crate::error::UsersError;
 use crate::person;
@@ -37,9 +40,10 @@ pub const DIRECTORY: &str = "directory";
 pub const KEYS: &str = "keys";
 pub const AUDIT: &str = "audit";
 pub const TRACES: &str = "traces";
+pub const EXPORTS: &str = "exports";
 pub const RECORD: &str = "record";
 /// The steps, in order.
-pub const STEPS: [&str; 6] = [HOLD, DIRECTORY, KEYS, AUDIT, TRACES, RECORD];
+pub const STEPS: [&str; 7] = [HOLD, DIRECTORY, KEYS, AUDIT, TRACES, EXPORTS, RECORD];
 
 /// How often `hold` reads the record again when it changed under it before answering 409.
 const TRIES: usize = 3;
@@ -238,6 +242,14 @@ async fn act(steps: &ErasureSteps<'_>, run: &Run, step: &'static str) -> Result<
             Err(e) => return Err(e.into()),
         }
         forget_tenant_members(db, tenant);
+        return Ok(Document::new());
+    }
+    if step == EXPORTS {
+        shared::exports::delete_tenant_exports(db, tenant).await?;
+        // And the jobs the person asked for no longer name them.
+        if let Some(sub) = &params.former_sub {
+            shared::jobs::Jobs::new(db).forget_requester(tenant, sub).await?;
+        }
         return Ok(Document::new());
     }
     if step == RECORD {

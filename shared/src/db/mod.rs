@@ -19,6 +19,7 @@ pub use keys::{KeyAuth, RefusalBudget, RefusalSource, REFUSALS_PER_MINUTE};
 pub use ledger::{LockGuard, Locks, MigrationLedger, MigrationRecord};
 pub use registry::{
     changeable, not_purged, CallBounds, DomainClaim, OwnTenant, TenantPage, TenantQuery, TenantRegistry, KEYS_SHREDDED_AT, MAX_SEARCH_LEN,
+    RESTORING,
 };
 pub use retention::AuditRetention;
 pub use scoped::{Batches, FindOptions, Scoped, UpdateOutcome};
@@ -98,6 +99,8 @@ pub mod global {
     pub const SAGAS: &str = "sagas";
     /// The tombstones of purged tenants, one per tenant (`_id` = the tenant id).
     pub const TENANT_TOMBSTONES: &str = "tenantTombstones";
+    /// A tenant's exports and restores, one document per job (`_id` = `ex_…` or `rs_…`).
+    pub const JOBS: &str = "jobs";
 }
 
 pub(crate) mod sealed {
@@ -226,6 +229,9 @@ pub enum DbError {
     /// An erasure receipt could not be signed or read (docs/ARCHITECTURE.md §22).
     #[error("erasure receipt: {0}")]
     Receipt(#[from] crate::receipt::ReceiptError),
+    /// The export bucket or the jobs queue failed (docs/ARCHITECTURE.md §22).
+    #[error("export files: {0}")]
+    Files(#[from] crate::jobs::ExportError),
 }
 
 impl From<mongodb::bson::ser::Error> for DbError {
@@ -249,6 +255,7 @@ impl DbError {
             DbError::Unavailable(_) => true,
             DbError::Pii(e) => e.is_unavailable(),
             DbError::Receipt(e) => e.is_unavailable(),
+            DbError::Files(e) => e.is_unavailable(),
             DbError::Other(e) => {
                 e.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR) || e.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR)
             }
@@ -346,6 +353,9 @@ pub struct Db {
     keyring: Option<Arc<Keyring>>,
     /// Signs erasure receipts; only the function that purges tenants has one.
     signer: Option<Arc<dyn ReceiptSigner>>,
+    /// The export bucket and the jobs queue; only the functions that use them have them.
+    #[cfg(feature = "exports")]
+    exports: Option<Arc<crate::exports::Exports>>,
     /// The backup retentions a receipt states.
     backup_bounds: BackupBounds,
     /// The client's servers as its monitoring events describe them.
@@ -367,6 +377,8 @@ impl Db {
             clock: clock::system(),
             keyring: None,
             signer: None,
+            #[cfg(feature = "exports")]
+            exports: None,
             backup_bounds: BackupBounds::default(),
             health,
         }
@@ -442,6 +454,20 @@ impl Db {
     /// [`ReceiptError::NotConfigured`]: crate::receipt::ReceiptError::NotConfigured
     pub fn signer(&self) -> Result<Arc<dyn ReceiptSigner>, DbError> {
         self.signer.clone().ok_or(DbError::Receipt(crate::receipt::ReceiptError::NotConfigured))
+    }
+
+    /// The same database, with the export bucket and the jobs queue of `exports`.
+    #[cfg(feature = "exports")]
+    pub fn with_exports(mut self, exports: Arc<crate::exports::Exports>) -> Db {
+        self.exports = Some(exports);
+        self
+    }
+
+    /// The export bucket and the jobs queue. A function built without them refuses:
+    /// [`crate::exports::ExportError::NotConfigured`].
+    #[cfg(feature = "exports")]
+    pub fn exports(&self) -> Result<&crate::exports::Exports, crate::exports::ExportError> {
+        self.exports.as_deref().ok_or(crate::exports::ExportError::NotConfigured(crate::exports::BUCKET_VARIABLE))
     }
 
     /// The backup retentions the receipts state ([`BackupBounds::default`] unless configured).

@@ -80,12 +80,20 @@ pub const MAX_SEARCH_LEN: usize = 100;
 /// The marker of a tenant whose personal-data keys were shredded ([`Tenant::keys_shredded_at`]).
 pub const KEYS_SHREDDED_AT: &str = "keysShreddedAt";
 
-/// The condition of a write that must not apply to a shredded or ending tenant (a status,
-/// billing or profile change): with it in the filter, a shred or an offboarding that lands
+/// The condition of a write that must not apply to a shredded, ending or restoring tenant (a
+/// status, billing or profile change): with it in the filter, a shred or an offboarding that lands
 /// between a read and the write wins (docs/ARCHITECTURE.md §20, §22).
 pub fn changeable() -> Document {
-    doc! {KEYS_SHREDDED_AT: {"$exists": false}, "status": {"$nin": [TenantStatus::Offboarding.as_str(), TenantStatus::Inactive.as_str()]}}
+    doc! {
+        KEYS_SHREDDED_AT: {"$exists": false},
+        "status": {"$nin": [TenantStatus::Offboarding.as_str(), TenantStatus::Inactive.as_str()]},
+        // A tenant a restore is still loading is the restore's alone until its commit.
+        RESTORING: {"$exists": false},
+    }
 }
+
+/// The registry field of a tenant a restore is still loading (docs/ARCHITECTURE.md §22).
+pub const RESTORING: &str = "restoring";
 
 /// The filter of the tenants a daily job still walks: every one but the purged (`inactive`) and
 /// those being purged, which hold nothing to count, measure or keep (docs/ARCHITECTURE.md §22).
@@ -119,6 +127,11 @@ impl TenantRegistry {
     pub async fn get(&self, tenant_id: &TenantId) -> Result<Option<Tenant>, DbError> {
         let found = self.tenants.find_one(doc! {"tenantId": tenant_id.as_str()}).await?;
         found.map(bson::from_document).transpose().map_err(Into::into)
+    }
+
+    /// A tenant's record as stored, every field included (a tenant's export, §22).
+    pub async fn document(&self, tenant_id: &TenantId) -> Result<Option<Document>, DbError> {
+        Ok(self.tenants.find_one(doc! {"tenantId": tenant_id.as_str()}).await?)
     }
 
     /// One field of a tenant's record (`path` dotted), read alone: for system jobs that must not
@@ -320,6 +333,15 @@ impl TenantRegistry {
             self.domains.delete_one(doc! {"_id": domain.as_str(), "tenantId": &holder_tenant}).await?;
         }
         Ok(DomainClaim::Taken)
+    }
+
+    /// Moves the claim on `domain` from `from` to `to`, if `from` holds it: a restore taking over
+    /// the domain of the ending tenant it restores. Whether it moved.
+    pub async fn move_domain(&self, domain: &str, from: &TenantId, to: &TenantId) -> Result<bool, DbError> {
+        let _serial = self.db.serial().await?;
+        let moved =
+            self.domains.update_one(doc! {"_id": domain, "tenantId": from.as_str()}, doc! {"$set": {"tenantId": to.as_str()}}).await?;
+        Ok(moved.matched_count == 1)
     }
 
     /// Releases a tenant's claim on a domain (only its own), and only after a fresh read shows

@@ -32,6 +32,8 @@ pub enum GlobalCollection {
     /// receipts: the data cluster's half of the record that a tenant ended (the vault keeps the
     /// other, docs/ARCHITECTURE.md §22).
     TenantTombstones,
+    /// A tenant's exports and restores (`shared::jobs`), each carrying its `tenantId`.
+    Jobs,
 }
 
 impl GlobalCollection {
@@ -43,6 +45,7 @@ impl GlobalCollection {
             GlobalCollection::UsageSnapshots => global::USAGE_SNAPSHOTS,
             GlobalCollection::Sagas => global::SAGAS,
             GlobalCollection::TenantTombstones => global::TENANT_TOMBSTONES,
+            GlobalCollection::Jobs => global::JOBS,
         }
     }
 }

@@ -230,10 +230,25 @@ impl Keyring {
         Ok(self.vault.email_holder(&hash).await?.and_then(|t| TenantId::parse(t).ok()))
     }
 
+    /// The tenants holding any of `emails` in the global index, in one read of the vault.
+    pub async fn email_holders(&self, emails: &[Email]) -> Result<Vec<TenantId>, PiiError> {
+        let mut hashes = Vec::with_capacity(emails.len());
+        for email in emails {
+            hashes.push(self.global_email_index(email).await?);
+        }
+        Ok(self.vault.holders_of(&hashes).await?.into_iter().filter_map(|t| TenantId::parse(t).ok()).collect())
+    }
+
     /// Releases `email` from the global index if `tenant` holds it.
     pub async fn release_email(&self, tenant: &TenantId, email: &Email) -> Result<bool, PiiError> {
         let hash = self.global_email_index(email).await?;
         self.vault.release_email(&hash, tenant).await
+    }
+
+    /// Moves `email`'s global claim from `from` to `to`, if `from` holds it ([`KeyVault::move_email`]).
+    pub async fn move_email(&self, from: &TenantId, to: &TenantId, email: &Email) -> Result<bool, PiiError> {
+        let hash = self.global_email_index(email).await?;
+        self.vault.move_email(&hash, from, to).await
     }
 
     /// Makes the tenant's index key and first data key, unless it has keys (read from the vault,

@@ -259,10 +259,29 @@ impl KeyVault {
         Ok(self.emails().find_one(doc! {"_id": hash}).await.map_err(vault_error)?.map(|e| e.tenant_id))
     }
 
+    /// The tenants holding any of the entries `hashes`, in one read (a restore's check of an
+    /// export's people, a batch at a time).
+    pub async fn holders_of(&self, hashes: &[String]) -> Result<Vec<String>, PiiError> {
+        let found = self.emails().find(doc! {"_id": {"$in": hashes}}).await.map_err(vault_error)?;
+        let entries: Vec<EmailEntry> = found.try_collect().await.map_err(vault_error)?;
+        Ok(entries.into_iter().map(|e| e.tenant_id).collect())
+    }
+
     /// Releases `hash` if `tenant` holds it; returns whether it did.
     pub async fn release_email(&self, hash: &str, tenant: &TenantId) -> Result<bool, PiiError> {
         let deleted = self.emails().delete_one(doc! {"_id": hash, "tenantId": tenant.as_str()}).await.map_err(vault_error)?;
         Ok(deleted.deleted_count == 1)
+    }
+
+    /// Moves the global index entry `hash` from `from` to `to`, if `from` holds it: a restore
+    /// taking over the people of the ending tenant it restores. Whether it moved.
+    pub async fn move_email(&self, hash: &str, from: &TenantId, to: &TenantId) -> Result<bool, PiiError> {
+        let moved = self
+            .emails()
+            .update_one(doc! {"_id": hash, "tenantId": from.as_str()}, doc! {"$set": {"tenantId": to.as_str()}})
+            .await
+            .map_err(vault_error)?;
+        Ok(moved.matched_count == 1)
     }
 
     /// Releases every global index entry `tenant` holds (a cancelled sign-up's tenant, removed

@@ -172,6 +172,28 @@ async fn every_other_event_runs_through_the_function_that_takes_its_shape() {
             assert_eq!(saga.get_str("state").unwrap(), "failed", "{name}");
             continue;
         }
+        if function == tenants::jobs::FUNCTION.logical_id {
+            // The worker: the message's job (the events' export) runs to its end; the schedule
+            // finds a job whose message was lost and queues it again.
+            local_api::fixtures::prepare_for_event(&deps, &name, &event).await.expect("the worker's fixtures");
+            let jobs = tenancy_tests::raw_collection(&deps.db, "jobs").await;
+            let export = mongodb::bson::doc! {"_id": local_api::fixtures::EXPORT};
+            if event.get("Records").is_none() {
+                let long_ago = mongodb::bson::DateTime::from_millis(0);
+                jobs.update_one(export.clone(), mongodb::bson::doc! {"$set": {"updatedAt": long_ago}}).await.unwrap();
+            }
+            let report =
+                tenants::jobs::on_event(&deps.db, deps.directory.as_ref(), event.clone()).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+            let job = jobs.find_one(export).await.unwrap().unwrap();
+            if event.get("Records").is_some() {
+                assert_eq!(report["handled"], serde_json::json!(["Ended"]), "{name}");
+                assert_eq!(job.get_str("state").unwrap(), "completed", "{name}: {job}");
+            } else {
+                assert_eq!(report["requeued"], 1, "{name}: {report}");
+                assert_ne!(job.get_datetime("updatedAt").unwrap().timestamp_millis(), 0, "{name}: touched");
+            }
+            continue;
+        }
         assert_eq!(function, "MigrationsFunction", "{name}");
         let expected = migrations::parse_event(&event).unwrap_or_else(|e| panic!("{name}: no function takes this event: {e}"));
         migrations::setup(&deps.db).await.unwrap();

@@ -26,6 +26,8 @@ mod sagas;
 mod scope;
 mod shredded;
 mod signup;
+mod tenant_exports;
+mod tenant_restores;
 mod tenants_api;
 mod tombstones;
 mod usage;

@@ -38,6 +38,7 @@ async fn index_names(db: &Db) -> Vec<(String, String)> {
         "usageSnapshots",
         "refusalWindows",
         "sagas",
+        "jobs",
     ] {
         for model in indexes.list(collection).await.unwrap() {
             all.push((collection.to_owned(), model.options.and_then(|o| o.name).unwrap_or_default()));

@@ -390,6 +390,14 @@ async fn every_route_s_warm_call_keeps_to_its_round_trip_budget() {
     m.ok(&admin, Method::POST, &format!("{}/erase", users[6]), None).await;
     m.measure(&admin, Method::POST, &format!("{}/erase", users[7]), None).await;
 
+    // A tenant's export, requested and read while queued (one export of a tenant at a time:
+    // the first, cold, is marked done before the measured one).
+    let first = m.ok(&admin, Method::POST, &format!("{own}/exports"), None).await;
+    export_done(&app, &text(&first["data"]["exportId"])).await;
+    let queued = m.measure(&admin, Method::POST, &format!("{own}/exports"), None).await;
+    m.twice(&admin, Method::GET, &format!("{own}/exports/{}", text(&queued["data"]["exportId"])), None).await;
+    m.twice(&admin, Method::PATCH, &format!("{own}/settings/exports"), Some(json!({"nightly": false}))).await;
+
     // The audit log, which by now has entries.
     let logs = m.twice(&admin, Method::GET, "/audit-logs", None).await;
     let entry = text(&logs["data"]["auditLogs"][0]["id"]);
@@ -444,6 +452,10 @@ async fn every_route_s_warm_call_keeps_to_its_round_trip_budget() {
     m.measure(&ops, Method::PATCH, &other, Some(json!({"name": "Budgets B2"}))).await;
     m.twice(&ops, Method::POST, &format!("{other}/suspend"), Some(json!({"reason": "a budget test"}))).await;
     m.twice(&ops, Method::POST, &format!("{other}/reactivate"), None).await;
+    let first = m.ok(&ops, Method::POST, &format!("{other}/exports"), None).await;
+    export_done(&app, &text(&first["data"]["exportId"])).await;
+    let queued = m.measure(&ops, Method::POST, &format!("{other}/exports"), None).await;
+    m.twice(&ops, Method::GET, &format!("{other}/exports/{}", text(&queued["data"]["exportId"])), None).await;
     let billing = format!("{other}/settings/billing");
     m.ok(&ops, Method::PATCH, &billing, Some(json!({"billingEmail": "billing@budgets-b.example"}))).await;
     m.measure(&ops, Method::PATCH, &billing, Some(json!({"plan": "premium"}))).await;
@@ -463,7 +475,20 @@ async fn every_route_s_warm_call_keeps_to_its_round_trip_budget() {
     local_api::fixtures::plant_tombstone(&app.db, &purged).await.expect("a signed tombstone");
     m.twice(&ops, Method::GET, &format!("/tenants/{purged}/receipt"), None).await;
 
+    // A restore of a purged tenant's export (planted: an export's own round trips are the
+    // worker's), queued twice before the worker runs.
+    local_api::fixtures::plant_restorable_export(&app.deps).await.expect("a restorable export");
+    let restore = json!({"exportId": local_api::fixtures::RESTORABLE_EXPORT});
+    m.twice(&ops, Method::POST, &format!("/tenants/{}/restore", local_api::fixtures::RESTORABLE_TENANT), Some(restore)).await;
+
     let (failures, table) = m.verdict();
     println!("Database round trips of a warm call:\n{table}");
     assert!(failures.is_empty(), "{}\n\n{table}", failures.join("\n"));
+}
+
+/// Marks an export's job completed, as its worker would once done.
+async fn export_done(app: &tenancy_tests::app::TestApp, id: &str) {
+    let jobs = tenancy_tests::raw_collection(&app.db, "jobs").await;
+    let done = jobs.update_one(mongodb::bson::doc! {"_id": id}, mongodb::bson::doc! {"$set": {"state": "completed"}}).await.unwrap();
+    assert_eq!(done.matched_count, 1);
 }

@@ -8,8 +8,14 @@ use shared::event_kind::EventFunction;
 
 /// Every function other than an HTTP context's, as its crate declares it. Registering a new
 /// binary is one entry here.
-pub const EVENT_FUNCTIONS: &[EventFunction] =
-    &[authorizer::FUNCTION, users::trigger::FUNCTION, audit::retention::FUNCTION, migrations::FUNCTION, onboarding::FUNCTION];
+pub const EVENT_FUNCTIONS: &[EventFunction] = &[
+    authorizer::FUNCTION,
+    users::trigger::FUNCTION,
+    audit::retention::FUNCTION,
+    migrations::FUNCTION,
+    onboarding::FUNCTION,
+    tenants::jobs::FUNCTION,
+];
 
 /// An API Gateway proxy event (a REQUEST authorizer's event has the same fields, and a `type`).
 pub fn is_proxy_event(event: &Value) -> bool {

@@ -3,7 +3,7 @@
 //! test and the benchmark seed them the same way, through the tenant scope like any writer.
 
 use crate::{BoxError, Stack};
-use mongodb::bson::{doc, oid::ObjectId};
+use mongodb::bson::{doc, oid::ObjectId, Document};
 use shared::audit::{Action, Resource};
 use shared::db::{SystemContext, TenantCollection};
 use shared::ids::{Email, Permission, TenantId};
@@ -184,14 +184,43 @@ pub async fn prepare_for_event(stack: &Stack, file_name: &str, event: &serde_jso
     if event.get("action").and_then(serde_json::Value::as_str) == Some("reconcile-counters") {
         return plant_counter_drift(stack).await;
     }
-    if crate::dispatch::function_for_event(file_name, event)? == "MigrationsFunction" {
+    let function = crate::dispatch::function_for_event(file_name, event)?;
+    if function == "MigrationsFunction" {
         return Ok(());
     }
     seed_events_tenant(stack).await?;
     if event.get("resource").and_then(serde_json::Value::as_str) == Some("/tenants/{tenantId}/offboard/cancel") {
         return offboard_events_tenant(stack).await;
     }
+    if event.get("resource").and_then(serde_json::Value::as_str) == Some("/tenants/{tenantId}/restore") {
+        return plant_restorable_export(stack).await;
+    }
+    if event.get("resource").and_then(serde_json::Value::as_str) == Some("/tenants/{tenantId}/exports/{exportId}")
+        || function == tenants::jobs::FUNCTION.logical_id
+    {
+        plant_export(stack).await?;
+    }
     Ok(())
+}
+
+/// The events' export of the events' tenant, queued: what the status route reads and the
+/// worker's message names.
+pub const EXPORT: &str = "ex_demoeventsexportaaaaaaaaaa";
+
+/// Writes the events' export job, queued (kept if there).
+pub async fn plant_export(stack: &Stack) -> Result<(), BoxError> {
+    let mut job = shared::jobs::Job::new(
+        shared::jobs::JobKind::Export,
+        TenantId::parse(TENANT)?,
+        "fixtures",
+        Document::new(),
+        stack.db.clock().now(),
+    );
+    job.id = EXPORT.to_owned();
+    match shared::jobs::Jobs::new(&stack.db).create(&job).await {
+        Ok(()) | Err(shared::db::DbError::Duplicate) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The cancellation's event: the events' tenant offboarding, its 30-day grace running.
@@ -204,6 +233,7 @@ async fn offboard_events_tenant(stack: &Stack) -> Result<(), BoxError> {
         grace_ends_at: mongodb::bson::DateTime::from_millis(now.timestamp_millis() + 30 * 24 * 3600 * 1000),
         previous_status: shared::models::TenantStatus::Active,
         purge_started_at: None,
+        restored_into: None,
     };
     let set = doc! {"$set": {"status": "offboarding", "offboarding": mongodb::bson::to_bson(&state)?}};
     let system = SystemContext::new("event fixtures");
@@ -237,4 +267,113 @@ impl shared::clock::Clock for HourBehind {
     fn now_ms(&self) -> i64 {
         shared::clock::SystemClock.now_ms() - 3_600_000
     }
+}
+
+/// The purged tenant whose export the restore's event names: it has no registry record, and
+/// nobody holds its domain or its people's addresses.
+pub const RESTORABLE_TENANT: &str = "tn_demorestore00000000000000";
+/// Its completed export.
+pub const RESTORABLE_EXPORT: &str = "ex_demorestoreexportaaaaaaaaa";
+
+/// Writes a completed export of [`RESTORABLE_TENANT`] (its job, and its files in the export
+/// bucket): the tenant record, the admin role, one admin, and empty files for the rest.
+pub async fn plant_restorable_export(stack: &Stack) -> Result<(), BoxError> {
+    use shared::plans::Plan;
+    let tenant = TenantId::parse(RESTORABLE_TENANT)?;
+    let email = "owner@restore.example";
+    // A plaintext value reads back as a legacy sealed one: the settings as the export opens them.
+    let billing_email: shared::pii::Sealed = mongodb::bson::from_bson(mongodb::bson::Bson::String(email.into()))?;
+    let settings = mongodb::bson::to_document(&shared::models::TenantSettings::for_plan(Plan::Basic, billing_email))?;
+    let role = ObjectId::new();
+    let now = mongodb::bson::DateTime::now();
+    let files: [(&str, Vec<Document>); 6] = [
+        (
+            "tenant",
+            vec![doc! {"_id": ObjectId::new(), "tenantId": RESTORABLE_TENANT, "name": "Demo Restore", "domain": "restore.example",
+            "settings": settings, "status": "active", "createdAt": now}],
+        ),
+        (
+            "users",
+            vec![doc! {"_id": ObjectId::new(), "tenantId": RESTORABLE_TENANT, "cognitoUserId": "0f1e2d3c-0000-4000-8000-00000000c003",
+            "email": email, "profile": {"firstName": "Demo", "lastName": "Owner"}, "roles": [role.to_hex()], "status": "active", "createdAt": now}],
+        ),
+        (
+            "roles",
+            vec![doc! {"_id": role, "tenantId": RESTORABLE_TENANT, "name": "admin", "description": "Full access to all resources",
+            "permissions": ["*"], "isSystem": true, "createdBy": SYSTEM_PRINCIPAL, "createdAt": now}],
+        ),
+        ("apiKeys", vec![]),
+        ("auditLogs", vec![]),
+        ("userErasures", vec![]),
+    ];
+    let exports = stack.db.exports()?;
+    let mut written = Vec::new();
+    for (collection, documents) in files {
+        let name = format!("{collection}.ndjson.gz");
+        let key = shared::exports::file_key(&tenant, RESTORABLE_EXPORT, &name);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        for document in &documents {
+            serde_json::to_writer(&mut gz, &mongodb::bson::Bson::Document(document.clone()).into_relaxed_extjson())?;
+            std::io::Write::write_all(&mut gz, b"\n")?;
+        }
+        let upload = exports.begin_file(&key).await?;
+        let etag = exports.put_part(&key, &upload, 1, gz.finish()?).await?;
+        exports.finish_file(&key, &upload, &[(1, etag)]).await?;
+        let (sha256, bytes) = exports.digest(&key).await?;
+        written.push(shared::jobs::JobFile { name, count: documents.len() as i64, sha256, bytes });
+    }
+    let mut job = shared::jobs::Job::new(shared::jobs::JobKind::Export, tenant, "fixtures", Document::new(), now);
+    job.id = RESTORABLE_EXPORT.to_owned();
+    job.state = shared::jobs::JobState::Completed;
+    job.files = written;
+    job.completed_at = Some(now);
+    job.files_expire_at = Some(mongodb::bson::DateTime::from_millis(now.timestamp_millis() + 86_400_000));
+    match shared::jobs::Jobs::new(&stack.db).create(&job).await {
+        Ok(()) | Err(shared::db::DbError::Duplicate) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The export the jobs worker's memory bench runs: of the events' tenant, queued.
+pub const BENCH_EXPORT: &str = "ex_benchexportaaaaaaaaaaaaaaa";
+
+/// Adds `documents` documents to the events' tenant (one person in a hundred, the rest audit
+/// entries, the bulk of a real tenant's documents), then queues [`BENCH_EXPORT`] of it. Its id.
+pub async fn seed_export_bench(db: &shared::db::Db, documents: u64) -> Result<String, BoxError> {
+    let tenant = TenantId::parse(TENANT)?;
+    let scope = SystemContext::new("export bench").for_tenant(tenant.clone());
+    let people = documents / 100;
+    let profile = Profile { first_name: "Bench".into(), last_name: "Person".into(), ..Profile::default() };
+    let users = db.scoped::<User>(&scope, TenantCollection::Users);
+    let mut batch = Vec::new();
+    for i in 0..people {
+        let email = Email::parse(format!("bench{i}@bench.example"))?;
+        batch.push(users::person::pending_record(db, &tenant, &email, &profile, &[]).await?);
+        if batch.len() == 500 {
+            users.insert_many(&batch).await?;
+            batch.clear();
+        }
+    }
+    users.insert_many(&batch).await?;
+    let entries = db.scoped::<Document>(&scope, TenantCollection::AuditLogs);
+    let now = mongodb::bson::DateTime::now();
+    let expire = mongodb::bson::DateTime::from_millis(now.timestamp_millis() + 30 * 86_400_000);
+    let mut written = people;
+    while written < documents {
+        let n = (documents - written).min(1_000);
+        let page: Vec<Document> = (0..n)
+            .map(|i| {
+                doc! {"action": "user.updated", "resource": "user", "resourceId": ObjectId::new().to_hex(),
+                "details": {"changes": ["status", "roles"], "status": "active", "note": format!("bench entry {}", written + i)},
+                "ip": "203.0.113.10", "userAgent": "curl/8.5.0", "requestId": format!("bench-{}", written + i), "userId": ADMIN_SUB,
+                "timestamp": now, "expireAt": expire}
+            })
+            .collect();
+        entries.insert_many(&page).await?;
+        written += n;
+    }
+    let mut job = shared::jobs::Job::new(shared::jobs::JobKind::Export, tenant, "bench", Document::new(), now);
+    job.id = BENCH_EXPORT.to_owned();
+    shared::jobs::Jobs::new(db).create(&job).await?;
+    Ok(job.id)
 }

@@ -4,6 +4,7 @@
 pub mod cognito;
 pub mod control;
 pub mod dispatch;
+pub mod exports;
 pub mod fixtures;
 pub mod gateway;
 pub mod routes;
@@ -125,6 +126,13 @@ pub fn sweep_periodically(stack: Stack) -> tokio::task::JoinHandle<()> {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
+            if stack.db.exports().is_ok() {
+                match tenants::jobs::requeue_stalled(&stack.db).await {
+                    Ok(0) => {}
+                    Ok(queued) => tracing::info!(queued, "local jobs sweep"),
+                    Err(error) => tracing::warn!(%error, "local jobs sweep failed; the next one tries again"),
+                }
+            }
             match sweep_all(&stack, LOCAL_SWEEP_AFTER).await {
                 Ok(report) if report.taken > 0 || report.reaped_key_sets > 0 || report.reaped_claims > 0 => {
                     tracing::info!(?report, "local sweep");

@@ -14,6 +14,9 @@
 //!                                       the serving API if there is one; exit 1 if any stays open
 //!   local-api reset                     drop the local database (loopback URIs only)
 //!   local-api seed-events               seed the tenant, users and roles that events/ name
+//!   local-api seed-export-bench N       add N documents to the events' tenant and queue its
+//!                                       export (the jobs worker's memory bench); print its id
+//!   local-api job ID                    print a job of the jobs collection
 //!   local-api bootstrap                 make (or find) the user pool in moto; print its ids
 //!   local-api kms-key [ID]              make (or keep, if moto still has ID) the personal-data
 //!                                       master key in moto's KMS; print KMS_KEY_ID=…; and make
@@ -129,6 +132,10 @@ async fn main() -> Result<(), BoxError> {
             let db = local_api::database(&DbConfig::load("tenancy-local-api").await?).await?;
             // It hosts the onboarding function, which signs and serves erasure receipts.
             db.signer()?;
+            // And the tenants function, whose exports go to moto's S3 through moto's SQS.
+            let exports = local_api::exports::local_config(&moto);
+            local_api::exports::ensure(&exports, &moto, &region).await?;
+            let db = db.with_exports(local_api::exports::on_moto(exports, &moto, &region));
             let cognito_config = CognitoConfig::from_env(&process_env())?;
             let directory = local_api::moto_directory(&moto, &cognito_config.region, &cognito_config.user_pool_id);
             // The deployment's switches, as the functions read them (sign-up off unless set).
@@ -146,8 +153,11 @@ async fn main() -> Result<(), BoxError> {
             eprintln!("local API listening on http://{address}");
             // The deployed schedule's sweep, every minute: this process alone writes here.
             let sweeper = local_api::sweep_periodically(gateway.stack.clone());
+            // The jobs worker, as SQS runs the deployed one.
+            let worker = local_api::exports::work_periodically(gateway.stack.clone());
             let served = local_api::serve_until(listener, gateway, shutdown_signal()).await;
             sweeper.abort();
+            worker.abort();
             // Give the lease back, so that a restart or a migration need not wait for it to expire.
             let _ = stop_renewing.send(());
             let _ = lease.await;
@@ -224,6 +234,20 @@ async fn main() -> Result<(), BoxError> {
             let directory = local_api::moto_directory(&moto, &region, &pool.user_pool_id);
             local_api::fixtures::seed_events_tenant(&shared::http::Deps::new(db).with_directory(directory)).await?;
             eprintln!("seeded {}", local_api::fixtures::TENANT);
+        }
+        Some("seed-export-bench") => {
+            let documents: u64 = args.get(1).ok_or("seed-export-bench takes a number of documents")?.parse()?;
+            let db = local_api::database(&DbConfig::from_env(&process_env(), "tenancy-local-seed")?).await?;
+            let exports = local_api::exports::local_config(&moto);
+            local_api::exports::ensure(&exports, &moto, &region).await?;
+            let db = db.with_exports(local_api::exports::on_moto(exports, &moto, &region));
+            let id = local_api::fixtures::seed_export_bench(&db, documents).await?;
+            println!("{id}");
+        }
+        Some("job") if args.len() == 2 => {
+            let db = local_api::database(&DbConfig::from_env(&process_env(), "tenancy-local-seed")?).await?;
+            let job = shared::jobs::Jobs::new(&db).get(&args[1]).await?.ok_or("no such job")?;
+            println!("{}", serde_json::to_string(&job)?);
         }
         Some("secret") => {
             // The connection string as the functions read it: from (moto's) Secrets Manager.
@@ -330,7 +354,7 @@ async fn main() -> Result<(), BoxError> {
         }
         _ => {
             eprintln!(
-                "usage: local-api serve | migrate setup|up|status|reconcile-tombstones|… | onboarding sweep [--older-than SECONDS] | reset | seed-events | secret | invoke EVENT_FILE [--bin-dir DIR] | bootstrap | kms-key [ID] | user EMAIL PASSWORD [--tenant T] [--superadmin]"
+                "usage: local-api serve | migrate setup|up|status|reconcile-tombstones|… | onboarding sweep [--older-than SECONDS] | reset | seed-events | seed-export-bench N | job ID | secret | invoke EVENT_FILE [--bin-dir DIR] | bootstrap | kms-key [ID] | user EMAIL PASSWORD [--tenant T] [--superadmin]"
             );
             std::process::exit(2);
         }

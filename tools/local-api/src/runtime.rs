@@ -200,10 +200,12 @@ pub fn local_features() -> shared::config::Features {
 /// A function's environment as template.yaml gives it, pointed at the local stack: the
 /// connection string's secret (never the URI itself), the database, the KMS master key and the
 /// vault database beside the data (the local vault has no cluster of its own), the pool, moto as
-/// every AWS endpoint with clearly fake credentials, and the metrics' service name; and sign-up on.
+/// every AWS endpoint with clearly fake credentials, the export bucket and the jobs queue, and
+/// the metrics' service name; and sign-up on.
 pub fn function_env(aws: &LocalAws<'_>, database: &str) -> Vec<(String, String)> {
     let LocalAws { pool, moto_url, secret_arn, kms_key_id, receipt_key_id } = *aws;
     let vault = format!("{database}_vault");
+    let exports = crate::exports::local_config(moto_url);
     let pairs = [
         ("MONGODB_URI_SECRET_ARN", secret_arn),
         ("MONGODB_DATABASE", database),
@@ -221,6 +223,11 @@ pub fn function_env(aws: &LocalAws<'_>, database: &str) -> Vec<(String, String)>
         ("AWS_SECRET_ACCESS_KEY", "testing"),
         ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_url),
         ("AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER", moto_url),
+        ("AWS_ENDPOINT_URL_S3", moto_url),
+        ("AWS_ENDPOINT_URL_SQS", moto_url),
+        ("EXPORT_BUCKET", &exports.bucket),
+        ("JOBS_QUEUE_URL", &exports.queue_url),
+        ("S3_FORCE_PATH_STYLE", "true"),
         ("METRICS_SERVICE", "tenancy-local"),
         ("CORS_ALLOWED_ORIGIN", LOCAL_ADMIN_PANEL_ORIGIN),
         ("RUST_LOG", "info"),
@@ -242,7 +249,12 @@ pub async fn invoke_event(
     file_name: &str,
     event: Value,
 ) -> Result<(String, Invocation), BoxError> {
-    crate::fixtures::prepare_for_event(stack, file_name, &event).await?;
+    // The binary reads and writes the local bucket and queue: so do its fixtures.
+    let exports = crate::exports::local_config(aws.moto_url);
+    crate::exports::ensure(&exports, aws.moto_url, &aws.pool.region).await?;
+    let mut stack = stack.clone();
+    stack.db = stack.db.clone().with_exports(crate::exports::on_moto(exports, aws.moto_url, &aws.pool.region));
+    crate::fixtures::prepare_for_event(&stack, file_name, &event).await?;
     let binary = binary_for_event(file_name, &event)?;
     let env = function_env(aws, stack.db.name());
     let run = invoke(&bin_dir.join(&binary), &env, event, INVOCATION_TIMEOUT).await?;
