@@ -120,6 +120,11 @@ pub async fn start_due_purges(db: &Db, limit: i64) -> Result<u64, OnboardingErro
     let mut queued = 0;
     if let Some(batch) = batches.next().await? {
         for tenant in batch {
+            // A restore of its export is reading the files its purge deletes, and takes its
+            // people over: the grace is extended until the restore ends (the next scan).
+            if shared::jobs::Jobs::new(db).restore_open(&tenant).await? {
+                continue;
+            }
             let unstarted = doc! {"status": TenantStatus::Offboarding.as_str(), "offboarding.purgeStartedAt": {"$exists": false}};
             registry.set_if(&tenant, unstarted, doc! {"offboarding.purgeStartedAt": now}).await?;
             // Handed over, by this write or an earlier one, and still offboarding: a cancellation

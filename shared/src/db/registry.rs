@@ -586,8 +586,11 @@ impl OwnTenant {
         if let Some(field) = set.keys().find(|k| !k.starts_with("settings.customization.")) {
             return Err(DbError::Refused(super::Refusal::UnknownUpdateOperator(format!("$set {field}"))));
         }
-        let ending = doc! {"status": {"$nin": [TenantStatus::Offboarding.as_str(), TenantStatus::Inactive.as_str()]}};
-        self.registry.update_where(&self.tenant_id, ending, set, &[]).await
+        // Not an ending tenant's, nor a restoring one's (the restore's alone until its commit);
+        // a shredded tenant's branding may still change (it holds no personal data).
+        let open =
+            doc! {"status": {"$nin": [TenantStatus::Offboarding.as_str(), TenantStatus::Inactive.as_str()]}, RESTORING: {"$exists": false}};
+        self.registry.update_where(&self.tenant_id, open, set, &[]).await
     }
 }
 

@@ -268,3 +268,55 @@ async fn a_restore_that_meets_a_taken_address_half_way_is_undone_whole() {
     assert_ne!(holder.as_ref().map(|t| t.as_str()), Some(new.as_str()), "released");
     assert_eq!(keyring.email_holder(&taken).await.unwrap().map(|t| t.to_string()), Some(other), "the other tenant's is untouched");
 }
+
+#[tokio::test]
+async fn the_purge_of_a_tenant_waits_for_the_restore_of_its_export_and_a_restoring_tenant_changes_for_no_one() {
+    let app = spawn_app().await;
+    let ops = app.superadmin().await;
+    let (_, old) = app.tenant_with_admin("premium", "owner@waiting.example").await;
+    let export = exported(&app, &old, &ops).await;
+    offboarded(&app, &old, &ops).await;
+    let (status, started) = call(&app, Method::POST, &format!("/tenants/{old}/restore"), &ops, Some(json!({"exportId": export}))).await;
+    assert_eq!(status, 202, "{started}");
+    let new = started["data"]["tenantId"].as_str().unwrap().to_owned();
+    // The grace ends while the restore is still queued: the purge waits, and deletes nothing.
+    let past = mongodb::bson::DateTime::from_millis(0);
+    raw_collection(&app.db, "tenants")
+        .await
+        .update_one(doc! {"tenantId": &old}, doc! {"$set": {"offboarding.graceEndsAt": past}})
+        .await
+        .unwrap();
+    let options = shared::saga::SweepOptions { older_than: std::time::Duration::ZERO, any_other_owner: false, limit: 100 };
+    onboarding::service::sweep(&app.db, app.deps.directory.as_ref(), options).await.unwrap();
+    let (_, record) = call(&app, Method::GET, &format!("/tenants/{old}"), &ops, None).await;
+    assert_eq!(record["data"]["status"], "offboarding", "the purge waits: {record}");
+    let files = raw_collection(&app.db, "jobs").await.find_one(doc! {"_id": &export}).await.unwrap().unwrap();
+    assert!(files.get("filesDeletedAt").is_none_or(|v| v == &mongodb::bson::Bson::Null), "its export's files are kept");
+
+    // A restoring tenant: registered, suspended, and changed by no route until its commit.
+    let restore = raw_collection(&app.db, "jobs").await.find_one(doc! {"kind": "restore"}).await.unwrap().unwrap();
+    let job: shared::jobs::Job = mongodb::bson::from_document(restore).unwrap();
+    let (target, source) = (shared::ids::TenantId::parse(&new).unwrap(), job.tenant_id.clone());
+    let _ = source;
+    tenants::jobs::restore::step(&app.db, app.deps.directory.as_ref(), &job, Default::default()).await.unwrap();
+    let (status, shown) = call(&app, Method::GET, &format!("/tenants/{target}"), &ops, None).await;
+    assert_eq!((status, shown["data"]["status"].as_str()), (200, Some("suspended")), "{shown}");
+    for (method, path, body) in [
+        (Method::POST, format!("/tenants/{new}/reactivate"), None),
+        (Method::POST, format!("/tenants/{new}/offboard"), Some(json!({"gracePeriodDays": 0}))),
+        (Method::PATCH, format!("/tenants/{new}"), Some(json!({"name": "Renamed"}))),
+        (Method::PATCH, format!("/tenants/{new}/settings/customization"), Some(json!({"theme": "dark"}))),
+    ] {
+        let (status, body) = call(&app, method.clone(), &path, &ops, body).await;
+        assert_eq!(status, 409, "{method} {path}: {body}");
+    }
+
+    // Once the restore is done, the purge goes on, and leaves the new tenant whole.
+    app.run_jobs().await;
+    let (_, shown) = call(&app, Method::GET, &format!("/tenants/{new}"), &ops, None).await;
+    assert_eq!(shown["data"]["status"], "active", "{shown}");
+    purged(&app, &old, &ops).await;
+    let (status, _) = call(&app, Method::GET, &format!("/tenants/{new}"), &ops, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(documents(&app, "users", &new).await.len(), 1);
+}

@@ -127,9 +127,16 @@ pub fn sweep_periodically(stack: Stack) -> tokio::task::JoinHandle<()> {
         loop {
             every.tick().await;
             if stack.db.exports().is_ok() {
-                match tenants::jobs::requeue_stalled(&stack.db).await {
-                    Ok(0) => {}
-                    Ok(queued) => tracing::info!(queued, "local jobs sweep"),
+                // The worker's own schedule, every minute here: stalled jobs, nightly exports.
+                let swept = async {
+                    Ok::<_, tenants::error::TenantsError>((
+                        tenants::jobs::requeue_stalled(&stack.db).await?,
+                        tenants::jobs::start_nightly_exports(&stack.db).await?,
+                    ))
+                };
+                match swept.await {
+                    Ok((0, 0)) => {}
+                    Ok((queued, nightly)) => tracing::info!(queued, nightly, "local jobs sweep"),
                     Err(error) => tracing::warn!(%error, "local jobs sweep failed; the next one tries again"),
                 }
             }

@@ -282,6 +282,8 @@ pub async fn start_nightly_exports(db: &Db) -> Result<u64, TenantsError> {
         "settings.nightlyExport": true,
         "status": {"$in": [TenantStatus::Active.as_str(), TenantStatus::Suspended.as_str()]},
         shared::db::KEYS_SHREDDED_AT: {"$exists": false},
+        // A tenant a restore is still loading (its setting came with the export) waits for it.
+        shared::db::RESTORING: {"$exists": false},
     };
     let since = DateTime::from_millis(db.clock().now_ms() - NIGHTLY_EVERY_MS);
     let mut started = 0;
