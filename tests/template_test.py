@@ -91,6 +91,7 @@ COGNITO_OPERATIONS = {
         "reactivateTenant",
         "updateBilling",
         "getTenantUsageHistory",
+        "restoreTenant",
     },
     # Tenants are made here only (POST /tenants, the brief's route, and POST /onboarding), and
     # ended here (offboarding, its cancellation, and the purge's receipt).
