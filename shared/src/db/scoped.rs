@@ -104,6 +104,18 @@ where
         found.map(bson::from_document).transpose().map_err(Into::into)
     }
 
+    /// Every matching document of this tenant in `_id` order, as one query read `batch` at a
+    /// time: a job's walk through a large collection, its memory bounded by the batch, in one
+    /// sort of the server's (a keyset walk of many queries makes a server without an index on
+    /// the sort, FerretDB's SQLite backend, sort the rest of the collection for each).
+    pub async fn walk(&self, filter: Document, batch: u32) -> Result<futures_util::stream::BoxStream<'static, Result<T, DbError>>, DbError>
+    where
+        T: Send + 'static,
+    {
+        let cursor = self.collection.find(self.scope_filter(filter)?).sort(doc! {"_id": 1}).batch_size(batch).await?;
+        Ok(Box::pin(cursor.map_err(DbError::from).and_then(|d| async move { bson::from_document(d).map_err(DbError::from) })))
+    }
+
     /// Every matching document of this tenant, in `_id` order, `size` at a time: a keyset walk
     /// (each batch resumes after the last `_id` seen), so that a job's memory stays bounded and a
     /// document written behind the walk is not read twice.

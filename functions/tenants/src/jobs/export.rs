@@ -11,10 +11,11 @@
 use crate::error::TenantsError;
 use flate2::write::GzEncoder;
 use flate2::Compression;
+use futures_util::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{doc, Bson, Document};
 use serde::{Deserialize, Serialize};
-use shared::db::{Db, DbError, FindOptions, SystemContext, TenantCollection};
+use shared::db::{Db, DbError, SystemContext, TenantCollection};
 use shared::exports::{file_key, ExportError, MIN_PART_BYTES};
 use shared::ids::TenantId;
 use shared::jobs::{Job, JobFile};
@@ -29,8 +30,8 @@ pub fn file_name(collection: &str) -> String {
     format!("{collection}.ndjson.gz")
 }
 
-/// Documents read per query: a part is built from several.
-const BATCH: i64 = 500;
+/// Documents the driver reads at a time: a part is built from several batches.
+const BATCH: u32 = 500;
 
 /// Fields never exported: key hashes (an export must not let anyone test a key) and blind
 /// indexes (keyed digests of personal data, of no use without the tenant's index key).
@@ -139,7 +140,8 @@ async fn finish(db: &Db, key: &str, name: String, cursor: Cursor, mut files: Vec
 
 /// One part: a whole gzip member of the collection's documents after `after`, at least
 /// [`MIN_PART_BYTES`] unless the collection ends in it. Its bytes, how many documents it holds,
-/// the last `_id`, and whether the collection ended.
+/// the last `_id`, and whether the collection ended. The documents are read as one query, a
+/// batch at a time, and the query is dropped once the part is full.
 async fn build_part(
     db: &Db,
     tenant: &TenantId,
@@ -149,22 +151,17 @@ async fn build_part(
     let mut gz = GzEncoder::new(Vec::new(), Compression::default());
     let mut written = 0i64;
     let mut last = after;
+    let mut documents = read_from(db, tenant, collection, after).await?;
     let ended = loop {
-        let batch = read_batch(db, tenant, collection, last).await?;
-        if batch.is_empty() {
-            break true;
-        }
-        for document in batch {
-            last = document.get_object_id("_id").ok();
-            let line = exported(db, tenant, collection, document).await?;
-            serde_json::to_writer(&mut gz, &line).map_err(|e| TenantsError::Export(e.to_string()))?;
-            gz.write_all(b"\n").map_err(|e| TenantsError::Export(e.to_string()))?;
-            written += 1;
-        }
-        if collection == "tenant" {
-            break true;
-        }
+        let Some(document) = documents.try_next().await? else { break true };
+        last = document.get_object_id("_id").ok();
+        let line = exported(db, tenant, collection, document).await?;
+        serde_json::to_writer(&mut gz, &line).map_err(|e| TenantsError::Export(e.to_string()))?;
+        gz.write_all(b"\n").map_err(|e| TenantsError::Export(e.to_string()))?;
+        written += 1;
         if gz.get_ref().len() >= MIN_PART_BYTES {
+            // Full, unless nothing follows: a last part may be any size, and an empty one would
+            // only add a member.
             break false;
         }
     };
@@ -172,11 +169,18 @@ async fn build_part(
     Ok((bytes, written, last, ended))
 }
 
-/// The next documents of `collection` after `after`, in `_id` order, through the tenant scope.
-async fn read_batch(db: &Db, tenant: &TenantId, collection: &str, after: Option<ObjectId>) -> Result<Vec<Document>, TenantsError> {
+/// The documents of `collection` after `after`, in `_id` order, through the tenant scope (the
+/// registry record, for `tenant`).
+async fn read_from(
+    db: &Db,
+    tenant: &TenantId,
+    collection: &str,
+    after: Option<ObjectId>,
+) -> Result<futures_util::stream::BoxStream<'static, Result<Document, DbError>>, TenantsError> {
     if collection == "tenant" {
         let record = db.tenants(&SystemContext::new("export")).document(tenant).await?;
-        return Ok(vec![record.ok_or_else(|| TenantsError::NotFound(tenant.clone()))?]);
+        let record = record.ok_or_else(|| TenantsError::NotFound(tenant.clone()))?;
+        return Ok(Box::pin(futures_util::stream::iter([Ok(record)])));
     }
     let which =
         TenantCollection::ALL.into_iter().find(|c| c.name() == collection).expect("every exported collection is a tenant collection");
@@ -190,8 +194,7 @@ async fn read_batch(db: &Db, tenant: &TenantId, collection: &str, after: Option<
     if which == TenantCollection::Users {
         filter.insert("erasing", doc! {"$exists": false});
     }
-    let options = FindOptions { sort: Some(doc! {"_id": 1}), limit: Some(BATCH), ..Default::default() };
-    Ok(db.scoped::<Document>(&scope, which).find(filter, options).await?)
+    Ok(db.scoped::<Document>(&scope, which).walk(filter, BATCH).await?)
 }
 
 /// A document as the export shows it: personal fields opened, withheld fields left out, as
